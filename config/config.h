@@ -1,0 +1,92 @@
+/**
+ * @file config.h
+ * @brief The one validated, immutable settings struct, built from a libconfig file, the
+ *        Kubeless environment variables and defaults (precedence: env > file > defaults).
+ *
+ * kt_config_t is plain data: built once at start-up by kt_config_load(), read by every module,
+ * never changed afterwards.
+ */
+#ifndef KT_CONFIG_H
+#define KT_CONFIG_H
+
+#include <stddef.h>
+
+/** Where a new consumer group starts reading (auto.offset.reset). */
+typedef enum kt_start_from { KT_START_EARLIEST, KT_START_LATEST } kt_start_from_t;
+
+/** One librdkafka property from the config file. */
+typedef struct kt_config_prop {
+        char *name;
+        char *value;
+        int line; /**< line in the config file, 0 if not from a file */
+} kt_config_prop_t;
+
+typedef struct kt_config {
+        char *path; /**< config file, NULL if none */
+
+        /* function */
+        char *handler; /**< module.function, e.g. "hello.handler" */
+
+        /* kafka */
+        char *brokers;
+        char **topics;
+        size_t topic_cnt;
+        char *group_id; /**< defaults to handler */
+        kt_start_from_t start_from;
+        kt_config_prop_t *props; /**< librdkafka consumer properties, applied last */
+        size_t prop_cnt;
+
+        /* runtime */
+        char *runtime_host;
+        int runtime_port;
+        char *runtime_path;
+        char *runtime_url; /**< derived: http://host:port/path */
+        int timeout_s;     /**< per call */
+
+        /* dispatch */
+        int max_in_flight;
+        int drain_timeout_ms;
+        int retry_backoff_ms;
+        int retry_max_backoff_ms;
+        int partition_buffer_records;
+
+        /* metrics */
+        char *metrics_listen; /**< host:port as given */
+        char *metrics_host;
+        int metrics_port;
+
+        /* log */
+        int log_level;
+} kt_config_t;
+
+/**
+ * @brief Build the configuration from \p path (may be NULL), the environment and defaults,
+ *        and validate every setting.
+ *
+ * @returns a new config, or NULL with every problem found written to \p errstr, one per line
+ *          as `file:line: key: reason` (or `key: reason` when no file line applies).
+ * @remark The caller owns the result: kt_config_destroy().
+ */
+kt_config_t *kt_config_load(const char *path, char *errstr, size_t errstr_size);
+
+/** @brief Free \p conf. NULL is a no-op. */
+void kt_config_destroy(kt_config_t *conf);
+
+/**
+ * @brief Resolve the Kubeless handler from FUNC_HANDLER and MOD_NAME values.
+ *
+ * `module.function` is kept as is; a bare function name is prefixed with `mod.`.
+ * @returns a new string, or NULL if \p func is empty or bare without \p mod.
+ */
+char *kt_config_handler_resolve(const char *func, const char *mod);
+
+/**
+ * @brief Parse `host:port` (IPv6 as `[addr]:port`) into a new \p *hostp and \p *portp.
+ * @returns 0 on success, -1 if malformed or the port is outside 1..65535.
+ */
+int kt_config_hostport_parse(const char *s, char **hostp, int *portp);
+
+/** @brief Print the effective configuration (key = value), one per line, to stdout. */
+void kt_config_print(const kt_config_t *conf);
+
+#endif /* KT_CONFIG_H */

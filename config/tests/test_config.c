@@ -1,0 +1,227 @@
+/* Configuration: handler resolution, host:port, file + environment, every error reported. */
+#define _POSIX_C_SOURCE 200809L
+#include "../../core/tests/kt_test.h"
+#include "../config.h"
+
+#include <stdlib.h>
+#include <unistd.h>
+
+static const char *const env_vars[] = {"FUNC_HANDLER", "MOD_NAME",           "TOPIC_NAME",
+                                       "KAFKA_BROKERS", "KUBELESS_KAFKA_SVC", "KUBELESS_KAFKA_NAMESPACE",
+                                       "FUNC_PORT",    "FUNC_TIMEOUT",       "KTRIGGER_METRICS_LISTEN",
+                                       "KTRIGGER_LOG_LEVEL"};
+
+static void env_clear(void) {
+        for (size_t i = 0; i < sizeof(env_vars) / sizeof(env_vars[0]); i++)
+                unsetenv(env_vars[i]);
+}
+
+static char path[64];
+
+static const char *write_conf(const char *text) {
+        FILE *f;
+        int fd;
+
+        snprintf(path, sizeof(path), "/tmp/kt-test-conf-XXXXXX");
+        fd = mkstemp(path);
+        f = fdopen(fd, "w");
+        fputs(text, f);
+        fclose(f);
+        return path;
+}
+
+static void test_handler_resolve(void) {
+        static const struct {
+                const char *func, *mod, *want;
+        } cases[] = {
+            {"handler", "hello", "hello.handler"},
+            {"hello.handler", NULL, "hello.handler"},
+            {"hello.handler", "other", "hello.handler"},
+            {"handler", NULL, NULL},
+            {"handler", "", NULL},
+            {"", "hello", NULL},
+            {NULL, "hello", NULL},
+        };
+        for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+                char *got = kt_config_handler_resolve(cases[i].func, cases[i].mod);
+                if (cases[i].want)
+                        KT_CHECK_STR(got, cases[i].want);
+                else
+                        KT_CHECK(got == NULL, "case %zu: got %s", i, got);
+                free(got);
+        }
+}
+
+static void test_hostport(void) {
+        static const struct {
+                const char *in, *host;
+                int port;
+        } cases[] = {
+            {"0.0.0.0:9464", "0.0.0.0", 9464}, {"localhost:1", "localhost", 1},
+            {"[::1]:8080", "::1", 8080},       {"h:65535", "h", 65535},
+            {"h:65536", NULL, 0},              {"h:0", NULL, 0},
+            {"h", NULL, 0},                    {":80", NULL, 0},
+            {"h:80x", NULL, 0},                {"::1:80", NULL, 0},
+            {"", NULL, 0},                     {"a b:80", NULL, 0},
+        };
+        for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+                char *host = NULL;
+                int port = 0;
+                int rc = kt_config_hostport_parse(cases[i].in, &host, &port);
+                if (cases[i].host) {
+                        KT_CHECK(rc == 0, "'%s' should parse", cases[i].in);
+                        KT_CHECK_STR(host, cases[i].host);
+                        KT_CHECK(port == cases[i].port, "'%s': port %d", cases[i].in, port);
+                } else
+                        KT_CHECK(rc == -1, "'%s' should be rejected", cases[i].in);
+                free(host);
+        }
+}
+
+static void test_good_file_and_env(void) {
+        char err[4096];
+        kt_config_t *conf;
+
+        env_clear();
+        conf = kt_config_load(write_conf("function = { handler = \"hello.handler\"; };\n"
+                                         "kafka = { brokers = \"b1:9092\"; topics = [\"t1\", \"t2\"];\n"
+                                         "  start_from = \"latest\";\n"
+                                         "  properties = ( (\"session.timeout.ms\", 45000),\n"
+                                         "                 [\"fetch.wait.max.ms\", \"10\"] ); };\n"
+                                         "runtime = { port = 9000; timeout_s = 30; };\n"),
+                              err, sizeof(err));
+        unlink(path);
+        KT_CHECK(conf != NULL, "load: %s", err);
+        if (!conf)
+                return;
+        KT_CHECK_STR(conf->handler, "hello.handler");
+        KT_CHECK_STR(conf->group_id, "hello.handler");
+        KT_CHECK_STR(conf->brokers, "b1:9092");
+        KT_CHECK(conf->topic_cnt == 2, "topics %zu", conf->topic_cnt);
+        KT_CHECK(conf->start_from == KT_START_LATEST, "start_from");
+        KT_CHECK(conf->prop_cnt == 2, "props %zu", conf->prop_cnt);
+        KT_CHECK(conf->prop_cnt == 2 && !strcmp(conf->props[0].value, "45000"),
+                 "integer property as string");
+        KT_CHECK_STR(conf->runtime_url, "http://127.0.0.1:9000/");
+        KT_CHECK(conf->timeout_s == 30, "timeout %d", conf->timeout_s);
+        KT_CHECK(conf->metrics_port == 9464, "metrics default port %d", conf->metrics_port);
+        kt_config_destroy(conf);
+
+        /* Kubeless environment wins over the file. */
+        setenv("FUNC_HANDLER", "handler", 1);
+        setenv("MOD_NAME", "mymod", 1);
+        setenv("TOPIC_NAME", " a , b,c ", 1);
+        setenv("KUBELESS_KAFKA_NAMESPACE", "kafka-ns", 1);
+        setenv("FUNC_PORT", "8081", 1);
+        setenv("FUNC_TIMEOUT", "5", 1);
+        setenv("KTRIGGER_METRICS_LISTEN", "127.0.0.1:9999", 1);
+        conf = kt_config_load(write_conf("function = { handler = \"file.handler\"; };\n"
+                                         "kafka = { brokers = \"b1:9092\"; topics = [\"t1\"]; };\n"),
+                              err, sizeof(err));
+        unlink(path);
+        KT_CHECK(conf != NULL, "load: %s", err);
+        if (conf) {
+                KT_CHECK_STR(conf->handler, "mymod.handler");
+                KT_CHECK_STR(conf->group_id, "mymod.handler");
+                KT_CHECK(conf->topic_cnt == 3 && !strcmp(conf->topics[0], "a") &&
+                             !strcmp(conf->topics[1], "b") && !strcmp(conf->topics[2], "c"),
+                         "TOPIC_NAME list");
+                KT_CHECK_STR(conf->brokers, "kafka.kafka-ns:9092");
+                KT_CHECK_STR(conf->runtime_url, "http://127.0.0.1:8081/");
+                KT_CHECK(conf->timeout_s == 5, "FUNC_TIMEOUT %d", conf->timeout_s);
+                KT_CHECK(conf->metrics_port == 9999, "metrics port %d", conf->metrics_port);
+                kt_config_destroy(conf);
+        }
+        setenv("KAFKA_BROKERS", "k1:1,k2:2", 1);
+        conf = kt_config_load(NULL, err, sizeof(err));
+        KT_CHECK(conf != NULL, "env only: %s", err);
+        if (conf) {
+                KT_CHECK_STR(conf->brokers, "k1:1,k2:2");
+                KT_CHECK(conf->path == NULL, "no path");
+                kt_config_destroy(conf);
+        }
+        /* Defaults: Kubeless' Kafka service, runtime on 8080, 180 s. */
+        env_clear();
+        setenv("FUNC_HANDLER", "m.f", 1);
+        setenv("TOPIC_NAME", "t", 1);
+        conf = kt_config_load(NULL, err, sizeof(err));
+        KT_CHECK(conf != NULL, "defaults: %s", err);
+        if (conf) {
+                KT_CHECK_STR(conf->brokers, "kafka.kubeless:9092");
+                KT_CHECK_STR(conf->runtime_url, "http://127.0.0.1:8080/");
+                KT_CHECK(conf->timeout_s == 180, "timeout %d", conf->timeout_s);
+                kt_config_destroy(conf);
+        }
+        env_clear();
+}
+
+static void test_errors(void) {
+        static const struct {
+                const char *text;
+                const char *want[6]; /* substrings that must all appear */
+        } cases[] = {
+            {"kafka = { brokers = \"b\"; topics = [\"t\"]; };\n",
+             {"function.handler: no function handler"}},
+            {"function = { handler = \"m.f\"; };\n", {"kafka.topics: no topic"}},
+            {"function = { handler = \"m.f\"; };\nkafka = { topics = [\"t\"]; };\n"
+             "runtime = { port = 70000; };\n",
+             {":3: runtime.port: 70000 is outside 1..65535"}},
+            {"function = { handler = \"m.f\"; hanlder = \"x\"; };\nkafka = { topics = [\"t\"]; };\n",
+             {":1: function: unknown key 'hanlder'"}},
+            {"function = { handler = \"m.f\"; };\nkafka = { topics = [\"t\"];\n"
+             "start_from = \"beginning\"; };\n",
+             {":3: kafka.start_from: 'beginning' is not one of: earliest, latest"}},
+            {"function = { handler = \"m.f\"; };\nkafka = { topics = [\"bad topic!\"]; };\n",
+             {"kafka.topics: 'bad topic!' is not a valid topic name"}},
+            {"function = { handler = \"m.f\"; };\nkafka = { topics = [\"t\"];\n"
+             "properties = ( (\"enable.auto.offset.store\", \"true\"),\n"
+             "(\"no.such.property\", \"1\"), (\"x\") ); };\n",
+             {":3: kafka.properties: enable.auto.offset.store: not settable here",
+              ":4: kafka.properties: ", "no.such.property", ":4: kafka.properties: element 2"}},
+            /* Every error in one run. */
+            {"function = { handler = 5; };\nkafka = { topics = [\"t\"]; };\n"
+             "runtime = { timeout_s = 0; port = \"x\"; };\nmetrics = { listen = \"nope\"; };\n"
+             "dispatch = { retry_backoff_ms = 500; retry_max_backoff_ms = 100; };\nextra = {};\n",
+             {":1: function.handler: must be a string", ":3: runtime.timeout_s: 0 is outside",
+              ":3: runtime.port: must be an integer", ":4: metrics.listen: 'nope'",
+              ":5: dispatch.retry_max_backoff_ms: 100 is below", ":6: extra: unknown section"}},
+            {"function = { handler = };\n", {":1: syntax:"}},
+        };
+        char err[4096];
+
+        env_clear();
+        for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+                kt_config_t *conf = kt_config_load(write_conf(cases[i].text), err, sizeof(err));
+                unlink(path);
+                KT_CHECK(conf == NULL, "case %zu should fail", i);
+                kt_config_destroy(conf);
+                for (size_t j = 0; j < 6 && cases[i].want[j]; j++)
+                        KT_CHECK(strstr(err, cases[i].want[j]) != NULL,
+                                 "case %zu: want '%s' in:\n%s", i, cases[i].want[j], err);
+                KT_CHECK(err[0] && err[strlen(err) - 1] != '\n', "case %zu: no trailing newline",
+                         i);
+        }
+
+        /* Unreadable file. */
+        KT_CHECK(kt_config_load("/nonexistent/ktrigger.conf", err, sizeof(err)) == NULL,
+                 "missing file");
+        KT_CHECK(strstr(err, "/nonexistent/ktrigger.conf: cannot read") != NULL, "%s", err);
+
+        /* Bad environment values. */
+        setenv("FUNC_HANDLER", "handler", 1); /* bare, no MOD_NAME */
+        setenv("TOPIC_NAME", "t", 1);
+        setenv("FUNC_PORT", "80a", 1);
+        KT_CHECK(kt_config_load(NULL, err, sizeof(err)) == NULL, "bad env");
+        KT_CHECK(strstr(err, "FUNC_HANDLER: 'handler' is not module.function") != NULL, "%s",
+                 err);
+        KT_CHECK(strstr(err, "FUNC_PORT: '80a' is not an integer") != NULL, "%s", err);
+        env_clear();
+}
+
+int main(void) {
+        test_handler_resolve();
+        test_hostport();
+        test_good_file_and_env();
+        test_errors();
+        return kt_test_done("test_config");
+}

@@ -1,0 +1,136 @@
+/**
+ * @file consumer.h
+ * @brief Kafka in: the group member, assigned partitions with their bounded record buffers,
+ *        pause/resume, and the offset tracker that stores only finished offsets.
+ *
+ * @locality every function here runs on the loop thread.
+ */
+#ifndef KT_CONSUMER_H
+#define KT_CONSUMER_H
+
+#include "../config/config.h"
+#include "../core/core.h"
+
+#include <librdkafka/rdkafka.h>
+#include <stddef.h>
+#include <stdint.h>
+
+typedef enum kt_record_state {
+        KT_REC_QUEUED,     /**< buffered, not yet sent */
+        KT_REC_IN_FLIGHT,  /**< a call is running */
+        KT_REC_RETRY_WAIT, /**< failed, waiting for its retry time */
+        KT_REC_DONE        /**< finished: its offset may be committed */
+} kt_record_state_t;
+
+struct kt_partition;
+
+/** One buffered record. Plain data owned by its partition's tracker. */
+typedef struct kt_record {
+        struct kt_record *next;
+        struct kt_partition *part;
+        rd_kafka_message_t *rkm; /**< owned; NULL in unit tests */
+        int64_t offset;
+        kt_record_state_t state;
+        int attempts;        /**< calls made so far */
+        int64_t retry_at_ms; /**< kt_now_ms() time of the next attempt in RETRY_WAIT */
+        void *call;          /**< dispatch handle while IN_FLIGHT */
+} kt_record_t;
+
+/**
+ * Offset tracker of one partition: its records in offset order. The head is the oldest record
+ * not yet done; a record leaves only from the head and only when done, so the committable
+ * offset is always the one after the last record popped, whatever order calls finish in and
+ * whatever gaps (compaction, transaction markers) the offsets have.
+ */
+typedef struct kt_tracker {
+        kt_record_t *head, *tail;
+        size_t cnt;
+        int64_t commit_offset; /**< offset to commit (last popped + 1), -1 if none yet */
+} kt_tracker_t;
+
+/** @brief Initialize an empty tracker. */
+void kt_tracker_init(kt_tracker_t *kt);
+
+/** @brief Append \p rec (offsets must increase). */
+void kt_tracker_push(kt_tracker_t *kt, kt_record_t *rec);
+
+/**
+ * @brief Pop the head if it is done, advancing commit_offset.
+ * @returns the popped record (the caller frees it), or NULL if the head is not done.
+ */
+kt_record_t *kt_tracker_pop_done(kt_tracker_t *kt);
+
+/** @brief Pop the head whatever its state (dropping a revoked partition). */
+kt_record_t *kt_tracker_pop(kt_tracker_t *kt);
+
+/** An assigned partition. */
+typedef struct kt_partition {
+        struct kt_partition *next; /**< next assigned partition */
+        const char *topic;         /**< points into the config */
+        size_t topic_idx;          /**< index in kt_config_t.topics */
+        int32_t partition;
+        rd_kafka_topic_t *rkt;
+        kt_tracker_t q;
+        int in_flight; /**< records of this partition in IN_FLIGHT */
+        int paused;
+        int revoking; /**< being revoked: dispatch nothing new */
+        int64_t stored; /**< last offset stored for commit, -1 if none */
+} kt_partition_t;
+
+typedef struct kt_consumer kt_consumer_t;
+
+/** Calls the consumer makes into the loop. */
+typedef struct kt_consumer_hooks {
+        /**
+         * Partitions are about to be taken away. The hook must finish or cancel every call of
+         * those partitions before it returns (\p lost: the partitions already belong to
+         * someone else, so cancel rather than wait). Afterwards the consumer commits what is
+         * done (unless lost), drops the rest and hands the partitions back.
+         */
+        void (*revoke)(void *opaque, kt_partition_t **parts, size_t cnt, int lost);
+        void *opaque;
+} kt_consumer_hooks_t;
+
+/**
+ * @brief Create the group member and subscribe to the configured topics.
+ * @returns NULL on failure with the reason in \p errstr.
+ * @remark \p conf must outlive the consumer.
+ */
+kt_consumer_t *kt_consumer_new(const kt_config_t *conf, const kt_consumer_hooks_t *hooks,
+                               char *errstr, size_t errstr_size);
+
+/** @brief Leave the group (committing what is done) and free everything. NULL is a no-op. */
+void kt_consumer_destroy(kt_consumer_t *kc);
+
+/** @returns a file descriptor that becomes readable when Kafka has events for the loop. */
+int kt_consumer_wakeup_fd(const kt_consumer_t *kc);
+
+/**
+ * @brief Serve Kafka events and buffer up to \p max records into their partitions,
+ *        pausing any partition whose buffer is full.
+ * @returns the number of events served; == \p max means more may be waiting.
+ */
+int kt_consumer_poll(kt_consumer_t *kc, int max);
+
+/** @returns the first assigned partition (follow ->next). */
+kt_partition_t *kt_consumer_partitions(kt_consumer_t *kc);
+
+/**
+ * @brief Mark \p rec done; store the offset up to which its partition is finished and resume
+ *        the partition when its buffer has drained. \p rec may be freed by this call.
+ */
+void kt_consumer_record_done(kt_consumer_t *kc, kt_record_t *rec);
+
+/** @brief Commit all stored offsets synchronously. */
+kt_err_t kt_consumer_commit(kt_consumer_t *kc);
+
+/** @returns non-zero once librdkafka reported a fatal error (the loop must stop). */
+int kt_consumer_fatal(const kt_consumer_t *kc);
+
+/** @returns non-zero while the member holds an assignment from a joined group. */
+int kt_consumer_assigned_cnt(const kt_consumer_t *kc);
+
+/** @returns the number of records buffered in all partitions (queued, in flight or waiting). */
+size_t kt_consumer_buffered(const kt_consumer_t *kc);
+
+#endif /* KT_CONSUMER_H */

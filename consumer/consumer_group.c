@@ -1,0 +1,493 @@
+/*
+ * DESIGN: the group member and its partitions.
+ *
+ * - librdkafka's high-level consumer joins the group (cooperative-sticky by default) and
+ *   auto-commits, but only offsets we store: enable.auto.offset.store=false, and an offset is
+ *   stored only when the tracker pops a done record (all earlier ones of its partition are
+ *   done too). Nothing is ever stored past a record in flight or waiting to retry.
+ * - All events (records, rebalances, errors, librdkafka's own logs via log.queue) arrive on
+ *   the one consumer queue, served by kt_consumer_poll() on the loop thread. The queue's
+ *   io-event writes to a pipe when it goes from empty to non-empty; we drain the pipe first
+ *   and then poll until the queue is empty (or the budget runs out and the caller knows to
+ *   come back without sleeping), so a wake-up is never lost.
+ * - Each partition buffers at most partition_buffer_records records; a full partition is
+ *   paused (only that partition) and resumed at half. Pausing makes librdkafka drop what it
+ *   had prefetched for it and fetch again from the last record handed to us on resume.
+ * - On revoke the loop's hook finishes or cancels the partitions' calls first; then we commit
+ *   what is done synchronously, drop the rest (never committed: the next owner gets them)
+ *   and hand the partitions back. On lost partitions nothing is committed.
+ */
+#define _POSIX_C_SOURCE 200809L
+#include "consumer.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define FAC "KAFKA"
+
+struct kt_consumer {
+        const kt_config_t *conf;
+        kt_consumer_hooks_t hooks;
+        rd_kafka_t *rk;
+        rd_kafka_queue_t *rkq;
+        int wake[2]; /**< io-event pipe: [0] read by the loop, [1] written by librdkafka */
+        kt_partition_t *parts; /**< assigned partitions */
+        int part_cnt;
+        kt_partition_t ***by_id; /**< [topic_idx][partition] -> partition, for O(1) lookup */
+        int32_t *by_id_size;     /**< per topic */
+        int fatal;
+};
+
+static void log_cb(const rd_kafka_t *rk, int level, const char *fac, const char *buf) {
+        char f[64];
+
+        (void)rk;
+        snprintf(f, sizeof(f), "KAFKA-%s", fac);
+        kt_log(level, f, "%s", buf);
+}
+
+static void error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque) {
+        kt_consumer_t *kc = opaque;
+        char errstr[512];
+
+        if (err == RD_KAFKA_RESP_ERR__FATAL) {
+                rd_kafka_fatal_error(rk, errstr, sizeof(errstr));
+                KT_ERR(FAC, "fatal error: %s", errstr);
+                kc->fatal = 1;
+                return;
+        }
+        /* Transient (all brokers down, ...): librdkafka keeps retrying; we keep running. */
+        KT_WARN(FAC, "%s: %s", rd_kafka_err2name((rd_kafka_resp_err_t)err), reason);
+}
+
+static kt_partition_t *part_find(kt_consumer_t *kc, const char *topic, int32_t partition) {
+        for (size_t i = 0; i < kc->conf->topic_cnt; i++)
+                if (!strcmp(kc->conf->topics[i], topic))
+                        return partition < kc->by_id_size[i] ? kc->by_id[i][partition] : NULL;
+        return NULL;
+}
+
+static kt_partition_t *part_add(kt_consumer_t *kc, const char *topic, int32_t partition) {
+        kt_partition_t *p;
+        size_t ti;
+
+        for (ti = 0; ti < kc->conf->topic_cnt; ti++)
+                if (!strcmp(kc->conf->topics[ti], topic))
+                        break;
+        if (ti == kc->conf->topic_cnt || partition < 0) {
+                KT_WARN(FAC, "assigned %s [%d], which is not a configured topic", topic,
+                        partition);
+                return NULL;
+        }
+        if (partition >= kc->by_id_size[ti]) {
+                int32_t n = partition + 1;
+                kt_partition_t **a = realloc(kc->by_id[ti], (size_t)n * sizeof(*a));
+                if (!a)
+                        return NULL;
+                memset(a + kc->by_id_size[ti], 0, (size_t)(n - kc->by_id_size[ti]) * sizeof(*a));
+                kc->by_id[ti] = a;
+                kc->by_id_size[ti] = n;
+        }
+        if (kc->by_id[ti][partition])
+                return kc->by_id[ti][partition];
+        if (!(p = calloc(1, sizeof(*p))))
+                return NULL;
+        p->topic = kc->conf->topics[ti];
+        p->topic_idx = ti;
+        p->partition = partition;
+        if (!(p->rkt = rd_kafka_topic_new(kc->rk, topic, NULL))) {
+                free(p);
+                return NULL;
+        }
+        p->stored = -1;
+        kt_tracker_init(&p->q);
+        p->next = kc->parts;
+        kc->parts = p;
+        kc->part_cnt++;
+        kc->by_id[ti][partition] = p;
+        return p;
+}
+
+static void record_free(kt_record_t *rec) {
+        if (rec->rkm)
+                rd_kafka_message_destroy(rec->rkm);
+        free(rec);
+}
+
+static void part_remove(kt_consumer_t *kc, kt_partition_t *p) {
+        kt_partition_t **pp;
+        kt_record_t *rec;
+        size_t dropped = 0;
+
+        for (pp = &kc->parts; *pp; pp = &(*pp)->next)
+                if (*pp == p) {
+                        *pp = p->next;
+                        break;
+                }
+        kc->part_cnt--;
+        kc->by_id[p->topic_idx][p->partition] = NULL;
+        while ((rec = kt_tracker_pop(&p->q))) {
+                dropped++;
+                record_free(rec);
+        }
+        if (dropped)
+                KT_INFO(FAC, "%s [%d]: dropped %zu unfinished records (not committed)", p->topic,
+                        p->partition, dropped);
+        if (p->rkt)
+                rd_kafka_topic_destroy(p->rkt);
+        free(p);
+}
+
+/** Commit the stored offsets of \p parts synchronously. */
+static void commit_parts(kt_consumer_t *kc, kt_partition_t **parts, size_t cnt) {
+        rd_kafka_topic_partition_list_t *offsets = rd_kafka_topic_partition_list_new((int)cnt);
+        rd_kafka_resp_err_t err;
+
+        for (size_t i = 0; i < cnt; i++)
+                if (parts[i]->stored >= 0)
+                        rd_kafka_topic_partition_list_add(offsets, parts[i]->topic,
+                                                          parts[i]->partition)
+                            ->offset = parts[i]->stored;
+        if (offsets->cnt > 0) {
+                err = rd_kafka_commit(kc->rk, offsets, 0 /*sync*/);
+                if (err)
+                        KT_WARN(FAC, "commit of %d revoked partitions failed: %s", offsets->cnt,
+                                rd_kafka_err2str(err));
+                else
+                        KT_INFO(FAC, "committed %d revoked partitions", offsets->cnt);
+        }
+        rd_kafka_topic_partition_list_destroy(offsets);
+}
+
+static void on_assign(kt_consumer_t *kc, rd_kafka_topic_partition_list_t *tps) {
+        rd_kafka_error_t *error = NULL;
+        rd_kafka_resp_err_t err = RD_KAFKA_RESP_ERR_NO_ERROR;
+
+        for (int i = 0; i < tps->cnt; i++) {
+                if (!part_add(kc, tps->elems[i].topic, tps->elems[i].partition)) {
+                        /* Its records would have nowhere to go: stop rather than stall it. */
+                        KT_ERR(FAC, "cannot track %s [%d]: stopping", tps->elems[i].topic,
+                               tps->elems[i].partition);
+                        kc->fatal = 1;
+                }
+                KT_INFO(FAC, "assigned %s [%d]", tps->elems[i].topic, tps->elems[i].partition);
+        }
+        if (!strcmp(rd_kafka_rebalance_protocol(kc->rk), "COOPERATIVE"))
+                error = rd_kafka_incremental_assign(kc->rk, tps);
+        else
+                err = rd_kafka_assign(kc->rk, tps);
+        if (error) {
+                KT_ERR(FAC, "incremental assign failed: %s", rd_kafka_error_string(error));
+                rd_kafka_error_destroy(error);
+        } else if (err)
+                KT_ERR(FAC, "assign failed: %s", rd_kafka_err2str(err));
+}
+
+static void on_revoke(kt_consumer_t *kc, rd_kafka_topic_partition_list_t *tps) {
+        int lost = rd_kafka_assignment_lost(kc->rk);
+        kt_partition_t **parts = calloc((size_t)tps->cnt + 1, sizeof(*parts));
+        size_t cnt = 0;
+        rd_kafka_error_t *error = NULL;
+        rd_kafka_resp_err_t err = RD_KAFKA_RESP_ERR_NO_ERROR;
+
+        for (int i = 0; parts && i < tps->cnt; i++) {
+                kt_partition_t *p = part_find(kc, tps->elems[i].topic, tps->elems[i].partition);
+                if (p) {
+                        p->revoking = 1;
+                        parts[cnt++] = p;
+                }
+        }
+        KT_INFO(FAC, "%s %d partitions", lost ? "lost" : "revoking", tps->cnt);
+        if (cnt && kc->hooks.revoke)
+                kc->hooks.revoke(kc->hooks.opaque, parts, cnt, lost);
+        /* Offsets of records finished during the drain were stored by record_done(). */
+        if (cnt && !lost)
+                commit_parts(kc, parts, cnt);
+        for (size_t i = 0; i < cnt; i++)
+                part_remove(kc, parts[i]);
+        free(parts);
+
+        if (!strcmp(rd_kafka_rebalance_protocol(kc->rk), "COOPERATIVE"))
+                error = rd_kafka_incremental_unassign(kc->rk, tps);
+        else
+                err = rd_kafka_assign(kc->rk, NULL);
+        if (error) {
+                KT_ERR(FAC, "incremental unassign failed: %s", rd_kafka_error_string(error));
+                rd_kafka_error_destroy(error);
+        } else if (err)
+                KT_ERR(FAC, "unassign failed: %s", rd_kafka_err2str(err));
+}
+
+static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
+                         rd_kafka_topic_partition_list_t *tps, void *opaque) {
+        kt_consumer_t *kc = opaque;
+
+        (void)rk;
+        if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS)
+                on_assign(kc, tps);
+        else if (err == RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS)
+                on_revoke(kc, tps);
+        else {
+                KT_ERR(FAC, "rebalance error: %s", rd_kafka_err2str(err));
+                rd_kafka_assign(kc->rk, NULL);
+        }
+}
+
+static int conf_set(rd_kafka_conf_t *rkconf, const char *name, const char *value, char *errstr,
+                    size_t errstr_size) {
+        char err[256];
+
+        if (rd_kafka_conf_set(rkconf, name, value, err, sizeof(err)) == RD_KAFKA_CONF_OK)
+                return 0;
+        snprintf(errstr, errstr_size, "%s: %s", name, err);
+        return -1;
+}
+
+kt_consumer_t *kt_consumer_new(const kt_config_t *conf, const kt_consumer_hooks_t *hooks,
+                               char *errstr, size_t errstr_size) {
+        kt_consumer_t *kc;
+        rd_kafka_conf_t *rkconf;
+        rd_kafka_topic_partition_list_t *topics = NULL;
+        rd_kafka_resp_err_t err;
+        char rkerr[512];
+        /* Defaults chosen for at-least-once with bounded memory; every one can be overridden
+         * from kafka.properties except the ones config/ refuses. */
+        static const char *const defaults[][2] = {
+            {"partition.assignment.strategy", "cooperative-sticky"},
+            {"enable.auto.commit", "true"},
+            {"auto.commit.interval.ms", "1000"},
+            {"queued.max.messages.kbytes", "16384"},
+            {"queued.min.messages", "10000"},
+            {"client.id", "ktrigger"},
+        };
+
+        if (!(kc = calloc(1, sizeof(*kc)))) {
+                snprintf(errstr, errstr_size, "out of memory");
+                return NULL;
+        }
+        kc->conf = conf;
+        if (hooks)
+                kc->hooks = *hooks;
+        kc->wake[0] = kc->wake[1] = -1;
+        kc->by_id = calloc(conf->topic_cnt, sizeof(*kc->by_id));
+        kc->by_id_size = calloc(conf->topic_cnt, sizeof(*kc->by_id_size));
+        if (!kc->by_id || !kc->by_id_size) {
+                snprintf(errstr, errstr_size, "out of memory");
+                goto fail;
+        }
+        if (pipe(kc->wake) == -1 || fcntl(kc->wake[0], F_SETFL, O_NONBLOCK) == -1 ||
+            fcntl(kc->wake[1], F_SETFL, O_NONBLOCK) == -1) {
+                snprintf(errstr, errstr_size, "pipe: %s", strerror(errno));
+                goto fail;
+        }
+
+        rkconf = rd_kafka_conf_new();
+        for (size_t i = 0; i < sizeof(defaults) / sizeof(defaults[0]); i++)
+                if (conf_set(rkconf, defaults[i][0], defaults[i][1], errstr, errstr_size))
+                        goto fail_conf;
+        for (size_t i = 0; i < conf->prop_cnt; i++)
+                if (conf_set(rkconf, conf->props[i].name, conf->props[i].value, errstr,
+                             errstr_size))
+                        goto fail_conf;
+        if (conf_set(rkconf, "bootstrap.servers", conf->brokers, errstr, errstr_size) ||
+            conf_set(rkconf, "group.id", conf->group_id, errstr, errstr_size) ||
+            conf_set(rkconf, "auto.offset.reset",
+                     conf->start_from == KT_START_EARLIEST ? "earliest" : "latest", errstr,
+                     errstr_size) ||
+            conf_set(rkconf, "enable.auto.offset.store", "false", errstr, errstr_size) ||
+            conf_set(rkconf, "enable.partition.eof", "false", errstr, errstr_size) ||
+            conf_set(rkconf, "log.queue", "true", errstr, errstr_size))
+                goto fail_conf;
+        rd_kafka_conf_set_opaque(rkconf, kc);
+        rd_kafka_conf_set_log_cb(rkconf, log_cb);
+        rd_kafka_conf_set_error_cb(rkconf, error_cb);
+        rd_kafka_conf_set_rebalance_cb(rkconf, rebalance_cb);
+
+        kc->rk = rd_kafka_new(RD_KAFKA_CONSUMER, rkconf, rkerr, sizeof(rkerr));
+        if (!kc->rk) {
+                snprintf(errstr, errstr_size, "%s", rkerr);
+                goto fail_conf;
+        }
+        rkconf = NULL; /* now owned by rk */
+        rd_kafka_set_log_queue(kc->rk, NULL); /* main queue, forwarded below */
+        rd_kafka_poll_set_consumer(kc->rk);
+        kc->rkq = rd_kafka_queue_get_consumer(kc->rk);
+        rd_kafka_queue_io_event_enable(kc->rkq, kc->wake[1], "1", 1);
+
+        topics = rd_kafka_topic_partition_list_new((int)conf->topic_cnt);
+        for (size_t i = 0; i < conf->topic_cnt; i++)
+                rd_kafka_topic_partition_list_add(topics, conf->topics[i], RD_KAFKA_PARTITION_UA);
+        err = rd_kafka_subscribe(kc->rk, topics);
+        rd_kafka_topic_partition_list_destroy(topics);
+        if (err) {
+                snprintf(errstr, errstr_size, "subscribe: %s", rd_kafka_err2str(err));
+                goto fail;
+        }
+        KT_INFO(FAC, "joining group \"%s\" for %zu topic(s) on %s", conf->group_id,
+                conf->topic_cnt, conf->brokers);
+        return kc;
+
+fail_conf:
+        if (rkconf)
+                rd_kafka_conf_destroy(rkconf);
+fail:
+        kt_consumer_destroy(kc);
+        return NULL;
+}
+
+void kt_consumer_destroy(kt_consumer_t *kc) {
+        if (!kc)
+                return;
+        if (kc->rk) {
+                rd_kafka_resp_err_t err;
+                /* Triggers the final revoke (hook, commit, unassign) and leaves the group. */
+                err = rd_kafka_consumer_close(kc->rk);
+                if (err)
+                        KT_WARN(FAC, "consumer close: %s", rd_kafka_err2str(err));
+                while (kc->parts)
+                        part_remove(kc, kc->parts);
+                if (kc->rkq)
+                        rd_kafka_queue_destroy(kc->rkq);
+                rd_kafka_destroy(kc->rk);
+                KT_INFO(FAC, "left the group");
+        }
+        for (size_t i = 0; kc->by_id && i < kc->conf->topic_cnt; i++)
+                free(kc->by_id[i]);
+        free(kc->by_id);
+        free(kc->by_id_size);
+        if (kc->wake[0] != -1)
+                close(kc->wake[0]);
+        if (kc->wake[1] != -1)
+                close(kc->wake[1]);
+        free(kc);
+}
+
+int kt_consumer_wakeup_fd(const kt_consumer_t *kc) {
+        return kc->wake[0];
+}
+
+static void buffer_record(kt_consumer_t *kc, rd_kafka_message_t *rkm) {
+        kt_partition_t *p = part_find(kc, rd_kafka_topic_name(rkm->rkt), rkm->partition);
+        kt_record_t *rec;
+
+        if (!p || p->revoking) {
+                /* A late record of a partition we no longer own: the owner will get it. */
+                rd_kafka_message_destroy(rkm);
+                return;
+        }
+        if (!(rec = calloc(1, sizeof(*rec)))) {
+                /* Cannot buffer it, so nothing after it may ever be committed: stop taking
+                 * this partition and stop the daemon; the record is fetched again later. */
+                KT_ERR(FAC, "out of memory buffering %s [%d] @%lld: stopping", p->topic,
+                       p->partition, (long long)rkm->offset);
+                p->revoking = 1;
+                kc->fatal = 1;
+                rd_kafka_message_destroy(rkm);
+                return;
+        }
+        rec->rkm = rkm;
+        rec->part = p;
+        rec->offset = rkm->offset;
+        rec->state = KT_REC_QUEUED;
+        kt_tracker_push(&p->q, rec);
+
+        if (!p->paused && p->q.cnt >= (size_t)kc->conf->partition_buffer_records) {
+                rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
+                rd_kafka_topic_partition_list_add(l, p->topic, p->partition);
+                if (!rd_kafka_pause_partitions(kc->rk, l))
+                        p->paused = 1;
+                rd_kafka_topic_partition_list_destroy(l);
+                KT_DBG(FAC, "%s [%d]: buffer full (%zu), paused", p->topic, p->partition,
+                       p->q.cnt);
+        }
+}
+
+int kt_consumer_poll(kt_consumer_t *kc, int max) {
+        char buf[256];
+        int n;
+
+        /* Drain the wake-up pipe before polling: librdkafka writes it again only when the
+         * queue goes from empty to non-empty. */
+        while (read(kc->wake[0], buf, sizeof(buf)) > 0)
+                ;
+        for (n = 0; n < max; n++) {
+                rd_kafka_message_t *rkm = rd_kafka_consumer_poll(kc->rk, 0);
+                if (!rkm)
+                        break;
+                if (rkm->err) {
+                        if (rkm->rkt)
+                                KT_WARN(FAC, "%s [%d]: %s", rd_kafka_topic_name(rkm->rkt),
+                                        rkm->partition, rd_kafka_message_errstr(rkm));
+                        else
+                                KT_WARN(FAC, "%s", rd_kafka_message_errstr(rkm));
+                        rd_kafka_message_destroy(rkm);
+                        continue;
+                }
+                buffer_record(kc, rkm);
+        }
+        return n;
+}
+
+kt_partition_t *kt_consumer_partitions(kt_consumer_t *kc) {
+        return kc->parts;
+}
+
+void kt_consumer_record_done(kt_consumer_t *kc, kt_record_t *rec) {
+        kt_partition_t *p = rec->part;
+        kt_record_t *done;
+        int popped = 0;
+
+        rec->state = KT_REC_DONE;
+        while ((done = kt_tracker_pop_done(&p->q))) {
+                record_free(done);
+                popped++;
+        }
+        if (!popped)
+                return;
+        /* rd_kafka_offset_store() stores offset + 1. */
+        if (rd_kafka_offset_store(p->rkt, p->partition, p->q.commit_offset - 1) ==
+            RD_KAFKA_RESP_ERR_NO_ERROR)
+                p->stored = p->q.commit_offset;
+        else
+                KT_WARN(FAC, "%s [%d]: cannot store offset %lld", p->topic, p->partition,
+                        (long long)p->q.commit_offset);
+
+        if (p->paused && !p->revoking &&
+            p->q.cnt <= (size_t)kc->conf->partition_buffer_records / 2) {
+                rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
+                rd_kafka_topic_partition_list_add(l, p->topic, p->partition);
+                if (!rd_kafka_resume_partitions(kc->rk, l))
+                        p->paused = 0;
+                rd_kafka_topic_partition_list_destroy(l);
+                KT_DBG(FAC, "%s [%d]: buffer drained (%zu), resumed", p->topic, p->partition,
+                       p->q.cnt);
+        }
+}
+
+kt_err_t kt_consumer_commit(kt_consumer_t *kc) {
+        rd_kafka_resp_err_t err = rd_kafka_commit(kc->rk, NULL, 0 /*sync*/);
+
+        if (err == RD_KAFKA_RESP_ERR_NO_ERROR || err == RD_KAFKA_RESP_ERR__NO_OFFSET)
+                return KT_OK;
+        KT_WARN(FAC, "commit failed: %s", rd_kafka_err2str(err));
+        return KT_ERR_KAFKA;
+}
+
+int kt_consumer_fatal(const kt_consumer_t *kc) {
+        return kc->fatal;
+}
+
+int kt_consumer_assigned_cnt(const kt_consumer_t *kc) {
+        return kc->part_cnt;
+}
+
+size_t kt_consumer_buffered(const kt_consumer_t *kc) {
+        size_t n = 0;
+        for (const kt_partition_t *p = kc->parts; p; p = p->next)
+                n += p->q.cnt;
+        return n;
+}

@@ -1,0 +1,92 @@
+/**
+ * @file core.h
+ * @brief ktrigger core: error codes, logging, clock, the event loop and the daemon's entry.
+ *
+ * Everything here is used by every other module; nothing here depends on another module
+ * except the loop (kt_loop_run), which ties consumer/, dispatch/ and metrics/ together.
+ */
+#ifndef KT_CORE_H
+#define KT_CORE_H
+
+#include <stdarg.h>
+#include <stdint.h>
+
+#define KT_VERSION "0.1.0"
+
+/** Exit status for configuration errors (sysexits.h EX_CONFIG). */
+#define KT_EXIT_CONFIG 78
+
+typedef enum kt_err {
+        KT_OK = 0,
+        KT_ERR_NOMEM,   /**< allocation failed */
+        KT_ERR_CONFIG,  /**< invalid setting */
+        KT_ERR_KAFKA,   /**< librdkafka reported an error */
+        KT_ERR_HTTP,    /**< libcurl reported an error */
+        KT_ERR_SYS,     /**< a system call failed (see errno in the log) */
+        KT_ERR_FULL,    /**< no free slot / buffer full: try again later */
+        KT_ERR_TIMEDOUT /**< a bounded wait ran out */
+} kt_err_t;
+
+/** @returns a static human-readable text for \p err. */
+const char *kt_err2str(kt_err_t err);
+
+/** Syslog levels. */
+enum {
+        KT_LOG_EMERG = 0,
+        KT_LOG_ALERT,
+        KT_LOG_CRIT,
+        KT_LOG_ERR,
+        KT_LOG_WARNING,
+        KT_LOG_NOTICE,
+        KT_LOG_INFO,
+        KT_LOG_DEBUG
+};
+
+/**
+ * @brief Log one line `time level FACILITY: message` to stderr if \p level is enabled.
+ * @remark Thread-safe (one write(2) per line).
+ */
+void kt_log(int level, const char *fac, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/** @brief Set the most verbose level that is printed (default KT_LOG_INFO). */
+void kt_log_level_set(int level);
+
+/** @returns non-zero if \p level would be printed. */
+int kt_log_enabled(int level);
+
+/**
+ * @brief Parse a level name (emerg..debug, also "warn", "error").
+ * @returns the level, or -1 if \p name is not a level.
+ */
+int kt_log_level_parse(const char *name);
+
+/** @returns the monotonic clock in milliseconds. */
+int64_t kt_now_ms(void);
+
+/** @returns the wall clock in milliseconds since the epoch. */
+int64_t kt_wallclock_ms(void);
+
+struct kt_config;
+struct kt_metrics;
+
+/**
+ * @brief Run the daemon until SIGTERM/SIGINT or a fatal error: consume, dispatch, commit.
+ *
+ * SIGTERM, SIGINT and SIGHUP must already be blocked in every thread (main does it before any
+ * thread starts); the loop takes them through a signalfd.
+ * @returns the process exit status: 0 after a clean shutdown, 1 after a fatal error.
+ * @locality the calling thread becomes the loop thread.
+ */
+int kt_loop_run(const struct kt_config *conf, struct kt_metrics *km);
+
+#define KT_ERR(fac, ...) kt_log(KT_LOG_ERR, fac, __VA_ARGS__)
+#define KT_WARN(fac, ...) kt_log(KT_LOG_WARNING, fac, __VA_ARGS__)
+#define KT_INFO(fac, ...) kt_log(KT_LOG_INFO, fac, __VA_ARGS__)
+#define KT_DBG(fac, ...)                                                                    \
+        do {                                                                                \
+                if (kt_log_enabled(KT_LOG_DEBUG))                                           \
+                        kt_log(KT_LOG_DEBUG, fac, __VA_ARGS__);                             \
+        } while (0)
+
+#endif /* KT_CORE_H */

@@ -1,0 +1,130 @@
+/* ktrigger: command line, start-up checks, then the loop. Only start-up may exit. */
+#define _POSIX_C_SOURCE 200809L
+#include "core.h"
+
+#include "../config/config.h"
+#include "../metrics/metrics.h"
+
+#include <curl/curl.h>
+#include <getopt.h>
+#include <librdkafka/rdkafka.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+static void usage(FILE *out) {
+        fprintf(out,
+                "Usage: ktrigger [--config FILE] [--check-config | --print-config]\n"
+                "\n"
+                "Consume Kafka records in the consumer group named after the function handler\n"
+                "and POST each one to the function runtime; commit only what is done.\n"
+                "\n"
+                "  -c, --config FILE   libconfig settings file (see ktrigger.conf.example)\n"
+                "      --check-config  validate the settings without connecting; exit 0 if\n"
+                "                      valid, 78 with every error listed if not\n"
+                "      --print-config  print the effective settings (secrets redacted)\n"
+                "  -V, --version       print the version\n"
+                "  -h, --help          print this help\n"
+                "\n"
+                "Environment (overrides the file): FUNC_HANDLER, MOD_NAME, TOPIC_NAME,\n"
+                "KAFKA_BROKERS, KUBELESS_KAFKA_SVC, KUBELESS_KAFKA_NAMESPACE, FUNC_PORT,\n"
+                "FUNC_TIMEOUT, KTRIGGER_METRICS_LISTEN, KTRIGGER_LOG_LEVEL.\n");
+}
+
+int main(int argc, char **argv) {
+        static const struct option opts[] = {
+            {"config", required_argument, NULL, 'c'}, {"check-config", no_argument, NULL, 1},
+            {"print-config", no_argument, NULL, 2},   {"version", no_argument, NULL, 'V'},
+            {"help", no_argument, NULL, 'h'},         {NULL, 0, NULL, 0}};
+        const char *path = NULL;
+        int check = 0, print = 0, opt, status;
+        kt_config_t *conf;
+        kt_metrics_t *km;
+        char errstr[8192];
+        sigset_t mask;
+
+        while ((opt = getopt_long(argc, argv, "c:Vh", opts, NULL)) != -1) {
+                switch (opt) {
+                case 'c':
+                        path = optarg;
+                        break;
+                case 1:
+                        check = 1;
+                        break;
+                case 2:
+                        print = 1;
+                        break;
+                case 'V':
+                        printf("ktrigger %s (librdkafka %s, %s)\n", KT_VERSION,
+                               rd_kafka_version_str(), curl_version());
+                        return 0;
+                case 'h':
+                        usage(stdout);
+                        return 0;
+                default:
+                        usage(stderr);
+                        return 2;
+                }
+        }
+        if (optind < argc) {
+                fprintf(stderr, "ktrigger: unexpected argument '%s'\n", argv[optind]);
+                usage(stderr);
+                return 2;
+        }
+
+        if (!(conf = kt_config_load(path, errstr, sizeof(errstr)))) {
+                fprintf(stderr, "%s\n", errstr);
+                fprintf(stderr, "ktrigger: invalid configuration%s%s\n", path ? " in " : "",
+                        path ? path : "");
+                return KT_EXIT_CONFIG;
+        }
+        if (check || print) {
+                if (print)
+                        kt_config_print(conf);
+                if (check)
+                        printf("%s: OK: function %s, group %s, %zu topic(s), brokers %s\n",
+                               path ? path : "(environment)", conf->handler, conf->group_id,
+                               conf->topic_cnt, conf->brokers);
+                kt_config_destroy(conf);
+                return 0;
+        }
+        kt_log_level_set(conf->log_level);
+
+        /* Before any thread exists: threads inherit the mask, so only the loop's signalfd
+         * sees these signals. */
+        sigemptyset(&mask);
+        sigaddset(&mask, SIGTERM);
+        sigaddset(&mask, SIGINT);
+        sigaddset(&mask, SIGHUP);
+        sigprocmask(SIG_BLOCK, &mask, NULL);
+        signal(SIGPIPE, SIG_IGN);
+        if (curl_global_init(CURL_GLOBAL_DEFAULT)) {
+                KT_ERR("MAIN", "curl_global_init failed");
+                kt_config_destroy(conf);
+                return 1;
+        }
+        srand((unsigned)time(NULL) ^ (unsigned)getpid());
+
+        KT_INFO("MAIN", "ktrigger %s starting: function %s, group %s", KT_VERSION,
+                conf->handler, conf->group_id);
+        if (!(km = kt_metrics_new(conf))) {
+                KT_ERR("MAIN", "out of memory");
+                status = 1;
+                goto out;
+        }
+        if (kt_metrics_server_start(km, errstr, sizeof(errstr))) {
+                KT_ERR("MAIN", "%s", errstr);
+                status = 1;
+                goto out;
+        }
+        status = kt_loop_run(conf, km);
+
+out:
+        kt_metrics_destroy(km);
+        curl_global_cleanup();
+        kt_config_destroy(conf);
+        return status;
+}

@@ -1,0 +1,227 @@
+/*
+ * DESIGN: calls through one libcurl multi handle, driven by the loop thread.
+ *
+ * - A fixed pool of max_in_flight slots, each with its own easy handle that is reused call
+ *   after call, so the multi's connection cache keeps keep-alive connections to the runtime
+ *   open (CURLMOPT_MAXCONNECTS = slots). No call ever waits for a free slot: submit answers
+ *   KT_ERR_FULL and the record stays buffered.
+ * - The body points at the record's value (no copy); the consumer keeps the record alive until
+ *   the callback ran or the call was cancelled.
+ * - Response bodies are read and thrown away (the reply feature will keep them, capped).
+ */
+#define _POSIX_C_SOURCE 200809L
+#include "dispatch.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define FAC "DISPATCH"
+
+typedef struct slot {
+        CURL *easy;
+        struct curl_slist *headers;
+        void *opaque;
+        int busy;
+        char error[CURL_ERROR_SIZE];
+} slot_t;
+
+struct kt_dispatch {
+        const kt_config_t *conf;
+        CURLM *multi;
+        slot_t *slots;
+        int slot_cnt;
+        int *free_stack; /**< indexes of free slots */
+        int free_cnt;
+        kt_dispatch_done_cb *cb;
+        void *cbarg;
+};
+
+static size_t discard_cb(char *ptr, size_t size, size_t nmemb, void *userdata) {
+        (void)ptr;
+        (void)userdata;
+        return size * nmemb;
+}
+
+kt_outcome_t kt_dispatch_outcome_classify(long status) {
+        if (status >= 200 && status <= 299)
+                return KT_OUTCOME_SUCCESS;
+        if (status == 0 || status == 408 || status == 429 || (status >= 500 && status <= 599))
+                return KT_OUTCOME_RETRIABLE;
+        return KT_OUTCOME_PERMANENT;
+}
+
+int64_t kt_dispatch_backoff_ms(const kt_config_t *conf, int attempts) {
+        int64_t b = conf->retry_backoff_ms;
+
+        for (int i = 1; i < attempts && b < conf->retry_max_backoff_ms; i++)
+                b *= 2;
+        if (b > conf->retry_max_backoff_ms)
+                b = conf->retry_max_backoff_ms;
+        /* Jitter so replicas that failed together do not retry together. */
+        return b / 2 + (int64_t)(rand() % (int)(b / 2 + 1));
+}
+
+static int slot_setup(kt_dispatch_t *kd, slot_t *s) {
+        if (!(s->easy = curl_easy_init()))
+                return -1;
+        curl_easy_setopt(s->easy, CURLOPT_URL, kd->conf->runtime_url);
+        curl_easy_setopt(s->easy, CURLOPT_POST, 1L);
+        curl_easy_setopt(s->easy, CURLOPT_NOSIGNAL, 1L);
+        curl_easy_setopt(s->easy, CURLOPT_TCP_NODELAY, 1L);
+        curl_easy_setopt(s->easy, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_1_1);
+        curl_easy_setopt(s->easy, CURLOPT_TIMEOUT_MS, (long)kd->conf->timeout_s * 1000L);
+        curl_easy_setopt(s->easy, CURLOPT_CONNECTTIMEOUT_MS, 5000L);
+        curl_easy_setopt(s->easy, CURLOPT_WRITEFUNCTION, discard_cb);
+        curl_easy_setopt(s->easy, CURLOPT_ERRORBUFFER, s->error);
+        curl_easy_setopt(s->easy, CURLOPT_PRIVATE, s);
+        curl_easy_setopt(s->easy, CURLOPT_PROTOCOLS_STR, "http,https");
+        curl_easy_setopt(s->easy, CURLOPT_USERAGENT, "ktrigger/" KT_VERSION);
+        return 0;
+}
+
+kt_dispatch_t *kt_dispatch_new(const kt_config_t *conf, kt_dispatch_done_cb *cb, void *cbarg,
+                               char *errstr, size_t errstr_size) {
+        kt_dispatch_t *kd = calloc(1, sizeof(*kd));
+
+        if (!kd)
+                goto nomem;
+        kd->conf = conf;
+        kd->cb = cb;
+        kd->cbarg = cbarg;
+        kd->slot_cnt = conf->max_in_flight;
+        kd->slots = calloc((size_t)kd->slot_cnt, sizeof(*kd->slots));
+        kd->free_stack = calloc((size_t)kd->slot_cnt, sizeof(*kd->free_stack));
+        if (!kd->slots || !kd->free_stack || !(kd->multi = curl_multi_init()))
+                goto nomem;
+        curl_multi_setopt(kd->multi, CURLMOPT_MAXCONNECTS, (long)kd->slot_cnt);
+        for (int i = kd->slot_cnt - 1; i >= 0; i--) {
+                if (slot_setup(kd, &kd->slots[i]))
+                        goto nomem;
+                kd->free_stack[kd->free_cnt++] = i;
+        }
+        return kd;
+
+nomem:
+        snprintf(errstr, errstr_size, "out of memory creating %d call slots",
+                 conf->max_in_flight);
+        kt_dispatch_destroy(kd);
+        return NULL;
+}
+
+static void slot_release(kt_dispatch_t *kd, slot_t *s) {
+        curl_multi_remove_handle(kd->multi, s->easy);
+        curl_slist_free_all(s->headers);
+        s->headers = NULL;
+        s->opaque = NULL;
+        s->busy = 0;
+        kd->free_stack[kd->free_cnt++] = (int)(s - kd->slots);
+}
+
+void kt_dispatch_destroy(kt_dispatch_t *kd) {
+        if (!kd)
+                return;
+        for (int i = 0; kd->slots && i < kd->slot_cnt; i++) {
+                slot_t *s = &kd->slots[i];
+                if (s->busy)
+                        slot_release(kd, s);
+                if (s->easy)
+                        curl_easy_cleanup(s->easy);
+        }
+        if (kd->multi)
+                curl_multi_cleanup(kd->multi);
+        free(kd->slots);
+        free(kd->free_stack);
+        free(kd);
+}
+
+kt_err_t kt_dispatch_request_submit(kt_dispatch_t *kd, const kt_dispatch_req_t *req,
+                                    void *opaque, void **callp) {
+        slot_t *s;
+        kt_err_t err;
+        CURLMcode mc;
+
+        if (!kd->free_cnt)
+                return KT_ERR_FULL;
+        s = &kd->slots[kd->free_stack[kd->free_cnt - 1]];
+        s->headers = NULL;
+        if ((err = kt_dispatch_headers_build(req, &s->headers))) {
+                curl_slist_free_all(s->headers);
+                s->headers = NULL;
+                return err;
+        }
+        s->error[0] = '\0';
+        curl_easy_setopt(s->easy, CURLOPT_HTTPHEADER, s->headers);
+        curl_easy_setopt(s->easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)req->len);
+        curl_easy_setopt(s->easy, CURLOPT_POSTFIELDS, req->value ? (const char *)req->value : "");
+        if ((mc = curl_multi_add_handle(kd->multi, s->easy)) != CURLM_OK) {
+                KT_ERR(FAC, "cannot start call: %s", curl_multi_strerror(mc));
+                curl_slist_free_all(s->headers);
+                s->headers = NULL;
+                return KT_ERR_HTTP;
+        }
+        kd->free_cnt--;
+        s->busy = 1;
+        s->opaque = opaque;
+        *callp = s;
+        return KT_OK;
+}
+
+void kt_dispatch_request_cancel(kt_dispatch_t *kd, void *call) {
+        slot_t *s = call;
+
+        if (s && s->busy)
+                slot_release(kd, s);
+}
+
+int kt_dispatch_in_flight(const kt_dispatch_t *kd) {
+        return kd->slot_cnt - kd->free_cnt;
+}
+
+int kt_dispatch_slots_free(const kt_dispatch_t *kd) {
+        return kd->free_cnt;
+}
+
+void kt_dispatch_perform(kt_dispatch_t *kd) {
+        CURLMsg *msg;
+        int running, left;
+
+        curl_multi_perform(kd->multi, &running);
+        while ((msg = curl_multi_info_read(kd->multi, &left))) {
+                slot_t *s = NULL;
+                kt_dispatch_result_t res = {0};
+                char error[CURL_ERROR_SIZE];
+                void *opaque;
+
+                if (msg->msg != CURLMSG_DONE)
+                        continue;
+                curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **)&s);
+                curl_easy_getinfo(s->easy, CURLINFO_TOTAL_TIME, &res.seconds);
+                if (msg->data.result == CURLE_OK) {
+                        curl_easy_getinfo(s->easy, CURLINFO_RESPONSE_CODE, &res.status);
+                        res.error = "";
+                } else {
+                        res.status = 0;
+                        /* Copied: the callback may reuse this slot for its next call. */
+                        snprintf(error, sizeof(error), "%s",
+                                 s->error[0] ? s->error : curl_easy_strerror(msg->data.result));
+                        res.error = error;
+                }
+                res.outcome = kt_dispatch_outcome_classify(res.status);
+                opaque = s->opaque;
+                /* Free the slot first so the callback can submit the next record into it. */
+                slot_release(kd, s);
+                kd->cb(opaque, &res, kd->cbarg);
+        }
+}
+
+kt_err_t kt_dispatch_wait(kt_dispatch_t *kd, struct curl_waitfd *extra, unsigned extra_cnt,
+                          int timeout_ms) {
+        CURLMcode mc = curl_multi_poll(kd->multi, extra, extra_cnt, timeout_ms, NULL);
+
+        if (mc != CURLM_OK) {
+                KT_ERR(FAC, "curl_multi_poll: %s", curl_multi_strerror(mc));
+                return KT_ERR_HTTP;
+        }
+        return KT_OK;
+}

@@ -1,0 +1,156 @@
+#!/usr/bin/env bash
+# Single-node Apache Kafka (KRaft) for ktrigger's tests, demo and benchmarks.
+#
+#   kafka.sh start    fetch the jars (once, through Maven), format a fresh data dir, start the broker
+#                     on 127.0.0.1 on a free port, wait until it serves metadata; the last line printed
+#                     is the bootstrap address (host:port)
+#   kafka.sh status   print the bootstrap address and exit 0 if our broker runs, else exit 1
+#   kafka.sh stop     stop the broker we started (by its pid), remove its data dir
+#
+# State lives in $KT_KAFKA_DIR (default /tmp/ktrigger-kafka-$UID): pid, bootstrap, data, broker.log.
+# Jars are copied to integration-tests/kafka/libs (git-ignored) from ~/.m2.
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")" && pwd)
+state=${KT_KAFKA_DIR:-/tmp/ktrigger-kafka-$(id -u)}
+libs=$here/libs
+start_timeout=${KT_KAFKA_START_TIMEOUT:-60}
+
+die() { echo "kafka.sh: $*" >&2; exit 1; }
+
+running() {
+  [ -f "$state/pid" ] || return 1
+  local pid
+  pid=$(cat "$state/pid")
+  kill -0 "$pid" 2>/dev/null || return 1
+  # The pid must still be our java process, not a recycled pid.
+  grep -q 'kafka.Kafka' "/proc/$pid/cmdline" 2>/dev/null
+}
+
+fetch_jars() {
+  if [ -f "$libs/.complete" ]; then return 0; fi
+  command -v mvn >/dev/null || die "mvn not found: run scripts/install-deps"
+  echo "kafka.sh: fetching Kafka jars with Maven (cached in ~/.m2)" >&2
+  rm -rf "$libs"
+  mvn -q -B -f "$here/pom.xml" dependency:copy-dependencies -DoutputDirectory="$libs" >&2 ||
+    die "mvn dependency:copy-dependencies failed"
+  touch "$libs/.complete"
+}
+
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
+start() {
+  if running; then
+    echo "kafka.sh: already running" >&2
+    cat "$state/bootstrap"
+    return 0
+  fi
+  command -v java >/dev/null || die "java not found: run scripts/install-deps"
+  fetch_jars
+  rm -rf "$state"
+  mkdir -p "$state/data"
+  local port cport
+  port=$(free_port)
+  cport=$(free_port)
+  while [ "$cport" = "$port" ]; do cport=$(free_port); done
+
+  cat >"$state/server.properties" <<EOF
+process.roles=broker,controller
+node.id=1
+controller.quorum.voters=1@127.0.0.1:$cport
+listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$cport
+advertised.listeners=PLAINTEXT://127.0.0.1:$port
+controller.listener.names=CONTROLLER
+inter.broker.listener.name=PLAINTEXT
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
+log.dirs=$state/data
+num.partitions=1
+auto.create.topics.enable=false
+offsets.topic.replication.factor=1
+offsets.topic.num.partitions=4
+transaction.state.log.replication.factor=1
+transaction.state.log.min.isr=1
+share.coordinator.state.topic.replication.factor=1
+share.coordinator.state.topic.min.isr=1
+group.initial.rebalance.delay.ms=0
+log.flush.interval.messages=9223372036854775807
+EOF
+  cat >"$state/log4j2.properties" <<EOF
+rootLogger.level=WARN
+rootLogger.appenderRef.file.ref=file
+appender.file.type=File
+appender.file.name=file
+appender.file.fileName=$state/broker.log
+appender.file.layout.type=PatternLayout
+appender.file.layout.pattern=[%d] %p %m (%c)%n
+logger.kafka.name=kafka
+logger.kafka.level=INFO
+EOF
+
+  local cp="$libs/*"
+  local jvm=(java -Xms256m -Xmx1g -XX:+UseG1GC -Djava.awt.headless=true
+    "-Dlog4j2.configurationFile=$state/log4j2.properties" -cp "$cp")
+  local cluster_id
+  cluster_id=$("${jvm[@]}" kafka.tools.StorageTool random-uuid 2>>"$state/format.log" | tail -n 1)
+  "${jvm[@]}" kafka.tools.StorageTool format -t "$cluster_id" -c "$state/server.properties" \
+    >>"$state/format.log" 2>&1 || die "storage format failed: $(tail -n 5 "$state/format.log")"
+
+  # setsid: the broker must not die with the shell that started it, and must not get its signals.
+  setsid "${jvm[@]}" kafka.Kafka "$state/server.properties" >"$state/stdout.log" 2>&1 </dev/null &
+  echo $! >"$state/pid"
+
+  local bootstrap="127.0.0.1:$port" deadline=$((SECONDS + start_timeout))
+  until kcat -L -b "$bootstrap" -m 2 2>/dev/null | grep -q '1 brokers:'; do
+    if ! running; then
+      die "broker exited during start-up: $(tail -n 20 "$state/stdout.log" "$state/broker.log" 2>/dev/null)"
+    fi
+    if [ $SECONDS -ge $deadline ]; then
+      stop >/dev/null 2>&1 || true
+      die "broker did not serve metadata within ${start_timeout}s"
+    fi
+    sleep 0.2
+  done
+  echo "$bootstrap" >"$state/bootstrap"
+  echo "kafka.sh: broker pid $(cat "$state/pid"), data $state/data, log $state/broker.log" >&2
+  echo "$bootstrap"
+}
+
+stop() {
+  if ! running; then
+    rm -rf "$state"
+    echo "kafka.sh: not running"
+    return 0
+  fi
+  local pid i
+  pid=$(cat "$state/pid")
+  kill -TERM "$pid"
+  for i in $(seq 1 150); do
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.2
+  done
+  if kill -0 "$pid" 2>/dev/null; then
+    echo "kafka.sh: broker $pid did not stop in 30 s, killing it" >&2
+    kill -KILL "$pid" 2>/dev/null || true
+  fi
+  rm -rf "$state"
+  echo "kafka.sh: stopped"
+}
+
+status() {
+  if running; then
+    cat "$state/bootstrap" 2>/dev/null || die "broker running but not ready"
+  else
+    echo "kafka.sh: not running" >&2
+    return 1
+  fi
+}
+
+case "${1:-}" in
+  start) start ;;
+  stop) stop ;;
+  status) status ;;
+  fetch) fetch_jars ;;
+  *) echo "usage: $0 start|stop|status|fetch" >&2; exit 2 ;;
+esac

@@ -1,0 +1,58 @@
+/**
+ * @file metrics.h
+ * @brief Counters and histograms bumped by the loop thread with relaxed atomics, formatted as
+ *        Prometheus text only when scraped; /metrics and /healthz served by libmicrohttpd's
+ *        own thread, which only reads atomics.
+ */
+#ifndef KT_METRICS_H
+#define KT_METRICS_H
+
+#include "../config/config.h"
+#include "../core/core.h"
+
+#include <stddef.h>
+
+typedef struct kt_metrics kt_metrics_t;
+
+/** A loop that has not ticked for this long is reported unhealthy by /healthz. */
+#define KT_METRICS_HEALTHZ_STALL_MS 30000
+
+/**
+ * @brief Create the metrics (labelled with the handler and each configured topic).
+ * @returns NULL on allocation failure. \p conf must outlive the metrics.
+ */
+kt_metrics_t *kt_metrics_new(const kt_config_t *conf);
+
+/** @brief Stop the server if running and free. NULL is a no-op. */
+void kt_metrics_destroy(kt_metrics_t *km);
+
+/**
+ * @brief Serve /metrics and /healthz on conf->metrics_host:metrics_port.
+ * @returns KT_OK, or an error with the reason in \p errstr.
+ */
+kt_err_t kt_metrics_server_start(kt_metrics_t *km, char *errstr, size_t errstr_size);
+
+/** @brief Count one function call of topic \p topic_idx that took \p seconds. */
+void kt_metrics_call_observe(kt_metrics_t *km, size_t topic_idx, double seconds, int failed);
+
+/** @brief Count one retry scheduled. */
+void kt_metrics_retry_inc(kt_metrics_t *km);
+
+/** @brief Record that the loop is alive (called every loop iteration). */
+void kt_metrics_heartbeat(kt_metrics_t *km);
+
+/** @brief Set the gauges sampled by the loop. */
+void kt_metrics_gauges_set(kt_metrics_t *km, int in_flight, int assigned_partitions,
+                           size_t buffered);
+
+/**
+ * @brief Format the Prometheus text exposition.
+ * @returns a new NUL-terminated string (caller frees) or NULL on allocation failure.
+ * @remark Thread-safe: reads atomics only.
+ */
+char *kt_metrics_format(kt_metrics_t *km, size_t *lenp);
+
+/** @returns non-zero if the loop ticked within KT_METRICS_HEALTHZ_STALL_MS. */
+int kt_metrics_healthy(kt_metrics_t *km);
+
+#endif /* KT_METRICS_H */

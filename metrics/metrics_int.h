@@ -1,0 +1,35 @@
+/* Internal to metrics/: the registry shared by metrics_registry.c and metrics_http.c. */
+#ifndef KT_METRICS_INT_H
+#define KT_METRICS_INT_H
+
+#include "metrics.h"
+
+#include <stdatomic.h>
+#include <stdint.h>
+
+struct MHD_Daemon;
+
+#define BUCKET_CNT 17 /* kt_metrics_buckets[] in metrics_registry.c */
+
+typedef struct topic_metrics {
+        _Atomic uint64_t calls;
+        _Atomic uint64_t failures;
+        _Atomic uint64_t bucket[BUCKET_CNT + 1]; /**< per bucket, last = +Inf; not cumulative */
+        _Atomic uint64_t sum_us;
+} topic_metrics_t;
+
+struct kt_metrics {
+        const kt_config_t *conf;
+        topic_metrics_t *topics;
+        _Atomic uint64_t retries;
+        _Atomic int64_t heartbeat_ms;
+        _Atomic int in_flight;
+        _Atomic int assigned;
+        _Atomic uint64_t buffered;
+        struct MHD_Daemon *server;
+};
+
+/** @brief Stop the HTTP server if it runs (metrics_http.c). */
+void kt_metrics_server_stop(kt_metrics_t *km);
+
+#endif /* KT_METRICS_INT_H */

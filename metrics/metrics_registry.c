@@ -1,0 +1,169 @@
+/* The metric values and their Prometheus text format. */
+#define _POSIX_C_SOURCE 200809L
+#include "metrics_int.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Seconds: from millisecond functions up to the 180 s default timeout. */
+static const double kt_metrics_buckets[] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+                                 1,     2.5,    5,     10,   30,    60,   120,  180};
+_Static_assert(sizeof(kt_metrics_buckets) / sizeof(kt_metrics_buckets[0]) == BUCKET_CNT,
+               "bucket count");
+
+kt_metrics_t *kt_metrics_new(const kt_config_t *conf) {
+        kt_metrics_t *km = calloc(1, sizeof(*km));
+
+        if (!km)
+                return NULL;
+        km->conf = conf;
+        if (!(km->topics = calloc(conf->topic_cnt, sizeof(*km->topics)))) {
+                free(km);
+                return NULL;
+        }
+        atomic_store(&km->heartbeat_ms, kt_now_ms());
+        return km;
+}
+
+void kt_metrics_destroy(kt_metrics_t *km) {
+        if (!km)
+                return;
+        kt_metrics_server_stop(km);
+        free(km->topics);
+        free(km);
+}
+
+#define INC(field, n) atomic_fetch_add_explicit(&(field), (n), memory_order_relaxed)
+#define GET(field) atomic_load_explicit(&(field), memory_order_relaxed)
+#define SET(field, v) atomic_store_explicit(&(field), (v), memory_order_relaxed)
+
+void kt_metrics_call_observe(kt_metrics_t *km, size_t topic_idx, double seconds, int failed) {
+        topic_metrics_t *t = &km->topics[topic_idx];
+        size_t b;
+
+        for (b = 0; b < BUCKET_CNT && seconds > kt_metrics_buckets[b]; b++)
+                ;
+        INC(t->calls, 1);
+        if (failed)
+                INC(t->failures, 1);
+        INC(t->bucket[b], 1);
+        INC(t->sum_us, (uint64_t)(seconds * 1e6));
+}
+
+void kt_metrics_retry_inc(kt_metrics_t *km) {
+        INC(km->retries, 1);
+}
+
+void kt_metrics_heartbeat(kt_metrics_t *km) {
+        SET(km->heartbeat_ms, kt_now_ms());
+}
+
+int kt_metrics_healthy(kt_metrics_t *km) {
+        return kt_now_ms() - GET(km->heartbeat_ms) < KT_METRICS_HEALTHZ_STALL_MS;
+}
+
+void kt_metrics_gauges_set(kt_metrics_t *km, int in_flight, int assigned_partitions,
+                           size_t buffered) {
+        SET(km->in_flight, in_flight);
+        SET(km->assigned, assigned_partitions);
+        SET(km->buffered, (uint64_t)buffered);
+}
+
+/** Label values are escaped as the exposition format requires. */
+static void put_label(FILE *f, const char *v) {
+        for (; *v; v++) {
+                if (*v == '\\')
+                        fputs("\\\\", f);
+                else if (*v == '"')
+                        fputs("\\\"", f);
+                else if (*v == '\n')
+                        fputs("\\n", f);
+                else
+                        fputc(*v, f);
+        }
+}
+
+static void put_labels(FILE *f, const char *handler, const char *topic) {
+        fputs("function=\"", f);
+        put_label(f, handler);
+        fputs("\",topic=\"", f);
+        put_label(f, topic);
+        fputc('"', f);
+}
+
+char *kt_metrics_format(kt_metrics_t *km, size_t *lenp) {
+        const kt_config_t *conf = km->conf;
+        char *buf = NULL;
+        size_t len = 0;
+        FILE *f = open_memstream(&buf, &len);
+
+        if (!f)
+                return NULL;
+
+        fputs("# HELP function_calls_total Number of calls to the function.\n"
+              "# TYPE function_calls_total counter\n",
+              f);
+        for (size_t i = 0; i < conf->topic_cnt; i++) {
+                fputs("function_calls_total{", f);
+                put_labels(f, conf->handler, conf->topics[i]);
+                fprintf(f, "} %llu\n", (unsigned long long)GET(km->topics[i].calls));
+        }
+        fputs("# HELP function_failures_total Number of calls that did not answer 2xx.\n"
+              "# TYPE function_failures_total counter\n",
+              f);
+        for (size_t i = 0; i < conf->topic_cnt; i++) {
+                fputs("function_failures_total{", f);
+                put_labels(f, conf->handler, conf->topics[i]);
+                fprintf(f, "} %llu\n", (unsigned long long)GET(km->topics[i].failures));
+        }
+        fputs("# HELP function_duration_seconds Duration of function calls in seconds.\n"
+              "# TYPE function_duration_seconds histogram\n",
+              f);
+        for (size_t i = 0; i < conf->topic_cnt; i++) {
+                const topic_metrics_t *t = &km->topics[i];
+                uint64_t cum = 0;
+
+                for (size_t b = 0; b <= BUCKET_CNT; b++) {
+                        cum += GET(t->bucket[b]);
+                        fputs("function_duration_seconds_bucket{", f);
+                        put_labels(f, conf->handler, conf->topics[i]);
+                        if (b < BUCKET_CNT)
+                                fprintf(f, ",le=\"%g\"} %llu\n", kt_metrics_buckets[b],
+                                        (unsigned long long)cum);
+                        else
+                                fprintf(f, ",le=\"+Inf\"} %llu\n", (unsigned long long)cum);
+                }
+                fputs("function_duration_seconds_sum{", f);
+                put_labels(f, conf->handler, conf->topics[i]);
+                fprintf(f, "} %.6f\n", (double)GET(t->sum_us) / 1e6);
+                fputs("function_duration_seconds_count{", f);
+                put_labels(f, conf->handler, conf->topics[i]);
+                fprintf(f, "} %llu\n", (unsigned long long)cum);
+        }
+        fprintf(f,
+                "# HELP ktrigger_retries_total Calls scheduled again after a failure.\n"
+                "# TYPE ktrigger_retries_total counter\n"
+                "ktrigger_retries_total %llu\n"
+                "# HELP ktrigger_in_flight Calls to the function in flight.\n"
+                "# TYPE ktrigger_in_flight gauge\n"
+                "ktrigger_in_flight %d\n"
+                "# HELP ktrigger_assigned_partitions Partitions assigned to this replica.\n"
+                "# TYPE ktrigger_assigned_partitions gauge\n"
+                "ktrigger_assigned_partitions %d\n"
+                "# HELP ktrigger_buffered_records Records held by ktrigger, not yet done.\n"
+                "# TYPE ktrigger_buffered_records gauge\n"
+                "ktrigger_buffered_records %llu\n"
+                "# HELP ktrigger_build_info Build information.\n"
+                "# TYPE ktrigger_build_info gauge\n"
+                "ktrigger_build_info{version=\"%s\"} 1\n",
+                (unsigned long long)GET(km->retries), GET(km->in_flight), GET(km->assigned),
+                (unsigned long long)GET(km->buffered), KT_VERSION);
+        if (fclose(f)) {
+                free(buf);
+                return NULL;
+        }
+        if (lenp)
+                *lenp = len;
+        return buf;
+}

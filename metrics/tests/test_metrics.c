@@ -1,0 +1,54 @@
+/* Exposition text: counters per topic, cumulative histogram buckets, escaped labels. */
+#include "../../core/tests/kt_test.h"
+#include "../metrics.h"
+
+#include <stdlib.h>
+
+int main(void) {
+        char *topics[] = {"a", "b"};
+        kt_config_t conf = {0};
+        kt_metrics_t *km;
+        char *text;
+
+        conf.handler = "mod.fn\"x";
+        conf.topics = topics;
+        conf.topic_cnt = 2;
+        km = kt_metrics_new(&conf);
+        KT_CHECK(km != NULL, "new");
+        if (!km)
+                return kt_test_done("test_metrics");
+        kt_metrics_call_observe(km, 0, 0.003, 0);
+        kt_metrics_call_observe(km, 0, 0.2, 1);
+        kt_metrics_call_observe(km, 0, 500, 0);
+        kt_metrics_call_observe(km, 1, 0.001, 0);
+        kt_metrics_gauges_set(km, 3, 4, 5);
+        text = kt_metrics_format(km, NULL);
+        KT_CHECK(text != NULL, "format");
+        if (text) {
+                static const char *const want[] = {
+                    "function_calls_total{function=\"mod.fn\\\"x\",topic=\"a\"} 3\n",
+                    "function_calls_total{function=\"mod.fn\\\"x\",topic=\"b\"} 1\n",
+                    "function_failures_total{function=\"mod.fn\\\"x\",topic=\"a\"} 1\n",
+                    "function_failures_total{function=\"mod.fn\\\"x\",topic=\"b\"} 0\n",
+                    "function_duration_seconds_bucket{function=\"mod.fn\\\"x\",topic=\"a\",le=\"0.001\"} 0\n",
+                    "function_duration_seconds_bucket{function=\"mod.fn\\\"x\",topic=\"a\",le=\"0.005\"} 1\n",
+                    "function_duration_seconds_bucket{function=\"mod.fn\\\"x\",topic=\"a\",le=\"0.25\"} 2\n",
+                    "function_duration_seconds_bucket{function=\"mod.fn\\\"x\",topic=\"a\",le=\"180\"} 2\n",
+                    "function_duration_seconds_bucket{function=\"mod.fn\\\"x\",topic=\"a\",le=\"+Inf\"} 3\n",
+                    "function_duration_seconds_count{function=\"mod.fn\\\"x\",topic=\"a\"} 3\n",
+                    "function_duration_seconds_sum{function=\"mod.fn\\\"x\",topic=\"a\"} 500.203000\n",
+                    "function_duration_seconds_bucket{function=\"mod.fn\\\"x\",topic=\"b\",le=\"0.001\"} 1\n",
+                    "ktrigger_in_flight 3\n",
+                    "ktrigger_assigned_partitions 4\n",
+                    "ktrigger_buffered_records 5\n",
+                    "# TYPE function_duration_seconds histogram\n",
+                };
+                for (size_t i = 0; i < sizeof(want) / sizeof(want[0]); i++)
+                        KT_CHECK(strstr(text, want[i]) != NULL, "missing: %s", want[i]);
+        }
+        KT_CHECK(kt_metrics_healthy(km), "fresh loop is healthy");
+        free(text);
+        kt_metrics_destroy(km);
+        kt_metrics_destroy(NULL);
+        return kt_test_done("test_metrics");
+}
