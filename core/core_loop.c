@@ -4,11 +4,11 @@
  *
  * One iteration:
  *   1. serve Kafka (records into partition buffers, rebalance callbacks, logs), bounded;
- *   2. start calls: in `partition` ordering, a partition's head record goes out when the
- *      partition has nothing in flight (a retry keeps its slot: the records behind it wait);
- *   3. drive libcurl; a finished call either marks its record done (the consumer stores the
+ *   2. drive libcurl; a finished call either marks its record done (the consumer stores the
  *      offset the partition is finished up to and we start the partition's next record right
  *      away) or schedules a retry with back-off;
+ *   3. start calls: in `partition` ordering, a partition's head record goes out when the
+ *      partition has nothing in flight (a retry keeps its slot: the records behind it wait);
  *   4. sleep in curl_multi_poll() on curl's sockets plus Kafka's wake-up pipe and the
  *      signalfd, never longer than the next retry or 1 s (the health heartbeat). If the Kafka
  *      budget ran out, do not sleep at all: the wake-up pipe fires only on empty -> non-empty.
@@ -49,7 +49,14 @@ typedef struct kt_loop {
         kt_metrics_t *km;
         int sigfd;
         int stopping;
+        int64_t next_due_ms; /**< earliest retry time of a waiting record, INT64_MAX if none */
 } kt_loop_t;
+
+/** A record will want to go again at \p at_ms: make sure the loop wakes up for it. */
+static void wake_at(kt_loop_t *kl, int64_t at_ms) {
+        if (at_ms < kl->next_due_ms)
+                kl->next_due_ms = at_ms;
+}
 
 static void record_start(kt_loop_t *kl, kt_record_t *rec) {
         kt_partition_t *p = rec->part;
@@ -70,6 +77,7 @@ static void record_start(kt_loop_t *kl, kt_record_t *rec) {
         if (err) {
                 rec->state = KT_REC_RETRY_WAIT;
                 rec->retry_at_ms = kt_now_ms() + kt_dispatch_backoff_ms(kl->conf, 1);
+                wake_at(kl, rec->retry_at_ms);
                 KT_WARN(FAC, "%s [%d] @%lld: cannot start call: %s", p->topic, p->partition,
                         (long long)rec->offset, kt_err2str(err));
                 return;
@@ -79,35 +87,32 @@ static void record_start(kt_loop_t *kl, kt_record_t *rec) {
         p->in_flight++;
 }
 
-/**
- * Start the partition's next record if `partition` ordering allows it now.
- * @returns the time its retry is due if it must wait, else INT64_MAX.
- */
-static int64_t partition_kick(kt_loop_t *kl, kt_partition_t *p, int64_t now) {
+/** Start the partition's next record if `partition` ordering allows it now. */
+static void partition_kick(kt_loop_t *kl, kt_partition_t *p, int64_t now) {
         kt_record_t *head = p->q.head;
 
         if (!head || p->in_flight || p->revoking || kl->stopping)
-                return INT64_MAX;
-        if (head->state == KT_REC_RETRY_WAIT && head->retry_at_ms > now)
-                return head->retry_at_ms;
+                return;
+        if (head->state == KT_REC_RETRY_WAIT && head->retry_at_ms > now) {
+                wake_at(kl, head->retry_at_ms);
+                return;
+        }
         if (head->state == KT_REC_QUEUED || head->state == KT_REC_RETRY_WAIT)
                 record_start(kl, head);
-        return head->state == KT_REC_RETRY_WAIT ? head->retry_at_ms : INT64_MAX;
 }
 
-/** @returns the earliest retry time among waiting heads, INT64_MAX if none. */
-static int64_t dispatch_ready(kt_loop_t *kl) {
-        int64_t now = kt_now_ms(), next = INT64_MAX;
+/** Start every record that may go now; recompute when the loop must wake for a retry. */
+static void dispatch_ready(kt_loop_t *kl) {
+        int64_t now = kt_now_ms();
 
+        kl->next_due_ms = INT64_MAX;
         for (kt_partition_t *p = kt_consumer_partitions(kl->kc); p; p = p->next) {
-                int64_t due;
-                if (!kt_dispatch_slots_free(kl->kd))
+                if (!kt_dispatch_slots_free(kl->kd)) {
+                        /* A slot frees only through a completion, which wakes the loop. */
                         break;
-                due = partition_kick(kl, p, now);
-                if (due < next)
-                        next = due;
+                }
+                partition_kick(kl, p, now);
         }
-        return next;
 }
 
 /** kt_dispatch_done_cb */
@@ -133,11 +138,12 @@ static void on_call_done(void *opaque, const kt_dispatch_result_t *res, void *cb
         backoff = kt_dispatch_backoff_ms(kl->conf, rec->attempts);
         rec->state = KT_REC_RETRY_WAIT;
         rec->retry_at_ms = kt_now_ms() + backoff;
+        wake_at(kl, rec->retry_at_ms);
         kt_metrics_retry_inc(kl->km);
         if (res->status)
                 KT_WARN(FAC, "%s [%d] @%lld: attempt %d: runtime answered %ld; retrying in %lld ms",
-                        p->topic, p->partition, (long long)rec->offset, rec->attempts,
-                        res->status, (long long)backoff);
+                        p->topic, p->partition, (long long)rec->offset, rec->attempts, res->status,
+                        (long long)backoff);
         else
                 KT_WARN(FAC, "%s [%d] @%lld: attempt %d: %s; retrying in %lld ms", p->topic,
                         p->partition, (long long)rec->offset, rec->attempts, res->error,
@@ -243,6 +249,7 @@ int kt_loop_run(const kt_config_t *conf, kt_metrics_t *km) {
         kl.conf = conf;
         kl.km = km;
         kl.sigfd = -1;
+        kl.next_due_ms = INT64_MAX;
 
         sigemptyset(&mask);
         sigaddset(&mask, SIGTERM);
@@ -268,7 +275,7 @@ int kt_loop_run(const kt_config_t *conf, kt_metrics_t *km) {
                     {kl.sigfd, CURL_WAIT_POLLIN, 0},
                 };
                 int served;
-                int64_t next_due, wait_ms;
+                int64_t wait_ms;
 
                 kt_metrics_heartbeat(km);
                 if (signals_read(&kl)) {
@@ -276,8 +283,12 @@ int kt_loop_run(const kt_config_t *conf, kt_metrics_t *km) {
                         break;
                 }
                 served = kt_consumer_poll(kl.kc, KT_LOOP_KAFKA_BUDGET);
-                next_due = dispatch_ready(&kl);
+                /* Completions first: they free slots and schedule retries that the dispatch
+                 * pass then sees; both lower next_due_ms, so the sleep below is never too
+                 * long. */
                 kt_dispatch_perform(kl.kd);
+                dispatch_ready(&kl);
+                kt_dispatch_perform(kl.kd); /* start the calls just submitted */
                 kt_metrics_gauges_set(km, kt_dispatch_in_flight(kl.kd),
                                       kt_consumer_assigned_cnt(kl.kc),
                                       kt_consumer_buffered(kl.kc));
@@ -286,7 +297,8 @@ int kt_loop_run(const kt_config_t *conf, kt_metrics_t *km) {
                         wait_ms = 0;
                 else {
                         int64_t now = kt_now_ms();
-                        wait_ms = next_due == INT64_MAX ? KT_LOOP_MAX_WAIT_MS : next_due - now;
+                        wait_ms = kl.next_due_ms == INT64_MAX ? KT_LOOP_MAX_WAIT_MS
+                                                              : kl.next_due_ms - now;
                         if (wait_ms < 0)
                                 wait_ms = 0;
                         if (wait_ms > KT_LOOP_MAX_WAIT_MS)
