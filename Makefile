@@ -70,8 +70,8 @@ test-unit:
 	@$(MAKE) --no-print-directory SANITIZE=address,undefined unit-run
 
 .PHONY: unit-run
-unit-run: $(TEST_BINS)
-	@scripts/run-unit-tests $(TEST_BINS)
+unit-run: $(TEST_BINS) $(BIN)
+	@scripts/run-unit-tests $(TEST_BINS) scripts/check-example-config
 
 # Integration tests run the instrumented daemon against a real broker.
 test-integration:

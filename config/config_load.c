@@ -20,16 +20,16 @@
 #include <string.h>
 
 /* Defaults (documented in config/ktrigger.conf.example). */
-#define DEF_RUNTIME_HOST "127.0.0.1"
-#define DEF_RUNTIME_PORT 8080
-#define DEF_RUNTIME_PATH "/"
-#define DEF_TIMEOUT_S 180
-#define DEF_MAX_IN_FLIGHT 64
-#define DEF_DRAIN_TIMEOUT_MS 30000
-#define DEF_RETRY_BACKOFF_MS 100
-#define DEF_RETRY_MAX_BACKOFF_MS 30000
+#define DEF_RUNTIME_HOST             "127.0.0.1"
+#define DEF_RUNTIME_PORT             8080
+#define DEF_RUNTIME_PATH             "/"
+#define DEF_TIMEOUT_S                180
+#define DEF_MAX_IN_FLIGHT            64
+#define DEF_DRAIN_TIMEOUT_MS         30000
+#define DEF_RETRY_BACKOFF_MS         100
+#define DEF_RETRY_MAX_BACKOFF_MS     30000
 #define DEF_PARTITION_BUFFER_RECORDS 1000
-#define DEF_METRICS_LISTEN "0.0.0.0:9464"
+#define DEF_METRICS_LISTEN           "0.0.0.0:9464"
 
 /** Collected errors, newline separated. */
 typedef struct errs {
@@ -58,8 +58,8 @@ static void errf(errs_t *e, int line, const char *key, const char *fmt, ...) {
                 n = snprintf(e->buf + e->len, e->size - e->len, "%s%s:%d: %s: %s",
                              e->len ? "\n" : "", e->file, line, key, msg);
         else
-                n = snprintf(e->buf + e->len, e->size - e->len, "%s%s: %s", e->len ? "\n" : "",
-                             key, msg);
+                n = snprintf(e->buf + e->len, e->size - e->len, "%s%s: %s", e->len ? "\n" : "", key,
+                             msg);
         if (n > 0)
                 e->len += (size_t)n;
         if (e->len > e->size)
@@ -246,8 +246,7 @@ static void check_known(config_t *cfg, errs_t *e) {
                         continue;
                 }
                 if (!config_setting_is_group(grp)) {
-                        errf(e, src_line(grp), gname,
-                             "must be a group: %s = { ... };", gname);
+                        errf(e, src_line(grp), gname, "must be a group: %s = { ... };", gname);
                         continue;
                 }
                 for (int j = 0; j < config_setting_length(grp); j++) {
@@ -259,8 +258,7 @@ static void check_known(config_t *cfg, errs_t *e) {
                                 if (!strcmp(name, known_keys[gi].keys[k]))
                                         found = 1;
                         if (!found)
-                                errf(e, src_line(s), gname, "unknown key '%s'",
-                                     name);
+                                errf(e, src_line(s), gname, "unknown key '%s'", name);
                 }
         }
 }
@@ -313,17 +311,16 @@ static void file_topics(config_t *cfg, kt_config_t *conf, errs_t *e) {
                 topics_from_list(conf, config_setting_get_string(s), e, "kafka.topics");
                 return;
         }
-        if (config_setting_type(s) != CONFIG_TYPE_ARRAY && config_setting_type(s) != CONFIG_TYPE_LIST) {
-                errf(e, src_line(s), "kafka.topics",
-                     "must be a list of strings: [\"a\", \"b\"]");
+        if (config_setting_type(s) != CONFIG_TYPE_ARRAY &&
+            config_setting_type(s) != CONFIG_TYPE_LIST) {
+                errf(e, src_line(s), "kafka.topics", "must be a list of strings: [\"a\", \"b\"]");
                 return;
         }
         topics_free(conf);
         for (int i = 0; i < config_setting_length(s); i++) {
                 config_setting_t *t = config_setting_get_elem(s, (unsigned)i);
                 if (config_setting_type(t) != CONFIG_TYPE_STRING) {
-                        errf(e, src_line(s), "kafka.topics",
-                             "element %d is not a string", i);
+                        errf(e, src_line(s), "kafka.topics", "element %d is not a string", i);
                         continue;
                 }
                 if (topics_add(conf, config_setting_get_string(t)))
@@ -445,7 +442,8 @@ static void apply_env(kt_config_t *conf, errs_t *e) {
         if ((v = getenv("KTRIGGER_LOG_LEVEL")) && *v) {
                 int lvl = kt_log_level_parse(v);
                 if (lvl < 0)
-                        errf(e, 0, "KTRIGGER_LOG_LEVEL", "'%s' is not a level (error, warning, info, debug)", v);
+                        errf(e, 0, "KTRIGGER_LOG_LEVEL",
+                             "'%s' is not a level (error, warning, info, debug)", v);
                 else
                         conf->log_level = lvl;
         }
@@ -485,10 +483,10 @@ static void validate(kt_config_t *conf, config_t *cfg, errs_t *e) {
 
         check_range(e, cfg, "runtime.port", conf->runtime_port, 1, 65535);
         check_range(e, cfg, "runtime.timeout_s", conf->timeout_s, 1, 86400);
-        if (!conf->runtime_host || !*conf->runtime_host ||
-            strpbrk(conf->runtime_host, "/ \t@?#"))
+        if (!conf->runtime_host || !*conf->runtime_host || strpbrk(conf->runtime_host, "/ \t@?#"))
                 errf(e, line_of(cfg, "runtime.host"), "runtime.host",
-                     "'%s' is not a host name or address", conf->runtime_host ? conf->runtime_host : "");
+                     "'%s' is not a host name or address",
+                     conf->runtime_host ? conf->runtime_host : "");
         if (!conf->runtime_path || conf->runtime_path[0] != '/' ||
             strpbrk(conf->runtime_path, " \t\r\n"))
                 errf(e, line_of(cfg, "runtime.path"), "runtime.path",
@@ -503,8 +501,8 @@ static void validate(kt_config_t *conf, config_t *cfg, errs_t *e) {
                 errf(e, line_of(cfg, "dispatch.retry_max_backoff_ms"),
                      "dispatch.retry_max_backoff_ms", "%d is below dispatch.retry_backoff_ms (%d)",
                      conf->retry_max_backoff_ms, conf->retry_backoff_ms);
-        check_range(e, cfg, "dispatch.partition_buffer_records", conf->partition_buffer_records,
-                    1, 1000000);
+        check_range(e, cfg, "dispatch.partition_buffer_records", conf->partition_buffer_records, 1,
+                    1000000);
 
         if (kt_config_hostport_parse(conf->metrics_listen, &conf->metrics_host,
                                      &conf->metrics_port))
@@ -610,8 +608,8 @@ kt_config_t *kt_config_load(const char *path, char *errstr, size_t errstr_size) 
                 file_int(&cfg, "dispatch.drain_timeout_ms", &conf->drain_timeout_ms, &e);
                 file_int(&cfg, "dispatch.retry_backoff_ms", &conf->retry_backoff_ms, &e);
                 file_int(&cfg, "dispatch.retry_max_backoff_ms", &conf->retry_max_backoff_ms, &e);
-                file_int(&cfg, "dispatch.partition_buffer_records",
-                         &conf->partition_buffer_records, &e);
+                file_int(&cfg, "dispatch.partition_buffer_records", &conf->partition_buffer_records,
+                         &e);
                 file_str(&cfg, "metrics.listen", &conf->metrics_listen, &e);
                 {
                         char *lvl = NULL;

@@ -73,7 +73,7 @@ typedef struct kt_partition {
         kt_tracker_t q;
         int in_flight; /**< records of this partition in IN_FLIGHT */
         int paused;
-        int revoking; /**< being revoked: dispatch nothing new */
+        int revoking;   /**< being revoked: dispatch nothing new */
         int64_t stored; /**< last offset stored for commit, -1 if none */
 } kt_partition_t;
 

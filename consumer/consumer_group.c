@@ -79,8 +79,7 @@ static kt_partition_t *part_add(kt_consumer_t *kc, const char *topic, int32_t pa
                 if (!strcmp(kc->conf->topics[ti], topic))
                         break;
         if (ti == kc->conf->topic_cnt || partition < 0) {
-                KT_WARN(FAC, "assigned %s [%d], which is not a configured topic", topic,
-                        partition);
+                KT_WARN(FAC, "assigned %s [%d], which is not a configured topic", topic, partition);
                 return NULL;
         }
         if (partition >= kc->by_id_size[ti]) {
@@ -312,7 +311,7 @@ kt_consumer_t *kt_consumer_new(const kt_config_t *conf, const kt_consumer_hooks_
                 snprintf(errstr, errstr_size, "%s", rkerr);
                 goto fail_conf;
         }
-        rkconf = NULL; /* now owned by rk */
+        rkconf = NULL;                        /* now owned by rk */
         rd_kafka_set_log_queue(kc->rk, NULL); /* main queue, forwarded below */
         rd_kafka_poll_set_consumer(kc->rk);
         kc->rkq = rd_kafka_queue_get_consumer(kc->rk);
@@ -327,8 +326,8 @@ kt_consumer_t *kt_consumer_new(const kt_config_t *conf, const kt_consumer_hooks_
                 snprintf(errstr, errstr_size, "subscribe: %s", rd_kafka_err2str(err));
                 goto fail;
         }
-        KT_INFO(FAC, "joining group \"%s\" for %zu topic(s) on %s", conf->group_id,
-                conf->topic_cnt, conf->brokers);
+        KT_INFO(FAC, "joining group \"%s\" for %zu topic(s) on %s", conf->group_id, conf->topic_cnt,
+                conf->brokers);
         return kc;
 
 fail_conf:
@@ -401,8 +400,7 @@ static void buffer_record(kt_consumer_t *kc, rd_kafka_message_t *rkm) {
                 if (!rd_kafka_pause_partitions(kc->rk, l))
                         p->paused = 1;
                 rd_kafka_topic_partition_list_destroy(l);
-                KT_DBG(FAC, "%s [%d]: buffer full (%zu), paused", p->topic, p->partition,
-                       p->q.cnt);
+                KT_DBG(FAC, "%s [%d]: buffer full (%zu), paused", p->topic, p->partition, p->q.cnt);
         }
 }
 

@@ -46,8 +46,7 @@ enum {
  * @brief Log one line `time level FACILITY: message` to stderr if \p level is enabled.
  * @remark Thread-safe (one write(2) per line).
  */
-void kt_log(int level, const char *fac, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
+void kt_log(int level, const char *fac, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
 /** @brief Set the most verbose level that is printed (default KT_LOG_INFO). */
 void kt_log_level_set(int level);
@@ -80,13 +79,13 @@ struct kt_metrics;
  */
 int kt_loop_run(const struct kt_config *conf, struct kt_metrics *km);
 
-#define KT_ERR(fac, ...) kt_log(KT_LOG_ERR, fac, __VA_ARGS__)
+#define KT_ERR(fac, ...)  kt_log(KT_LOG_ERR, fac, __VA_ARGS__)
 #define KT_WARN(fac, ...) kt_log(KT_LOG_WARNING, fac, __VA_ARGS__)
 #define KT_INFO(fac, ...) kt_log(KT_LOG_INFO, fac, __VA_ARGS__)
-#define KT_DBG(fac, ...)                                                                    \
-        do {                                                                                \
-                if (kt_log_enabled(KT_LOG_DEBUG))                                           \
-                        kt_log(KT_LOG_DEBUG, fac, __VA_ARGS__);                             \
+#define KT_DBG(fac, ...)                                                                           \
+        do {                                                                                       \
+                if (kt_log_enabled(KT_LOG_DEBUG))                                                  \
+                        kt_log(KT_LOG_DEBUG, fac, __VA_ARGS__);                                    \
         } while (0)
 
 #endif /* KT_CORE_H */

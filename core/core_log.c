@@ -11,7 +11,7 @@
 
 static _Atomic int log_level = KT_LOG_INFO;
 
-static const char *const level_names[] = {"EMERG", "ALERT", "CRIT",  "ERROR",
+static const char *const level_names[] = {"EMERG", "ALERT",  "CRIT", "ERROR",
                                           "WARN",  "NOTICE", "INFO", "DEBUG"};
 
 const char *kt_err2str(kt_err_t err) {
@@ -48,11 +48,11 @@ int kt_log_level_parse(const char *name) {
         static const struct {
                 const char *name;
                 int level;
-        } names[] = {{"emerg", KT_LOG_EMERG},     {"alert", KT_LOG_ALERT},
-                     {"crit", KT_LOG_CRIT},       {"err", KT_LOG_ERR},
-                     {"error", KT_LOG_ERR},       {"warning", KT_LOG_WARNING},
-                     {"warn", KT_LOG_WARNING},    {"notice", KT_LOG_NOTICE},
-                     {"info", KT_LOG_INFO},       {"debug", KT_LOG_DEBUG}};
+        } names[] = {{"emerg", KT_LOG_EMERG},  {"alert", KT_LOG_ALERT},
+                     {"crit", KT_LOG_CRIT},    {"err", KT_LOG_ERR},
+                     {"error", KT_LOG_ERR},    {"warning", KT_LOG_WARNING},
+                     {"warn", KT_LOG_WARNING}, {"notice", KT_LOG_NOTICE},
+                     {"info", KT_LOG_INFO},    {"debug", KT_LOG_DEBUG}};
         for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
                 if (!strcasecmp(name, names[i].name))
                         return names[i].level;

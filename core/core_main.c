@@ -108,8 +108,8 @@ int main(int argc, char **argv) {
         }
         srand((unsigned)time(NULL) ^ (unsigned)getpid());
 
-        KT_INFO("MAIN", "ktrigger %s starting: function %s, group %s", KT_VERSION,
-                conf->handler, conf->group_id);
+        KT_INFO("MAIN", "ktrigger %s starting: function %s, group %s", KT_VERSION, conf->handler,
+                conf->group_id);
         if (!(km = kt_metrics_new(conf))) {
                 KT_ERR("MAIN", "out of memory");
                 status = 1;

@@ -59,8 +59,8 @@ void kt_dispatch_destroy(kt_dispatch_t *kd);
  * @param callp receives a handle for kt_dispatch_request_cancel().
  * @returns KT_OK, KT_ERR_FULL when every slot is busy, KT_ERR_NOMEM.
  */
-kt_err_t kt_dispatch_request_submit(kt_dispatch_t *kd, const kt_dispatch_req_t *req,
-                                    void *opaque, void **callp);
+kt_err_t kt_dispatch_request_submit(kt_dispatch_t *kd, const kt_dispatch_req_t *req, void *opaque,
+                                    void **callp);
 
 /** @brief Abort a call started by submit; its callback will not run. */
 void kt_dispatch_request_cancel(kt_dispatch_t *kd, void *call);

@@ -103,8 +103,7 @@ kt_dispatch_t *kt_dispatch_new(const kt_config_t *conf, kt_dispatch_done_cb *cb,
         return kd;
 
 nomem:
-        snprintf(errstr, errstr_size, "out of memory creating %d call slots",
-                 conf->max_in_flight);
+        snprintf(errstr, errstr_size, "out of memory creating %d call slots", conf->max_in_flight);
         kt_dispatch_destroy(kd);
         return NULL;
 }
@@ -135,8 +134,8 @@ void kt_dispatch_destroy(kt_dispatch_t *kd) {
         free(kd);
 }
 
-kt_err_t kt_dispatch_request_submit(kt_dispatch_t *kd, const kt_dispatch_req_t *req,
-                                    void *opaque, void **callp) {
+kt_err_t kt_dispatch_request_submit(kt_dispatch_t *kd, const kt_dispatch_req_t *req, void *opaque,
+                                    void **callp) {
         slot_t *s;
         kt_err_t err;
         CURLMcode mc;

@@ -13,9 +13,8 @@
 #include <string.h>
 #include <sys/socket.h>
 
-static enum MHD_Result reply(struct MHD_Connection *conn, unsigned int status,
-                             const char *ctype, char *body, size_t len,
-                             enum MHD_ResponseMemoryMode mode) {
+static enum MHD_Result reply(struct MHD_Connection *conn, unsigned int status, const char *ctype,
+                             char *body, size_t len, enum MHD_ResponseMemoryMode mode) {
         struct MHD_Response *resp = MHD_create_response_from_buffer(len, body, mode);
         enum MHD_Result ret;
 
@@ -56,8 +55,8 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *conn, const char
                 if (kt_metrics_healthy(km))
                         return reply(conn, MHD_HTTP_OK, text, (char *)"OK\n", 3,
                                      MHD_RESPMEM_PERSISTENT);
-                return reply(conn, MHD_HTTP_SERVICE_UNAVAILABLE, text,
-                             (char *)"loop stalled\n", 13, MHD_RESPMEM_PERSISTENT);
+                return reply(conn, MHD_HTTP_SERVICE_UNAVAILABLE, text, (char *)"loop stalled\n", 13,
+                             MHD_RESPMEM_PERSISTENT);
         }
         return reply(conn, MHD_HTTP_NOT_FOUND, text, (char *)"not found\n", 10,
                      MHD_RESPMEM_PERSISTENT);

@@ -8,7 +8,7 @@
 
 /* Seconds: from millisecond functions up to the 180 s default timeout. */
 static const double kt_metrics_buckets[] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
-                                 1,     2.5,    5,     10,   30,    60,   120,  180};
+                                            1,     2.5,    5,     10,   30,    60,   120, 180};
 _Static_assert(sizeof(kt_metrics_buckets) / sizeof(kt_metrics_buckets[0]) == BUCKET_CNT,
                "bucket count");
 
@@ -35,7 +35,7 @@ void kt_metrics_destroy(kt_metrics_t *km) {
 }
 
 #define INC(field, n) atomic_fetch_add_explicit(&(field), (n), memory_order_relaxed)
-#define GET(field) atomic_load_explicit(&(field), memory_order_relaxed)
+#define GET(field)    atomic_load_explicit(&(field), memory_order_relaxed)
 #define SET(field, v) atomic_store_explicit(&(field), (v), memory_order_relaxed)
 
 void kt_metrics_call_observe(kt_metrics_t *km, size_t topic_idx, double seconds, int failed) {

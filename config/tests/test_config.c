@@ -6,10 +6,11 @@
 #include <stdlib.h>
 #include <unistd.h>
 
-static const char *const env_vars[] = {"FUNC_HANDLER", "MOD_NAME",           "TOPIC_NAME",
-                                       "KAFKA_BROKERS", "KUBELESS_KAFKA_SVC", "KUBELESS_KAFKA_NAMESPACE",
-                                       "FUNC_PORT",    "FUNC_TIMEOUT",       "KTRIGGER_METRICS_LISTEN",
-                                       "KTRIGGER_LOG_LEVEL"};
+static const char *const env_vars[] = {
+    "FUNC_HANDLER",      "MOD_NAME",           "TOPIC_NAME",
+    "KAFKA_BROKERS",     "KUBELESS_KAFKA_SVC", "KUBELESS_KAFKA_NAMESPACE",
+    "FUNC_PORT",         "FUNC_TIMEOUT",       "KTRIGGER_METRICS_LISTEN",
+    "KTRIGGER_LOG_LEVEL"};
 
 static void env_clear(void) {
         for (size_t i = 0; i < sizeof(env_vars) / sizeof(env_vars[0]); i++)
@@ -57,12 +58,18 @@ static void test_hostport(void) {
                 const char *in, *host;
                 int port;
         } cases[] = {
-            {"0.0.0.0:9464", "0.0.0.0", 9464}, {"localhost:1", "localhost", 1},
-            {"[::1]:8080", "::1", 8080},       {"h:65535", "h", 65535},
-            {"h:65536", NULL, 0},              {"h:0", NULL, 0},
-            {"h", NULL, 0},                    {":80", NULL, 0},
-            {"h:80x", NULL, 0},                {"::1:80", NULL, 0},
-            {"", NULL, 0},                     {"a b:80", NULL, 0},
+            {"0.0.0.0:9464", "0.0.0.0", 9464},
+            {"localhost:1", "localhost", 1},
+            {"[::1]:8080", "::1", 8080},
+            {"h:65535", "h", 65535},
+            {"h:65536", NULL, 0},
+            {"h:0", NULL, 0},
+            {"h", NULL, 0},
+            {":80", NULL, 0},
+            {"h:80x", NULL, 0},
+            {"::1:80", NULL, 0},
+            {"", NULL, 0},
+            {"a b:80", NULL, 0},
         };
         for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
                 char *host = NULL;
@@ -83,13 +90,14 @@ static void test_good_file_and_env(void) {
         kt_config_t *conf;
 
         env_clear();
-        conf = kt_config_load(write_conf("function = { handler = \"hello.handler\"; };\n"
-                                         "kafka = { brokers = \"b1:9092\"; topics = [\"t1\", \"t2\"];\n"
-                                         "  start_from = \"latest\";\n"
-                                         "  properties = ( (\"session.timeout.ms\", 45000),\n"
-                                         "                 [\"fetch.wait.max.ms\", \"10\"] ); };\n"
-                                         "runtime = { port = 9000; timeout_s = 30; };\n"),
-                              err, sizeof(err));
+        conf = kt_config_load(
+            write_conf("function = { handler = \"hello.handler\"; };\n"
+                       "kafka = { brokers = \"b1:9092\"; topics = [\"t1\", \"t2\"];\n"
+                       "  start_from = \"latest\";\n"
+                       "  properties = ( (\"session.timeout.ms\", 45000),\n"
+                       "                 [\"fetch.wait.max.ms\", \"10\"] ); };\n"
+                       "runtime = { port = 9000; timeout_s = 30; };\n"),
+            err, sizeof(err));
         unlink(path);
         KT_CHECK(conf != NULL, "load: %s", err);
         if (!conf)
@@ -115,9 +123,10 @@ static void test_good_file_and_env(void) {
         setenv("FUNC_PORT", "8081", 1);
         setenv("FUNC_TIMEOUT", "5", 1);
         setenv("KTRIGGER_METRICS_LISTEN", "127.0.0.1:9999", 1);
-        conf = kt_config_load(write_conf("function = { handler = \"file.handler\"; };\n"
-                                         "kafka = { brokers = \"b1:9092\"; topics = [\"t1\"]; };\n"),
-                              err, sizeof(err));
+        conf =
+            kt_config_load(write_conf("function = { handler = \"file.handler\"; };\n"
+                                      "kafka = { brokers = \"b1:9092\"; topics = [\"t1\"]; };\n"),
+                           err, sizeof(err));
         unlink(path);
         KT_CHECK(conf != NULL, "load: %s", err);
         if (conf) {
@@ -166,7 +175,8 @@ static void test_errors(void) {
             {"function = { handler = \"m.f\"; };\nkafka = { topics = [\"t\"]; };\n"
              "runtime = { port = 70000; };\n",
              {":3: runtime.port: 70000 is outside 1..65535"}},
-            {"function = { handler = \"m.f\"; hanlder = \"x\"; };\nkafka = { topics = [\"t\"]; };\n",
+            {"function = { handler = \"m.f\"; hanlder = \"x\"; };\nkafka = { topics = [\"t\"]; "
+             "};\n",
              {":1: function: unknown key 'hanlder'"}},
             {"function = { handler = \"m.f\"; };\nkafka = { topics = [\"t\"];\n"
              "start_from = \"beginning\"; };\n",
@@ -212,8 +222,7 @@ static void test_errors(void) {
         setenv("TOPIC_NAME", "t", 1);
         setenv("FUNC_PORT", "80a", 1);
         KT_CHECK(kt_config_load(NULL, err, sizeof(err)) == NULL, "bad env");
-        KT_CHECK(strstr(err, "FUNC_HANDLER: 'handler' is not module.function") != NULL, "%s",
-                 err);
+        KT_CHECK(strstr(err, "FUNC_HANDLER: 'handler' is not module.function") != NULL, "%s", err);
         KT_CHECK(strstr(err, "FUNC_PORT: '80a' is not an integer") != NULL, "%s", err);
         env_clear();
 }

@@ -11,19 +11,19 @@
 
 static int kt_test_checks, kt_test_failures;
 
-#define KT_CHECK(cond, ...)                                                                 \
-        do {                                                                                \
-                kt_test_checks++;                                                           \
-                if (!(cond)) {                                                              \
-                        kt_test_failures++;                                                 \
-                        fprintf(stderr, "%s:%d: FAILED: %s: ", __FILE__, __LINE__, #cond);  \
-                        fprintf(stderr, __VA_ARGS__);                                       \
-                        fputc('\n', stderr);                                                \
-                }                                                                           \
+#define KT_CHECK(cond, ...)                                                                        \
+        do {                                                                                       \
+                kt_test_checks++;                                                                  \
+                if (!(cond)) {                                                                     \
+                        kt_test_failures++;                                                        \
+                        fprintf(stderr, "%s:%d: FAILED: %s: ", __FILE__, __LINE__, #cond);         \
+                        fprintf(stderr, __VA_ARGS__);                                              \
+                        fputc('\n', stderr);                                                       \
+                }                                                                                  \
         } while (0)
 
-#define KT_CHECK_STR(got, want)                                                             \
-        KT_CHECK((got) && !strcmp((got), (want)), "got \"%s\", want \"%s\"",                \
+#define KT_CHECK_STR(got, want)                                                                    \
+        KT_CHECK((got) && !strcmp((got), (want)), "got \"%s\", want \"%s\"",                       \
                  (got) ? (got) : "(null)", (want))
 
 /** @returns the exit status for main(), after printing a summary line. */

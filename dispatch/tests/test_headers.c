@@ -18,18 +18,10 @@ static void test_json_detection(void) {
                 const char *value;
                 int want;
         } cases[] = {
-            {"{}", 1},
-            {"{\"a\":1}", 1},
-            {"  {\"a\": [1,2,{\"b\":null}]}\n", 1},
-            {"[1,2]", 0},
-            {"\"str\"", 0},
-            {"42", 0},
-            {"hello", 0},
-            {"", 0},
-            {"{\"a\":1} trailing", 0},
-            {"{\"a\":1", 0},
-            {"{bad}", 0},
-            {"{\"a\":1}{\"b\":2}", 0},
+            {"{}", 1},       {"{\"a\":1}", 1}, {"  {\"a\": [1,2,{\"b\":null}]}\n", 1},
+            {"[1,2]", 0},    {"\"str\"", 0},   {"42", 0},
+            {"hello", 0},    {"", 0},          {"{\"a\":1} trailing", 0},
+            {"{\"a\":1", 0}, {"{bad}", 0},     {"{\"a\":1}{\"b\":2}", 0},
         };
         for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
                 int got = kt_dispatch_value_is_json_object(cases[i].value, strlen(cases[i].value));

@@ -30,14 +30,21 @@ int main(void) {
                     "function_calls_total{function=\"mod.fn\\\"x\",topic=\"b\"} 1\n",
                     "function_failures_total{function=\"mod.fn\\\"x\",topic=\"a\"} 1\n",
                     "function_failures_total{function=\"mod.fn\\\"x\",topic=\"b\"} 0\n",
-                    "function_duration_seconds_bucket{function=\"mod.fn\\\"x\",topic=\"a\",le=\"0.001\"} 0\n",
-                    "function_duration_seconds_bucket{function=\"mod.fn\\\"x\",topic=\"a\",le=\"0.005\"} 1\n",
-                    "function_duration_seconds_bucket{function=\"mod.fn\\\"x\",topic=\"a\",le=\"0.25\"} 2\n",
-                    "function_duration_seconds_bucket{function=\"mod.fn\\\"x\",topic=\"a\",le=\"180\"} 2\n",
-                    "function_duration_seconds_bucket{function=\"mod.fn\\\"x\",topic=\"a\",le=\"+Inf\"} 3\n",
+                    "function_duration_seconds_bucket{function=\"mod.fn\\\"x\",topic=\"a\",le=\"0."
+                    "001\"} 0\n",
+                    "function_duration_seconds_bucket{function=\"mod.fn\\\"x\",topic=\"a\",le=\"0."
+                    "005\"} 1\n",
+                    "function_duration_seconds_bucket{function=\"mod.fn\\\"x\",topic=\"a\",le=\"0."
+                    "25\"} 2\n",
+                    "function_duration_seconds_bucket{function=\"mod.fn\\\"x\",topic=\"a\",le="
+                    "\"180\"} 2\n",
+                    "function_duration_seconds_bucket{function=\"mod.fn\\\"x\",topic=\"a\",le=\"+"
+                    "Inf\"} 3\n",
                     "function_duration_seconds_count{function=\"mod.fn\\\"x\",topic=\"a\"} 3\n",
-                    "function_duration_seconds_sum{function=\"mod.fn\\\"x\",topic=\"a\"} 500.203000\n",
-                    "function_duration_seconds_bucket{function=\"mod.fn\\\"x\",topic=\"b\",le=\"0.001\"} 1\n",
+                    "function_duration_seconds_sum{function=\"mod.fn\\\"x\",topic=\"a\"} "
+                    "500.203000\n",
+                    "function_duration_seconds_bucket{function=\"mod.fn\\\"x\",topic=\"b\",le=\"0."
+                    "001\"} 1\n",
                     "ktrigger_in_flight 3\n",
                     "ktrigger_assigned_partitions 4\n",
                     "ktrigger_buffered_records 5\n",

@@ -1,0 +1,518 @@
+"""Helpers for ktrigger's integration tests: Kafka (topics, producing, offsets), the Python
+runtime, ktrigger itself (config file, process, metrics) and polling with a deadline.
+
+Fixtures in conftest.py hand out instances of these classes; tests import the plain functions
+(`wait_for`, `parse_event_id`, ...) from here.
+"""
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections import defaultdict
+from pathlib import Path
+
+from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka.admin import NewTopic
+
+REPO = Path(__file__).resolve().parent.parent
+HERE = REPO / 'integration-tests'
+KAFKA_SH = HERE / 'kafka' / 'kafka.sh'
+RUNTIME_PY = HERE / 'runtimes' / 'python' / 'kubeless.py'
+HANDLERS_DIR = HERE / 'runtimes' / 'python' / 'handlers'
+PYTHON = '/usr/bin/python3'  # Debian's: has bottle and confluent_kafka
+
+# Environment variables ktrigger reads on top of its config file (Kubeless names and its own);
+# scrubbed from the environment ktrigger is started with so the file alone decides.
+KTRIGGER_ENV_VARS = ('FUNC_HANDLER', 'MOD_NAME', 'TOPIC_NAME', 'KAFKA_BROKERS', 'FUNC_PORT',
+                     'FUNC_TIMEOUT', 'KTRIGGER_METRICS_LISTEN')
+
+HANDLER = 'recorder.handler'
+NAMESPACE = 'kafkatriggers.kubeless.io'
+
+
+def ktrigger_bin():
+    return Path(os.environ.get('KTRIGGER_BIN', REPO / 'ktrigger'))
+
+
+# --------------------------------------------------------------------------- polling
+
+class Timeout(AssertionError):
+    pass
+
+
+def wait_for(cond, timeout, what, interval=0.05, describe=None):
+    """Poll cond() until it returns a truthy value (returned) or timeout seconds pass.
+
+    On timeout raise an AssertionError naming `what` and, if given, describe()'s text of the
+    last state seen.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        value = cond()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            state = ''
+            if describe is not None:
+                try:
+                    state = '; last state: %s' % describe()
+                except Exception as e:  # the description must not hide the timeout
+                    state = '; (describe failed: %r)' % e
+            raise Timeout('timed out after %.1fs waiting for %s%s' % (timeout, what, state))
+        time.sleep(interval)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
+
+
+def http_get(url, timeout=2.0):
+    """GET url; returns (status, body text), or (None, error text) if it could not connect."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as r:
+            return r.status, r.read().decode('utf-8', 'replace')
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode('utf-8', 'replace')
+    except (urllib.error.URLError, OSError) as e:
+        return None, str(e)
+
+
+def tail(path, lines=60):
+    try:
+        with open(path, 'rb') as f:
+            data = f.read()
+    except OSError as e:
+        return '(cannot read %s: %s)' % (path, e)
+    text = data.decode('utf-8', 'replace').splitlines()
+    return '\n'.join(text[-lines:])
+
+
+def stop_process(proc, timeout, sig=signal.SIGTERM):
+    """Send sig to proc (by its pid) and wait; SIGKILL it if it outlives timeout.
+
+    Returns (returncode, timed_out).
+    """
+    if proc.poll() is not None:
+        return proc.returncode, False
+    proc.send_signal(sig)
+    try:
+        return proc.wait(timeout=timeout), False
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        return proc.wait(), True
+
+
+# --------------------------------------------------------------------------- Kafka
+
+class Produced:
+    """One produced record and where Kafka put it."""
+    __slots__ = ('partition', 'offset', 'value', 'key')
+
+    def __init__(self, partition, offset, value, key):
+        self.partition, self.offset, self.value, self.key = partition, offset, value, key
+
+    def __repr__(self):
+        return 'Produced(p=%d, o=%d, %r)' % (self.partition, self.offset, self.value)
+
+
+class Kafka:
+    """Topic creation, producing to explicit partitions, committed and end offsets."""
+
+    def __init__(self, bootstrap, admin):
+        self.bootstrap = bootstrap
+        self.admin = admin
+        self._consumers = {}
+
+    def create_topic(self, topic, partitions, timeout=30):
+        futures = self.admin.create_topics([NewTopic(topic, partitions, 1)],
+                                           operation_timeout=timeout)
+        futures[topic].result(timeout)
+
+        def ready():
+            md = self.admin.list_topics(topic, timeout=5).topics.get(topic)
+            if md is None or md.error is not None or len(md.partitions) != partitions:
+                return False
+            return all(p.leader >= 0 and p.error is None for p in md.partitions.values())
+
+        wait_for(ready, timeout, 'topic %s with %d partitions and leaders' % (topic, partitions))
+
+    def produce(self, topic, records, timeout=60):
+        """Produce records, a list of (partition, value) or (partition, value, key), in order.
+
+        Returns a list of Produced, one per record in the same order, with the offset Kafka
+        gave it.  Fails if any record was not acknowledged.
+        """
+        producer = Producer({'bootstrap.servers': self.bootstrap, 'enable.idempotence': True,
+                             'acks': 'all', 'linger.ms': 5})
+        results = [None] * len(records)
+        errors = []
+
+        def on_delivery(index):
+            def cb(err, msg):
+                if err is not None:
+                    errors.append((index, err))
+                else:
+                    results[index] = Produced(msg.partition(), msg.offset(),
+                                              records[index][1],
+                                              records[index][2] if len(records[index]) > 2
+                                              else None)
+            return cb
+
+        for i, rec in enumerate(records):
+            partition, value = rec[0], rec[1]
+            key = rec[2] if len(rec) > 2 else None
+            while True:
+                try:
+                    producer.produce(topic, value=value, key=key, partition=partition,
+                                     on_delivery=on_delivery(i))
+                    break
+                except BufferError:
+                    producer.poll(0.1)
+            producer.poll(0)
+        left = producer.flush(timeout)
+        assert left == 0, '%d records still unacknowledged after %ss' % (left, timeout)
+        assert not errors, 'delivery errors: %s' % errors[:5]
+        assert all(r is not None for r in results)
+        return results
+
+    def partitions(self, topic):
+        md = self.admin.list_topics(topic, timeout=10).topics[topic]
+        return sorted(md.partitions)
+
+    def _consumer(self, group):
+        c = self._consumers.get(group)
+        if c is None:
+            # Never subscribed: it only asks the coordinator, it never joins the group.
+            c = Consumer({'bootstrap.servers': self.bootstrap, 'group.id': group,
+                          'enable.auto.commit': False})
+            self._consumers[group] = c
+        return c
+
+    def committed(self, group, topic, partitions=None):
+        """The group's committed offset per partition ({partition: offset}, None if none)."""
+        if partitions is None:
+            partitions = self.partitions(topic)
+        tps = self._consumer(group).committed([TopicPartition(topic, p) for p in partitions],
+                                              timeout=10)
+        out = {}
+        for tp in tps:
+            if tp.error is not None:
+                raise KafkaException(tp.error)
+            out[tp.partition] = tp.offset if tp.offset >= 0 else None
+        return out
+
+    def end_offsets(self, topic, partitions=None):
+        """The high watermark (offset of the last record + 1) per partition."""
+        if partitions is None:
+            partitions = self.partitions(topic)
+        c = self._consumer('kt-watermarks')
+        out = {}
+        for p in partitions:
+            wm = c.get_watermark_offsets(TopicPartition(topic, p), timeout=10, cached=False)
+            assert wm is not None, 'no watermarks for %s/%d' % (topic, p)
+            out[p] = wm[1]
+        return out
+
+    def close(self):
+        for c in self._consumers.values():
+            c.close()
+        self._consumers.clear()
+
+
+# --------------------------------------------------------------------------- runtime
+
+def parse_event_id(event_id):
+    """'topic/partition/offset' -> (topic, partition, offset)."""
+    topic, partition, offset = event_id.rsplit('/', 2)
+    return topic, int(partition), int(offset)
+
+
+class Call:
+    """One call the recorder handler saw."""
+    __slots__ = ('body', 'headers', 'time', 'failed', 'topic', 'partition', 'offset')
+
+    def __init__(self, line):
+        self.body = line['body']
+        self.headers = line['headers']
+        self.time = line['time']
+        self.failed = bool(line.get('failed'))
+        eid = self.headers.get('event-id')
+        if eid is not None:
+            self.topic, self.partition, self.offset = parse_event_id(eid)
+        else:
+            self.topic = self.partition = self.offset = None
+
+    def __repr__(self):
+        return 'Call(%s/%s/%s %r%s)' % (self.topic, self.partition, self.offset, self.body,
+                                        ' failed' if self.failed else '')
+
+
+class Runtime:
+    """The Kubeless-style Python runtime running the recorder handler."""
+
+    def __init__(self, proc, port, record_file, log_path):
+        self.proc, self.port, self.record_file, self.log_path = proc, port, record_file, log_path
+
+    @property
+    def url(self):
+        return 'http://127.0.0.1:%d/' % self.port
+
+    def calls(self):
+        """Every call recorded so far (all runtimes writing this file), in arrival order."""
+        try:
+            with open(self.record_file, encoding='utf-8') as f:
+                data = f.read()
+        except FileNotFoundError:
+            return []
+        # A line is written with one write(); only a fully written line counts.
+        return [Call(json.loads(line)) for line in data.split('\n')[:-1] if line]
+
+    def delivered(self):
+        """Successful calls only."""
+        return [c for c in self.calls() if not c.failed]
+
+    def stop(self, timeout=10):
+        rc, timed_out = stop_process(self.proc, timeout)
+        assert not timed_out, 'runtime pid %d ignored SIGTERM for %ss' % (self.proc.pid, timeout)
+        return rc
+
+
+def start_runtime(tmp_path, record_file, port=None, fail_bodies=(), delay_ms=0,
+                  func_timeout=None, name='runtime', startup_timeout=20):
+    port = port or free_port()
+    env = dict(os.environ)
+    for k in ('FAIL_BODIES', 'HANDLER_DELAY_MS', 'MOD_ROOT_PATH'):
+        env.pop(k, None)
+    env.update({'MOD_NAME': 'recorder', 'FUNC_HANDLER': 'handler', 'FUNC_PORT': str(port),
+                'MOD_ROOT_PATH': str(HANDLERS_DIR), 'RECORD_FILE': str(record_file),
+                'FUNC_TIMEOUT': str(func_timeout or 180), 'PYTHONUNBUFFERED': '1'})
+    if fail_bodies:
+        assert not any(',' in b for b in fail_bodies)
+        env['FAIL_BODIES'] = ','.join(fail_bodies)
+    if delay_ms:
+        env['HANDLER_DELAY_MS'] = str(delay_ms)
+    log_path = Path(tmp_path) / ('%s-%d.log' % (name, port))
+    with open(log_path, 'ab') as log:
+        proc = subprocess.Popen([PYTHON, str(RUNTIME_PY)], env=env, stdout=log,
+                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    rt = Runtime(proc, port, record_file, log_path)
+
+    def healthy():
+        if proc.poll() is not None:
+            raise AssertionError('runtime exited with %s during start-up:\n%s'
+                                 % (proc.returncode, tail(log_path)))
+        return http_get('http://127.0.0.1:%d/healthz' % port, timeout=1)[0] == 200
+
+    try:
+        wait_for(healthy, startup_timeout, 'runtime /healthz on port %d' % port)
+    except BaseException:
+        stop_process(proc, 5)
+        raise
+    return rt
+
+
+# --------------------------------------------------------------------------- ktrigger
+
+def _lc_string(s):
+    return '"%s"' % s.replace('\\', '\\\\').replace('"', '\\"')
+
+
+def _lc_value(v, indent):
+    if isinstance(v, bool):
+        return 'true' if v else 'false'
+    if isinstance(v, int):
+        return str(v)
+    if isinstance(v, str):
+        return _lc_string(v)
+    if isinstance(v, list):
+        return '[ %s ]' % ', '.join(_lc_value(x, indent) for x in v)
+    if isinstance(v, dict):
+        pad = '  ' * (indent + 1)
+        inner = ''.join('%s%s = %s;\n' % (pad, k, _lc_value(x, indent + 1))
+                        for k, x in v.items())
+        return '{\n%s%s}' % (inner, '  ' * indent)
+    raise TypeError('cannot render %r' % (v,))
+
+
+def render_config(conf):
+    """Render a nested dict as a libconfig file: dicts are groups, lists are arrays.
+
+    kafka.properties (librdkafka property names contain dots, which libconfig names cannot)
+    is rendered as a list of ("name", "value") pairs.
+    """
+    out = []
+    for section, body in conf.items():
+        if section == 'kafka' and isinstance(body, dict) and 'properties' in body:
+            body = dict(body)
+            props = body.pop('properties')
+            text = _lc_value(body, 0)
+            pairs = ',\n'.join('    (%s, %s)' % (_lc_string(k), _lc_string(str(v)))
+                               for k, v in props.items())
+            text = text[:-1] + '  properties = (\n%s\n  );\n}' % pairs
+            out.append('%s = %s;\n' % (section, text))
+        else:
+            out.append('%s = %s;\n' % (section, _lc_value(body, 0)))
+    return ''.join(out)
+
+
+def line_of(text, needle):
+    """1-based line number of the first line of text containing needle."""
+    for n, line in enumerate(text.splitlines(), 1):
+        if needle in line:
+            return n
+    raise AssertionError('%r not in config text' % needle)
+
+
+def base_config(brokers, topics, runtime_port, metrics_port, group_id=None,
+                start_from='earliest', properties=None):
+    """The config the tests start from (a dict; edit it, then render_config())."""
+    kafka = {'brokers': brokers, 'topics': list(topics)}
+    if group_id is not None:
+        kafka['group_id'] = group_id
+    kafka['start_from'] = start_from
+    props = {'fetch.wait.max.ms': '10'}
+    props.update(properties or {})
+    kafka['properties'] = props
+    return {
+        'function': {'handler': HANDLER},
+        'kafka': kafka,
+        'runtime': {'host': '127.0.0.1', 'port': runtime_port, 'path': '/', 'timeout_s': 180},
+        'dispatch': {'drain_timeout_ms': 10000, 'retry_backoff_ms': 100,
+                     'retry_max_backoff_ms': 2000, 'partition_buffer_records': 1000},
+        'metrics': {'listen': '127.0.0.1:%d' % metrics_port},
+        'log': {'level': 'info'},
+    }
+
+
+def ktrigger_env(extra=None):
+    env = {k: v for k, v in os.environ.items() if k not in KTRIGGER_ENV_VARS}
+    env.update(extra or {})
+    return env
+
+
+def ktrigger_argv(config_path, *args):
+    return [str(ktrigger_bin()), '-c', str(config_path)] + list(args)
+
+
+def run_ktrigger(config_path, *args, env=None, timeout=15):
+    """Run ktrigger to completion (for start-up failures); returns CompletedProcess (text)."""
+    return subprocess.run(ktrigger_argv(config_path, *args), env=ktrigger_env(env),
+                          stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+_METRIC_RE = re.compile(r'^([A-Za-z_:][A-Za-z0-9_:]*)(?:\{(.*)\})?\s+(\S+)(?:\s+\d+)?$')
+_LABEL_RE = re.compile(r'([A-Za-z_][A-Za-z0-9_]*)="((?:[^"\\]|\\.)*)"')
+
+
+def parse_metrics(text):
+    """Prometheus text -> list of (name, {label: value}, float)."""
+    samples = []
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith('#'):
+            continue
+        m = _METRIC_RE.match(line)
+        if not m:
+            raise AssertionError('malformed metrics line: %r' % line)
+        labels = dict(_LABEL_RE.findall(m.group(2) or ''))
+        samples.append((m.group(1), labels, float(m.group(3))))
+    return samples
+
+
+def metric_sum(samples, name, **labels):
+    """Sum of the samples of `name` whose labels include `labels`; None if there is none."""
+    found = [v for n, lb, v in samples
+             if n == name and all(lb.get(k) == x for k, x in labels.items())]
+    return sum(found) if found else None
+
+
+class KTrigger:
+    """A running ktrigger process."""
+
+    def __init__(self, proc, config_path, log_path, metrics_port):
+        self.proc, self.config_path = proc, config_path
+        self.log_path, self.metrics_port = log_path, metrics_port
+
+    @property
+    def pid(self):
+        return self.proc.pid
+
+    def log(self):
+        return tail(self.log_path, 10 ** 6)
+
+    def metrics(self):
+        status, body = http_get('http://127.0.0.1:%d/metrics' % self.metrics_port)
+        assert status == 200, 'GET /metrics: %s %s' % (status, body[:200])
+        return parse_metrics(body)
+
+    def assert_running(self):
+        if self.proc.poll() is not None:
+            raise AssertionError('ktrigger exited with %s; log tail:\n%s'
+                                 % (self.proc.returncode, tail(self.log_path)))
+
+    def wait_healthy(self, timeout=20):
+        """Wait until GET /healthz on the metrics listener answers 200."""
+        def healthy():
+            self.assert_running()
+            status, _ = http_get('http://127.0.0.1:%d/healthz' % self.metrics_port, timeout=1)
+            return status == 200
+
+        wait_for(healthy, timeout, 'ktrigger /healthz on port %d' % self.metrics_port)
+
+    def stop(self, timeout=30):
+        """SIGTERM; returns the exit status (negative: killed by that signal)."""
+        rc, timed_out = stop_process(self.proc, timeout)
+        assert not timed_out, 'ktrigger pid %d did not exit within %ss of SIGTERM' % (
+            self.pid, timeout)
+        return rc
+
+
+def spawn_ktrigger(tmp_path, conf, name='ktrigger', env=None, args=()):
+    """Write conf (dict or libconfig text) to a new file and start ktrigger on it.
+
+    Its stdout and stderr go to a new log file beside the config.  Does not wait.
+    """
+    tmp_path = Path(tmp_path)
+    n = len(list(tmp_path.glob(name + '-*.conf')))
+    config_path = tmp_path / ('%s-%d.conf' % (name, n))
+    text = conf if isinstance(conf, str) else render_config(conf)
+    config_path.write_text(text)
+    metrics_port = int(re.search(r'listen = "[^"]*:(\d+)"', text).group(1))
+    log_path = tmp_path / ('%s-%d.log' % (name, n))
+    with open(log_path, 'ab') as log:
+        proc = subprocess.Popen(ktrigger_argv(config_path, *args), env=ktrigger_env(env),
+                                stdout=log, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL)
+    return KTrigger(proc, config_path, log_path, metrics_port)
+
+
+# --------------------------------------------------------------------------- checks
+
+def by_partition(calls):
+    out = defaultdict(list)
+    for c in calls:
+        out[c.partition].append(c)
+    return out
+
+
+def expected_by_partition(produced):
+    out = defaultdict(list)
+    for r in produced:
+        out[r.partition].append(r)
+    return out
+
+
+def count_by_partition(calls):
+    out = defaultdict(int)
+    for c in calls:
+        out[c.partition] += 1
+    return dict(out)

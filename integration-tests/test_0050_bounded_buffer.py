@@ -1,0 +1,43 @@
+"""Bounded buffers: with a tiny per-partition buffer, full partitions are paused and resumed
+over and over while the runtime is slower than Kafka, and still every record arrives exactly
+once, in order, and the committed offsets reach the end."""
+
+import kthelpers as kt
+
+PARTITIONS = 3
+RECORDS = 600
+BUFFER = 5
+
+
+def test_pause_resume_loses_nothing(kafka, names, config, runtime_factory, ktrigger_factory):
+    kafka.create_topic(names.topic, PARTITIONS)
+    produced = kafka.produce(names.topic, [(i % PARTITIONS, 'bounded p%d n%d'
+                                            % (i % PARTITIONS, i // PARTITIONS))
+                                           for i in range(RECORDS)])
+    expected = kt.expected_by_partition(produced)
+    rt = runtime_factory(delay_ms=1)
+    conf = config(rt.port)
+    conf['dispatch']['partition_buffer_records'] = BUFFER
+    conf['log']['level'] = 'debug'
+    ktr = ktrigger_factory(conf)
+
+    kt.wait_for(lambda: len(rt.calls()) >= RECORDS, 90, '%d calls' % RECORDS,
+                describe=lambda: kt.count_by_partition(rt.calls()))
+    assert ktr.stop() == 0
+
+    log = ktr.log()
+    paused = log.count('buffer full')
+    resumed = log.count('resumed')
+    # Each partition's backlog (200) is 40 buffers deep: it must have been paused many times.
+    assert paused >= PARTITIONS * 5, 'partitions paused only %d times' % paused
+    assert resumed >= paused - PARTITIONS, (paused, resumed)
+
+    calls = rt.calls()
+    assert not [c for c in calls if c.failed]
+    got = kt.by_partition(calls)
+    for p in range(PARTITIONS):
+        have = [(c.offset, c.body) for c in got[p]]
+        want = [(r.offset, r.value) for r in expected[p]]
+        assert have == want, 'partition %d: not exactly once in order across pauses' % p
+    end = kafka.end_offsets(names.topic)
+    assert kafka.committed(names.group, names.topic) == end
