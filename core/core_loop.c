@@ -290,8 +290,7 @@ int kt_loop_run(const kt_config_t *conf, kt_metrics_t *km) {
                 dispatch_ready(&kl);
                 kt_dispatch_perform(kl.kd); /* start the calls just submitted */
                 kt_metrics_gauges_set(km, kt_dispatch_in_flight(kl.kd),
-                                      kt_consumer_assigned_cnt(kl.kc),
-                                      kt_consumer_buffered(kl.kc));
+                                      kt_consumer_assigned_cnt(kl.kc), kt_consumer_buffered(kl.kc));
 
                 if (served >= KT_LOOP_KAFKA_BUDGET)
                         wait_ms = 0;
