@@ -14,6 +14,20 @@
 /** Where a new consumer group starts reading (auto.offset.reset). */
 typedef enum kt_start_from { KT_START_EARLIEST, KT_START_LATEST } kt_start_from_t;
 
+/** How records may be reordered relative to each other (dispatch.ordering). */
+typedef enum kt_ordering {
+        KT_ORDER_PARTITION, /**< one call in flight per partition */
+        KT_ORDER_KEY,       /**< equal keys in order, different keys in parallel */
+        KT_ORDER_NONE       /**< any order */
+} kt_ordering_t;
+
+/** What happens to a record whose retries are exhausted (dispatch.on_failure). */
+typedef enum kt_on_failure {
+        KT_FAIL_BLOCK,      /**< retry forever; the records behind it wait */
+        KT_FAIL_SKIP,       /**< count, log, move on */
+        KT_FAIL_DEAD_LETTER /**< produce to dispatch.dead_letter_topic, then move on */
+} kt_on_failure_t;
+
 /** One librdkafka property from the config file. */
 typedef struct kt_config_prop {
         char *name;
@@ -35,6 +49,8 @@ typedef struct kt_config {
         kt_start_from_t start_from;
         kt_config_prop_t *props; /**< librdkafka consumer properties, applied last */
         size_t prop_cnt;
+        kt_config_prop_t *producer_props; /**< librdkafka producer properties (dead letters) */
+        size_t producer_prop_cnt;
 
         /* runtime */
         char *runtime_host;
@@ -42,13 +58,20 @@ typedef struct kt_config {
         char *runtime_path;
         char *runtime_url; /**< derived: http://host:port/path */
         int timeout_s;     /**< per call */
+        char *runtime_health_path;
+        char *runtime_health_url; /**< derived: http://host:port/health_path */
 
         /* dispatch */
+        kt_ordering_t ordering;
         int max_in_flight;
         int drain_timeout_ms;
-        int retry_backoff_ms;
-        int retry_max_backoff_ms;
         int partition_buffer_records;
+        int partition_buffer_bytes;
+        int retry_initial_backoff_ms;
+        int retry_max_backoff_ms;
+        int retry_max_attempts; /**< calls per record, the first one included */
+        kt_on_failure_t on_failure;
+        char *dead_letter_topic;
 
         /* metrics */
         char *metrics_listen; /**< host:port as given */

@@ -26,7 +26,10 @@
 #define DEF_TIMEOUT_S                180
 #define DEF_MAX_IN_FLIGHT            64
 #define DEF_DRAIN_TIMEOUT_MS         30000
-#define DEF_RETRY_BACKOFF_MS         100
+#define DEF_HEALTH_PATH              "/healthz"
+#define DEF_RETRY_INITIAL_BACKOFF_MS 100
+#define DEF_RETRY_MAX_ATTEMPTS       5
+#define DEF_PARTITION_BUFFER_BYTES   (4 * 1024 * 1024)
 #define DEF_RETRY_MAX_BACKOFF_MS     30000
 #define DEF_PARTITION_BUFFER_RECORDS 1000
 #define DEF_METRICS_LISTEN           "0.0.0.0:9464"
@@ -201,20 +204,23 @@ static void topics_from_list(kt_config_t *conf, const char *list, errs_t *e, con
 
 /* ---------------------------------------------------------------- the file */
 
-/** Keys each group accepts: anything else is a typo and an error. */
+/** Keys each group accepts (a nested group is listed as its own path): anything else is a typo
+ *  and an error. */
 static const struct {
         const char *group;
-        const char *keys[8];
+        const char *keys[12];
 } known_keys[] = {
     {"function", {"handler"}},
-    {"kafka", {"brokers", "topics", "group_id", "start_from", "properties"}},
-    {"runtime", {"host", "port", "path", "timeout_s"}},
+    {"kafka", {"brokers", "topics", "group_id", "start_from", "properties", "producer_properties"}},
+    {"runtime", {"host", "port", "path", "timeout_s", "health_path"}},
     {"dispatch",
-     {"max_in_flight", "drain_timeout_ms", "retry_backoff_ms", "retry_max_backoff_ms",
-      "partition_buffer_records"}},
+     {"ordering", "max_in_flight", "drain_timeout_ms", "partition_buffer_records",
+      "partition_buffer_bytes", "retry", "on_failure", "dead_letter_topic"}},
+    {"dispatch.retry", {"initial_backoff_ms", "max_backoff_ms", "max_attempts"}},
     {"metrics", {"listen"}},
     {"log", {"level"}},
 };
+#define KNOWN_CNT (sizeof(known_keys) / sizeof(known_keys[0]))
 
 /** librdkafka properties ktrigger sets itself; setting them would break a guarantee. */
 static const struct {
@@ -229,38 +235,73 @@ static const struct {
     {"enable.partition.eof", "set by ktrigger"},
 };
 
+static void file_str(config_t *cfg, const char *key, char **dst, errs_t *e);
+static int line_of(config_t *cfg, const char *key);
+
+/** Check the members of group \p grp, known as \p path, against known_keys. */
+static void check_group(config_setting_t *grp, const char *path, errs_t *e) {
+        size_t gi;
+
+        for (gi = 0; gi < KNOWN_CNT; gi++)
+                if (!strcmp(path, known_keys[gi].group))
+                        break;
+        if (gi == KNOWN_CNT) {
+                errf(e, src_line(grp), path, "unknown section");
+                return;
+        }
+        if (!config_setting_is_group(grp)) {
+                errf(e, src_line(grp), path, "must be a group: { ... }");
+                return;
+        }
+        for (int j = 0; j < config_setting_length(grp); j++) {
+                config_setting_t *s = config_setting_get_elem(grp, (unsigned)j);
+                const char *name = config_setting_name(s);
+                char sub[128];
+                int found = 0;
+
+                for (size_t k = 0; k < 12 && known_keys[gi].keys[k]; k++)
+                        if (!strcmp(name, known_keys[gi].keys[k]))
+                                found = 1;
+                if (!found) {
+                        errf(e, src_line(s), path, "unknown key '%s'", name);
+                        continue;
+                }
+                snprintf(sub, sizeof(sub), "%s.%s", path, name);
+                for (size_t k = 0; k < KNOWN_CNT; k++)
+                        if (!strcmp(sub, known_keys[k].group))
+                                check_group(s, sub, e);
+        }
+}
+
 static void check_known(config_t *cfg, errs_t *e) {
         config_setting_t *root = config_root_setting(cfg);
-        int n = config_setting_length(root);
 
-        for (int i = 0; i < n; i++) {
+        for (int i = 0; i < config_setting_length(root); i++) {
                 config_setting_t *grp = config_setting_get_elem(root, (unsigned)i);
-                const char *gname = config_setting_name(grp);
-                size_t gi;
-
-                for (gi = 0; gi < sizeof(known_keys) / sizeof(known_keys[0]); gi++)
-                        if (!strcmp(gname, known_keys[gi].group))
-                                break;
-                if (gi == sizeof(known_keys) / sizeof(known_keys[0])) {
-                        errf(e, src_line(grp), gname, "unknown section");
-                        continue;
-                }
-                if (!config_setting_is_group(grp)) {
-                        errf(e, src_line(grp), gname, "must be a group: %s = { ... };", gname);
-                        continue;
-                }
-                for (int j = 0; j < config_setting_length(grp); j++) {
-                        config_setting_t *s = config_setting_get_elem(grp, (unsigned)j);
-                        const char *name = config_setting_name(s);
-                        int found = 0;
-
-                        for (size_t k = 0; k < 8 && known_keys[gi].keys[k]; k++)
-                                if (!strcmp(name, known_keys[gi].keys[k]))
-                                        found = 1;
-                        if (!found)
-                                errf(e, src_line(s), gname, "unknown key '%s'", name);
-                }
+                check_group(grp, config_setting_name(grp), e);
         }
+}
+
+/** Read an enumerated string: \p names[i] gives value i. */
+static void file_enum(config_t *cfg, const char *key, const char *const *names, size_t cnt,
+                      int *dst, errs_t *e) {
+        char *v = NULL, list[256] = "";
+        size_t len = 0;
+
+        file_str(cfg, key, &v, e);
+        if (!v)
+                return;
+        for (size_t i = 0; i < cnt; i++)
+                if (!strcmp(v, names[i])) {
+                        *dst = (int)i;
+                        free(v);
+                        return;
+                }
+        for (size_t i = 0; i < cnt && len < sizeof(list); i++)
+                len += (size_t)snprintf(list + len, sizeof(list) - len, "%s%s", i ? ", " : "",
+                                        names[i]);
+        errf(e, line_of(cfg, key), key, "'%s' is not one of: %s", v, list);
+        free(v);
 }
 
 static void file_str(config_t *cfg, const char *key, char **dst, errs_t *e) {
@@ -332,22 +373,23 @@ static void file_topics(config_t *cfg, kt_config_t *conf, errs_t *e) {
  * kafka.properties: libconfig names cannot contain dots, so librdkafka properties are a list of
  * pairs: properties = ( ("session.timeout.ms", "45000"), ("fetch.wait.max.ms", 10) );
  */
-static void file_props(config_t *cfg, kt_config_t *conf, errs_t *e) {
+static void file_props(config_t *cfg, const char *key, kt_config_prop_t **propsp, size_t *cntp,
+                       errs_t *e) {
         static const char usage[] =
             "must be a list of pairs: ( (\"session.timeout.ms\", \"45000\"), ... )";
-        config_setting_t *s = config_lookup(cfg, "kafka.properties");
+        config_setting_t *s = config_lookup(cfg, key);
         int n;
 
         if (!s)
                 return;
         if (!config_setting_is_list(s) && !config_setting_is_array(s)) {
-                errf(e, src_line(s), "kafka.properties", "%s", usage);
+                errf(e, src_line(s), key, "%s", usage);
                 return;
         }
         n = config_setting_length(s);
-        conf->props = calloc((size_t)n + 1, sizeof(*conf->props));
-        if (!conf->props) {
-                errf(e, 0, "kafka.properties", "out of memory");
+        *propsp = calloc((size_t)n + 1, sizeof(**propsp));
+        if (!*propsp) {
+                errf(e, 0, key, "out of memory");
                 return;
         }
         for (int i = 0; i < n; i++) {
@@ -360,7 +402,7 @@ static void file_props(config_t *cfg, kt_config_t *conf, errs_t *e) {
                     config_setting_length(pair) != 2 ||
                     config_setting_type(name = config_setting_get_elem(pair, 0)) !=
                         CONFIG_TYPE_STRING) {
-                        errf(e, src_line(pair), "kafka.properties", "element %d %s", i, usage);
+                        errf(e, src_line(pair), key, "element %d %s", i, usage);
                         continue;
                 }
                 p = config_setting_get_elem(pair, 1);
@@ -379,17 +421,17 @@ static void file_props(config_t *cfg, kt_config_t *conf, errs_t *e) {
                                  config_setting_get_bool(p) ? "true" : "false");
                         break;
                 default:
-                        errf(e, src_line(pair), "kafka.properties",
+                        errf(e, src_line(pair), key,
                              "%s: value must be a string, integer or boolean",
                              config_setting_get_string(name));
                         continue;
                 }
-                conf->props[conf->prop_cnt].name = strdup(config_setting_get_string(name));
-                conf->props[conf->prop_cnt].value = strdup(v);
-                conf->props[conf->prop_cnt].line = src_line(pair);
-                if (!conf->props[conf->prop_cnt].name || !conf->props[conf->prop_cnt].value)
-                        errf(e, 0, "kafka.properties", "out of memory");
-                conf->prop_cnt++;
+                (*propsp)[*cntp].name = strdup(config_setting_get_string(name));
+                (*propsp)[*cntp].value = strdup(v);
+                (*propsp)[*cntp].line = src_line(pair);
+                if (!(*propsp)[*cntp].name || !(*propsp)[*cntp].value)
+                        errf(e, 0, key, "out of memory");
+                (*cntp)++;
         }
 }
 
@@ -492,17 +534,40 @@ static void validate(kt_config_t *conf, config_t *cfg, errs_t *e) {
                 errf(e, line_of(cfg, "runtime.path"), "runtime.path",
                      "must start with '/' and contain no white space");
 
+        if (!conf->runtime_health_path || conf->runtime_health_path[0] != '/' ||
+            strpbrk(conf->runtime_health_path, " \t\r\n"))
+                errf(e, line_of(cfg, "runtime.health_path"), "runtime.health_path",
+                     "must start with '/' and contain no white space");
+
         check_range(e, cfg, "dispatch.max_in_flight", conf->max_in_flight, 1, 10000);
         check_range(e, cfg, "dispatch.drain_timeout_ms", conf->drain_timeout_ms, 0, 3600000);
-        check_range(e, cfg, "dispatch.retry_backoff_ms", conf->retry_backoff_ms, 1, 3600000);
-        check_range(e, cfg, "dispatch.retry_max_backoff_ms", conf->retry_max_backoff_ms, 1,
-                    3600000);
-        if (conf->retry_max_backoff_ms < conf->retry_backoff_ms)
-                errf(e, line_of(cfg, "dispatch.retry_max_backoff_ms"),
-                     "dispatch.retry_max_backoff_ms", "%d is below dispatch.retry_backoff_ms (%d)",
-                     conf->retry_max_backoff_ms, conf->retry_backoff_ms);
         check_range(e, cfg, "dispatch.partition_buffer_records", conf->partition_buffer_records, 1,
                     1000000);
+        check_range(e, cfg, "dispatch.partition_buffer_bytes", conf->partition_buffer_bytes, 1024,
+                    1 << 30);
+        check_range(e, cfg, "dispatch.retry.initial_backoff_ms", conf->retry_initial_backoff_ms, 1,
+                    3600000);
+        check_range(e, cfg, "dispatch.retry.max_backoff_ms", conf->retry_max_backoff_ms, 1,
+                    3600000);
+        if (conf->retry_max_backoff_ms < conf->retry_initial_backoff_ms)
+                errf(e, line_of(cfg, "dispatch.retry.max_backoff_ms"),
+                     "dispatch.retry.max_backoff_ms",
+                     "%d is below dispatch.retry.initial_backoff_ms (%d)",
+                     conf->retry_max_backoff_ms, conf->retry_initial_backoff_ms);
+        check_range(e, cfg, "dispatch.retry.max_attempts", conf->retry_max_attempts, 1, 1000000);
+        if (conf->on_failure == KT_FAIL_DEAD_LETTER &&
+            (!conf->dead_letter_topic || !*conf->dead_letter_topic))
+                errf(e, line_of(cfg, "dispatch.on_failure"), "dispatch.on_failure",
+                     "\"dead-letter\" needs dispatch.dead_letter_topic");
+        if (conf->dead_letter_topic && !topic_valid(conf->dead_letter_topic))
+                errf(e, line_of(cfg, "dispatch.dead_letter_topic"), "dispatch.dead_letter_topic",
+                     "'%s' is not a valid topic name", conf->dead_letter_topic);
+        for (size_t i = 0; conf->dead_letter_topic && i < conf->topic_cnt; i++)
+                if (!strcmp(conf->topics[i], conf->dead_letter_topic))
+                        errf(e, line_of(cfg, "dispatch.dead_letter_topic"),
+                             "dispatch.dead_letter_topic",
+                             "'%s' is also a consumed topic: failures would loop",
+                             conf->dead_letter_topic);
 
         if (kt_config_hostport_parse(conf->metrics_listen, &conf->metrics_host,
                                      &conf->metrics_port))
@@ -526,6 +591,23 @@ static void validate(kt_config_t *conf, config_t *cfg, errs_t *e) {
                         errf(e, p->line, "kafka.properties", "%s", errstr);
         }
         rd_kafka_conf_destroy(rkconf);
+
+        rkconf = rd_kafka_conf_new();
+        for (size_t i = 0; i < conf->producer_prop_cnt; i++) {
+                const kt_config_prop_t *p = &conf->producer_props[i];
+                if (!strcmp(p->name, "bootstrap.servers") ||
+                    !strcmp(p->name, "metadata.broker.list") ||
+                    !strcmp(p->name, "enable.idempotence") || !strcmp(p->name, "acks") ||
+                    !strcmp(p->name, "request.required.acks"))
+                        errf(e, p->line, "kafka.producer_properties",
+                             "%s: not settable here: dead letters need the idempotent producer "
+                             "with acks=all on kafka.brokers",
+                             p->name);
+                else if (rd_kafka_conf_set(rkconf, p->name, p->value, errstr, sizeof(errstr)) !=
+                         RD_KAFKA_CONF_OK)
+                        errf(e, p->line, "kafka.producer_properties", "%s", errstr);
+        }
+        rd_kafka_conf_destroy(rkconf);
 }
 
 static int derive(kt_config_t *conf) {
@@ -541,6 +623,12 @@ static int derive(kt_config_t *conf) {
                 return -1;
         snprintf(conf->runtime_url, (size_t)need + 1, "http://%s%s%s:%d%s", v6 ? "[" : "", host,
                  v6 ? "]" : "", conf->runtime_port, conf->runtime_path);
+        need = snprintf(NULL, 0, "http://%s%s%s:%d%s", v6 ? "[" : "", host, v6 ? "]" : "",
+                        conf->runtime_port, conf->runtime_health_path);
+        if (!(conf->runtime_health_url = malloc((size_t)need + 1)))
+                return -1;
+        snprintf(conf->runtime_health_url, (size_t)need + 1, "http://%s%s%s:%d%s", v6 ? "[" : "",
+                 host, v6 ? "]" : "", conf->runtime_port, conf->runtime_health_path);
         return 0;
 }
 
@@ -559,11 +647,16 @@ kt_config_t *kt_config_load(const char *path, char *errstr, size_t errstr_size) 
         conf->runtime_port = DEF_RUNTIME_PORT;
         conf->runtime_path = strdup(DEF_RUNTIME_PATH);
         conf->timeout_s = DEF_TIMEOUT_S;
+        conf->runtime_health_path = strdup(DEF_HEALTH_PATH);
+        conf->ordering = KT_ORDER_PARTITION;
         conf->max_in_flight = DEF_MAX_IN_FLIGHT;
         conf->drain_timeout_ms = DEF_DRAIN_TIMEOUT_MS;
-        conf->retry_backoff_ms = DEF_RETRY_BACKOFF_MS;
-        conf->retry_max_backoff_ms = DEF_RETRY_MAX_BACKOFF_MS;
         conf->partition_buffer_records = DEF_PARTITION_BUFFER_RECORDS;
+        conf->partition_buffer_bytes = DEF_PARTITION_BUFFER_BYTES;
+        conf->retry_initial_backoff_ms = DEF_RETRY_INITIAL_BACKOFF_MS;
+        conf->retry_max_backoff_ms = DEF_RETRY_MAX_BACKOFF_MS;
+        conf->retry_max_attempts = DEF_RETRY_MAX_ATTEMPTS;
+        conf->on_failure = KT_FAIL_BLOCK;
         conf->metrics_listen = strdup(DEF_METRICS_LISTEN);
         conf->start_from = KT_START_EARLIEST;
         conf->log_level = KT_LOG_INFO;
@@ -599,17 +692,35 @@ kt_config_t *kt_config_load(const char *path, char *errstr, size_t errstr_size) 
                                      "'%s' is not one of: earliest, latest", sf);
                         free(sf);
                 }
-                file_props(&cfg, conf, &e);
+                file_props(&cfg, "kafka.properties", &conf->props, &conf->prop_cnt, &e);
+                file_props(&cfg, "kafka.producer_properties", &conf->producer_props,
+                           &conf->producer_prop_cnt, &e);
                 file_str(&cfg, "runtime.host", &conf->runtime_host, &e);
                 file_int(&cfg, "runtime.port", &conf->runtime_port, &e);
                 file_str(&cfg, "runtime.path", &conf->runtime_path, &e);
                 file_int(&cfg, "runtime.timeout_s", &conf->timeout_s, &e);
+                {
+                        static const char *const orderings[] = {"partition", "key", "none"};
+                        static const char *const failures[] = {"block", "skip", "dead-letter"};
+                        int v = (int)conf->ordering;
+                        file_enum(&cfg, "dispatch.ordering", orderings, 3, &v, &e);
+                        conf->ordering = (kt_ordering_t)v;
+                        v = (int)conf->on_failure;
+                        file_enum(&cfg, "dispatch.on_failure", failures, 3, &v, &e);
+                        conf->on_failure = (kt_on_failure_t)v;
+                }
                 file_int(&cfg, "dispatch.max_in_flight", &conf->max_in_flight, &e);
                 file_int(&cfg, "dispatch.drain_timeout_ms", &conf->drain_timeout_ms, &e);
-                file_int(&cfg, "dispatch.retry_backoff_ms", &conf->retry_backoff_ms, &e);
-                file_int(&cfg, "dispatch.retry_max_backoff_ms", &conf->retry_max_backoff_ms, &e);
                 file_int(&cfg, "dispatch.partition_buffer_records", &conf->partition_buffer_records,
                          &e);
+                file_int(&cfg, "dispatch.partition_buffer_bytes", &conf->partition_buffer_bytes,
+                         &e);
+                file_int(&cfg, "dispatch.retry.initial_backoff_ms", &conf->retry_initial_backoff_ms,
+                         &e);
+                file_int(&cfg, "dispatch.retry.max_backoff_ms", &conf->retry_max_backoff_ms, &e);
+                file_int(&cfg, "dispatch.retry.max_attempts", &conf->retry_max_attempts, &e);
+                file_str(&cfg, "dispatch.dead_letter_topic", &conf->dead_letter_topic, &e);
+                file_str(&cfg, "runtime.health_path", &conf->runtime_health_path, &e);
                 file_str(&cfg, "metrics.listen", &conf->metrics_listen, &e);
                 {
                         char *lvl = NULL;
@@ -653,6 +764,14 @@ void kt_config_destroy(kt_config_t *conf) {
                 free(conf->props[i].value);
         }
         free(conf->props);
+        for (size_t i = 0; i < conf->producer_prop_cnt; i++) {
+                free(conf->producer_props[i].name);
+                free(conf->producer_props[i].value);
+        }
+        free(conf->producer_props);
+        free(conf->runtime_health_path);
+        free(conf->runtime_health_url);
+        free(conf->dead_letter_topic);
         free(conf->runtime_host);
         free(conf->runtime_path);
         free(conf->runtime_url);
@@ -682,11 +801,27 @@ void kt_config_print(const kt_config_t *conf) {
                        prop_secret(conf->props[i].name) ? "(redacted)" : conf->props[i].value);
         printf("runtime.url = \"%s\"\n", conf->runtime_url);
         printf("runtime.timeout_s = %d\n", conf->timeout_s);
+        printf("runtime.health_url = \"%s\"\n", conf->runtime_health_url);
+        printf("dispatch.ordering = \"%s\"\n", conf->ordering == KT_ORDER_PARTITION ? "partition"
+                                               : conf->ordering == KT_ORDER_KEY     ? "key"
+                                                                                    : "none");
         printf("dispatch.max_in_flight = %d\n", conf->max_in_flight);
         printf("dispatch.drain_timeout_ms = %d\n", conf->drain_timeout_ms);
-        printf("dispatch.retry_backoff_ms = %d\n", conf->retry_backoff_ms);
-        printf("dispatch.retry_max_backoff_ms = %d\n", conf->retry_max_backoff_ms);
         printf("dispatch.partition_buffer_records = %d\n", conf->partition_buffer_records);
+        printf("dispatch.partition_buffer_bytes = %d\n", conf->partition_buffer_bytes);
+        printf("dispatch.retry.initial_backoff_ms = %d\n", conf->retry_initial_backoff_ms);
+        printf("dispatch.retry.max_backoff_ms = %d\n", conf->retry_max_backoff_ms);
+        printf("dispatch.retry.max_attempts = %d\n", conf->retry_max_attempts);
+        printf("dispatch.on_failure = \"%s\"\n", conf->on_failure == KT_FAIL_BLOCK ? "block"
+                                                 : conf->on_failure == KT_FAIL_SKIP
+                                                     ? "skip"
+                                                     : "dead-letter");
+        if (conf->dead_letter_topic)
+                printf("dispatch.dead_letter_topic = \"%s\"\n", conf->dead_letter_topic);
+        for (size_t i = 0; i < conf->producer_prop_cnt; i++)
+                printf("kafka.producer_properties.\"%s\" = \"%s\"\n", conf->producer_props[i].name,
+                       prop_secret(conf->producer_props[i].name) ? "(redacted)"
+                                                                 : conf->producer_props[i].value);
         printf("metrics.listen = \"%s\"\n", conf->metrics_listen);
         printf("log.level = %d\n", conf->log_level);
 }

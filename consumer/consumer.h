@@ -19,10 +19,24 @@ typedef enum kt_record_state {
         KT_REC_QUEUED,     /**< buffered, not yet sent */
         KT_REC_IN_FLIGHT,  /**< a call is running */
         KT_REC_RETRY_WAIT, /**< failed, waiting for its retry time */
+        KT_REC_PRODUCING,  /**< handed to the dead-letter producer, waiting for Kafka's ack */
         KT_REC_DONE        /**< finished: its offset may be committed */
 } kt_record_state_t;
 
 struct kt_partition;
+
+/**
+ * A lane: records that must reach the function one after the other (a partition in
+ * `partition` ordering, a key hash in `key` ordering). Only a lane's head may be started;
+ * the next one becomes startable when the head is resolved. Owned by the scheduler.
+ */
+typedef struct kt_lane {
+        struct kt_record *head, *tail;
+} kt_lane_t;
+
+/** Lanes per partition in `key` ordering (plus one for records without a key). Different
+ *  keys that hash alike share a lane: still in order, only less parallel. */
+#define KT_KEY_LANES 256
 
 /** One buffered record. Plain data owned by its partition's tracker. */
 typedef struct kt_record {
@@ -34,6 +48,15 @@ typedef struct kt_record {
         int attempts;        /**< calls made so far */
         int64_t retry_at_ms; /**< kt_now_ms() time of the next attempt in RETRY_WAIT */
         void *call;          /**< dispatch handle while IN_FLIGHT */
+        void *produce;       /**< dead-letter ticket while PRODUCING */
+        long last_status;    /**< last HTTP status, 0 if none */
+        char *last_error;    /**< last transfer error, NULL if none */
+        /* scheduler bookkeeping */
+        kt_lane_t *lane;              /**< NULL in `none` ordering */
+        struct kt_record *lane_next;  /**< next record of its lane */
+        struct kt_record *ready_next; /**< next in the ready queue */
+        int ready;                    /**< in the ready queue */
+        size_t heap_idx;              /**< index in the retry heap, SIZE_MAX if not in it */
 } kt_record_t;
 
 /**
@@ -71,8 +94,13 @@ typedef struct kt_partition {
         int32_t partition;
         rd_kafka_topic_t *rkt;
         kt_tracker_t q;
-        int in_flight; /**< records of this partition in IN_FLIGHT */
-        int paused;
+        int in_flight;    /**< records of this partition in IN_FLIGHT */
+        int producing;    /**< records of this partition in PRODUCING */
+        size_t bytes;     /**< value + key bytes buffered */
+        kt_lane_t *lanes; /**< per ordering mode: 1 (partition), KT_KEY_LANES + 1 (key), none */
+        int lane_cnt;
+        int paused;     /**< paused by us (buffer full or runtime down) */
+        int full;       /**< buffer over its record or byte bound */
         int revoking;   /**< being revoked: dispatch nothing new */
         int64_t stored; /**< last offset stored for commit, -1 if none */
 } kt_partition_t;
@@ -88,6 +116,8 @@ typedef struct kt_consumer_hooks {
          * done (unless lost), drops the rest and hands the partitions back.
          */
         void (*revoke)(void *opaque, kt_partition_t **parts, size_t cnt, int lost);
+        /** A record was buffered. */
+        void (*record)(void *opaque, kt_record_t *rec);
         void *opaque;
 } kt_consumer_hooks_t;
 
@@ -121,13 +151,25 @@ kt_partition_t *kt_consumer_partitions(kt_consumer_t *kc);
  */
 void kt_consumer_record_done(kt_consumer_t *kc, kt_record_t *rec);
 
+/** @returns the rd_kafka_t of the consumer (for the producer's configuration). */
+rd_kafka_t *kt_consumer_rk(kt_consumer_t *kc);
+
+/**
+ * @brief Hold (pause) every partition, e.g. while the runtime is down, or release them:
+ *        partitions whose buffer is full stay paused until it drains.
+ */
+void kt_consumer_hold(kt_consumer_t *kc, int hold);
+
 /** @brief Commit all stored offsets synchronously. */
 kt_err_t kt_consumer_commit(kt_consumer_t *kc);
 
 /** @returns non-zero once librdkafka reported a fatal error (the loop must stop). */
 int kt_consumer_fatal(const kt_consumer_t *kc);
 
-/** @returns non-zero while the member holds an assignment from a joined group. */
+/** @returns non-zero once the member got an assignment (possibly empty) and did not lose it. */
+int kt_consumer_joined(const kt_consumer_t *kc);
+
+/** @returns the number of assigned partitions. */
 int kt_consumer_assigned_cnt(const kt_consumer_t *kc);
 
 /** @returns the number of records buffered in all partitions (queued, in flight or waiting). */

@@ -10,9 +10,10 @@
  *   io-event writes to a pipe when it goes from empty to non-empty; we drain the pipe first
  *   and then poll until the queue is empty (or the budget runs out and the caller knows to
  *   come back without sleeping), so a wake-up is never lost.
- * - Each partition buffers at most partition_buffer_records records; a full partition is
- *   paused (only that partition) and resumed at half. Pausing makes librdkafka drop what it
- *   had prefetched for it and fetch again from the last record handed to us on resume.
+ * - Each partition buffers at most partition_buffer_records records and
+ *   partition_buffer_bytes bytes; a full partition is paused (only that partition) and resumed
+ *   at half. While the runtime is down every partition is held paused. Pausing makes librdkafka
+ * drop what it had prefetched for it and fetch again from the last record handed to us on resume.
  * - On revoke the loop's hook finishes or cancels the partitions' calls first; then we commit
  *   what is done synchronously, drop the rest (never committed: the next owner gets them)
  *   and hand the partitions back. On lost partitions nothing is committed.
@@ -40,7 +41,27 @@ struct kt_consumer {
         kt_partition_t ***by_id; /**< [topic_idx][partition] -> partition, for O(1) lookup */
         int32_t *by_id_size;     /**< per topic */
         int fatal;
+        int hold;   /**< every partition paused (runtime down) */
+        int joined; /**< holds an assignment (possibly empty) from the group */
 };
+
+/** Pause or resume one partition in librdkafka; no-op if already in that state. */
+static void set_paused(kt_consumer_t *kc, kt_partition_t *p, int pause) {
+        rd_kafka_topic_partition_list_t *l;
+        rd_kafka_resp_err_t err;
+
+        if (p->paused == pause)
+                return;
+        l = rd_kafka_topic_partition_list_new(1);
+        rd_kafka_topic_partition_list_add(l, p->topic, p->partition);
+        err = pause ? rd_kafka_pause_partitions(kc->rk, l) : rd_kafka_resume_partitions(kc->rk, l);
+        rd_kafka_topic_partition_list_destroy(l);
+        if (err)
+                KT_WARN(FAC, "%s [%d]: cannot %s: %s", p->topic, p->partition,
+                        pause ? "pause" : "resume", rd_kafka_err2str(err));
+        else
+                p->paused = pause;
+}
 
 static void log_cb(const rd_kafka_t *rk, int level, const char *fac, const char *buf) {
         char f[64];
@@ -103,6 +124,14 @@ static kt_partition_t *part_add(kt_consumer_t *kc, const char *topic, int32_t pa
                 return NULL;
         }
         p->stored = -1;
+        p->lane_cnt = kc->conf->ordering == KT_ORDER_PARTITION ? 1
+                      : kc->conf->ordering == KT_ORDER_KEY     ? KT_KEY_LANES + 1
+                                                               : 0;
+        if (p->lane_cnt && !(p->lanes = calloc((size_t)p->lane_cnt, sizeof(*p->lanes)))) {
+                rd_kafka_topic_destroy(p->rkt);
+                free(p);
+                return NULL;
+        }
         kt_tracker_init(&p->q);
         p->next = kc->parts;
         kc->parts = p;
@@ -114,6 +143,7 @@ static kt_partition_t *part_add(kt_consumer_t *kc, const char *topic, int32_t pa
 static void record_free(kt_record_t *rec) {
         if (rec->rkm)
                 rd_kafka_message_destroy(rec->rkm);
+        free(rec->last_error);
         free(rec);
 }
 
@@ -138,6 +168,7 @@ static void part_remove(kt_consumer_t *kc, kt_partition_t *p) {
                         p->partition, dropped);
         if (p->rkt)
                 rd_kafka_topic_destroy(p->rkt);
+        free(p->lanes);
         free(p);
 }
 
@@ -166,6 +197,7 @@ static void on_assign(kt_consumer_t *kc, rd_kafka_topic_partition_list_t *tps) {
         rd_kafka_error_t *error = NULL;
         rd_kafka_resp_err_t err = RD_KAFKA_RESP_ERR_NO_ERROR;
 
+        kc->joined = 1;
         for (int i = 0; i < tps->cnt; i++) {
                 if (!part_add(kc, tps->elems[i].topic, tps->elems[i].partition)) {
                         /* Its records would have nowhere to go: stop rather than stall it. */
@@ -184,6 +216,8 @@ static void on_assign(kt_consumer_t *kc, rd_kafka_topic_partition_list_t *tps) {
                 rd_kafka_error_destroy(error);
         } else if (err)
                 KT_ERR(FAC, "assign failed: %s", rd_kafka_err2str(err));
+        else if (kc->hold)
+                kt_consumer_hold(kc, 1); /* the runtime is down: take nothing new */
 }
 
 static void on_revoke(kt_consumer_t *kc, rd_kafka_topic_partition_list_t *tps) {
@@ -201,6 +235,8 @@ static void on_revoke(kt_consumer_t *kc, rd_kafka_topic_partition_list_t *tps) {
                 }
         }
         KT_INFO(FAC, "%s %d partitions", lost ? "lost" : "revoking", tps->cnt);
+        if (lost)
+                kc->joined = 0;
         if (cnt && kc->hooks.revoke)
                 kc->hooks.revoke(kc->hooks.opaque, parts, cnt, lost);
         /* Offsets of records finished during the drain were stored by record_done(). */
@@ -392,16 +428,19 @@ static void buffer_record(kt_consumer_t *kc, rd_kafka_message_t *rkm) {
         rec->part = p;
         rec->offset = rkm->offset;
         rec->state = KT_REC_QUEUED;
+        rec->heap_idx = SIZE_MAX;
         kt_tracker_push(&p->q, rec);
+        p->bytes += rkm->len + rkm->key_len;
 
-        if (!p->paused && p->q.cnt >= (size_t)kc->conf->partition_buffer_records) {
-                rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
-                rd_kafka_topic_partition_list_add(l, p->topic, p->partition);
-                if (!rd_kafka_pause_partitions(kc->rk, l))
-                        p->paused = 1;
-                rd_kafka_topic_partition_list_destroy(l);
-                KT_DBG(FAC, "%s [%d]: buffer full (%zu), paused", p->topic, p->partition, p->q.cnt);
+        if (!p->full && (p->q.cnt >= (size_t)kc->conf->partition_buffer_records ||
+                         p->bytes >= (size_t)kc->conf->partition_buffer_bytes)) {
+                p->full = 1;
+                set_paused(kc, p, 1);
+                KT_DBG(FAC, "%s [%d]: buffer full (%zu records, %zu bytes), paused", p->topic,
+                       p->partition, p->q.cnt, p->bytes);
         }
+        if (kc->hooks.record)
+                kc->hooks.record(kc->hooks.opaque, rec);
 }
 
 int kt_consumer_poll(kt_consumer_t *kc, int max) {
@@ -441,6 +480,7 @@ void kt_consumer_record_done(kt_consumer_t *kc, kt_record_t *rec) {
 
         rec->state = KT_REC_DONE;
         while ((done = kt_tracker_pop_done(&p->q))) {
+                p->bytes -= done->rkm ? done->rkm->len + done->rkm->key_len : 0;
                 record_free(done);
                 popped++;
         }
@@ -454,16 +494,26 @@ void kt_consumer_record_done(kt_consumer_t *kc, kt_record_t *rec) {
                 KT_WARN(FAC, "%s [%d]: cannot store offset %lld", p->topic, p->partition,
                         (long long)p->q.commit_offset);
 
-        if (p->paused && !p->revoking &&
-            p->q.cnt <= (size_t)kc->conf->partition_buffer_records / 2) {
-                rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
-                rd_kafka_topic_partition_list_add(l, p->topic, p->partition);
-                if (!rd_kafka_resume_partitions(kc->rk, l))
-                        p->paused = 0;
-                rd_kafka_topic_partition_list_destroy(l);
-                KT_DBG(FAC, "%s [%d]: buffer drained (%zu), resumed", p->topic, p->partition,
-                       p->q.cnt);
+        /* Resume at half, so a partition does not flap between paused and resumed. */
+        if (p->full && p->q.cnt <= (size_t)kc->conf->partition_buffer_records / 2 &&
+            p->bytes <= (size_t)kc->conf->partition_buffer_bytes / 2) {
+                p->full = 0;
+                if (!kc->hold && !p->revoking) {
+                        set_paused(kc, p, 0);
+                        KT_DBG(FAC, "%s [%d]: buffer drained (%zu), resumed", p->topic,
+                               p->partition, p->q.cnt);
+                }
         }
+}
+
+void kt_consumer_hold(kt_consumer_t *kc, int hold) {
+        kc->hold = hold;
+        for (kt_partition_t *p = kc->parts; p; p = p->next)
+                set_paused(kc, p, hold || p->full);
+}
+
+rd_kafka_t *kt_consumer_rk(kt_consumer_t *kc) {
+        return kc->rk;
 }
 
 kt_err_t kt_consumer_commit(kt_consumer_t *kc) {
@@ -477,6 +527,10 @@ kt_err_t kt_consumer_commit(kt_consumer_t *kc) {
 
 int kt_consumer_fatal(const kt_consumer_t *kc) {
         return kc->fatal;
+}
+
+int kt_consumer_joined(const kt_consumer_t *kc) {
+        return kc->joined;
 }
 
 int kt_consumer_assigned_cnt(const kt_consumer_t *kc) {

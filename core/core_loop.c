@@ -1,24 +1,28 @@
 /*
- * DESIGN: the event loop. One thread owns the consumer, the dispatcher, every record and
- * every offset; nothing here is locked because nothing here is shared.
+ * DESIGN: the event loop. One thread owns the consumer, the dispatcher, the scheduler, the
+ * dead-letter producer, every record and every offset; nothing here is locked because nothing
+ * here is shared.
  *
  * One iteration:
- *   1. serve Kafka (records into partition buffers, rebalance callbacks, logs), bounded;
- *   2. drive libcurl; a finished call either marks its record done (the consumer stores the
- *      offset the partition is finished up to and we start the partition's next record right
- *      away) or schedules a retry with back-off;
- *   3. start calls: in `partition` ordering, a partition's head record goes out when the
- *      partition has nothing in flight (a retry keeps its slot: the records behind it wait);
- *   4. sleep in curl_multi_poll() on curl's sockets plus Kafka's wake-up pipe and the
- *      signalfd, never longer than the next retry or 1 s (the health heartbeat). If the Kafka
- *      budget ran out, do not sleep at all: the wake-up pipe fires only on empty -> non-empty.
+ *   1. serve Kafka (records into partition buffers and into the scheduler, rebalance
+ *      callbacks, logs), bounded; serve the dead-letter producer's delivery reports;
+ *   2. drive libcurl: a finished call resolves its record (done -> the consumer stores the
+ *      offset its partition is finished up to), or schedules a retry, or gives up on it by
+ *      dispatch.on_failure (skip / dead-letter; block never gives up);
+ *   3. start calls: retries that are due, then records whose lane is free (see
+ *      dispatch_sched.c), while call slots (dispatch.max_in_flight) are free;
+ *   4. sleep in curl_multi_poll() on curl's sockets, the Kafka and producer wake-up pipes and
+ *      the signalfd, no longer than the next retry, the next runtime probe or 1 s (the health
+ *      heartbeat). If the Kafka budget ran out, do not sleep: the wake-up pipe fires only on
+ *      empty -> non-empty.
  *
- * Every non-2xx outcome is retried until it succeeds for now (never committed as done); the
- * retry limit and the dead-letter/skip policies plug in at on_call_done().
+ * The runtime being down (connection refused) is not a record failure: the record goes back
+ * to the front without its attempt counting, every partition is held paused, /readyz turns
+ * not-ready, and the health path is probed with back-off until it answers 2xx.
  *
- * Shutdown and revocation drain the same way (drain()): stop starting calls for the affected
- * partitions, let in-flight calls finish until dispatch.drain_timeout_ms, cancel the rest
- * (they are redelivered: never committed), then the consumer commits synchronously.
+ * Shutdown and revocation drain the same way (drain()): start nothing new for the affected
+ * partitions, let their calls and dead letters finish until dispatch.drain_timeout_ms, cancel
+ * the rest (they are redelivered: never committed), then the consumer commits synchronously.
  */
 #define _GNU_SOURCE
 #include "core.h"
@@ -41,43 +45,162 @@
 #define KT_LOOP_KAFKA_BUDGET 1000
 /** Longest sleep: bounds how stale the health heartbeat can get. */
 #define KT_LOOP_MAX_WAIT_MS 1000
+/** Runtime health probes back off from the first to the second. */
+#define KT_PROBE_MIN_MS 100
+#define KT_PROBE_MAX_MS 5000
 
 typedef struct kt_loop {
         const kt_config_t *conf;
         kt_consumer_t *kc;
         kt_dispatch_t *kd;
         kt_metrics_t *km;
+        kt_sched_t *ks;
+        kt_produce_t *kp; /**< NULL unless on_failure = dead-letter */
         int sigfd;
         int stopping;
-        int64_t next_due_ms; /**< earliest retry time of a waiting record, INT64_MAX if none */
+        int64_t next_due_ms; /**< earliest timer (retry or probe), INT64_MAX if none */
+        int runtime_down;
+        int probing;
+        int64_t probe_at_ms;
+        int probe_backoff_ms;
 } kt_loop_t;
 
-/** A record will want to go again at \p at_ms: make sure the loop wakes up for it. */
+/** A dead letter in flight. The record may be dropped (revoked) before Kafka answers; then
+ *  rec is NULLed and the report is ignored. */
+typedef struct ticket {
+        kt_record_t *rec;
+} ticket_t;
+
 static void wake_at(kt_loop_t *kl, int64_t at_ms) {
         if (at_ms < kl->next_due_ms)
                 kl->next_due_ms = at_ms;
 }
 
+static void retry_later(kt_loop_t *kl, kt_record_t *rec, int64_t delay_ms) {
+        if (kt_sched_retry_at(kl->ks, rec, kt_now_ms() + delay_ms)) {
+                /* No memory for the timer: try again at once rather than lose track. */
+                kt_sched_requeue(kl->ks, rec);
+                return;
+        }
+        wake_at(kl, rec->retry_at_ms);
+}
+
+static void record_error_set(kt_record_t *rec, long status, const char *error) {
+        rec->last_status = status;
+        free(rec->last_error);
+        rec->last_error = error && *error ? strdup(error) : NULL;
+}
+
+/* ---------------------------------------------------------------- runtime health */
+
+static void runtime_down_enter(kt_loop_t *kl) {
+        if (kl->runtime_down)
+                return;
+        kl->runtime_down = 1;
+        kl->probe_backoff_ms = KT_PROBE_MIN_MS;
+        kl->probe_at_ms = kt_now_ms() + kl->probe_backoff_ms;
+        wake_at(kl, kl->probe_at_ms);
+        kt_metrics_runtime_up_set(kl->km, 0);
+        kt_consumer_hold(kl->kc, 1);
+        KT_WARN(FAC,
+                "runtime at %s does not accept connections: consumption paused until %s "
+                "answers",
+                kl->conf->runtime_url, kl->conf->runtime_health_url);
+}
+
+/** kt_dispatch_probe_cb */
+static void on_probe(int up, void *cbarg) {
+        kt_loop_t *kl = cbarg;
+
+        kl->probing = 0;
+        if (!up) {
+                kl->probe_backoff_ms *= 2;
+                if (kl->probe_backoff_ms > KT_PROBE_MAX_MS)
+                        kl->probe_backoff_ms = KT_PROBE_MAX_MS;
+                kl->probe_at_ms = kt_now_ms() + kl->probe_backoff_ms;
+                wake_at(kl, kl->probe_at_ms);
+                return;
+        }
+        kl->runtime_down = 0;
+        kt_metrics_runtime_up_set(kl->km, 1);
+        kt_consumer_hold(kl->kc, 0);
+        KT_INFO(FAC, "runtime answers again: consumption resumed");
+}
+
+/* ---------------------------------------------------------------- dead letters */
+
+static void dead_letter(kt_loop_t *kl, kt_record_t *rec) {
+        ticket_t *t = malloc(sizeof(*t));
+
+        rec->state = KT_REC_PRODUCING;
+        if (!t || kt_produce_dead_letter(kl->kp, rec, t)) {
+                free(t);
+                retry_later(kl, rec, kt_dispatch_backoff_ms(kl->conf, 1));
+                return;
+        }
+        t->rec = rec;
+        rec->produce = t;
+        rec->part->producing++;
+}
+
+/** kt_produce_done_cb */
+static void on_produced(void *opaque, rd_kafka_resp_err_t err, void *cbarg) {
+        kt_loop_t *kl = cbarg;
+        ticket_t *t = opaque;
+        kt_record_t *rec = t->rec;
+
+        free(t);
+        if (!rec)
+                return; /* its partition was revoked meanwhile: not committed, redelivered */
+        rec->produce = NULL;
+        rec->part->producing--;
+        if (err) {
+                KT_WARN(FAC, "%s [%d] @%lld: dead letter not written: %s; trying again",
+                        rec->part->topic, rec->part->partition, (long long)rec->offset,
+                        rd_kafka_err2str(err));
+                retry_later(kl, rec, kt_dispatch_backoff_ms(kl->conf, 2));
+                return;
+        }
+        kt_metrics_dead_letter_inc(kl->km);
+        KT_WARN(FAC, "%s [%d] @%lld: written to dead-letter topic %s after %d attempts",
+                rec->part->topic, rec->part->partition, (long long)rec->offset,
+                kl->conf->dead_letter_topic, rec->attempts);
+        kt_consumer_record_done(kl->kc, rec); /* may free rec */
+}
+
+/* ---------------------------------------------------------------- calls */
+
 static void record_start(kt_loop_t *kl, kt_record_t *rec) {
         kt_partition_t *p = rec->part;
+        const rd_kafka_message_t *rkm = rec->rkm;
         rd_kafka_timestamp_type_t tstype;
+        rd_kafka_headers_t *headers = NULL;
         kt_dispatch_req_t req;
         kt_err_t err;
+        int dropped = 0;
 
         req.topic = p->topic;
         req.partition = p->partition;
         req.offset = rec->offset;
-        req.timestamp_ms = rd_kafka_message_timestamp(rec->rkm, &tstype);
-        req.value = rec->rkm->payload;
-        req.len = rec->rkm->len;
+        req.timestamp_ms = rd_kafka_message_timestamp(rkm, &tstype);
+        req.timestamp_type = (int)tstype;
+        req.key = rkm->key;
+        req.key_len = rkm->key_len;
+        req.value = rkm->payload;
+        req.len = rkm->len;
+        req.headers = rd_kafka_message_headers(rkm, &headers) ? NULL : headers;
 
-        err = kt_dispatch_request_submit(kl->kd, &req, rec, &rec->call);
-        if (err == KT_ERR_FULL)
-                return; /* stays as it is; picked up when a slot frees */
+        err = kt_dispatch_request_submit(kl->kd, &req, rec, &rec->call, &dropped);
+        if (dropped && rec->attempts == 0) {
+                kt_metrics_headers_dropped_add(kl->km, dropped);
+                KT_WARN(FAC,
+                        "%s [%d] @%lld: %d record header(s) not forwarded (not an HTTP "
+                        "token, or too big)",
+                        p->topic, p->partition, (long long)rec->offset, dropped);
+        }
         if (err) {
                 rec->state = KT_REC_RETRY_WAIT;
-                rec->retry_at_ms = kt_now_ms() + kt_dispatch_backoff_ms(kl->conf, 1);
-                wake_at(kl, rec->retry_at_ms);
+                retry_later(kl, rec, kt_dispatch_backoff_ms(kl->conf, 1));
                 KT_WARN(FAC, "%s [%d] @%lld: cannot start call: %s", p->topic, p->partition,
                         (long long)rec->offset, kt_err2str(err));
                 return;
@@ -87,32 +210,47 @@ static void record_start(kt_loop_t *kl, kt_record_t *rec) {
         p->in_flight++;
 }
 
-/** Start the partition's next record if `partition` ordering allows it now. */
-static void partition_kick(kt_loop_t *kl, kt_partition_t *p, int64_t now) {
-        kt_record_t *head = p->q.head;
-
-        if (!head || p->in_flight || p->revoking || kl->stopping)
-                return;
-        if (head->state == KT_REC_RETRY_WAIT && head->retry_at_ms > now) {
-                wake_at(kl, head->retry_at_ms);
-                return;
-        }
-        if (head->state == KT_REC_QUEUED || head->state == KT_REC_RETRY_WAIT)
-                record_start(kl, head);
-}
-
-/** Start every record that may go now; recompute when the loop must wake for a retry. */
+/** Start what may start now; recompute when the loop must wake up next. */
 static void dispatch_ready(kt_loop_t *kl) {
         int64_t now = kt_now_ms();
+        kt_record_t *rec;
 
-        kl->next_due_ms = INT64_MAX;
-        for (kt_partition_t *p = kt_consumer_partitions(kl->kc); p; p = p->next) {
-                if (!kt_dispatch_slots_free(kl->kd)) {
-                        /* A slot frees only through a completion, which wakes the loop. */
-                        break;
-                }
-                partition_kick(kl, p, now);
+        kl->next_due_ms = kt_sched_due(kl->ks, now);
+        if (kl->runtime_down) {
+                if (!kl->probing && now >= kl->probe_at_ms) {
+                        kl->probing = 1;
+                        kt_dispatch_probe_start(kl->kd);
+                } else if (!kl->probing)
+                        wake_at(kl, kl->probe_at_ms);
+                return;
         }
+        if (kl->stopping)
+                return;
+        /* A slot frees only through a completion, which wakes the loop. */
+        while (kt_dispatch_slots_free(kl->kd) && (rec = kt_sched_next(kl->ks))) {
+                if (rec->part->revoking)
+                        continue; /* dropped with its partition */
+                if (rec->state == KT_REC_PRODUCING)
+                        dead_letter(kl, rec); /* an earlier dead-letter write failed */
+                else
+                        record_start(kl, rec);
+        }
+}
+
+/** The record failed for good: apply dispatch.on_failure. */
+static void give_up(kt_loop_t *kl, kt_record_t *rec, const char *why) {
+        kt_partition_t *p = rec->part;
+
+        kt_sched_resolved(kl->ks, rec); /* the records behind it may go */
+        if (kl->conf->on_failure == KT_FAIL_SKIP) {
+                kt_metrics_skip_inc(kl->km);
+                KT_WARN(FAC, "%s [%d] @%lld: skipped after %d attempts (%s)", p->topic,
+                        p->partition, (long long)rec->offset, rec->attempts, why);
+                rec->state = KT_REC_DONE;
+                kt_consumer_record_done(kl->kc, rec);
+                return;
+        }
+        dead_letter(kl, rec);
 }
 
 /** kt_dispatch_done_cb */
@@ -121,86 +259,141 @@ static void on_call_done(void *opaque, const kt_dispatch_result_t *res, void *cb
         kt_record_t *rec = opaque;
         kt_partition_t *p = rec->part;
         int64_t backoff;
+        char why[256];
 
         p->in_flight--;
         rec->call = NULL;
+        if (res->runtime_down) {
+                /* Nothing listens: not this record's fault, and not an attempt. */
+                rec->attempts--;
+                rec->state = KT_REC_QUEUED;
+                if (!p->revoking)
+                        kt_sched_requeue(kl->ks, rec);
+                runtime_down_enter(kl);
+                return;
+        }
         kt_metrics_call_observe(kl->km, p->topic_idx, res->seconds,
                                 res->outcome != KT_OUTCOME_SUCCESS);
 
         if (res->outcome == KT_OUTCOME_SUCCESS) {
                 KT_DBG(FAC, "%s [%d] @%lld: %ld in %.3f s", p->topic, p->partition,
                        (long long)rec->offset, res->status, res->seconds);
+                rec->state = KT_REC_DONE;
+                kt_sched_resolved(kl->ks, rec);
                 kt_consumer_record_done(kl->kc, rec); /* may free rec */
-                partition_kick(kl, p, kt_now_ms());
+                return;
+        }
+
+        record_error_set(rec, res->status, res->error);
+        if (res->status)
+                snprintf(why, sizeof(why), "runtime answered %ld", res->status);
+        else
+                snprintf(why, sizeof(why), "%s", res->error);
+        if (p->revoking) {
+                rec->state = KT_REC_QUEUED; /* dropped with its partition, redelivered */
+                return;
+        }
+        if (kl->conf->on_failure != KT_FAIL_BLOCK &&
+            (res->outcome == KT_OUTCOME_PERMANENT ||
+             rec->attempts >= kl->conf->retry_max_attempts)) {
+                give_up(kl, rec, why);
                 return;
         }
 
         backoff = kt_dispatch_backoff_ms(kl->conf, rec->attempts);
+        if (res->retry_after_ms >= 0)
+                backoff = res->retry_after_ms < kl->conf->retry_max_backoff_ms
+                              ? res->retry_after_ms
+                              : kl->conf->retry_max_backoff_ms;
         rec->state = KT_REC_RETRY_WAIT;
-        rec->retry_at_ms = kt_now_ms() + backoff;
-        wake_at(kl, rec->retry_at_ms);
+        retry_later(kl, rec, backoff);
         kt_metrics_retry_inc(kl->km);
-        if (res->status)
-                KT_WARN(FAC, "%s [%d] @%lld: attempt %d: runtime answered %ld; retrying in %lld ms",
-                        p->topic, p->partition, (long long)rec->offset, rec->attempts, res->status,
-                        (long long)backoff);
-        else
-                KT_WARN(FAC, "%s [%d] @%lld: attempt %d: %s; retrying in %lld ms", p->topic,
-                        p->partition, (long long)rec->offset, rec->attempts, res->error,
-                        (long long)backoff);
+        KT_WARN(FAC, "%s [%d] @%lld: attempt %d: %s; retrying in %lld ms", p->topic, p->partition,
+                (long long)rec->offset, rec->attempts, why, (long long)backoff);
 }
 
-static int parts_in_flight(kt_partition_t **parts, size_t cnt) {
+/* ---------------------------------------------------------------- drain, revoke, shutdown */
+
+static int parts_busy(kt_partition_t **parts, size_t cnt) {
         int n = 0;
         for (size_t i = 0; i < cnt; i++)
-                n += parts[i]->in_flight;
+                n += parts[i]->in_flight + parts[i]->producing;
         return n;
 }
 
-static void parts_cancel(kt_loop_t *kl, kt_partition_t **parts, size_t cnt) {
-        for (size_t i = 0; i < cnt; i++)
-                for (kt_record_t *rec = parts[i]->q.head; rec; rec = rec->next)
+/** Cancel calls and orphan dead letters of \p parts, and forget their records. */
+static void parts_release(kt_loop_t *kl, kt_partition_t **parts, size_t cnt) {
+        for (size_t i = 0; i < cnt; i++) {
+                for (kt_record_t *rec = parts[i]->q.head; rec; rec = rec->next) {
                         if (rec->state == KT_REC_IN_FLIGHT) {
                                 kt_dispatch_request_cancel(kl->kd, rec->call);
                                 rec->call = NULL;
                                 rec->state = KT_REC_QUEUED;
                                 parts[i]->in_flight--;
                         }
+                        if (rec->produce) {
+                                ((ticket_t *)rec->produce)->rec = NULL;
+                                rec->produce = NULL;
+                                parts[i]->producing--;
+                        }
+                }
+                kt_sched_partition_drop(kl->ks, parts[i]);
+        }
+}
+
+static void produce_poll(kt_loop_t *kl) {
+        if (kl->kp)
+                kt_produce_poll(kl->kp);
 }
 
 /**
- * Let the calls of \p parts finish (no new ones start), then cancel what is left at
+ * Let the calls and dead letters of \p parts finish (no new ones start) until
  * dispatch.drain_timeout_ms. Completions of other partitions are handled normally.
+ * @returns what is still unfinished (then abandoned by parts_release()).
  */
-static void drain(kt_loop_t *kl, kt_partition_t **parts, size_t cnt) {
+static int drain(kt_loop_t *kl, kt_partition_t **parts, size_t cnt) {
         int64_t deadline = kt_now_ms() + kl->conf->drain_timeout_ms;
+        struct curl_waitfd fds[1];
+        unsigned nfds = 0;
         int left;
 
-        while ((left = parts_in_flight(parts, cnt)) > 0) {
+        if (kl->kp) {
+                fds[0].fd = kt_produce_wakeup_fd(kl->kp);
+                fds[0].events = CURL_WAIT_POLLIN;
+                fds[0].revents = 0;
+                nfds = 1;
+        }
+        while ((left = parts_busy(parts, cnt)) > 0) {
                 int64_t now = kt_now_ms();
                 if (now >= deadline) {
                         KT_WARN(FAC,
-                                "drain timeout (%d ms): abandoning %d calls; their records "
-                                "are not committed and will be delivered again",
+                                "drain timeout (%d ms): abandoning %d calls/dead letters; their "
+                                "records are not committed and will be delivered again",
                                 kl->conf->drain_timeout_ms, left);
-                        parts_cancel(kl, parts, cnt);
-                        break;
+                        return left;
                 }
-                kt_dispatch_wait(kl->kd, NULL, 0,
+                kt_dispatch_wait(kl->kd, fds, nfds,
                                  (int)(deadline - now < 100 ? deadline - now : 100));
                 kt_dispatch_perform(kl->kd);
+                produce_poll(kl);
                 kt_metrics_heartbeat(kl->km);
         }
+        return 0;
 }
 
 /** kt_consumer_hooks_t.revoke */
 static void on_revoke(void *opaque, kt_partition_t **parts, size_t cnt, int lost) {
         kt_loop_t *kl = opaque;
 
-        if (lost)
-                parts_cancel(kl, parts, cnt);
-        else
+        if (!lost)
                 drain(kl, parts, cnt);
+        parts_release(kl, parts, cnt);
+}
+
+/** kt_consumer_hooks_t.record */
+static void on_record(void *opaque, kt_record_t *rec) {
+        kt_loop_t *kl = opaque;
+        kt_sched_record_add(kl->ks, rec);
 }
 
 /** @returns 1 if a stop signal arrived. */
@@ -232,16 +425,19 @@ static int shutdown_all(kt_loop_t *kl) {
         cnt = 0;
         for (kt_partition_t *p = kt_consumer_partitions(kl->kc); p; p = p->next)
                 parts[cnt++] = p;
-        KT_INFO(FAC, "draining %d calls (at most %d ms)", parts_in_flight(parts, cnt),
+        KT_INFO(FAC, "draining %d calls/dead letters (at most %d ms)", parts_busy(parts, cnt),
                 kl->conf->drain_timeout_ms);
-        drain(kl, parts, cnt);
+        if (drain(kl, parts, cnt))
+                parts_release(kl, parts, cnt);
         free(parts);
         return kt_consumer_commit(kl->kc) == KT_OK ? 0 : -1;
 }
 
+/* ---------------------------------------------------------------- the loop */
+
 int kt_loop_run(const kt_config_t *conf, kt_metrics_t *km) {
         kt_loop_t kl = {0};
-        kt_consumer_hooks_t hooks = {on_revoke, &kl};
+        kt_consumer_hooks_t hooks = {on_revoke, on_record, &kl};
         char errstr[512];
         sigset_t mask;
         int status = 1, stop = 0;
@@ -259,20 +455,34 @@ int kt_loop_run(const kt_config_t *conf, kt_metrics_t *km) {
                 KT_ERR(FAC, "signalfd: %s", strerror(errno));
                 goto out;
         }
-        if (!(kl.kd = kt_dispatch_new(conf, on_call_done, &kl, errstr, sizeof(errstr)))) {
+        if (!(kl.ks = kt_sched_new(conf))) {
+                KT_ERR(FAC, "out of memory");
+                goto out;
+        }
+        if (!(kl.kd = kt_dispatch_new(conf, on_call_done, on_probe, &kl, errstr, sizeof(errstr)))) {
                 KT_ERR(FAC, "dispatcher: %s", errstr);
+                goto out;
+        }
+        if (conf->on_failure == KT_FAIL_DEAD_LETTER &&
+            !(kl.kp = kt_produce_new(conf, on_produced, &kl, errstr, sizeof(errstr)))) {
+                KT_ERR(FAC, "dead-letter producer: %s", errstr);
                 goto out;
         }
         if (!(kl.kc = kt_consumer_new(conf, &hooks, errstr, sizeof(errstr)))) {
                 KT_ERR(FAC, "consumer: %s", errstr);
                 goto out;
         }
-        KT_INFO(FAC, "forwarding to %s", conf->runtime_url);
+        KT_INFO(FAC, "forwarding to %s (ordering %s, at most %d in flight)", conf->runtime_url,
+                conf->ordering == KT_ORDER_PARTITION ? "partition"
+                : conf->ordering == KT_ORDER_KEY     ? "key"
+                                                     : "none",
+                conf->max_in_flight);
 
         while (!stop && !kt_consumer_fatal(kl.kc)) {
-                struct curl_waitfd fds[2] = {
+                struct curl_waitfd fds[3] = {
                     {kt_consumer_wakeup_fd(kl.kc), CURL_WAIT_POLLIN, 0},
                     {kl.sigfd, CURL_WAIT_POLLIN, 0},
+                    {kl.kp ? kt_produce_wakeup_fd(kl.kp) : -1, CURL_WAIT_POLLIN, 0},
                 };
                 int served;
                 int64_t wait_ms;
@@ -283,16 +493,19 @@ int kt_loop_run(const kt_config_t *conf, kt_metrics_t *km) {
                         break;
                 }
                 served = kt_consumer_poll(kl.kc, KT_LOOP_KAFKA_BUDGET);
+                produce_poll(&kl);
                 /* Completions first: they free slots and schedule retries that the dispatch
-                 * pass then sees; both lower next_due_ms, so the sleep below is never too
-                 * long. */
+                 * pass then sees. */
                 kt_dispatch_perform(kl.kd);
                 dispatch_ready(&kl);
                 kt_dispatch_perform(kl.kd); /* start the calls just submitted */
                 kt_metrics_gauges_set(km, kt_dispatch_in_flight(kl.kd),
                                       kt_consumer_assigned_cnt(kl.kc), kt_consumer_buffered(kl.kc));
+                kt_metrics_group_joined_set(km, kt_consumer_joined(kl.kc));
 
-                if (served >= KT_LOOP_KAFKA_BUDGET)
+                if (served >= KT_LOOP_KAFKA_BUDGET ||
+                    (kt_sched_has_ready(kl.ks) && kt_dispatch_slots_free(kl.kd) &&
+                     !kl.runtime_down))
                         wait_ms = 0;
                 else {
                         int64_t now = kt_now_ms();
@@ -303,7 +516,7 @@ int kt_loop_run(const kt_config_t *conf, kt_metrics_t *km) {
                         if (wait_ms > KT_LOOP_MAX_WAIT_MS)
                                 wait_ms = KT_LOOP_MAX_WAIT_MS;
                 }
-                kt_dispatch_wait(kl.kd, fds, 2, (int)wait_ms);
+                kt_dispatch_wait(kl.kd, fds, kl.kp ? 3 : 2, (int)wait_ms);
         }
 
         if (kt_consumer_fatal(kl.kc)) {
@@ -316,8 +529,11 @@ int kt_loop_run(const kt_config_t *conf, kt_metrics_t *km) {
 out:
         /* Closing the consumer revokes what is left (drained above: nothing in flight),
          * commits once more and leaves the group. */
+        kl.stopping = 1;
         kt_consumer_destroy(kl.kc);
+        kt_produce_destroy(kl.kp);
         kt_dispatch_destroy(kl.kd);
+        kt_sched_destroy(kl.ks);
         if (kl.sigfd != -1)
                 close(kl.sigfd);
         if (status == 0)

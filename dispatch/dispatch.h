@@ -9,9 +9,11 @@
 #define KT_DISPATCH_H
 
 #include "../config/config.h"
+#include "../consumer/consumer.h"
 #include "../core/core.h"
 
 #include <curl/curl.h>
+#include <librdkafka/rdkafka.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -21,8 +23,12 @@ typedef struct kt_dispatch_req {
         int32_t partition;
         int64_t offset;
         int64_t timestamp_ms; /**< record timestamp, -1 if none */
-        const void *value;    /**< body; must stay valid until the call finishes */
+        int timestamp_type;   /**< rd_kafka_timestamp_type_t */
+        const void *key;      /**< NULL if the record has none */
+        size_t key_len;
+        const void *value; /**< body, NULL for a tombstone; must stay valid until the call ends */
         size_t len;
+        const rd_kafka_headers_t *headers; /**< record headers, may be NULL */
 } kt_dispatch_req_t;
 
 typedef enum kt_outcome {
@@ -33,13 +39,18 @@ typedef enum kt_outcome {
 
 typedef struct kt_dispatch_result {
         kt_outcome_t outcome;
-        long status;       /**< HTTP status, 0 if none was received */
-        const char *error; /**< transfer error text, "" if none */
-        double seconds;    /**< call duration */
+        long status;            /**< HTTP status, 0 if none was received */
+        int runtime_down;       /**< nothing listens: not the record's fault */
+        int64_t retry_after_ms; /**< from Retry-After, -1 if absent */
+        const char *error;      /**< transfer error text, "" if none */
+        double seconds;         /**< call duration */
 } kt_dispatch_result_t;
 
 /** Called once per finished call with the \p opaque given at submit. */
 typedef void(kt_dispatch_done_cb)(void *opaque, const kt_dispatch_result_t *res, void *cbarg);
+
+/** Called when a health probe of the runtime finishes: \p up is non-zero on 2xx. */
+typedef void(kt_dispatch_probe_cb)(int up, void *cbarg);
 
 typedef struct kt_dispatch kt_dispatch_t;
 
@@ -48,8 +59,9 @@ typedef struct kt_dispatch kt_dispatch_t;
  * @returns NULL on failure with the reason in \p errstr.
  * @remark curl_global_init() must have run. \p conf must outlive the dispatcher.
  */
-kt_dispatch_t *kt_dispatch_new(const kt_config_t *conf, kt_dispatch_done_cb *cb, void *cbarg,
-                               char *errstr, size_t errstr_size);
+kt_dispatch_t *kt_dispatch_new(const kt_config_t *conf, kt_dispatch_done_cb *cb,
+                               kt_dispatch_probe_cb *probe_cb, void *cbarg, char *errstr,
+                               size_t errstr_size);
 
 /** @brief Abort all calls (no callbacks) and free everything. NULL is a no-op. */
 void kt_dispatch_destroy(kt_dispatch_t *kd);
@@ -57,10 +69,15 @@ void kt_dispatch_destroy(kt_dispatch_t *kd);
 /**
  * @brief Start a call for \p req.
  * @param callp receives a handle for kt_dispatch_request_cancel().
+ * @param droppedp receives the number of record headers that could not be forwarded.
+ * @param droppedp receives the number of record headers that could not be forwarded.
  * @returns KT_OK, KT_ERR_FULL when every slot is busy, KT_ERR_NOMEM.
  */
 kt_err_t kt_dispatch_request_submit(kt_dispatch_t *kd, const kt_dispatch_req_t *req, void *opaque,
-                                    void **callp);
+                                    void **callp, int *droppedp);
+
+/** @brief GET the runtime's health path once; the probe callback reports the answer. */
+void kt_dispatch_probe_start(kt_dispatch_t *kd);
 
 /** @brief Abort a call started by submit; its callback will not run. */
 void kt_dispatch_request_cancel(kt_dispatch_t *kd, void *call);
@@ -82,22 +99,107 @@ kt_err_t kt_dispatch_wait(kt_dispatch_t *kd, struct curl_waitfd *extra, unsigned
                           int timeout_ms);
 
 /**
- * @brief Back-off before attempt number \p attempts + 1: exponential from
- *        retry_backoff_ms, capped at retry_max_backoff_ms, with jitter in [half, full].
+ * @brief Back-off before attempt number \p attempts + 1: full jitter, uniform in
+ *        [initial, min(max, initial * 2^(attempts-1))].
  */
 int64_t kt_dispatch_backoff_ms(const kt_config_t *conf, int attempts);
 
 /** @returns the outcome class of an HTTP \p status (0 = no response, a transfer error). */
 kt_outcome_t kt_dispatch_outcome_classify(long status);
 
+/** Caps on what a record may put into a request. */
+#define KT_MAX_HEADER_NAME_BYTES  128
+#define KT_MAX_HEADER_VALUE_BYTES 8192
+#define KT_MAX_KEY_PLAIN_BYTES    4096
+
 /**
- * @brief Build the request headers for \p req (Kubeless event headers plus partition and
- *        offset), appended to \p *headersp.
+ * @brief Build the request headers for \p req (the event contract: Kubeless event headers,
+ *        key, partition, offset, timestamp, record headers), appended to \p *headersp.
+ *        Nothing from the record reaches a header line unless it is safe to; unsafe values
+ *        are base64-encoded, names that are not HTTP tokens and oversized values are dropped.
+ * @param droppedp incremented for every record header dropped.
  * @returns KT_OK or KT_ERR_NOMEM (then \p *headersp may hold a partial list to free).
  */
-kt_err_t kt_dispatch_headers_build(const kt_dispatch_req_t *req, struct curl_slist **headersp);
+kt_err_t kt_dispatch_headers_build(const kt_dispatch_req_t *req, struct curl_slist **headersp,
+                                   int *droppedp);
 
-/** @returns non-zero if \p value is one whole JSON object (Kubeless' test for JSON events). */
-int kt_dispatch_value_is_json_object(const void *value, size_t len);
+/** @returns non-zero if \p value is one whole JSON object or array. */
+int kt_dispatch_value_is_json(const void *value, size_t len);
+
+/** @returns non-zero if \p s[0..len) is valid UTF-8. */
+int kt_dispatch_utf8_valid(const unsigned char *s, size_t len);
+
+/* ---------------------------------------------------------------- scheduler (dispatch_sched.c) */
+
+/** Which record goes next: lanes per ordering mode, a ready FIFO, a retry heap. */
+typedef struct kt_sched kt_sched_t;
+
+/** @returns a new scheduler, NULL on allocation failure. */
+kt_sched_t *kt_sched_new(const kt_config_t *conf);
+
+/** @brief Free. Records are not touched (the consumer owns them). NULL is a no-op. */
+void kt_sched_destroy(kt_sched_t *ks);
+
+/** @brief Take a newly buffered record: startable now if its lane is free, else queued. */
+void kt_sched_record_add(kt_sched_t *ks, kt_record_t *rec);
+
+/** @returns the next record that may start (removed from the ready queue), or NULL. */
+kt_record_t *kt_sched_next(kt_sched_t *ks);
+
+/** @returns non-zero if a record may start. */
+int kt_sched_has_ready(const kt_sched_t *ks);
+
+/** @brief \p rec is finished with (done, skipped, or dead-lettering): free its lane. */
+void kt_sched_resolved(kt_sched_t *ks, kt_record_t *rec);
+
+/** @brief Put a started record back at the front without it counting as an attempt. */
+void kt_sched_requeue(kt_sched_t *ks, kt_record_t *rec);
+
+/** @brief Start \p rec again at \p at_ms (it keeps its lane). */
+kt_err_t kt_sched_retry_at(kt_sched_t *ks, kt_record_t *rec, int64_t at_ms);
+
+/**
+ * @brief Move retries due at \p now_ms to the front of the ready queue.
+ * @returns the due time of the next retry, INT64_MAX if none.
+ */
+int64_t kt_sched_due(kt_sched_t *ks, int64_t now_ms);
+
+/** @brief Forget every record of \p p (being revoked). */
+void kt_sched_partition_drop(kt_sched_t *ks, const kt_partition_t *p);
+
+/* ---------------------------------------------------------------- dead letters
+ * (dispatch_produce.c) */
+
+typedef struct kt_produce kt_produce_t;
+
+/** Called for each dead letter with Kafka's verdict (RD_KAFKA_RESP_ERR_NO_ERROR: written). */
+typedef void(kt_produce_done_cb)(void *opaque, rd_kafka_resp_err_t err, void *cbarg);
+
+/**
+ * @brief Create the idempotent dead-letter producer (acks=all) on conf->brokers.
+ * @returns NULL on failure with the reason in \p errstr.
+ */
+kt_produce_t *kt_produce_new(const kt_config_t *conf, kt_produce_done_cb *cb, void *cbarg,
+                             char *errstr, size_t errstr_size);
+
+/** @brief Flush (bounded) and free. NULL is a no-op. */
+void kt_produce_destroy(kt_produce_t *kp);
+
+/** @returns a file descriptor readable when delivery reports are waiting. */
+int kt_produce_wakeup_fd(const kt_produce_t *kp);
+
+/** @brief Serve delivery reports (runs the callback). */
+void kt_produce_poll(kt_produce_t *kp);
+
+/** @returns dead letters produced and not yet reported. */
+int kt_produce_outstanding(const kt_produce_t *kp);
+
+/**
+ * @brief Produce \p rec with its key, value, headers and the error headers
+ *        (ktrigger-original-topic/-partition/-offset/-timestamp, ktrigger-attempts,
+ *        ktrigger-last-status, ktrigger-last-error, ktrigger-function).
+ * @returns KT_OK (the callback will run with \p opaque) or KT_ERR_KAFKA (try again later).
+ */
+kt_err_t kt_produce_dead_letter(kt_produce_t *kp, const kt_record_t *rec, void *opaque);
 
 #endif /* KT_DISPATCH_H */

@@ -8,6 +8,9 @@
  * - The body points at the record's value (no copy); the consumer keeps the record alive until
  *   the callback ran or the call was cancelled.
  * - Response bodies are read and thrown away (the reply feature will keep them, capped).
+ * - "Nothing listens" (connection refused) is reported as runtime_down, not as a failure of the
+ *   record: the loop stops calling and probes the runtime's health path with a separate easy
+ *   handle (not a slot) until it answers.
  */
 #define _POSIX_C_SOURCE 200809L
 #include "dispatch.h"
@@ -34,7 +37,10 @@ struct kt_dispatch {
         int *free_stack; /**< indexes of free slots */
         int free_cnt;
         kt_dispatch_done_cb *cb;
+        kt_dispatch_probe_cb *probe_cb;
         void *cbarg;
+        CURL *probe; /**< health probe, in the multi while probe_busy */
+        int probe_busy;
 };
 
 static size_t discard_cb(char *ptr, size_t size, size_t nmemb, void *userdata) {
@@ -52,14 +58,14 @@ kt_outcome_t kt_dispatch_outcome_classify(long status) {
 }
 
 int64_t kt_dispatch_backoff_ms(const kt_config_t *conf, int attempts) {
-        int64_t b = conf->retry_backoff_ms;
+        int64_t lo = conf->retry_initial_backoff_ms, hi = lo;
 
-        for (int i = 1; i < attempts && b < conf->retry_max_backoff_ms; i++)
-                b *= 2;
-        if (b > conf->retry_max_backoff_ms)
-                b = conf->retry_max_backoff_ms;
-        /* Jitter so replicas that failed together do not retry together. */
-        return b / 2 + (int64_t)(rand() % (int)(b / 2 + 1));
+        for (int i = 1; i < attempts && hi < conf->retry_max_backoff_ms; i++)
+                hi *= 2;
+        if (hi > conf->retry_max_backoff_ms)
+                hi = conf->retry_max_backoff_ms;
+        /* Full jitter, so replicas that failed together do not retry together. */
+        return lo + (int64_t)((uint64_t)rand() % (uint64_t)(hi - lo + 1));
 }
 
 static int slot_setup(kt_dispatch_t *kd, slot_t *s) {
@@ -80,14 +86,16 @@ static int slot_setup(kt_dispatch_t *kd, slot_t *s) {
         return 0;
 }
 
-kt_dispatch_t *kt_dispatch_new(const kt_config_t *conf, kt_dispatch_done_cb *cb, void *cbarg,
-                               char *errstr, size_t errstr_size) {
+kt_dispatch_t *kt_dispatch_new(const kt_config_t *conf, kt_dispatch_done_cb *cb,
+                               kt_dispatch_probe_cb *probe_cb, void *cbarg, char *errstr,
+                               size_t errstr_size) {
         kt_dispatch_t *kd = calloc(1, sizeof(*kd));
 
         if (!kd)
                 goto nomem;
         kd->conf = conf;
         kd->cb = cb;
+        kd->probe_cb = probe_cb;
         kd->cbarg = cbarg;
         kd->slot_cnt = conf->max_in_flight;
         kd->slots = calloc((size_t)kd->slot_cnt, sizeof(*kd->slots));
@@ -100,6 +108,14 @@ kt_dispatch_t *kt_dispatch_new(const kt_config_t *conf, kt_dispatch_done_cb *cb,
                         goto nomem;
                 kd->free_stack[kd->free_cnt++] = i;
         }
+        if (!(kd->probe = curl_easy_init()))
+                goto nomem;
+        curl_easy_setopt(kd->probe, CURLOPT_URL, conf->runtime_health_url);
+        curl_easy_setopt(kd->probe, CURLOPT_NOSIGNAL, 1L);
+        curl_easy_setopt(kd->probe, CURLOPT_TIMEOUT_MS, 2000L);
+        curl_easy_setopt(kd->probe, CURLOPT_WRITEFUNCTION, discard_cb);
+        curl_easy_setopt(kd->probe, CURLOPT_PROTOCOLS_STR, "http,https");
+        curl_easy_setopt(kd->probe, CURLOPT_USERAGENT, "ktrigger/" KT_VERSION);
         return kd;
 
 nomem:
@@ -127,6 +143,11 @@ void kt_dispatch_destroy(kt_dispatch_t *kd) {
                 if (s->easy)
                         curl_easy_cleanup(s->easy);
         }
+        if (kd->probe) {
+                if (kd->probe_busy)
+                        curl_multi_remove_handle(kd->multi, kd->probe);
+                curl_easy_cleanup(kd->probe);
+        }
         if (kd->multi)
                 curl_multi_cleanup(kd->multi);
         free(kd->slots);
@@ -135,7 +156,7 @@ void kt_dispatch_destroy(kt_dispatch_t *kd) {
 }
 
 kt_err_t kt_dispatch_request_submit(kt_dispatch_t *kd, const kt_dispatch_req_t *req, void *opaque,
-                                    void **callp) {
+                                    void **callp, int *droppedp) {
         slot_t *s;
         kt_err_t err;
         CURLMcode mc;
@@ -144,7 +165,7 @@ kt_err_t kt_dispatch_request_submit(kt_dispatch_t *kd, const kt_dispatch_req_t *
                 return KT_ERR_FULL;
         s = &kd->slots[kd->free_stack[kd->free_cnt - 1]];
         s->headers = NULL;
-        if ((err = kt_dispatch_headers_build(req, &s->headers))) {
+        if ((err = kt_dispatch_headers_build(req, &s->headers, droppedp))) {
                 curl_slist_free_all(s->headers);
                 s->headers = NULL;
                 return err;
@@ -164,6 +185,13 @@ kt_err_t kt_dispatch_request_submit(kt_dispatch_t *kd, const kt_dispatch_req_t *
         s->opaque = opaque;
         *callp = s;
         return KT_OK;
+}
+
+void kt_dispatch_probe_start(kt_dispatch_t *kd) {
+        if (kd->probe_busy)
+                return;
+        if (curl_multi_add_handle(kd->multi, kd->probe) == CURLM_OK)
+                kd->probe_busy = 1;
 }
 
 void kt_dispatch_request_cancel(kt_dispatch_t *kd, void *call) {
@@ -194,13 +222,31 @@ void kt_dispatch_perform(kt_dispatch_t *kd) {
 
                 if (msg->msg != CURLMSG_DONE)
                         continue;
+                if (msg->easy_handle == kd->probe) {
+                        long status = 0;
+                        CURLcode rc = msg->data.result;
+                        if (rc == CURLE_OK)
+                                curl_easy_getinfo(kd->probe, CURLINFO_RESPONSE_CODE, &status);
+                        curl_multi_remove_handle(kd->multi, kd->probe);
+                        kd->probe_busy = 0;
+                        kd->probe_cb(status >= 200 && status <= 299, kd->cbarg);
+                        continue;
+                }
                 curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **)&s);
                 curl_easy_getinfo(s->easy, CURLINFO_TOTAL_TIME, &res.seconds);
+                res.retry_after_ms = -1;
                 if (msg->data.result == CURLE_OK) {
+                        curl_off_t retry_after = 0;
                         curl_easy_getinfo(s->easy, CURLINFO_RESPONSE_CODE, &res.status);
+                        /* Seconds or an HTTP date, both turned into seconds by curl. */
+                        if (!curl_easy_getinfo(s->easy, CURLINFO_RETRY_AFTER, &retry_after) &&
+                            retry_after > 0)
+                                res.retry_after_ms = (int64_t)retry_after * 1000;
                         res.error = "";
                 } else {
                         res.status = 0;
+                        res.runtime_down = msg->data.result == CURLE_COULDNT_CONNECT ||
+                                           msg->data.result == CURLE_COULDNT_RESOLVE_HOST;
                         /* Copied: the callback may reuse this slot for its next call. */
                         snprintf(error, sizeof(error), "%s",
                                  s->error[0] ? s->error : curl_easy_strerror(msg->data.result));

@@ -3,6 +3,7 @@ Kubeless event headers; a clean shutdown leaves the group committed at the end o
 Kubeless function metrics count the calls."""
 
 import json
+import re
 
 import kthelpers as kt
 
@@ -11,8 +12,8 @@ RECORDS = 1000
 
 
 def make_value(i, partition, n):
-    """Unique bodies, a mix of JSON objects and things that are not (plain text, JSON arrays,
-    JSON scalars, form-encoded text), which must not be sent as application/json."""
+    """Unique bodies, a mix of JSON objects and arrays (sent as application/json) and things
+    that are not (plain text, JSON scalars, form-encoded text: text/plain)."""
     kind = i % 6
     if kind in (0, 1):
         return json.dumps({'p': partition, 'n': n, 'kind': 'object', 'nested': {'i': i}})
@@ -28,6 +29,13 @@ def make_value(i, partition, n):
 def is_json_object(value):
     try:
         return isinstance(json.loads(value), dict)
+    except ValueError:
+        return False
+
+
+def is_json_container(value):
+    try:
+        return isinstance(json.loads(value), (dict, list))
     except ValueError:
         return False
 
@@ -84,9 +92,12 @@ def test_end_to_end(kafka, names, config, runtime_factory, ktrigger_factory):
         assert h.get('event-offset') == str(c.offset), h
         assert h.get('event-type'), h
         assert h.get('event-time'), h
-        want_ct = ('application/json' if is_json_object(c.body)
-                   else 'application/x-www-form-urlencoded')
-        assert h.get('content-type', '').split(';')[0].strip() == want_ct, (c.body, h)
+        want_ct = ('application/json' if is_json_container(c.body)
+                   else 'text/plain; charset=utf-8')
+        assert h.get('content-type', '') == want_ct, (c.body, h)
+        assert h.get('event-type') == want_ct, h
+        assert re.fullmatch(r'\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z', h.get('event-time', '')), h
+        assert h.get('event-timestamp-type') == 'create', h
 
     end = kafka.end_offsets(names.topic)
     assert end == {p: len(expected[p]) for p in range(PARTITIONS)}

@@ -35,7 +35,7 @@ def test_failed_record_blocks_its_partition(kafka, names, config, runtime_factor
     record_file = tmp_path / 'records.jsonl'
     rt = runtime_factory(record_file=record_file, fail_bodies=[FAIL_BODY])
     conf = config(rt.port)
-    conf['dispatch'].update({'retry_backoff_ms': 100, 'retry_max_backoff_ms': MAX_BACKOFF_MS})
+    conf['dispatch']['retry'] = {'initial_backoff_ms': 100, 'max_backoff_ms': MAX_BACKOFF_MS}
     ktr = ktrigger_factory(conf)
 
     def check_blocked():
@@ -120,7 +120,7 @@ def test_failed_record_blocks_its_partition(kafka, names, config, runtime_factor
     assert kafka.committed(names.group, names.topic) == end
 
     # Retries follow the configured back-off: no gap between two attempts (all made while the
-    # first runtime was up) much over retry_max_backoff_ms.
+    # first runtime was up) much over dispatch.retry.max_backoff_ms.
     gaps_ms = [round((b.time - a.time) * 1000) for a, b in zip(failed, failed[1:])]
     assert max(gaps_ms) <= MAX_BACKOFF_MS + RETRY_SLACK_MS, (
-        'retry_max_backoff_ms = %d, but attempts came %s ms apart' % (MAX_BACKOFF_MS, gaps_ms))
+        'dispatch.retry.max_backoff_ms = %d, but attempts came %s ms apart' % (MAX_BACKOFF_MS, gaps_ms))

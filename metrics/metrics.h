@@ -38,6 +38,24 @@ void kt_metrics_call_observe(kt_metrics_t *km, size_t topic_idx, double seconds,
 /** @brief Count one retry scheduled. */
 void kt_metrics_retry_inc(kt_metrics_t *km);
 
+/** @brief Count a record written to the dead-letter topic. */
+void kt_metrics_dead_letter_inc(kt_metrics_t *km);
+
+/** @brief Count a record skipped after its retries (dispatch.on_failure = "skip"). */
+void kt_metrics_skip_inc(kt_metrics_t *km);
+
+/** @brief Count record headers (and keys) that could not be forwarded. */
+void kt_metrics_headers_dropped_add(kt_metrics_t *km, int n);
+
+/** @brief Report whether the runtime answers (1) or nothing listens (0). */
+void kt_metrics_runtime_up_set(kt_metrics_t *km, int up);
+
+/** @brief Report whether the consumer is in the group with an assignment (possibly empty). */
+void kt_metrics_group_joined_set(kt_metrics_t *km, int joined);
+
+/** @returns non-zero when /readyz should answer 200: joined and runtime up. */
+int kt_metrics_ready(kt_metrics_t *km);
+
 /** @brief Record that the loop is alive (called every loop iteration). */
 void kt_metrics_heartbeat(kt_metrics_t *km);
 

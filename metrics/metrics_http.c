@@ -1,6 +1,6 @@
 /*
- * /metrics and /healthz over libmicrohttpd, on its own internal thread. The handler only reads
- * atomics (kt_metrics_format, kt_metrics_healthy); it never touches loop state.
+ * /metrics, /healthz and /readyz over libmicrohttpd, on its own internal thread. The handler only
+ * reads atomics (kt_metrics_format, kt_metrics_healthy); it never touches loop state.
  */
 #define _POSIX_C_SOURCE 200809L
 #include "metrics_int.h"
@@ -58,6 +58,14 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *conn, const char
                 return reply(conn, MHD_HTTP_SERVICE_UNAVAILABLE, text, (char *)"loop stalled\n", 13,
                              MHD_RESPMEM_PERSISTENT);
         }
+        if (!strcmp(url, "/readyz")) {
+                if (kt_metrics_ready(km))
+                        return reply(conn, MHD_HTTP_OK, text, (char *)"OK\n", 3,
+                                     MHD_RESPMEM_PERSISTENT);
+                return reply(conn, MHD_HTTP_SERVICE_UNAVAILABLE, text,
+                             (char *)"not ready: not in the group yet, or the runtime is down\n",
+                             56, MHD_RESPMEM_PERSISTENT);
+        }
         return reply(conn, MHD_HTTP_NOT_FOUND, text, (char *)"not found\n", 10,
                      MHD_RESPMEM_PERSISTENT);
 }
@@ -92,7 +100,7 @@ kt_err_t kt_metrics_server_start(kt_metrics_t *km, char *errstr, size_t errstr_s
                 return KT_ERR_SYS;
         }
         km->server = d;
-        KT_INFO("METRICS", "serving /metrics and /healthz on %s", conf->metrics_listen);
+        KT_INFO("METRICS", "serving /metrics, /healthz and /readyz on %s", conf->metrics_listen);
         return KT_OK;
 }
 

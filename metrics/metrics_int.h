@@ -22,6 +22,11 @@ struct kt_metrics {
         const kt_config_t *conf;
         topic_metrics_t *topics;
         _Atomic uint64_t retries;
+        _Atomic uint64_t dead_lettered;
+        _Atomic uint64_t skipped;
+        _Atomic uint64_t headers_dropped;
+        _Atomic int runtime_up;
+        _Atomic int group_joined;
         _Atomic int64_t heartbeat_ms;
         _Atomic int in_flight;
         _Atomic int assigned;

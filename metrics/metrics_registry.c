@@ -23,6 +23,7 @@ kt_metrics_t *kt_metrics_new(const kt_config_t *conf) {
                 return NULL;
         }
         atomic_store(&km->heartbeat_ms, kt_now_ms());
+        atomic_store(&km->runtime_up, 1);
         return km;
 }
 
@@ -53,6 +54,30 @@ void kt_metrics_call_observe(kt_metrics_t *km, size_t topic_idx, double seconds,
 
 void kt_metrics_retry_inc(kt_metrics_t *km) {
         INC(km->retries, 1);
+}
+
+void kt_metrics_dead_letter_inc(kt_metrics_t *km) {
+        INC(km->dead_lettered, 1);
+}
+
+void kt_metrics_skip_inc(kt_metrics_t *km) {
+        INC(km->skipped, 1);
+}
+
+void kt_metrics_headers_dropped_add(kt_metrics_t *km, int n) {
+        INC(km->headers_dropped, (uint64_t)n);
+}
+
+void kt_metrics_runtime_up_set(kt_metrics_t *km, int up) {
+        SET(km->runtime_up, up);
+}
+
+void kt_metrics_group_joined_set(kt_metrics_t *km, int joined) {
+        SET(km->group_joined, joined);
+}
+
+int kt_metrics_ready(kt_metrics_t *km) {
+        return GET(km->runtime_up) && GET(km->group_joined) && kt_metrics_healthy(km);
 }
 
 void kt_metrics_heartbeat(kt_metrics_t *km) {
@@ -145,6 +170,19 @@ char *kt_metrics_format(kt_metrics_t *km, size_t *lenp) {
                 "# HELP ktrigger_retries_total Calls scheduled again after a failure.\n"
                 "# TYPE ktrigger_retries_total counter\n"
                 "ktrigger_retries_total %llu\n"
+                "# HELP ktrigger_dead_lettered_total Records written to the dead-letter topic.\n"
+                "# TYPE ktrigger_dead_lettered_total counter\n"
+                "ktrigger_dead_lettered_total %llu\n"
+                "# HELP ktrigger_skipped_total Records skipped after their retries.\n"
+                "# TYPE ktrigger_skipped_total counter\n"
+                "ktrigger_skipped_total %llu\n"
+                "# HELP ktrigger_record_headers_dropped_total Record headers not forwarded "
+                "(not an HTTP token, or too big).\n"
+                "# TYPE ktrigger_record_headers_dropped_total counter\n"
+                "ktrigger_record_headers_dropped_total %llu\n"
+                "# HELP ktrigger_runtime_up Whether the function runtime accepts connections.\n"
+                "# TYPE ktrigger_runtime_up gauge\n"
+                "ktrigger_runtime_up %d\n"
                 "# HELP ktrigger_in_flight Calls to the function in flight.\n"
                 "# TYPE ktrigger_in_flight gauge\n"
                 "ktrigger_in_flight %d\n"
@@ -157,7 +195,9 @@ char *kt_metrics_format(kt_metrics_t *km, size_t *lenp) {
                 "# HELP ktrigger_build_info Build information.\n"
                 "# TYPE ktrigger_build_info gauge\n"
                 "ktrigger_build_info{version=\"%s\"} 1\n",
-                (unsigned long long)GET(km->retries), GET(km->in_flight), GET(km->assigned),
+                (unsigned long long)GET(km->retries), (unsigned long long)GET(km->dead_lettered),
+                (unsigned long long)GET(km->skipped), (unsigned long long)GET(km->headers_dropped),
+                GET(km->runtime_up), GET(km->in_flight), GET(km->assigned),
                 (unsigned long long)GET(km->buffered), KT_VERSION);
         if (fclose(f)) {
                 free(buf);

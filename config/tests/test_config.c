@@ -96,7 +96,9 @@ static void test_good_file_and_env(void) {
                        "  start_from = \"latest\";\n"
                        "  properties = ( (\"session.timeout.ms\", 45000),\n"
                        "                 [\"fetch.wait.max.ms\", \"10\"] ); };\n"
-                       "runtime = { port = 9000; timeout_s = 30; };\n"),
+                       "runtime = { port = 9000; timeout_s = 30; };\n"
+                       "dispatch = { ordering = \"key\"; on_failure = \"dead-letter\";\n"
+                       "  dead_letter_topic = \"dlq\"; retry = { max_attempts = 3; }; };\n"),
             err, sizeof(err));
         unlink(path);
         KT_CHECK(conf != NULL, "load: %s", err);
@@ -113,6 +115,12 @@ static void test_good_file_and_env(void) {
         KT_CHECK_STR(conf->runtime_url, "http://127.0.0.1:9000/");
         KT_CHECK(conf->timeout_s == 30, "timeout %d", conf->timeout_s);
         KT_CHECK(conf->metrics_port == 9464, "metrics default port %d", conf->metrics_port);
+        KT_CHECK(conf->ordering == KT_ORDER_KEY, "ordering");
+        KT_CHECK(conf->on_failure == KT_FAIL_DEAD_LETTER, "on_failure");
+        KT_CHECK_STR(conf->dead_letter_topic, "dlq");
+        KT_CHECK(conf->retry_max_attempts == 3, "max_attempts %d", conf->retry_max_attempts);
+        KT_CHECK(conf->retry_initial_backoff_ms == 100, "initial backoff default");
+        KT_CHECK_STR(conf->runtime_health_url, "http://127.0.0.1:9000/healthz");
         kt_config_destroy(conf);
 
         /* Kubeless environment wins over the file. */
@@ -159,6 +167,9 @@ static void test_good_file_and_env(void) {
                 KT_CHECK_STR(conf->brokers, "kafka.kubeless:9092");
                 KT_CHECK_STR(conf->runtime_url, "http://127.0.0.1:8080/");
                 KT_CHECK(conf->timeout_s == 180, "timeout %d", conf->timeout_s);
+                KT_CHECK(conf->ordering == KT_ORDER_PARTITION, "default ordering");
+                KT_CHECK(conf->on_failure == KT_FAIL_BLOCK, "default on_failure");
+                KT_CHECK(conf->max_in_flight == 64, "default max_in_flight");
                 kt_config_destroy(conf);
         }
         env_clear();
@@ -167,7 +178,7 @@ static void test_good_file_and_env(void) {
 static void test_errors(void) {
         static const struct {
                 const char *text;
-                const char *want[6]; /* substrings that must all appear */
+                const char *want[8]; /* substrings that must all appear */
         } cases[] = {
             {"kafka = { brokers = \"b\"; topics = [\"t\"]; };\n",
              {"function.handler: no function handler"}},
@@ -191,11 +202,24 @@ static void test_errors(void) {
             /* Every error in one run. */
             {"function = { handler = 5; };\nkafka = { topics = [\"t\"]; };\n"
              "runtime = { timeout_s = 0; port = \"x\"; };\nmetrics = { listen = \"nope\"; };\n"
-             "dispatch = { retry_backoff_ms = 500; retry_max_backoff_ms = 100; };\nextra = {};\n",
+             "dispatch = { retry = { initial_backoff_ms = 500; max_backoff_ms = 100; }; };\nextra "
+             "= {};\n",
              {":1: function.handler: must be a string", ":3: runtime.timeout_s: 0 is outside",
               ":3: runtime.port: must be an integer", ":4: metrics.listen: 'nope'",
-              ":5: dispatch.retry_max_backoff_ms: 100 is below", ":6: extra: unknown section"}},
+              ":5: dispatch.retry.max_backoff_ms: 100 is below", ":6: extra: unknown section"}},
             {"function = { handler = };\n", {":1: syntax:"}},
+            {"function = { handler = \"m.f\"; };\nkafka = { topics = [\"t\"]; };\n"
+             "dispatch = { ordering = \"random\"; on_failure = \"dead-letter\";\n"
+             "retry = { max_attempts = 0; typo = 1; }; };\n",
+             {":3: dispatch.ordering: 'random' is not one of: partition, key, none",
+              ":3: dispatch.on_failure: \"dead-letter\" needs dispatch.dead_letter_topic",
+              ":4: dispatch.retry.max_attempts: 0 is outside",
+              ":4: dispatch.retry: unknown key 'typo'"}},
+            {"function = { handler = \"m.f\"; };\nkafka = { topics = [\"t\"];\n"
+             "producer_properties = ( (\"acks\", \"1\") ); };\n"
+             "dispatch = { on_failure = \"dead-letter\"; dead_letter_topic = \"t\"; };\n",
+             {":3: kafka.producer_properties: acks: not settable here",
+              ":4: dispatch.dead_letter_topic: 't' is also a consumed topic"}},
         };
         char err[4096];
 
@@ -205,7 +229,7 @@ static void test_errors(void) {
                 unlink(path);
                 KT_CHECK(conf == NULL, "case %zu should fail", i);
                 kt_config_destroy(conf);
-                for (size_t j = 0; j < 6 && cases[i].want[j]; j++)
+                for (size_t j = 0; j < 8 && cases[i].want[j]; j++)
                         KT_CHECK(strstr(err, cases[i].want[j]) != NULL,
                                  "case %zu: want '%s' in:\n%s", i, cases[i].want[j], err);
                 KT_CHECK(err[0] && err[strlen(err) - 1] != '\n', "case %zu: no trailing newline",

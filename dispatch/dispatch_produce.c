@@ -1,0 +1,196 @@
+/*
+ * Dead letters: a record whose retries are exhausted is produced to dispatch.dead_letter_topic
+ * with its original key, value and headers plus ktrigger's error headers, by an idempotent
+ * producer (acks=all). The original offset may be committed only after the delivery report
+ * says the dead letter is written; a failed write is reported to the loop, which tries again.
+ *
+ * Delivery reports (and the producer's logs) arrive on the producer's main queue, whose
+ * io-event writes to a pipe the loop sleeps on, like the consumer's.
+ */
+#define _POSIX_C_SOURCE 200809L
+#include "dispatch.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define FAC "DEADLETTER"
+
+struct kt_produce {
+        const kt_config_t *conf;
+        rd_kafka_t *rk;
+        rd_kafka_queue_t *rkq;
+        int wake[2];
+        kt_produce_done_cb *cb;
+        void *cbarg;
+        int outstanding;
+};
+
+static void log_cb(const rd_kafka_t *rk, int level, const char *fac, const char *buf) {
+        char f[64];
+
+        (void)rk;
+        snprintf(f, sizeof(f), "PRODUCER-%s", fac);
+        kt_log(level, f, "%s", buf);
+}
+
+static void dr_msg_cb(rd_kafka_t *rk, const rd_kafka_message_t *rkm, void *opaque) {
+        kt_produce_t *kp = opaque;
+
+        (void)rk;
+        kp->outstanding--;
+        kp->cb(rkm->_private, rkm->err, kp->cbarg);
+}
+
+kt_produce_t *kt_produce_new(const kt_config_t *conf, kt_produce_done_cb *cb, void *cbarg,
+                             char *errstr, size_t errstr_size) {
+        kt_produce_t *kp = calloc(1, sizeof(*kp));
+        rd_kafka_conf_t *rkconf = NULL;
+        char err[512];
+        static const char *const settings[][2] = {
+            {"enable.idempotence", "true"},
+            {"acks", "all"},
+            {"linger.ms", "5"},
+            {"log.queue", "true"},
+            {"client.id", "ktrigger-dead-letter"},
+        };
+
+        if (!kp) {
+                snprintf(errstr, errstr_size, "out of memory");
+                return NULL;
+        }
+        kp->conf = conf;
+        kp->cb = cb;
+        kp->cbarg = cbarg;
+        kp->wake[0] = kp->wake[1] = -1;
+        if (pipe(kp->wake) == -1 || fcntl(kp->wake[0], F_SETFL, O_NONBLOCK) == -1 ||
+            fcntl(kp->wake[1], F_SETFL, O_NONBLOCK) == -1) {
+                snprintf(errstr, errstr_size, "pipe: %s", strerror(errno));
+                goto fail;
+        }
+        rkconf = rd_kafka_conf_new();
+        for (size_t i = 0; i < conf->producer_prop_cnt; i++)
+                if (rd_kafka_conf_set(rkconf, conf->producer_props[i].name,
+                                      conf->producer_props[i].value, err, sizeof(err))) {
+                        snprintf(errstr, errstr_size, "%s", err);
+                        goto fail;
+                }
+        for (size_t i = 0; i < sizeof(settings) / sizeof(settings[0]); i++)
+                if (rd_kafka_conf_set(rkconf, settings[i][0], settings[i][1], err, sizeof(err))) {
+                        snprintf(errstr, errstr_size, "%s", err);
+                        goto fail;
+                }
+        if (rd_kafka_conf_set(rkconf, "bootstrap.servers", conf->brokers, err, sizeof(err))) {
+                snprintf(errstr, errstr_size, "%s", err);
+                goto fail;
+        }
+        rd_kafka_conf_set_opaque(rkconf, kp);
+        rd_kafka_conf_set_dr_msg_cb(rkconf, dr_msg_cb);
+        rd_kafka_conf_set_log_cb(rkconf, log_cb);
+        if (!(kp->rk = rd_kafka_new(RD_KAFKA_PRODUCER, rkconf, err, sizeof(err)))) {
+                snprintf(errstr, errstr_size, "%s", err);
+                goto fail;
+        }
+        rkconf = NULL; /* owned by rk */
+        rd_kafka_set_log_queue(kp->rk, NULL);
+        kp->rkq = rd_kafka_queue_get_main(kp->rk);
+        rd_kafka_queue_io_event_enable(kp->rkq, kp->wake[1], "1", 1);
+        return kp;
+
+fail:
+        if (rkconf)
+                rd_kafka_conf_destroy(rkconf);
+        kt_produce_destroy(kp);
+        return NULL;
+}
+
+void kt_produce_destroy(kt_produce_t *kp) {
+        if (!kp)
+                return;
+        if (kp->rk) {
+                /* The loop waited for its dead letters; whatever is left here had its record
+                 * dropped uncommitted, so it is only a duplicate-to-be. */
+                rd_kafka_flush(kp->rk, 5000);
+                if (kp->rkq)
+                        rd_kafka_queue_destroy(kp->rkq);
+                rd_kafka_destroy(kp->rk);
+        }
+        if (kp->wake[0] != -1)
+                close(kp->wake[0]);
+        if (kp->wake[1] != -1)
+                close(kp->wake[1]);
+        free(kp);
+}
+
+int kt_produce_wakeup_fd(const kt_produce_t *kp) {
+        return kp->wake[0];
+}
+
+void kt_produce_poll(kt_produce_t *kp) {
+        char buf[256];
+
+        while (read(kp->wake[0], buf, sizeof(buf)) > 0)
+                ;
+        rd_kafka_poll(kp->rk, 0);
+}
+
+int kt_produce_outstanding(const kt_produce_t *kp) {
+        return kp->outstanding;
+}
+
+/** Add a text header; librdkafka copies it. */
+static void hdr(rd_kafka_headers_t *h, const char *name, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void hdr(rd_kafka_headers_t *h, const char *name, const char *fmt, ...) {
+        char v[1024];
+        va_list ap;
+        int n;
+
+        va_start(ap, fmt);
+        n = vsnprintf(v, sizeof(v), fmt, ap);
+        va_end(ap);
+        if (n < 0)
+                return;
+        rd_kafka_header_add(h, name, -1, v, n < (int)sizeof(v) ? n : (int)sizeof(v) - 1);
+}
+
+kt_err_t kt_produce_dead_letter(kt_produce_t *kp, const kt_record_t *rec, void *opaque) {
+        const rd_kafka_message_t *rkm = rec->rkm;
+        rd_kafka_headers_t *orig = NULL, *h;
+        rd_kafka_timestamp_type_t tstype;
+        rd_kafka_resp_err_t err;
+
+        if (!rd_kafka_message_headers(rkm, &orig) && orig)
+                h = rd_kafka_headers_copy(orig);
+        else
+                h = rd_kafka_headers_new(8);
+        hdr(h, "ktrigger-original-topic", "%s", rec->part->topic);
+        hdr(h, "ktrigger-original-partition", "%" PRId32, rec->part->partition);
+        hdr(h, "ktrigger-original-offset", "%" PRId64, rec->offset);
+        hdr(h, "ktrigger-original-timestamp", "%" PRId64, rd_kafka_message_timestamp(rkm, &tstype));
+        hdr(h, "ktrigger-attempts", "%d", rec->attempts);
+        if (rec->last_status)
+                hdr(h, "ktrigger-last-status", "%ld", rec->last_status);
+        if (rec->last_error)
+                hdr(h, "ktrigger-last-error", "%s", rec->last_error);
+        hdr(h, "ktrigger-function", "%s", kp->conf->handler);
+
+        err = rd_kafka_producev(kp->rk, RD_KAFKA_V_TOPIC(kp->conf->dead_letter_topic),
+                                RD_KAFKA_V_KEY(rkm->key, rkm->key_len),
+                                RD_KAFKA_V_VALUE(rkm->payload, rkm->len),
+                                RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_HEADERS(h),
+                                RD_KAFKA_V_OPAQUE(opaque), RD_KAFKA_V_END);
+        if (err) {
+                rd_kafka_headers_destroy(h); /* not taken over on failure */
+                KT_WARN(FAC, "cannot produce to %s: %s", kp->conf->dead_letter_topic,
+                        rd_kafka_err2str(err));
+                return KT_ERR_KAFKA;
+        }
+        kp->outstanding++;
+        return KT_OK;
+}

@@ -1,0 +1,254 @@
+/*
+ * DESIGN: which record goes next.
+ *
+ * Ordering is expressed with lanes: records that must reach the function one after another
+ * share a lane (a partition's only lane in `partition` ordering, a key hash's lane in `key`
+ * ordering); in `none` ordering every record is alone. Only a lane's head may be started; when
+ * it is resolved (succeeded, skipped, or handed to the dead-letter producer) the next record of
+ * the lane becomes startable. A record waiting to retry stays its lane's head, so the records
+ * behind it wait, and only them.
+ *
+ * Startable records wait in one FIFO across all partitions (fair by arrival); the loop pops
+ * from it while call slots are free, so dispatch.max_in_flight is the one global bound. Retries
+ * wait in a binary heap ordered by due time and go to the front of the FIFO when due.
+ * Everything here is O(1) or O(log n) per record, except dropping a revoked partition.
+ */
+#include "dispatch.h"
+
+#include "../consumer/consumer.h"
+
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct kt_sched {
+        const kt_config_t *conf;
+        kt_record_t *ready_head, *ready_tail;
+        kt_record_t **heap;
+        size_t heap_cnt, heap_size;
+};
+
+kt_sched_t *kt_sched_new(const kt_config_t *conf) {
+        kt_sched_t *ks = calloc(1, sizeof(*ks));
+
+        if (ks)
+                ks->conf = conf;
+        return ks;
+}
+
+void kt_sched_destroy(kt_sched_t *ks) {
+        if (!ks)
+                return;
+        free(ks->heap);
+        free(ks);
+}
+
+/* ---------------------------------------------------------------- ready FIFO */
+
+static void ready_push(kt_sched_t *ks, kt_record_t *rec) {
+        rec->ready_next = NULL;
+        rec->ready = 1;
+        if (ks->ready_tail)
+                ks->ready_tail->ready_next = rec;
+        else
+                ks->ready_head = rec;
+        ks->ready_tail = rec;
+}
+
+static void ready_push_front(kt_sched_t *ks, kt_record_t *rec) {
+        rec->ready = 1;
+        rec->ready_next = ks->ready_head;
+        ks->ready_head = rec;
+        if (!ks->ready_tail)
+                ks->ready_tail = rec;
+}
+
+kt_record_t *kt_sched_next(kt_sched_t *ks) {
+        kt_record_t *rec = ks->ready_head;
+
+        if (!rec)
+                return NULL;
+        ks->ready_head = rec->ready_next;
+        if (!ks->ready_head)
+                ks->ready_tail = NULL;
+        rec->ready_next = NULL;
+        rec->ready = 0;
+        return rec;
+}
+
+int kt_sched_has_ready(const kt_sched_t *ks) {
+        return ks->ready_head != NULL;
+}
+
+/* ---------------------------------------------------------------- lanes */
+
+/** FNV-1a: cheap and good enough to spread keys over lanes. */
+static uint32_t key_hash(const unsigned char *key, size_t len) {
+        uint32_t h = 2166136261u;
+
+        for (size_t i = 0; i < len; i++) {
+                h ^= key[i];
+                h *= 16777619u;
+        }
+        return h;
+}
+
+static kt_lane_t *lane_of(const kt_sched_t *ks, kt_record_t *rec) {
+        kt_partition_t *p = rec->part;
+        const rd_kafka_message_t *rkm = rec->rkm;
+
+        switch (ks->conf->ordering) {
+        case KT_ORDER_PARTITION:
+                return &p->lanes[0];
+        case KT_ORDER_KEY:
+                if (!rkm || !rkm->key)
+                        return &p->lanes[0]; /* records without a key: in order among themselves */
+                return &p->lanes[1 + key_hash(rkm->key, rkm->key_len) % KT_KEY_LANES];
+        case KT_ORDER_NONE:
+                break;
+        }
+        return NULL;
+}
+
+void kt_sched_record_add(kt_sched_t *ks, kt_record_t *rec) {
+        kt_lane_t *lane = lane_of(ks, rec);
+
+        rec->lane = lane;
+        rec->lane_next = NULL;
+        if (!lane) {
+                ready_push(ks, rec);
+                return;
+        }
+        if (lane->tail) {
+                lane->tail->lane_next = rec; /* waits for the records before it */
+                lane->tail = rec;
+                return;
+        }
+        lane->head = lane->tail = rec;
+        ready_push(ks, rec);
+}
+
+void kt_sched_resolved(kt_sched_t *ks, kt_record_t *rec) {
+        kt_lane_t *lane = rec->lane;
+
+        if (!lane)
+                return;
+        /* Only a lane's head is ever started, so only a head is ever resolved. */
+        lane->head = rec->lane_next;
+        if (!lane->head)
+                lane->tail = NULL;
+        rec->lane = NULL;
+        rec->lane_next = NULL;
+        if (lane->head)
+                ready_push(ks, lane->head);
+}
+
+void kt_sched_requeue(kt_sched_t *ks, kt_record_t *rec) {
+        ready_push_front(ks, rec);
+}
+
+/* ---------------------------------------------------------------- retry heap */
+
+static void heap_set(kt_sched_t *ks, size_t i, kt_record_t *rec) {
+        ks->heap[i] = rec;
+        rec->heap_idx = i;
+}
+
+static void heap_up(kt_sched_t *ks, size_t i) {
+        kt_record_t *rec = ks->heap[i];
+
+        while (i > 0) {
+                size_t parent = (i - 1) / 2;
+                if (ks->heap[parent]->retry_at_ms <= rec->retry_at_ms)
+                        break;
+                heap_set(ks, i, ks->heap[parent]);
+                i = parent;
+        }
+        heap_set(ks, i, rec);
+}
+
+static void heap_down(kt_sched_t *ks, size_t i) {
+        kt_record_t *rec = ks->heap[i];
+
+        for (;;) {
+                size_t c = 2 * i + 1;
+                if (c >= ks->heap_cnt)
+                        break;
+                if (c + 1 < ks->heap_cnt && ks->heap[c + 1]->retry_at_ms < ks->heap[c]->retry_at_ms)
+                        c++;
+                if (rec->retry_at_ms <= ks->heap[c]->retry_at_ms)
+                        break;
+                heap_set(ks, i, ks->heap[c]);
+                i = c;
+        }
+        heap_set(ks, i, rec);
+}
+
+static void heap_remove(kt_sched_t *ks, size_t i) {
+        kt_record_t *rec = ks->heap[i];
+
+        rec->heap_idx = SIZE_MAX;
+        if (--ks->heap_cnt == i)
+                return;
+        heap_set(ks, i, ks->heap[ks->heap_cnt]);
+        heap_down(ks, i);
+        heap_up(ks, ks->heap[i]->heap_idx);
+}
+
+kt_err_t kt_sched_retry_at(kt_sched_t *ks, kt_record_t *rec, int64_t at_ms) {
+        rec->retry_at_ms = at_ms;
+        if (ks->heap_cnt == ks->heap_size) {
+                size_t n = ks->heap_size ? ks->heap_size * 2 : 64;
+                kt_record_t **h = realloc(ks->heap, n * sizeof(*h));
+                if (!h)
+                        return KT_ERR_NOMEM;
+                ks->heap = h;
+                ks->heap_size = n;
+        }
+        heap_set(ks, ks->heap_cnt++, rec);
+        heap_up(ks, rec->heap_idx);
+        return KT_OK;
+}
+
+int64_t kt_sched_due(kt_sched_t *ks, int64_t now_ms) {
+        while (ks->heap_cnt && ks->heap[0]->retry_at_ms <= now_ms) {
+                kt_record_t *rec = ks->heap[0];
+                heap_remove(ks, 0);
+                /* Retries go before new records: they are older. */
+                ready_push_front(ks, rec);
+        }
+        return ks->heap_cnt ? ks->heap[0]->retry_at_ms : INT64_MAX;
+}
+
+/* ---------------------------------------------------------------- revocation */
+
+void kt_sched_partition_drop(kt_sched_t *ks, const kt_partition_t *p) {
+        kt_record_t **pp = &ks->ready_head, *last = NULL;
+
+        while (*pp) {
+                kt_record_t *rec = *pp;
+                if (rec->part == p) {
+                        *pp = rec->ready_next;
+                        rec->ready = 0;
+                        rec->ready_next = NULL;
+                } else {
+                        last = rec;
+                        pp = &rec->ready_next;
+                }
+        }
+        ks->ready_tail = last;
+        {
+                size_t n = 0;
+                for (size_t i = 0; i < ks->heap_cnt; i++) {
+                        if (ks->heap[i]->part == p)
+                                ks->heap[i]->heap_idx = SIZE_MAX;
+                        else
+                                heap_set(ks, n++, ks->heap[i]);
+                }
+                ks->heap_cnt = n;
+                for (size_t i = n / 2; i-- > 0;)
+                        heap_down(ks, i);
+        }
+        for (int i = 0; i < p->lane_cnt; i++)
+                p->lanes[i].head = p->lanes[i].tail = NULL;
+}
