@@ -72,6 +72,7 @@ typedef struct kt_config {
         int retry_max_attempts; /**< calls per record, the first one included */
         kt_on_failure_t on_failure;
         char *dead_letter_topic;
+        char *reply_topic; /**< successful response bodies produced here, NULL if off */
 
         /* metrics */
         char *metrics_listen; /**< host:port as given */

@@ -215,7 +215,7 @@ static const struct {
     {"runtime", {"host", "port", "path", "timeout_s", "health_path"}},
     {"dispatch",
      {"ordering", "max_in_flight", "drain_timeout_ms", "partition_buffer_records",
-      "partition_buffer_bytes", "retry", "on_failure", "dead_letter_topic"}},
+      "partition_buffer_bytes", "retry", "on_failure", "dead_letter_topic", "reply_topic"}},
     {"dispatch.retry", {"initial_backoff_ms", "max_backoff_ms", "max_attempts"}},
     {"metrics", {"listen"}},
     {"log", {"level"}},
@@ -562,6 +562,14 @@ static void validate(kt_config_t *conf, config_t *cfg, errs_t *e) {
         if (conf->dead_letter_topic && !topic_valid(conf->dead_letter_topic))
                 errf(e, line_of(cfg, "dispatch.dead_letter_topic"), "dispatch.dead_letter_topic",
                      "'%s' is not a valid topic name", conf->dead_letter_topic);
+        if (conf->reply_topic && !topic_valid(conf->reply_topic))
+                errf(e, line_of(cfg, "dispatch.reply_topic"), "dispatch.reply_topic",
+                     "'%s' is not a valid topic name", conf->reply_topic);
+        for (size_t i = 0; conf->reply_topic && i < conf->topic_cnt; i++)
+                if (!strcmp(conf->topics[i], conf->reply_topic))
+                        errf(e, line_of(cfg, "dispatch.reply_topic"), "dispatch.reply_topic",
+                             "'%s' is also a consumed topic: replies would loop",
+                             conf->reply_topic);
         for (size_t i = 0; conf->dead_letter_topic && i < conf->topic_cnt; i++)
                 if (!strcmp(conf->topics[i], conf->dead_letter_topic))
                         errf(e, line_of(cfg, "dispatch.dead_letter_topic"),
@@ -720,6 +728,7 @@ kt_config_t *kt_config_load(const char *path, char *errstr, size_t errstr_size) 
                 file_int(&cfg, "dispatch.retry.max_backoff_ms", &conf->retry_max_backoff_ms, &e);
                 file_int(&cfg, "dispatch.retry.max_attempts", &conf->retry_max_attempts, &e);
                 file_str(&cfg, "dispatch.dead_letter_topic", &conf->dead_letter_topic, &e);
+                file_str(&cfg, "dispatch.reply_topic", &conf->reply_topic, &e);
                 file_str(&cfg, "runtime.health_path", &conf->runtime_health_path, &e);
                 file_str(&cfg, "metrics.listen", &conf->metrics_listen, &e);
                 {
@@ -772,6 +781,7 @@ void kt_config_destroy(kt_config_t *conf) {
         free(conf->runtime_health_path);
         free(conf->runtime_health_url);
         free(conf->dead_letter_topic);
+        free(conf->reply_topic);
         free(conf->runtime_host);
         free(conf->runtime_path);
         free(conf->runtime_url);
@@ -818,6 +828,8 @@ void kt_config_print(const kt_config_t *conf) {
                                                      : "dead-letter");
         if (conf->dead_letter_topic)
                 printf("dispatch.dead_letter_topic = \"%s\"\n", conf->dead_letter_topic);
+        if (conf->reply_topic)
+                printf("dispatch.reply_topic = \"%s\"\n", conf->reply_topic);
         for (size_t i = 0; i < conf->producer_prop_cnt; i++)
                 printf("kafka.producer_properties.\"%s\" = \"%s\"\n", conf->producer_props[i].name,
                        prop_secret(conf->producer_props[i].name) ? "(redacted)"

@@ -19,7 +19,7 @@ typedef enum kt_record_state {
         KT_REC_QUEUED,     /**< buffered, not yet sent */
         KT_REC_IN_FLIGHT,  /**< a call is running */
         KT_REC_RETRY_WAIT, /**< failed, waiting for its retry time */
-        KT_REC_PRODUCING,  /**< handed to the dead-letter producer, waiting for Kafka's ack */
+        KT_REC_PRODUCING,  /**< its reply or dead letter is being produced, waiting for the ack */
         KT_REC_DONE        /**< finished: its offset may be committed */
 } kt_record_state_t;
 
@@ -48,9 +48,13 @@ typedef struct kt_record {
         int attempts;        /**< calls made so far */
         int64_t retry_at_ms; /**< kt_now_ms() time of the next attempt in RETRY_WAIT */
         void *call;          /**< dispatch handle while IN_FLIGHT */
-        void *produce;       /**< dead-letter ticket while PRODUCING */
-        long last_status;    /**< last HTTP status, 0 if none */
-        char *last_error;    /**< last transfer error, NULL if none */
+        void *produce;       /**< producer ticket while PRODUCING */
+        int replying;        /**< PRODUCING a reply (else a dead letter) */
+        char *reply;         /**< the function's answer to produce to dispatch.reply_topic */
+        size_t reply_len;
+        char *reply_type; /**< its Content-Type, NULL if none */
+        long last_status; /**< last HTTP status, 0 if none */
+        char *last_error; /**< last transfer error, NULL if none */
         /* scheduler bookkeeping */
         kt_lane_t *lane;              /**< NULL in `none` ordering */
         struct kt_record *lane_next;  /**< next record of its lane */

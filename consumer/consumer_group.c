@@ -144,6 +144,8 @@ static void record_free(kt_record_t *rec) {
         if (rec->rkm)
                 rd_kafka_message_destroy(rec->rkm);
         free(rec->last_error);
+        free(rec->reply);
+        free(rec->reply_type);
         free(rec);
 }
 

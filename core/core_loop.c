@@ -55,7 +55,7 @@ typedef struct kt_loop {
         kt_dispatch_t *kd;
         kt_metrics_t *km;
         kt_sched_t *ks;
-        kt_produce_t *kp; /**< NULL unless on_failure = dead-letter */
+        kt_produce_t *kp; /**< NULL unless on_failure = dead-letter or a reply_topic is set */
         int sigfd;
         int stopping;
         int64_t next_due_ms; /**< earliest timer (retry or probe), INT64_MAX if none */
@@ -127,13 +127,15 @@ static void on_probe(int up, void *cbarg) {
         KT_INFO(FAC, "runtime answers again: consumption resumed");
 }
 
-/* ---------------------------------------------------------------- dead letters */
+/* ---------------------------------------------------------------- replies, dead letters */
 
-static void dead_letter(kt_loop_t *kl, kt_record_t *rec) {
+/** Produce the record's reply (rec->replying) or dead letter; done when Kafka acks it. */
+static void produce(kt_loop_t *kl, kt_record_t *rec) {
         ticket_t *t = malloc(sizeof(*t));
 
         rec->state = KT_REC_PRODUCING;
-        if (!t || kt_produce_dead_letter(kl->kp, rec, t)) {
+        if (!t || (rec->replying ? kt_produce_reply(kl->kp, rec, t)
+                                 : kt_produce_dead_letter(kl->kp, rec, t))) {
                 free(t);
                 retry_later(kl, rec, kt_dispatch_backoff_ms(kl->conf, 1));
                 return;
@@ -155,10 +157,15 @@ static void on_produced(void *opaque, rd_kafka_resp_err_t err, void *cbarg) {
         rec->produce = NULL;
         rec->part->producing--;
         if (err) {
-                KT_WARN(FAC, "%s [%d] @%lld: dead letter not written: %s; trying again",
-                        rec->part->topic, rec->part->partition, (long long)rec->offset,
-                        rd_kafka_err2str(err));
+                KT_WARN(FAC, "%s [%d] @%lld: %s not written: %s; trying again", rec->part->topic,
+                        rec->part->partition, (long long)rec->offset,
+                        rec->replying ? "reply" : "dead letter", rd_kafka_err2str(err));
                 retry_later(kl, rec, kt_dispatch_backoff_ms(kl->conf, 2));
+                return;
+        }
+        if (rec->replying) {
+                kt_metrics_reply_inc(kl->km);
+                kt_consumer_record_done(kl->kc, rec); /* may free rec */
                 return;
         }
         kt_metrics_dead_letter_inc(kl->km);
@@ -231,7 +238,7 @@ static void dispatch_ready(kt_loop_t *kl) {
                 if (rec->part->revoking)
                         continue; /* dropped with its partition */
                 if (rec->state == KT_REC_PRODUCING)
-                        dead_letter(kl, rec); /* an earlier dead-letter write failed */
+                        produce(kl, rec); /* an earlier write failed */
                 else
                         record_start(kl, rec);
         }
@@ -250,7 +257,8 @@ static void give_up(kt_loop_t *kl, kt_record_t *rec, const char *why) {
                 kt_consumer_record_done(kl->kc, rec);
                 return;
         }
-        dead_letter(kl, rec);
+        rec->replying = 0;
+        produce(kl, rec);
 }
 
 /** kt_dispatch_done_cb */
@@ -275,13 +283,32 @@ static void on_call_done(void *opaque, const kt_dispatch_result_t *res, void *cb
         kt_metrics_call_observe(kl->km, p->topic_idx, res->seconds,
                                 res->outcome != KT_OUTCOME_SUCCESS);
 
-        if (res->outcome == KT_OUTCOME_SUCCESS) {
+        if (res->outcome == KT_OUTCOME_SUCCESS && !res->body_too_big) {
                 KT_DBG(FAC, "%s [%d] @%lld: %ld in %.3f s", p->topic, p->partition,
                        (long long)rec->offset, res->status, res->seconds);
-                rec->state = KT_REC_DONE;
                 kt_sched_resolved(kl->ks, rec);
+                if (res->body) {
+                        /* The answer goes to the reply topic before the record is done. */
+                        rec->reply = res->body;
+                        rec->reply_len = res->body_len;
+                        rec->reply_type = res->content_type ? strdup(res->content_type) : NULL;
+                        rec->replying = 1;
+                        produce(kl, rec);
+                        return;
+                }
+                free(res->body);
+                rec->state = KT_REC_DONE;
                 kt_consumer_record_done(kl->kc, rec); /* may free rec */
                 return;
+        }
+        free(res->body);
+        if (res->body_too_big) {
+                /* A reply that cannot be produced whole: a permanent failure of this record. */
+                record_error_set(rec, res->status, "response body over 1 MiB: no reply possible");
+                if (kl->conf->on_failure != KT_FAIL_BLOCK) {
+                        give_up(kl, rec, "response body over 1 MiB");
+                        return;
+                }
         }
 
         record_error_set(rec, res->status, res->error);
@@ -463,9 +490,9 @@ int kt_loop_run(const kt_config_t *conf, kt_metrics_t *km) {
                 KT_ERR(FAC, "dispatcher: %s", errstr);
                 goto out;
         }
-        if (conf->on_failure == KT_FAIL_DEAD_LETTER &&
+        if ((conf->on_failure == KT_FAIL_DEAD_LETTER || conf->reply_topic) &&
             !(kl.kp = kt_produce_new(conf, on_produced, &kl, errstr, sizeof(errstr)))) {
-                KT_ERR(FAC, "dead-letter producer: %s", errstr);
+                KT_ERR(FAC, "producer: %s", errstr);
                 goto out;
         }
         if (!(kl.kc = kt_consumer_new(conf, &hooks, errstr, sizeof(errstr)))) {

@@ -44,7 +44,15 @@ typedef struct kt_dispatch_result {
         int64_t retry_after_ms; /**< from Retry-After, -1 if absent */
         const char *error;      /**< transfer error text, "" if none */
         double seconds;         /**< call duration */
+        char *body;             /**< response body, only with dispatch.reply_topic; NULL if
+                                     empty; owned by the callback (free it) */
+        size_t body_len;
+        int body_too_big;         /**< the body was over KT_MAX_RESPONSE_BYTES (body is NULL) */
+        const char *content_type; /**< response Content-Type, NULL if none */
 } kt_dispatch_result_t;
+
+/** The largest response body kept for a reply. */
+#define KT_MAX_RESPONSE_BYTES (1024 * 1024)
 
 /** Called once per finished call with the \p opaque given at submit. */
 typedef void(kt_dispatch_done_cb)(void *opaque, const kt_dispatch_result_t *res, void *cbarg);
@@ -201,5 +209,13 @@ int kt_produce_outstanding(const kt_produce_t *kp);
  * @returns KT_OK (the callback will run with \p opaque) or KT_ERR_KAFKA (try again later).
  */
 kt_err_t kt_produce_dead_letter(kt_produce_t *kp, const kt_record_t *rec, void *opaque);
+
+/**
+ * @brief Produce the function's answer to \p rec (rec->reply) to dispatch.reply_topic with the
+ *        record's key and the headers content-type, ktrigger-original-topic/-partition/-offset,
+ *        ktrigger-function.
+ * @returns KT_OK (the callback will run with \p opaque) or KT_ERR_KAFKA (try again later).
+ */
+kt_err_t kt_produce_reply(kt_produce_t *kp, const kt_record_t *rec, void *opaque);
 
 #endif /* KT_DISPATCH_H */

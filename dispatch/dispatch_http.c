@@ -27,6 +27,9 @@ typedef struct slot {
         void *opaque;
         int busy;
         char error[CURL_ERROR_SIZE];
+        char *body; /**< response body (reply mode only), at most KT_MAX_RESPONSE_BYTES */
+        size_t body_len, body_cap;
+        int body_too_big;
 } slot_t;
 
 struct kt_dispatch {
@@ -47,6 +50,30 @@ static size_t discard_cb(char *ptr, size_t size, size_t nmemb, void *userdata) {
         (void)ptr;
         (void)userdata;
         return size * nmemb;
+}
+
+/** Keep the response body for a reply, up to KT_MAX_RESPONSE_BYTES. */
+static size_t keep_cb(char *ptr, size_t size, size_t nmemb, void *userdata) {
+        slot_t *s = userdata;
+        size_t n = size * nmemb;
+
+        if (s->body_too_big || s->body_len + n > KT_MAX_RESPONSE_BYTES) {
+                s->body_too_big = 1; /* read on, keep nothing */
+                return n;
+        }
+        if (s->body_len + n > s->body_cap) {
+                size_t cap = s->body_cap ? s->body_cap : 4096;
+                char *b;
+                while (cap < s->body_len + n)
+                        cap *= 2;
+                if (!(b = realloc(s->body, cap)))
+                        return 0; /* aborts the transfer: reported as an error, retried */
+                s->body = b;
+                s->body_cap = cap;
+        }
+        memcpy(s->body + s->body_len, ptr, n);
+        s->body_len += n;
+        return n;
 }
 
 kt_outcome_t kt_dispatch_outcome_classify(long status) {
@@ -78,7 +105,11 @@ static int slot_setup(kt_dispatch_t *kd, slot_t *s) {
         curl_easy_setopt(s->easy, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_1_1);
         curl_easy_setopt(s->easy, CURLOPT_TIMEOUT_MS, (long)kd->conf->timeout_s * 1000L);
         curl_easy_setopt(s->easy, CURLOPT_CONNECTTIMEOUT_MS, 5000L);
-        curl_easy_setopt(s->easy, CURLOPT_WRITEFUNCTION, discard_cb);
+        if (kd->conf->reply_topic) {
+                curl_easy_setopt(s->easy, CURLOPT_WRITEFUNCTION, keep_cb);
+                curl_easy_setopt(s->easy, CURLOPT_WRITEDATA, s);
+        } else
+                curl_easy_setopt(s->easy, CURLOPT_WRITEFUNCTION, discard_cb);
         curl_easy_setopt(s->easy, CURLOPT_ERRORBUFFER, s->error);
         curl_easy_setopt(s->easy, CURLOPT_PRIVATE, s);
         curl_easy_setopt(s->easy, CURLOPT_PROTOCOLS_STR, "http,https");
@@ -130,6 +161,10 @@ static void slot_release(kt_dispatch_t *kd, slot_t *s) {
         s->headers = NULL;
         s->opaque = NULL;
         s->busy = 0;
+        free(s->body);
+        s->body = NULL;
+        s->body_len = s->body_cap = 0;
+        s->body_too_big = 0;
         kd->free_stack[kd->free_cnt++] = (int)(s - kd->slots);
 }
 
@@ -217,7 +252,8 @@ void kt_dispatch_perform(kt_dispatch_t *kd) {
         while ((msg = curl_multi_info_read(kd->multi, &left))) {
                 slot_t *s = NULL;
                 kt_dispatch_result_t res = {0};
-                char error[CURL_ERROR_SIZE];
+                char error[CURL_ERROR_SIZE], ctype[256];
+                const char *ct = NULL;
                 void *opaque;
 
                 if (msg->msg != CURLMSG_DONE)
@@ -243,6 +279,17 @@ void kt_dispatch_perform(kt_dispatch_t *kd) {
                             retry_after > 0)
                                 res.retry_after_ms = (int64_t)retry_after * 1000;
                         res.error = "";
+                        if (!curl_easy_getinfo(s->easy, CURLINFO_CONTENT_TYPE, &ct) && ct) {
+                                snprintf(ctype, sizeof(ctype), "%s", ct);
+                                res.content_type = ctype;
+                        }
+                        /* The body goes to the callback (the slot is released first). */
+                        res.body_too_big = s->body_too_big;
+                        if (!s->body_too_big && s->body_len) {
+                                res.body = s->body;
+                                res.body_len = s->body_len;
+                                s->body = NULL;
+                        }
                 } else {
                         res.status = 0;
                         res.runtime_down = msg->data.result == CURLE_COULDNT_CONNECT ||

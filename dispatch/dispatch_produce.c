@@ -1,4 +1,6 @@
 /*
+ * Replies and dead letters. A successful call's response body can be produced to
+ * dispatch.reply_topic (same key, correlation headers) before the record counts as done.
  * Dead letters: a record whose retries are exhausted is produced to dispatch.dead_letter_topic
  * with its original key, value and headers plus ktrigger's error headers, by an idempotent
  * producer (acks=all). The original offset may be committed only after the delivery report
@@ -18,7 +20,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#define FAC "DEADLETTER"
+#define FAC "PRODUCE"
 
 struct kt_produce {
         const kt_config_t *conf;
@@ -56,7 +58,7 @@ kt_produce_t *kt_produce_new(const kt_config_t *conf, kt_produce_done_cb *cb, vo
             {"acks", "all"},
             {"linger.ms", "5"},
             {"log.queue", "true"},
-            {"client.id", "ktrigger-dead-letter"},
+            {"client.id", "ktrigger-producer"},
         };
 
         if (!kp) {
@@ -157,6 +159,31 @@ static void hdr(rd_kafka_headers_t *h, const char *name, const char *fmt, ...) {
         if (n < 0)
                 return;
         rd_kafka_header_add(h, name, -1, v, n < (int)sizeof(v) ? n : (int)sizeof(v) - 1);
+}
+
+kt_err_t kt_produce_reply(kt_produce_t *kp, const kt_record_t *rec, void *opaque) {
+        const rd_kafka_message_t *rkm = rec->rkm;
+        rd_kafka_headers_t *h = rd_kafka_headers_new(6);
+        rd_kafka_resp_err_t err;
+
+        if (rec->reply_type)
+                hdr(h, "content-type", "%s", rec->reply_type);
+        hdr(h, "ktrigger-original-topic", "%s", rec->part->topic);
+        hdr(h, "ktrigger-original-partition", "%" PRId32, rec->part->partition);
+        hdr(h, "ktrigger-original-offset", "%" PRId64, rec->offset);
+        hdr(h, "ktrigger-function", "%s", kp->conf->handler);
+        err = rd_kafka_producev(
+            kp->rk, RD_KAFKA_V_TOPIC(kp->conf->reply_topic), RD_KAFKA_V_KEY(rkm->key, rkm->key_len),
+            RD_KAFKA_V_VALUE(rec->reply, rec->reply_len), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+            RD_KAFKA_V_HEADERS(h), RD_KAFKA_V_OPAQUE(opaque), RD_KAFKA_V_END);
+        if (err) {
+                rd_kafka_headers_destroy(h);
+                KT_WARN(FAC, "cannot produce to %s: %s", kp->conf->reply_topic,
+                        rd_kafka_err2str(err));
+                return KT_ERR_KAFKA;
+        }
+        kp->outstanding++;
+        return KT_OK;
 }
 
 kt_err_t kt_produce_dead_letter(kt_produce_t *kp, const kt_record_t *rec, void *opaque) {

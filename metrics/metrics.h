@@ -41,6 +41,9 @@ void kt_metrics_retry_inc(kt_metrics_t *km);
 /** @brief Count a record written to the dead-letter topic. */
 void kt_metrics_dead_letter_inc(kt_metrics_t *km);
 
+/** @brief Count a reply written to the reply topic. */
+void kt_metrics_reply_inc(kt_metrics_t *km);
+
 /** @brief Count a record skipped after its retries (dispatch.on_failure = "skip"). */
 void kt_metrics_skip_inc(kt_metrics_t *km);
 

@@ -60,6 +60,10 @@ void kt_metrics_dead_letter_inc(kt_metrics_t *km) {
         INC(km->dead_lettered, 1);
 }
 
+void kt_metrics_reply_inc(kt_metrics_t *km) {
+        INC(km->replies, 1);
+}
+
 void kt_metrics_skip_inc(kt_metrics_t *km) {
         INC(km->skipped, 1);
 }
@@ -173,6 +177,9 @@ char *kt_metrics_format(kt_metrics_t *km, size_t *lenp) {
                 "# HELP ktrigger_dead_lettered_total Records written to the dead-letter topic.\n"
                 "# TYPE ktrigger_dead_lettered_total counter\n"
                 "ktrigger_dead_lettered_total %llu\n"
+                "# HELP ktrigger_replies_total Function answers written to the reply topic.\n"
+                "# TYPE ktrigger_replies_total counter\n"
+                "ktrigger_replies_total %llu\n"
                 "# HELP ktrigger_skipped_total Records skipped after their retries.\n"
                 "# TYPE ktrigger_skipped_total counter\n"
                 "ktrigger_skipped_total %llu\n"
@@ -196,9 +203,10 @@ char *kt_metrics_format(kt_metrics_t *km, size_t *lenp) {
                 "# TYPE ktrigger_build_info gauge\n"
                 "ktrigger_build_info{version=\"%s\"} 1\n",
                 (unsigned long long)GET(km->retries), (unsigned long long)GET(km->dead_lettered),
-                (unsigned long long)GET(km->skipped), (unsigned long long)GET(km->headers_dropped),
-                GET(km->runtime_up), GET(km->in_flight), GET(km->assigned),
-                (unsigned long long)GET(km->buffered), KT_VERSION);
+                (unsigned long long)GET(km->replies), (unsigned long long)GET(km->skipped),
+                (unsigned long long)GET(km->headers_dropped), GET(km->runtime_up),
+                GET(km->in_flight), GET(km->assigned), (unsigned long long)GET(km->buffered),
+                KT_VERSION);
         if (fclose(f)) {
                 free(buf);
                 return NULL;

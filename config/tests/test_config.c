@@ -217,9 +217,11 @@ static void test_errors(void) {
               ":4: dispatch.retry: unknown key 'typo'"}},
             {"function = { handler = \"m.f\"; };\nkafka = { topics = [\"t\"];\n"
              "producer_properties = ( (\"acks\", \"1\") ); };\n"
-             "dispatch = { on_failure = \"dead-letter\"; dead_letter_topic = \"t\"; };\n",
+             "dispatch = { on_failure = \"dead-letter\"; dead_letter_topic = \"t\";\n"
+             "reply_topic = \"t\"; };\n",
              {":3: kafka.producer_properties: acks: not settable here",
-              ":4: dispatch.dead_letter_topic: 't' is also a consumed topic"}},
+              ":4: dispatch.dead_letter_topic: 't' is also a consumed topic",
+              ":5: dispatch.reply_topic: 't' is also a consumed topic"}},
         };
         char err[4096];
 
