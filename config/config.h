@@ -28,6 +28,12 @@ typedef enum kt_on_failure {
         KT_FAIL_DEAD_LETTER /**< produce to dispatch.dead_letter_topic, then move on */
 } kt_on_failure_t;
 
+/** How a record is described in the request headers (dispatch.event_format). */
+typedef enum kt_event_format {
+        KT_EVENT_KUBELESS,   /**< event-id, event-time, ... (Kubeless' contract) */
+        KT_EVENT_CLOUDEVENTS /**< CloudEvents 1.0 binary mode: ce-id, ce-source, ... */
+} kt_event_format_t;
+
 /** One librdkafka property from the config file. */
 typedef struct kt_config_prop {
         char *name;
@@ -73,6 +79,7 @@ typedef struct kt_config {
         kt_on_failure_t on_failure;
         char *dead_letter_topic;
         char *reply_topic; /**< successful response bodies produced here, NULL if off */
+        kt_event_format_t event_format;
 
         /* metrics */
         char *metrics_listen; /**< host:port as given */

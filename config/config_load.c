@@ -215,7 +215,8 @@ static const struct {
     {"runtime", {"host", "port", "path", "timeout_s", "health_path"}},
     {"dispatch",
      {"ordering", "max_in_flight", "drain_timeout_ms", "partition_buffer_records",
-      "partition_buffer_bytes", "retry", "on_failure", "dead_letter_topic", "reply_topic"}},
+      "partition_buffer_bytes", "retry", "on_failure", "dead_letter_topic", "reply_topic",
+      "event_format"}},
     {"dispatch.retry", {"initial_backoff_ms", "max_backoff_ms", "max_attempts"}},
     {"metrics", {"listen"}},
     {"log", {"level"}},
@@ -710,12 +711,16 @@ kt_config_t *kt_config_load(const char *path, char *errstr, size_t errstr_size) 
                 {
                         static const char *const orderings[] = {"partition", "key", "none"};
                         static const char *const failures[] = {"block", "skip", "dead-letter"};
+                        static const char *const formats[] = {"kubeless", "cloudevents"};
                         int v = (int)conf->ordering;
                         file_enum(&cfg, "dispatch.ordering", orderings, 3, &v, &e);
                         conf->ordering = (kt_ordering_t)v;
                         v = (int)conf->on_failure;
                         file_enum(&cfg, "dispatch.on_failure", failures, 3, &v, &e);
                         conf->on_failure = (kt_on_failure_t)v;
+                        v = (int)conf->event_format;
+                        file_enum(&cfg, "dispatch.event_format", formats, 2, &v, &e);
+                        conf->event_format = (kt_event_format_t)v;
                 }
                 file_int(&cfg, "dispatch.max_in_flight", &conf->max_in_flight, &e);
                 file_int(&cfg, "dispatch.drain_timeout_ms", &conf->drain_timeout_ms, &e);
@@ -830,6 +835,8 @@ void kt_config_print(const kt_config_t *conf) {
                 printf("dispatch.dead_letter_topic = \"%s\"\n", conf->dead_letter_topic);
         if (conf->reply_topic)
                 printf("dispatch.reply_topic = \"%s\"\n", conf->reply_topic);
+        printf("dispatch.event_format = \"%s\"\n",
+               conf->event_format == KT_EVENT_KUBELESS ? "kubeless" : "cloudevents");
         for (size_t i = 0; i < conf->producer_prop_cnt; i++)
                 printf("kafka.producer_properties.\"%s\" = \"%s\"\n", conf->producer_props[i].name,
                        prop_secret(conf->producer_props[i].name) ? "(redacted)"

@@ -196,6 +196,7 @@ static void record_start(kt_loop_t *kl, kt_record_t *rec) {
         req.value = rkm->payload;
         req.len = rkm->len;
         req.headers = rd_kafka_message_headers(rkm, &headers) ? NULL : headers;
+        req.format = kl->conf->event_format;
 
         err = kt_dispatch_request_submit(kl->kd, &req, rec, &rec->call, &dropped);
         if (dropped && rec->attempts == 0) {

@@ -29,6 +29,7 @@ typedef struct kt_dispatch_req {
         const void *value; /**< body, NULL for a tombstone; must stay valid until the call ends */
         size_t len;
         const rd_kafka_headers_t *headers; /**< record headers, may be NULL */
+        kt_event_format_t format;
 } kt_dispatch_req_t;
 
 typedef enum kt_outcome {

@@ -231,34 +231,53 @@ kt_err_t kt_dispatch_headers_build(const kt_dispatch_req_t *req, struct curl_sli
                         goto out;                                                                  \
         } while (0)
 
-        ADDF("event-id: %s/%" PRId32 "/%" PRId64, req->topic, req->partition, req->offset);
         format_rfc3339(req->timestamp_ms >= 0 ? req->timestamp_ms : kt_wallclock_ms(), tbuf,
                        sizeof(tbuf));
-        ADDF("event-time: %s", tbuf);
-        if (req->timestamp_ms >= 0 && req->timestamp_type == RD_KAFKA_TIMESTAMP_CREATE_TIME)
-                ADDF("event-timestamp-type: create");
-        else if (req->timestamp_ms >= 0 &&
-                 req->timestamp_type == RD_KAFKA_TIMESTAMP_LOG_APPEND_TIME)
-                ADDF("event-timestamp-type: log-append");
-        ADDF("event-type: %s", type);
-        ADDF("Content-Type: %s", type);
-        ADDF("event-namespace: kafkatriggers.kubeless.io");
-        ADDF("event-topic: %s", req->topic);
-        ADDF("event-partition: %" PRId32, req->partition);
-        ADDF("event-offset: %" PRId64, req->offset);
-        if (!req->value)
-                ADDF("event-tombstone: true");
+        if (req->format == KT_EVENT_CLOUDEVENTS) {
+                /* CloudEvents 1.0, HTTP binary content mode. */
+                ADDF("ce-specversion: 1.0");
+                ADDF("ce-id: %s/%" PRId32 "/%" PRId64, req->topic, req->partition, req->offset);
+                ADDF("ce-source: kafka://%s", req->topic);
+                ADDF("ce-type: dev.ktrigger.kafka.record");
+                ADDF("ce-subject: partition:%" PRId32 "#%" PRId64, req->partition, req->offset);
+                if (req->timestamp_ms >= 0)
+                        ADDF("ce-time: %s", tbuf);
+                ADDF("Content-Type: %s", type);
+                if (!req->value)
+                        ADDF("ce-kafkatombstone: true");
+        } else {
+                ADDF("event-id: %s/%" PRId32 "/%" PRId64, req->topic, req->partition, req->offset);
+                ADDF("event-time: %s", tbuf);
+                if (req->timestamp_ms >= 0 && req->timestamp_type == RD_KAFKA_TIMESTAMP_CREATE_TIME)
+                        ADDF("event-timestamp-type: create");
+                else if (req->timestamp_ms >= 0 &&
+                         req->timestamp_type == RD_KAFKA_TIMESTAMP_LOG_APPEND_TIME)
+                        ADDF("event-timestamp-type: log-append");
+                ADDF("event-type: %s", type);
+                ADDF("Content-Type: %s", type);
+                ADDF("event-namespace: kafkatriggers.kubeless.io");
+                ADDF("event-topic: %s", req->topic);
+                ADDF("event-partition: %" PRId32, req->partition);
+                ADDF("event-offset: %" PRId64, req->offset);
+                if (!req->value)
+                        ADDF("event-tombstone: true");
+        }
         if (req->key) {
+                /* CloudEvents' partitioning extension carries the key. */
+                const char *kname =
+                    req->format == KT_EVENT_CLOUDEVENTS ? "ce-partitionkey" : "event-key";
                 if (req->key_len == 0)
-                        ADDF("event-key;"); /* curl's form for an empty value */
+                        ADDF("%s;", kname); /* curl's form for an empty value */
                 else if (req->key_len <= KT_MAX_KEY_PLAIN_BYTES &&
                          value_printable(req->key, req->key_len))
-                        ADDF("event-key: %.*s", (int)req->key_len, (const char *)req->key);
+                        ADDF("%s: %.*s", kname, (int)req->key_len, (const char *)req->key);
                 else if (req->key_len <= KT_MAX_HEADER_VALUE_BYTES) {
-                        int n = snprintf(line, LINE_MAX_BYTES, "event-key: ");
+                        int n = snprintf(line, LINE_MAX_BYTES, "%s: ", kname);
                         base64(req->key, req->key_len, line + n);
                         if ((err = add(headersp, line)) ||
-                            (err = add(headersp, "event-key-encoding: base64")))
+                            (err = add(headersp, req->format == KT_EVENT_CLOUDEVENTS
+                                                     ? "ce-partitionkeyencoding: base64"
+                                                     : "event-key-encoding: base64")))
                                 goto out;
                 } else
                         (*droppedp)++;

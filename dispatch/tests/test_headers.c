@@ -86,8 +86,8 @@ static rd_kafka_headers_t *hdrs(void) {
 static void test_headers(void) {
         struct curl_slist *h = NULL;
         kt_dispatch_req_t req = {
-            "orders",    3, 1234, 1700000000123LL, RD_KAFKA_TIMESTAMP_CREATE_TIME, "k1", 2,
-            "{\"x\":1}", 7, NULL};
+            "orders",    3, 1234, 1700000000123LL,  RD_KAFKA_TIMESTAMP_CREATE_TIME, "k1", 2,
+            "{\"x\":1}", 7, NULL, KT_EVENT_KUBELESS};
         rd_kafka_headers_t *rh = hdrs();
         char big[KT_MAX_HEADER_VALUE_BYTES + 1];
         int dropped = 0;
@@ -189,6 +189,26 @@ static void test_headers(void) {
         curl_slist_free_all(h);
 }
 
+static void test_cloudevents(void) {
+        struct curl_slist *h = NULL;
+        kt_dispatch_req_t req = {
+            "orders", 3, 1234, 1700000000123LL,     RD_KAFKA_TIMESTAMP_CREATE_TIME, "k1", 2,
+            "[1]",    3, NULL, KT_EVENT_CLOUDEVENTS};
+        int dropped = 0;
+
+        KT_CHECK(kt_dispatch_headers_build(&req, &h, &dropped) == KT_OK, "build");
+        KT_CHECK_STR(find(h, "ce-specversion"), "ce-specversion: 1.0");
+        KT_CHECK_STR(find(h, "ce-id"), "ce-id: orders/3/1234");
+        KT_CHECK_STR(find(h, "ce-source"), "ce-source: kafka://orders");
+        KT_CHECK_STR(find(h, "ce-type"), "ce-type: dev.ktrigger.kafka.record");
+        KT_CHECK_STR(find(h, "ce-subject"), "ce-subject: partition:3#1234");
+        KT_CHECK_STR(find(h, "ce-time"), "ce-time: 2023-11-14T22:13:20.123Z");
+        KT_CHECK_STR(find(h, "Content-Type"), "Content-Type: application/json");
+        KT_CHECK_STR(find(h, "ce-partitionkey"), "ce-partitionkey: k1");
+        KT_CHECK(!find(h, "event-id") && !find(h, "event-key"), "no Kubeless headers");
+        curl_slist_free_all(h);
+}
+
 static void test_outcomes(void) {
         static const struct {
                 long status;
@@ -229,6 +249,7 @@ static void test_backoff(void) {
 int main(void) {
         test_json_detection();
         test_utf8();
+        test_cloudevents();
         test_headers();
         test_outcomes();
         test_backoff();
