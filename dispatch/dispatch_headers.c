@@ -12,10 +12,12 @@
 #include "dispatch.h"
 
 #include <cjson/cJSON.h>
+#include <ctype.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 
 /** The largest value parsed to decide the content type; bigger ones are sniffed cheaply. */
@@ -96,9 +98,13 @@ int kt_dispatch_utf8_valid(const unsigned char *s, size_t len) {
 /** A header value we may send as it is: valid UTF-8 without control characters (tab allowed),
  *  and no leading/trailing white space that HTTP would strip. */
 static int value_printable(const unsigned char *v, size_t len) {
-        for (size_t i = 0; i < len; i++)
+        for (size_t i = 0; i < len; i++) {
                 if ((v[i] < 0x20 && v[i] != '\t') || v[i] == 0x7f)
                         return 0;
+                /* C1 controls U+0080..U+009F (NEL among them) are encoded as C2 80..C2 9F. */
+                if (v[i] == 0xc2 && i + 1 < len && v[i + 1] >= 0x80 && v[i + 1] <= 0x9f)
+                        return 0;
+        }
         if (len && (v[0] == ' ' || v[0] == '\t' || v[len - 1] == ' ' || v[len - 1] == '\t'))
                 return 0;
         return kt_dispatch_utf8_valid(v, len);
@@ -165,16 +171,23 @@ static kt_err_t add(struct curl_slist **headersp, const char *line) {
 
 /** The content type a runtime should parse the value as. */
 static const char *content_type(const kt_dispatch_req_t *req, char *buf, size_t size) {
-        const void *v;
-        size_t len;
-
-        if (req->headers &&
-            (!rd_kafka_header_get_last(req->headers, "content-type", &v, &len) ||
-             !rd_kafka_header_get_last(req->headers, "Content-Type", &v, &len)) &&
-            v && len > 0 && len < size && value_printable(v, len)) {
-                memcpy(buf, v, len);
-                buf[len] = '\0';
-                return buf;
+        if (req->headers) {
+                /* The last content-type header, whatever its case. */
+                const char *name;
+                const void *hv, *found = NULL;
+                size_t hlen, found_len = 0;
+                for (size_t i = 0; !rd_kafka_header_get_all(req->headers, i, &name, &hv, &hlen);
+                     i++)
+                        if (!strcasecmp(name, "content-type")) {
+                                found = hv;
+                                found_len = hlen;
+                        }
+                if (found && found_len > 0 && found_len < size &&
+                    value_printable(found, found_len)) {
+                        memcpy(buf, found, found_len);
+                        buf[found_len] = '\0';
+                        return buf;
+                }
         }
         if (!req->value)
                 return "application/octet-stream";
@@ -192,12 +205,21 @@ static kt_err_t add_record_headers(const kt_dispatch_req_t *req, struct curl_sli
         size_t len;
         kt_err_t err;
         int n;
+        char lower[KT_MAX_HEADER_NAME_BYTES + 1];
 
         for (size_t i = 0;
              req->headers && !rd_kafka_header_get_all(req->headers, i, &name, &v, &len); i++) {
                 if (!name_is_token(name) || len > KT_MAX_HEADER_VALUE_BYTES) {
                         (*droppedp)++;
                         continue;
+                }
+                {
+                        /* HTTP names are case-insensitive: send them in one case, lower. */
+                        size_t nlen = strlen(name);
+                        char *lname = lower;
+                        for (size_t k = 0; k <= nlen; k++)
+                                lname[k] = (char)tolower((unsigned char)name[k]);
+                        name = lname;
                 }
                 if (!v || value_printable(v, len)) {
                         n = snprintf(line, LINE_MAX_BYTES, "event-header-%s: %.*s", name, (int)len,

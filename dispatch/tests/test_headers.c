@@ -80,6 +80,11 @@ static rd_kafka_headers_t *hdrs(void) {
         rd_kafka_header_add(h, "crlf", -1, "a\r\ninjected: 1", -1);
         rd_kafka_header_add(h, "empty", -1, "", 0);
         rd_kafka_header_add(h, "nullv", -1, NULL, 0);
+        rd_kafka_header_add(h, "Mixed-Case", -1, "v", -1);
+        rd_kafka_header_add(h, "nel", -1,
+                            "a\xc2\x85"
+                            "b",
+                            -1);
         return h;
 }
 
@@ -130,6 +135,8 @@ static void test_headers(void) {
         KT_CHECK(find(h, "event-header-empty;") || find(h, "event-header-empty") == NULL,
                  "empty value");
         KT_CHECK(dropped == 2, "two names are not tokens: dropped %d", dropped);
+        KT_CHECK_STR(find(h, "event-header-mixed-case"), "event-header-mixed-case: v");
+        KT_CHECK_STR(find(h, "event-headerb64-nel"), "event-headerb64-nel: YcKFYg==");
         for (struct curl_slist *l = h; l; l = l->next) {
                 KT_CHECK(!strpbrk(l->data, "\r\n"), "no line break in '%s'", l->data);
                 KT_CHECK(!strstr(l->data, "injected: 1") || strstr(l->data, "b64"),
@@ -151,7 +158,7 @@ static void test_headers(void) {
         /* Content-Type from the record's header; binary value; tombstone; oversized header. */
         h = NULL;
         dropped = 0;
-        rd_kafka_header_add(rh, "content-type", -1, "text/csv", -1);
+        rd_kafka_header_add(rh, "CONTENT-TYPE", -1, "text/csv", -1);
         memset(big, 'a', sizeof(big));
         rd_kafka_header_add(rh, "big", -1, big, sizeof(big));
         req.value = "a,b\n";
