@@ -103,3 +103,57 @@ clean:
 	rm -rf build ktrigger ktrigger-san
 
 -include $(OBJS:.o=.d) $(TEST_BINS:=.d)
+
+# ---------------------------------------------------------------------------- install
+# make install [PREFIX=/usr/local] [DESTDIR=...]: the release binary, the systemd unit, the
+# example config (ktrigger.conf too, only if absent) and ktrigger(8).
+PREFIX     ?= /usr/local
+BINDIR     ?= $(PREFIX)/bin
+SYSCONFDIR ?= /etc
+MANDIR     ?= $(PREFIX)/share/man
+UNITDIR    ?= $(PREFIX)/lib/systemd/system
+INSTALL    ?= install
+
+.PHONY: install uninstall manifests
+
+ifneq ($(SANITIZE),)
+install:
+	$(error make install installs the release build: run it without SANITIZE)
+else
+install: ktrigger
+	$(INSTALL) -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(UNITDIR) $(DESTDIR)$(MANDIR)/man8 \
+		$(DESTDIR)$(SYSCONFDIR)/ktrigger
+	$(INSTALL) -m 0755 ktrigger $(DESTDIR)$(BINDIR)/ktrigger
+	sed -e 's|@BINDIR@|$(BINDIR)|g' -e 's|@SYSCONFDIR@|$(SYSCONFDIR)|g' \
+		deploy/ktrigger.service.in > $(DESTDIR)$(UNITDIR)/ktrigger.service.tmp
+	chmod 0644 $(DESTDIR)$(UNITDIR)/ktrigger.service.tmp
+	mv -f $(DESTDIR)$(UNITDIR)/ktrigger.service.tmp $(DESTDIR)$(UNITDIR)/ktrigger.service
+	$(INSTALL) -m 0644 deploy/ktrigger.8 $(DESTDIR)$(MANDIR)/man8/ktrigger.8
+	$(INSTALL) -m 0644 config/ktrigger.conf.example \
+		$(DESTDIR)$(SYSCONFDIR)/ktrigger/ktrigger.conf.example
+	@if [ -e $(DESTDIR)$(SYSCONFDIR)/ktrigger/ktrigger.conf ]; then \
+		echo "install: keeping $(DESTDIR)$(SYSCONFDIR)/ktrigger/ktrigger.conf"; \
+	else \
+		echo "$(INSTALL) -m 0644 config/ktrigger.conf.example $(DESTDIR)$(SYSCONFDIR)/ktrigger/ktrigger.conf"; \
+		$(INSTALL) -m 0644 config/ktrigger.conf.example $(DESTDIR)$(SYSCONFDIR)/ktrigger/ktrigger.conf; \
+	fi
+endif
+
+# Leaves ktrigger.conf (edited by its owner) in place.
+uninstall:
+	rm -f $(DESTDIR)$(BINDIR)/ktrigger $(DESTDIR)$(UNITDIR)/ktrigger.service \
+		$(DESTDIR)$(MANDIR)/man8/ktrigger.8 $(DESTDIR)$(SYSCONFDIR)/ktrigger/ktrigger.conf.example
+	@[ ! -e $(DESTDIR)$(SYSCONFDIR)/ktrigger/ktrigger.conf ] || \
+		echo "uninstall: left $(DESTDIR)$(SYSCONFDIR)/ktrigger/ktrigger.conf in place"
+
+# Regenerate the committed sample function manifests (deploy/kubernetes) with the generator.
+manifests:
+	$(PYTHON) deploy/ktrigger-manifest hello --handler hello.handler \
+		--runtime-image kubeless/python:3.7 --trigger-topic hello-topic \
+		--from-file deploy/kubernetes/function/hello.py \
+		-o deploy/kubernetes/function/hello.yaml
+	$(PYTHON) deploy/ktrigger-manifest hello --handler hello.handler \
+		--runtime-image kubeless/python:3.7 --trigger-topic hello-topic \
+		--brokers kafka-1.example.com:9093,kafka-2.example.com:9093 \
+		--from-file deploy/kubernetes/function/hello.py --sasl-secret hello-kafka-sasl \
+		-o deploy/kubernetes/examples/sasl/hello-sasl.yaml
