@@ -2,8 +2,8 @@
 
 Session: the broker (reused from KT_KAFKA_BOOTSTRAP or a running `kafka.sh`, else started
 here and stopped at the end).  Per test: unique topic/group names, a Kafka helper, factories
-for the Python runtime and for ktrigger processes (all stopped by pid at test end), and the
-tail of every process log attached to the report of a failed test.
+for the runtimes (Python, Node.js, Ruby) and for ktrigger processes (all stopped by pid at test
+end), and the tail of every process log attached to the report of a failed test.
 """
 
 import os
@@ -80,14 +80,16 @@ def _register_log(request, label, path):
 
 @pytest.fixture
 def runtime_factory(request, tmp_path):
-    """start(record_file=None, port=None, fail_bodies=(), delay_ms=0, ...) -> kt.Runtime."""
+    """start(record_file=None, lang='python'|'node'|'ruby', port=None, **behaviours)
+    -> kt.Runtime; behaviours as kt.start_runtime (fail_bodies, fail_nth, fail_keys,
+    status_bodies, retry_after, delay_ms, sleep_bodies, drop_bodies, reply_body, ...)."""
     started = []
 
     def start(record_file=None, **kw):
         record_file = record_file or (tmp_path / 'records.jsonl')
         rt = kt.start_runtime(tmp_path, record_file, **kw)
         started.append(rt)
-        _register_log(request, 'runtime pid %d' % rt.proc.pid, rt.log_path)
+        _register_log(request, '%s runtime pid %d' % (rt.lang, rt.proc.pid), rt.log_path)
         return rt
 
     yield start

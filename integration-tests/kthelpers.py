@@ -1,13 +1,16 @@
-"""Helpers for ktrigger's integration tests: Kafka (topics, producing, offsets), the Python
-runtime, ktrigger itself (config file, process, metrics) and polling with a deadline.
+"""Helpers for ktrigger's integration tests: Kafka (topics, producing, offsets), the
+Kubeless-style runtimes (Python/Bottle, Node.js/Express, Ruby/Sinatra) running the recorder
+handler, ktrigger itself (config file, process, metrics) and polling with a deadline.
 
 Fixtures in conftest.py hand out instances of these classes; tests import the plain functions
 (`wait_for`, `parse_event_id`, ...) from here.
 """
 
+import base64
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -26,6 +29,24 @@ KAFKA_SH = HERE / 'kafka' / 'kafka.sh'
 RUNTIME_PY = HERE / 'runtimes' / 'python' / 'kubeless.py'
 HANDLERS_DIR = HERE / 'runtimes' / 'python' / 'handlers'
 PYTHON = '/usr/bin/python3'  # Debian's: has bottle and confluent_kafka
+NODE = shutil.which('node') or '/usr/bin/node'  # Express from Debian's node-express
+RUBY = '/usr/bin/ruby'  # Sinatra and WEBrick from Debian's ruby-sinatra, ruby-webrick
+
+# lang -> (argv of the runtime, directory of its handlers)
+RUNTIMES = {
+    'python': ([PYTHON, str(RUNTIME_PY)], HANDLERS_DIR),
+    'node': ([NODE, str(HERE / 'runtimes' / 'node' / 'kubeless.js')],
+             HERE / 'runtimes' / 'node' / 'handlers'),
+    'ruby': ([RUBY, str(HERE / 'runtimes' / 'ruby' / 'kubeless.rb')],
+             HERE / 'runtimes' / 'ruby' / 'handlers'),
+}
+LANGS = tuple(RUNTIMES)
+
+# The recorder's behaviour variables (see runtimes/python/handlers/recorder.py); scrubbed from
+# the environment a runtime is started with so only start_runtime's arguments decide.
+RECORDER_ENV_VARS = ('FAIL_BODIES', 'FAIL_NTH', 'FAIL_KEYS', 'STATUS_BODIES', 'RETRY_AFTER',
+                     'HANDLER_DELAY_MS', 'SLEEP_BODIES', 'DROP_BODIES', 'REPLY_BODY',
+                     'MOD_ROOT_PATH')
 
 # Environment variables ktrigger reads on top of its config file (Kubeless names and its own);
 # scrubbed from the environment ktrigger is started with so the file alone decides.
@@ -113,11 +134,12 @@ def stop_process(proc, timeout, sig=signal.SIGTERM):
 # --------------------------------------------------------------------------- Kafka
 
 class Produced:
-    """One produced record and where Kafka put it."""
-    __slots__ = ('partition', 'offset', 'value', 'key')
+    """One produced record and where Kafka put it (timestamp: (type, ms) as Kafka has it)."""
+    __slots__ = ('partition', 'offset', 'value', 'key', 'headers', 'timestamp')
 
-    def __init__(self, partition, offset, value, key):
+    def __init__(self, partition, offset, value, key, headers=None, timestamp=None):
         self.partition, self.offset, self.value, self.key = partition, offset, value, key
+        self.headers, self.timestamp = headers, timestamp
 
     def __repr__(self):
         return 'Produced(p=%d, o=%d, %r)' % (self.partition, self.offset, self.value)
@@ -131,8 +153,10 @@ class Kafka:
         self.admin = admin
         self._consumers = {}
 
-    def create_topic(self, topic, partitions, timeout=30):
-        futures = self.admin.create_topics([NewTopic(topic, partitions, 1)],
+    def create_topic(self, topic, partitions, timeout=30, config=None):
+        """Create topic (replication 1, topic-level `config` such as max.message.bytes)."""
+        futures = self.admin.create_topics([NewTopic(topic, partitions, 1,
+                                                     config=dict(config or {}))],
                                            operation_timeout=timeout)
         futures[topic].result(timeout)
 
@@ -144,15 +168,27 @@ class Kafka:
 
         wait_for(ready, timeout, 'topic %s with %d partitions and leaders' % (topic, partitions))
 
-    def produce(self, topic, records, timeout=60):
-        """Produce records, a list of (partition, value) or (partition, value, key), in order.
+    def produce(self, topic, records, timeout=60, producer_config=None):
+        """Produce records in order.  A record is (partition, value), (partition, value, key)
+        or a dict with 'partition', 'value' and optionally 'key', 'headers' (a list of
+        (name, value) pairs; a value may be None) and 'timestamp' (ms).  A value or key of None
+        is a null (a tombstone value).
 
         Returns a list of Produced, one per record in the same order, with the offset Kafka
         gave it.  Fails if any record was not acknowledged.
         """
-        producer = Producer({'bootstrap.servers': self.bootstrap, 'enable.idempotence': True,
-                             'acks': 'all', 'linger.ms': 5})
-        results = [None] * len(records)
+        conf = {'bootstrap.servers': self.bootstrap, 'enable.idempotence': True,
+                'acks': 'all', 'linger.ms': 5}
+        conf.update(producer_config or {})
+        producer = Producer(conf)
+        recs = []
+        for rec in records:
+            if isinstance(rec, dict):
+                recs.append(dict(rec))
+            else:
+                recs.append({'partition': rec[0], 'value': rec[1],
+                             'key': rec[2] if len(rec) > 2 else None})
+        results = [None] * len(recs)
         errors = []
 
         def on_delivery(index):
@@ -160,19 +196,21 @@ class Kafka:
                 if err is not None:
                     errors.append((index, err))
                 else:
-                    results[index] = Produced(msg.partition(), msg.offset(),
-                                              records[index][1],
-                                              records[index][2] if len(records[index]) > 2
-                                              else None)
+                    r = recs[index]
+                    results[index] = Produced(msg.partition(), msg.offset(), r['value'],
+                                              r.get('key'), r.get('headers'),
+                                              msg.timestamp())
             return cb
 
-        for i, rec in enumerate(records):
-            partition, value = rec[0], rec[1]
-            key = rec[2] if len(rec) > 2 else None
+        for i, rec in enumerate(recs):
+            kw = {'value': rec['value'], 'key': rec.get('key'), 'partition': rec['partition']}
+            if rec.get('headers') is not None:
+                kw['headers'] = list(rec['headers'])
+            if rec.get('timestamp') is not None:
+                kw['timestamp'] = rec['timestamp']
             while True:
                 try:
-                    producer.produce(topic, value=value, key=key, partition=partition,
-                                     on_delivery=on_delivery(i))
+                    producer.produce(topic, on_delivery=on_delivery(i), **kw)
                     break
                 except BufferError:
                     producer.poll(0.1)
@@ -236,37 +274,89 @@ def parse_event_id(event_id):
 
 
 class Call:
-    """One call the recorder handler saw."""
-    __slots__ = ('body', 'headers', 'time', 'failed', 'topic', 'partition', 'offset')
+    """One call the recorder handler saw (one JSON line of its record file).
+
+    body (str; undecodable bytes backslash-escaped), body_bytes (exact), headers ({lower-cased
+    name: value}), header_list ([[name as sent, value], ...]), raw_headers (the header block
+    exactly as received, bytes; Python and Ruby runtimes only, else None), time (arrival,
+    epoch s), seq, concurrent, status (None: dropped), failed, topic/partition/offset (from
+    event-id), key and record_headers (decoded from the event-key* and event-header* headers).
+    """
+    __slots__ = ('line', 'body', 'body_bytes', 'headers', 'header_list', 'raw_headers', 'time',
+                 'failed', 'seq', 'concurrent', 'status', 'topic', 'partition', 'offset')
 
     def __init__(self, line):
+        self.line = line
         self.body = line['body']
+        b64 = line.get('body_b64')
+        self.body_bytes = base64.b64decode(b64) if b64 is not None else self.body.encode()
         self.headers = line['headers']
+        self.header_list = line.get('header_list')
+        raw = line.get('raw_headers_b64')
+        self.raw_headers = base64.b64decode(raw) if raw is not None else None
         self.time = line['time']
         self.failed = bool(line.get('failed'))
+        self.seq = line.get('seq')
+        self.concurrent = line.get('concurrent')
+        self.status = line.get('status')
         eid = self.headers.get('event-id')
         if eid is not None:
             self.topic, self.partition, self.offset = parse_event_id(eid)
         else:
             self.topic = self.partition = self.offset = None
 
+    @property
+    def key(self):
+        """The record key as bytes (base64-decoded if event-key-encoding: base64), or None."""
+        key = self.headers.get('event-key')
+        if key is None:
+            return None
+        if self.headers.get('event-key-encoding') == 'base64':
+            return base64.b64decode(key, validate=True)
+        return key.encode('utf-8')
+
+    @property
+    def record_headers(self):
+        """The record headers as ktrigger forwarded them: [(name, value bytes), ...] in the
+        order received, from event-header-<name> (value as sent) and event-headerb64-<name>
+        (value base64-decoded)."""
+        pairs = self.header_list
+        if pairs is None:
+            pairs = list(self.headers.items())
+        out = []
+        for name, value in pairs:
+            lname = name.lower()
+            if lname.startswith('event-headerb64-'):
+                out.append((lname[len('event-headerb64-'):],
+                            base64.b64decode(value, validate=True)))
+            elif lname.startswith('event-header-'):
+                out.append((lname[len('event-header-'):], value.encode('utf-8')))
+        return out
+
     def __repr__(self):
-        return 'Call(%s/%s/%s %r%s)' % (self.topic, self.partition, self.offset, self.body,
+        return 'Call(%s/%s/%s %r%s)' % (self.topic, self.partition, self.offset, self.body[:60],
                                         ' failed' if self.failed else '')
 
 
-class Runtime:
-    """The Kubeless-style Python runtime running the recorder handler."""
+def max_concurrent(calls):
+    """The most calls one runtime process had in progress at once (0 for no calls)."""
+    return max((c.concurrent or 0 for c in calls), default=0)
 
-    def __init__(self, proc, port, record_file, log_path):
+
+class Runtime:
+    """A Kubeless-style runtime (lang: python, node or ruby) running the recorder handler."""
+
+    def __init__(self, proc, port, record_file, log_path, lang='python'):
         self.proc, self.port, self.record_file, self.log_path = proc, port, record_file, log_path
+        self.lang = lang
 
     @property
     def url(self):
         return 'http://127.0.0.1:%d/' % self.port
 
     def calls(self):
-        """Every call recorded so far (all runtimes writing this file), in arrival order."""
+        """Every call recorded so far (all runtimes writing this file), in the order the
+        lines were written (each just before its answer)."""
         try:
             with open(self.record_file, encoding='utf-8') as f:
                 data = f.read()
@@ -285,34 +375,63 @@ class Runtime:
         return rc
 
 
+def _csv(name, items):
+    items = [str(x) for x in items]
+    assert not any(',' in x for x in items), '%s: an item contains a comma: %r' % (name, items)
+    return ','.join(items)
+
+
+def _pairs(name, mapping):
+    for body in mapping:
+        assert ',' not in body, '%s: a body contains a comma: %r' % (name, body)
+    return ','.join('%s=%d' % (body, int(v)) for body, v in mapping.items())
+
+
 def start_runtime(tmp_path, record_file, port=None, fail_bodies=(), delay_ms=0,
-                  func_timeout=None, name='runtime', startup_timeout=20):
+                  func_timeout=None, name='runtime', startup_timeout=20, lang='python',
+                  fail_nth=(), fail_keys=(), status_bodies=None, retry_after=None,
+                  sleep_bodies=None, drop_bodies=(), reply_body=None, env=None):
+    """Start a runtime of `lang` with the recorder handler writing to record_file; wait
+    until its /healthz answers.  The behaviours map to the recorder's variables:
+    fail_bodies -> FAIL_BODIES, fail_nth -> FAIL_NTH (call numbers), fail_keys -> FAIL_KEYS,
+    status_bodies {body: status} -> STATUS_BODIES, retry_after (s) -> RETRY_AFTER,
+    delay_ms -> HANDLER_DELAY_MS, sleep_bodies {body: ms} -> SLEEP_BODIES,
+    drop_bodies -> DROP_BODIES, reply_body -> REPLY_BODY; env: more variables.
+    """
+    assert lang in RUNTIMES, 'unknown runtime language %r' % lang
+    argv, handlers_dir = RUNTIMES[lang]
     port = port or free_port()
-    env = dict(os.environ)
-    for k in ('FAIL_BODIES', 'HANDLER_DELAY_MS', 'MOD_ROOT_PATH'):
-        env.pop(k, None)
-    env.update({'MOD_NAME': 'recorder', 'FUNC_HANDLER': 'handler', 'FUNC_PORT': str(port),
-                'MOD_ROOT_PATH': str(HANDLERS_DIR), 'RECORD_FILE': str(record_file),
-                'FUNC_TIMEOUT': str(func_timeout or 180), 'PYTHONUNBUFFERED': '1'})
-    if fail_bodies:
-        assert not any(',' in b for b in fail_bodies)
-        env['FAIL_BODIES'] = ','.join(fail_bodies)
-    if delay_ms:
-        env['HANDLER_DELAY_MS'] = str(delay_ms)
+    environ = {k: v for k, v in os.environ.items() if k not in RECORDER_ENV_VARS}
+    environ.update({'MOD_NAME': 'recorder', 'FUNC_HANDLER': 'handler', 'FUNC_PORT': str(port),
+                    'MOD_ROOT_PATH': str(handlers_dir), 'RECORD_FILE': str(record_file),
+                    'FUNC_TIMEOUT': str(func_timeout or 180), 'PYTHONUNBUFFERED': '1'})
+    behaviours = {
+        'FAIL_BODIES': _csv('fail_bodies', fail_bodies) if fail_bodies else None,
+        'FAIL_NTH': _csv('fail_nth', fail_nth) if fail_nth else None,
+        'FAIL_KEYS': _csv('fail_keys', fail_keys) if fail_keys else None,
+        'STATUS_BODIES': _pairs('status_bodies', status_bodies) if status_bodies else None,
+        'RETRY_AFTER': str(retry_after) if retry_after is not None else None,
+        'HANDLER_DELAY_MS': str(delay_ms) if delay_ms else None,
+        'SLEEP_BODIES': _pairs('sleep_bodies', sleep_bodies) if sleep_bodies else None,
+        'DROP_BODIES': _csv('drop_bodies', drop_bodies) if drop_bodies else None,
+        'REPLY_BODY': reply_body,
+    }
+    environ.update({k: v for k, v in behaviours.items() if v is not None})
+    environ.update(env or {})
     log_path = Path(tmp_path) / ('%s-%d.log' % (name, port))
     with open(log_path, 'ab') as log:
-        proc = subprocess.Popen([PYTHON, str(RUNTIME_PY)], env=env, stdout=log,
-                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-    rt = Runtime(proc, port, record_file, log_path)
+        proc = subprocess.Popen(argv, env=environ, stdout=log, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL)
+    rt = Runtime(proc, port, record_file, log_path, lang)
 
     def healthy():
         if proc.poll() is not None:
-            raise AssertionError('runtime exited with %s during start-up:\n%s'
-                                 % (proc.returncode, tail(log_path)))
+            raise AssertionError('%s runtime exited with %s during start-up:\n%s'
+                                 % (lang, proc.returncode, tail(log_path)))
         return http_get('http://127.0.0.1:%d/healthz' % port, timeout=1)[0] == 200
 
     try:
-        wait_for(healthy, startup_timeout, 'runtime /healthz on port %d' % port)
+        wait_for(healthy, startup_timeout, '%s runtime /healthz on port %d' % (lang, port))
     except BaseException:
         stop_process(proc, 5)
         raise

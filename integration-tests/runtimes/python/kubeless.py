@@ -12,10 +12,19 @@ handler(event, context) for a request on any path with any of GET/POST/PUT/PATCH
   MOD_ROOT_PATH   directory the module is imported from                 default ./handlers
   FUNC_RUNTIME, FUNC_MEMORY_LIMIT   passed to the handler in its context
 
+The event is Kubeless' {'data', 'event-id', 'event-type', 'event-time', 'event-namespace',
+'extensions': {'request', 'response'}}: data is the parsed JSON for application/json, else the
+body as str (bytes if it is not UTF-8).  A handler sets the status and headers of its answer
+on extensions.response (a bottle.BaseResponse), as Kubeless' bottle.response.
+
 Differences from Kubeless, on purpose: the handler runs in a worker thread (not a forked
 process) so handlers can share state such as a file lock, and a timed-out handler is left to
 finish in the background; errors are answered as 500 with the exception text.  Prints
 "listening on 127.0.0.1:PORT" once the socket is bound; exits 0 on SIGTERM/SIGINT.
+
+For tests, the WSGI environ also carries 'kubeless.raw_headers' (the request's header block,
+bytes exactly as received, so a test can see what the WSGI environ normalises away) and
+'kubeless.socket' (the connection, so a handler can drop it without answering).
 """
 
 import importlib.util
@@ -87,6 +96,7 @@ def build_event(req):
             data = raw
     # bottle.request is thread-local; the handler runs in another thread, so hand it a
     # plain request object over the same (already read, cached) WSGI environ.
+    # The same goes for bottle.response: the handler gets its own, copied back by to_response().
     request = bottle.BaseRequest(req.environ)
     return {
         'data': data,
@@ -94,7 +104,7 @@ def build_event(req):
         'event-type': req.get_header('event-type'),
         'event-time': req.get_header('event-time'),
         'event-namespace': req.get_header('event-namespace'),
-        'extensions': {'request': request},
+        'extensions': {'request': request, 'response': bottle.BaseResponse()},
     }
 
 
@@ -117,9 +127,21 @@ def call_with_timeout(event):
     return 'ok', box.get('result')
 
 
-def to_response(result):
+def to_response(result, handler_response):
     if isinstance(result, bottle.HTTPResponse):
         return result
+    # Status and headers the handler set on extensions.response (Content-Length is bottle's).
+    bottle.response.status = handler_response.status_line
+    seen = set()
+    for name, value in handler_response.headerlist:
+        lname = name.lower()
+        if lname == 'content-length':
+            continue
+        if lname in seen:
+            bottle.response.add_header(name, value)
+        else:
+            bottle.response.set_header(name, value)
+            seen.add(lname)
     if result is None:
         return ''
     if isinstance(result, (dict, list)):
@@ -155,15 +177,47 @@ def handler(path=None):
     if outcome == 'error':
         count('failures')
         return bottle.HTTPResponse(status=500, body='%s: %s' % (type(value).__name__, value))
-    return to_response(value)
+    return to_response(value, event['extensions']['response'])
 
 
 class ThreadingWSGIServer(socketserver.ThreadingMixIn, WSGIServer):
     daemon_threads = True
+    # socketserver's default backlog of 5 drops the SYNs of a burst of concurrent connections
+    # (ktrigger opens up to dispatch.max_in_flight at once), which then wait 1 s to retry.
+    request_queue_size = 1024
     allow_reuse_address = True
 
 
+class _HeaderTee:
+    """Reads like the request's rfile, and keeps every line read (the header block)."""
+
+    def __init__(self, rfile):
+        self.rfile, self.lines = rfile, []
+
+    def readline(self, *args):
+        line = self.rfile.readline(*args)
+        self.lines.append(line)
+        return line
+
+
 class QuietHandler(WSGIRequestHandler):
+    raw_headers = b''
+
+    def parse_request(self):
+        real, tee = self.rfile, _HeaderTee(self.rfile)
+        self.rfile = tee
+        try:
+            return super().parse_request()
+        finally:
+            self.rfile = real
+            self.raw_headers = b''.join(tee.lines)
+
+    def get_environ(self):
+        env = super().get_environ()
+        env['kubeless.raw_headers'] = self.raw_headers
+        env['kubeless.socket'] = self.connection
+        return env
+
     def address_string(self):
         return self.client_address[0]
 

@@ -1,0 +1,58 @@
+"""The runtime going away is not a record failure: while nothing listens, ktrigger pauses,
+reports not-ready and spends no record's retry budget (with max_attempts = 1 and dead-letter,
+a single counted failure would dead-letter a record); when the runtime answers /healthz again
+everything is delivered exactly once and committed."""
+
+import time
+
+import kthelpers as kt
+
+PARTITIONS = 2
+DOWN_S = 10
+
+
+def ready(ktr):
+    return kt.http_get('http://127.0.0.1:%d/readyz' % ktr.metrics_port)[0]
+
+
+def test_runtime_down_and_back(kafka, names, config, runtime_factory, ktrigger_factory,
+                               tmp_path):
+    kafka.create_topic(names.topic, PARTITIONS)
+    kafka.create_topic(names.topic + '-dlq', 1)
+    first = kafka.produce(names.topic, [(i % PARTITIONS, 'before %d' % i) for i in range(100)])
+    record_file = tmp_path / 'records.jsonl'
+    rt = runtime_factory(record_file=record_file)
+    conf = config(rt.port)
+    conf['dispatch'].update({'on_failure': 'dead-letter', 'dead_letter_topic': names.topic + '-dlq',
+                             'retry': {'initial_backoff_ms': 50, 'max_backoff_ms': 200,
+                                       'max_attempts': 1}})
+    ktr = ktrigger_factory(conf)
+    kt.wait_for(lambda: len(rt.calls()) >= 100, 30, 'first 100 calls')
+    kt.wait_for(lambda: ready(ktr) == 200, 10, '/readyz 200 while all is well')
+
+    port = rt.port
+    rt.stop()
+    second = kafka.produce(names.topic, [(i % PARTITIONS, 'during %d' % i) for i in range(100)])
+    kt.wait_for(lambda: ready(ktr) == 503, 15, '/readyz 503 while the runtime is down')
+    kt.wait_for(lambda: kt.metric_sum(ktr.metrics(), 'ktrigger_runtime_up') == 0, 5,
+                'ktrigger_runtime_up 0')
+    time.sleep(DOWN_S)  # the outage itself: what is tested is what happens meanwhile
+    ktr.assert_running()
+    samples = ktr.metrics()
+    assert kt.metric_sum(samples, 'ktrigger_dead_lettered_total') == 0
+    assert kt.metric_sum(samples, 'ktrigger_retries_total') in (None, 0)
+    committed = kafka.committed(names.group, names.topic)
+    assert sum(v or 0 for v in committed.values()) <= 100, 'committed past the outage'
+
+    rt2 = runtime_factory(record_file=record_file, port=port)
+    end = kafka.end_offsets(names.topic)
+    kt.wait_for(lambda: kafka.committed(names.group, names.topic) == end, 60,
+                'committed == end after the runtime came back')
+    kt.wait_for(lambda: ready(ktr) == 200, 10, '/readyz 200 again')
+    samples = ktr.metrics()
+    assert kt.metric_sum(samples, 'ktrigger_dead_lettered_total') == 0
+    assert kt.metric_sum(samples, 'ktrigger_runtime_up') == 1
+    assert ktr.stop() == 0
+    bodies = sorted(c.body for c in rt2.calls())
+    assert bodies == sorted(r.value for r in first + second), 'lost or doubled'
+    assert 'runtime answers again' in ktr.log()
