@@ -55,6 +55,8 @@ typedef struct kt_config {
         kt_start_from_t start_from;
         kt_config_prop_t *props; /**< librdkafka consumer properties, applied last */
         size_t prop_cnt;
+        int static_membership;            /**< group.instance.id from POD_NAME or the host name */
+        char *instance_id;                /**< derived when static_membership */
         kt_config_prop_t *producer_props; /**< librdkafka producer properties (dead letters) */
         size_t producer_prop_cnt;
 
@@ -65,7 +67,8 @@ typedef struct kt_config {
         char *runtime_url; /**< derived: http://host:port/path */
         int timeout_s;     /**< per call */
         char *runtime_health_path;
-        char *runtime_health_url; /**< derived: http://host:port/health_path */
+        int runtime_wait_at_start; /**< join the group only once the runtime answers */
+        char *runtime_health_url;  /**< derived: http://host:port/health_path */
 
         /* dispatch */
         kt_ordering_t ordering;
@@ -88,6 +91,7 @@ typedef struct kt_config {
 
         /* log */
         int log_level;
+        int log_json; /**< log.format = "json" */
 } kt_config_t;
 
 /**

@@ -18,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 /* Defaults (documented in config/ktrigger.conf.example). */
 #define DEF_RUNTIME_HOST             "127.0.0.1"
@@ -211,15 +212,17 @@ static const struct {
         const char *keys[12];
 } known_keys[] = {
     {"function", {"handler"}},
-    {"kafka", {"brokers", "topics", "group_id", "start_from", "properties", "producer_properties"}},
-    {"runtime", {"host", "port", "path", "timeout_s", "health_path"}},
+    {"kafka",
+     {"brokers", "topics", "group_id", "start_from", "properties", "producer_properties",
+      "static_membership"}},
+    {"runtime", {"host", "port", "path", "timeout_s", "health_path", "wait_at_start"}},
     {"dispatch",
      {"ordering", "max_in_flight", "drain_timeout_ms", "partition_buffer_records",
       "partition_buffer_bytes", "retry", "on_failure", "dead_letter_topic", "reply_topic",
       "event_format"}},
     {"dispatch.retry", {"initial_backoff_ms", "max_backoff_ms", "max_attempts"}},
     {"metrics", {"listen"}},
-    {"log", {"level"}},
+    {"log", {"level", "format"}},
 };
 #define KNOWN_CNT (sizeof(known_keys) / sizeof(known_keys[0]))
 
@@ -234,6 +237,7 @@ static const struct {
     {"auto.offset.reset", "use kafka.start_from"},
     {"enable.auto.offset.store", "ktrigger stores offsets only for finished records"},
     {"enable.partition.eof", "set by ktrigger"},
+    {"group.instance.id", "use kafka.static_membership (one id per replica)"},
 };
 
 static void file_str(config_t *cfg, const char *key, char **dst, errs_t *e);
@@ -336,6 +340,18 @@ static void file_int(config_t *cfg, const char *key, int *dst, errs_t *e) {
                 return;
         }
         *dst = (int)v;
+}
+
+static void file_bool(config_t *cfg, const char *key, int *dst, errs_t *e) {
+        config_setting_t *s = config_lookup(cfg, key);
+
+        if (!s)
+                return;
+        if (config_setting_type(s) != CONFIG_TYPE_BOOL) {
+                errf(e, src_line(s), key, "must be true or false");
+                return;
+        }
+        *dst = config_setting_get_bool(s);
 }
 
 /** @returns the file line of \p key, 0 if absent. */
@@ -626,6 +642,18 @@ static int derive(kt_config_t *conf) {
 
         if (!conf->group_id && !(conf->group_id = xstrdup(conf->handler)))
                 return -1;
+        if (conf->static_membership) {
+                /* The pod name is stable across restarts of a replica (StatefulSet) or at least
+                 * unique; the host name stands in on a VM. */
+                const char *pod = getenv("POD_NAME");
+                char hostname[256] = "";
+                if (!pod || !*pod) {
+                        gethostname(hostname, sizeof(hostname) - 1);
+                        pod = hostname;
+                }
+                if (!(conf->instance_id = strdup(pod)))
+                        return -1;
+        }
         need = snprintf(NULL, 0, "http://%s%s%s:%d%s", v6 ? "[" : "", host, v6 ? "]" : "",
                         conf->runtime_port, conf->runtime_path);
         if (!(conf->runtime_url = malloc((size_t)need + 1)))
@@ -666,6 +694,7 @@ kt_config_t *kt_config_load(const char *path, char *errstr, size_t errstr_size) 
         conf->retry_max_backoff_ms = DEF_RETRY_MAX_BACKOFF_MS;
         conf->retry_max_attempts = DEF_RETRY_MAX_ATTEMPTS;
         conf->on_failure = KT_FAIL_BLOCK;
+        conf->runtime_wait_at_start = 1;
         conf->metrics_listen = strdup(DEF_METRICS_LISTEN);
         conf->start_from = KT_START_EARLIEST;
         conf->log_level = KT_LOG_INFO;
@@ -735,6 +764,12 @@ kt_config_t *kt_config_load(const char *path, char *errstr, size_t errstr_size) 
                 file_str(&cfg, "dispatch.dead_letter_topic", &conf->dead_letter_topic, &e);
                 file_str(&cfg, "dispatch.reply_topic", &conf->reply_topic, &e);
                 file_str(&cfg, "runtime.health_path", &conf->runtime_health_path, &e);
+                file_bool(&cfg, "runtime.wait_at_start", &conf->runtime_wait_at_start, &e);
+                file_bool(&cfg, "kafka.static_membership", &conf->static_membership, &e);
+                {
+                        static const char *const log_formats[] = {"text", "json"};
+                        file_enum(&cfg, "log.format", log_formats, 2, &conf->log_json, &e);
+                }
                 file_str(&cfg, "metrics.listen", &conf->metrics_listen, &e);
                 {
                         char *lvl = NULL;
@@ -787,6 +822,7 @@ void kt_config_destroy(kt_config_t *conf) {
         free(conf->runtime_health_url);
         free(conf->dead_letter_topic);
         free(conf->reply_topic);
+        free(conf->instance_id);
         free(conf->runtime_host);
         free(conf->runtime_path);
         free(conf->runtime_url);
@@ -843,4 +879,9 @@ void kt_config_print(const kt_config_t *conf) {
                                                                  : conf->producer_props[i].value);
         printf("metrics.listen = \"%s\"\n", conf->metrics_listen);
         printf("log.level = %d\n", conf->log_level);
+        printf("log.format = \"%s\"\n", conf->log_json ? "json" : "text");
+        printf("kafka.static_membership = %s\n", conf->static_membership ? "true" : "false");
+        if (conf->instance_id)
+                printf("kafka.group_instance_id = \"%s\"\n", conf->instance_id);
+        printf("runtime.wait_at_start = %s\n", conf->runtime_wait_at_start ? "true" : "false");
 }

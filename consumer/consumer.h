@@ -107,7 +107,16 @@ typedef struct kt_partition {
         int full;       /**< buffer over its record or byte bound */
         int revoking;   /**< being revoked: dispatch nothing new */
         int64_t stored; /**< last offset stored for commit, -1 if none */
+        int64_t lag;    /**< consumer lag from librdkafka's statistics, -1 if unknown */
 } kt_partition_t;
+
+/** Counters the consumer keeps for the metrics (read by the loop). */
+typedef struct kt_consumer_stats {
+        uint64_t assigns, revokes, losts; /**< rebalance callbacks */
+        uint64_t commits, commit_failures;
+        uint64_t kafka_errors;
+        int lag_updated; /**< partitions' lag changed since the loop last looked; it clears it */
+} kt_consumer_stats_t;
 
 typedef struct kt_consumer kt_consumer_t;
 
@@ -155,8 +164,8 @@ kt_partition_t *kt_consumer_partitions(kt_consumer_t *kc);
  */
 void kt_consumer_record_done(kt_consumer_t *kc, kt_record_t *rec);
 
-/** @returns the rd_kafka_t of the consumer (for the producer's configuration). */
-rd_kafka_t *kt_consumer_rk(kt_consumer_t *kc);
+/** @returns the consumer's counters (the loop may clear lag_updated). */
+kt_consumer_stats_t *kt_consumer_stats(kt_consumer_t *kc);
 
 /**
  * @brief Hold (pause) every partition, e.g. while the runtime is down, or release them:

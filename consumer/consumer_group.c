@@ -21,6 +21,7 @@
 #define _POSIX_C_SOURCE 200809L
 #include "consumer.h"
 
+#include <cjson/cJSON.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -43,6 +44,7 @@ struct kt_consumer {
         int fatal;
         int hold;   /**< every partition paused (runtime down) */
         int joined; /**< holds an assignment (possibly empty) from the group */
+        kt_consumer_stats_t stats;
 };
 
 /** Pause or resume one partition in librdkafka; no-op if already in that state. */
@@ -81,6 +83,7 @@ static void error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque) 
                 kc->fatal = 1;
                 return;
         }
+        kc->stats.kafka_errors++;
         /* Transient (all brokers down, ...): librdkafka keeps retrying; we keep running. */
         KT_WARN(FAC, "%s: %s", rd_kafka_err2name((rd_kafka_resp_err_t)err), reason);
 }
@@ -124,6 +127,7 @@ static kt_partition_t *part_add(kt_consumer_t *kc, const char *topic, int32_t pa
                 return NULL;
         }
         p->stored = -1;
+        p->lag = -1;
         p->lane_cnt = kc->conf->ordering == KT_ORDER_PARTITION ? 1
                       : kc->conf->ordering == KT_ORDER_KEY     ? KT_KEY_LANES + 1
                                                                : 0;
@@ -200,6 +204,7 @@ static void on_assign(kt_consumer_t *kc, rd_kafka_topic_partition_list_t *tps) {
         rd_kafka_resp_err_t err = RD_KAFKA_RESP_ERR_NO_ERROR;
 
         kc->joined = 1;
+        kc->stats.assigns++;
         for (int i = 0; i < tps->cnt; i++) {
                 if (!part_add(kc, tps->elems[i].topic, tps->elems[i].partition)) {
                         /* Its records would have nowhere to go: stop rather than stall it. */
@@ -237,8 +242,11 @@ static void on_revoke(kt_consumer_t *kc, rd_kafka_topic_partition_list_t *tps) {
                 }
         }
         KT_INFO(FAC, "%s %d partitions", lost ? "lost" : "revoking", tps->cnt);
-        if (lost)
+        if (lost) {
                 kc->joined = 0;
+                kc->stats.losts++;
+        } else
+                kc->stats.revokes++;
         if (cnt && kc->hooks.revoke)
                 kc->hooks.revoke(kc->hooks.opaque, parts, cnt, lost);
         /* Offsets of records finished during the drain were stored by record_done(). */
@@ -274,6 +282,49 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
         }
 }
 
+static void commit_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
+                      rd_kafka_topic_partition_list_t *offsets, void *opaque) {
+        kt_consumer_t *kc = opaque;
+
+        (void)rk;
+        (void)offsets;
+        if (err == RD_KAFKA_RESP_ERR__NO_OFFSET)
+                return; /* nothing new to commit */
+        if (err) {
+                kc->stats.commit_failures++;
+                KT_WARN(FAC, "offset commit failed: %s", rd_kafka_err2str(err));
+        } else
+                kc->stats.commits++;
+}
+
+/** librdkafka's statistics JSON: take each assigned partition's consumer_lag. */
+static int stats_cb(rd_kafka_t *rk, char *json, size_t json_len, void *opaque) {
+        kt_consumer_t *kc = opaque;
+        cJSON *root = cJSON_ParseWithLength(json, json_len), *topics, *t;
+
+        (void)rk;
+        if (!root)
+                return 0;
+        topics = cJSON_GetObjectItemCaseSensitive(root, "topics");
+        cJSON_ArrayForEach(t, topics) {
+                cJSON *parts = cJSON_GetObjectItemCaseSensitive(t, "partitions"), *pj;
+                cJSON_ArrayForEach(pj, parts) {
+                        cJSON *pid = cJSON_GetObjectItemCaseSensitive(pj, "partition");
+                        cJSON *lag = cJSON_GetObjectItemCaseSensitive(pj, "consumer_lag");
+                        kt_partition_t *p;
+                        if (!cJSON_IsNumber(pid) || !cJSON_IsNumber(lag) || pid->valueint < 0)
+                                continue;
+                        p = part_find(kc, t->string, (int32_t)pid->valueint);
+                        if (p) {
+                                p->lag = (int64_t)lag->valuedouble;
+                                kc->stats.lag_updated = 1;
+                        }
+                }
+        }
+        cJSON_Delete(root);
+        return 0; /* librdkafka frees json */
+}
+
 static int conf_set(rd_kafka_conf_t *rkconf, const char *name, const char *value, char *errstr,
                     size_t errstr_size) {
         char err[256];
@@ -300,6 +351,7 @@ kt_consumer_t *kt_consumer_new(const kt_config_t *conf, const kt_consumer_hooks_
             {"queued.max.messages.kbytes", "16384"},
             {"queued.min.messages", "10000"},
             {"client.id", "ktrigger"},
+            {"statistics.interval.ms", "5000"}, /* consumer lag for /metrics */
         };
 
         if (!(kc = calloc(1, sizeof(*kc)))) {
@@ -337,12 +389,16 @@ kt_consumer_t *kt_consumer_new(const kt_config_t *conf, const kt_consumer_hooks_
                      errstr_size) ||
             conf_set(rkconf, "enable.auto.offset.store", "false", errstr, errstr_size) ||
             conf_set(rkconf, "enable.partition.eof", "false", errstr, errstr_size) ||
-            conf_set(rkconf, "log.queue", "true", errstr, errstr_size))
+            conf_set(rkconf, "log.queue", "true", errstr, errstr_size) ||
+            (conf->instance_id &&
+             conf_set(rkconf, "group.instance.id", conf->instance_id, errstr, errstr_size)))
                 goto fail_conf;
         rd_kafka_conf_set_opaque(rkconf, kc);
         rd_kafka_conf_set_log_cb(rkconf, log_cb);
         rd_kafka_conf_set_error_cb(rkconf, error_cb);
         rd_kafka_conf_set_rebalance_cb(rkconf, rebalance_cb);
+        rd_kafka_conf_set_offset_commit_cb(rkconf, commit_cb);
+        rd_kafka_conf_set_stats_cb(rkconf, stats_cb);
 
         kc->rk = rd_kafka_new(RD_KAFKA_CONSUMER, rkconf, rkerr, sizeof(rkerr));
         if (!kc->rk) {
@@ -514,8 +570,8 @@ void kt_consumer_hold(kt_consumer_t *kc, int hold) {
                 set_paused(kc, p, hold || p->full);
 }
 
-rd_kafka_t *kt_consumer_rk(kt_consumer_t *kc) {
-        return kc->rk;
+kt_consumer_stats_t *kt_consumer_stats(kt_consumer_t *kc) {
+        return &kc->stats;
 }
 
 kt_err_t kt_consumer_commit(kt_consumer_t *kc) {

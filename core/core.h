@@ -51,6 +51,9 @@ void kt_log(int level, const char *fac, const char *fmt, ...) __attribute__((for
 /** @brief Set the most verbose level that is printed (default KT_LOG_INFO). */
 void kt_log_level_set(int level);
 
+/** @brief Log one JSON object per line ({"time","level","facility","message"}) if \p json. */
+void kt_log_json_set(int json);
+
 /** @returns non-zero if \p level would be printed. */
 int kt_log_enabled(int level);
 

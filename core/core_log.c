@@ -2,6 +2,8 @@
 #define _POSIX_C_SOURCE 200809L
 #include "core.h"
 
+#include <cjson/cJSON.h>
+
 #include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
@@ -10,6 +12,7 @@
 #include <unistd.h>
 
 static _Atomic int log_level = KT_LOG_INFO;
+static _Atomic int log_json;
 
 static const char *const level_names[] = {"EMERG", "ALERT",  "CRIT", "ERROR",
                                           "WARN",  "NOTICE", "INFO", "DEBUG"};
@@ -38,6 +41,10 @@ const char *kt_err2str(kt_err_t err) {
 
 void kt_log_level_set(int level) {
         atomic_store_explicit(&log_level, level, memory_order_relaxed);
+}
+
+void kt_log_json_set(int json) {
+        atomic_store_explicit(&log_json, json, memory_order_relaxed);
 }
 
 int kt_log_enabled(int level) {
@@ -77,8 +84,39 @@ void kt_log(int level, const char *fac, const char *fmt, ...) {
         clock_gettime(CLOCK_REALTIME, &ts);
         gmtime_r(&ts.tv_sec, &tm);
         len = strftime(line, sizeof(line), "%Y-%m-%dT%H:%M:%S", &tm);
-        n = snprintf(line + len, sizeof(line) - len, ".%03ldZ %s %s: ", ts.tv_nsec / 1000000L,
-                     level_names[level], fac);
+        n = snprintf(line + len, sizeof(line) - len, ".%03ldZ", ts.tv_nsec / 1000000L);
+        if (n > 0)
+                len += (size_t)n;
+
+        if (atomic_load_explicit(&log_json, memory_order_relaxed)) {
+                char msg[2048];
+                cJSON *o = cJSON_CreateObject();
+                char *text;
+
+                va_start(ap, fmt);
+                vsnprintf(msg, sizeof(msg), fmt, ap);
+                va_end(ap);
+                line[len] = '\0';
+                cJSON_AddStringToObject(o, "time", line);
+                cJSON_AddStringToObject(o, "level", level_names[level]);
+                cJSON_AddStringToObject(o, "facility", fac);
+                cJSON_AddStringToObject(o, "message", msg);
+                /* cJSON escapes control characters, so the object stays on one line. */
+                text = cJSON_PrintUnformatted(o);
+                cJSON_Delete(o);
+                if (text) {
+                        size_t tl = strlen(text);
+                        text[tl] = '\n';
+                        if (write(STDERR_FILENO, text, tl + 1) < 0) {
+                                /* nowhere left to report it */
+                        }
+                        text[tl] = '\0';
+                        cJSON_free(text);
+                }
+                return;
+        }
+
+        n = snprintf(line + len, sizeof(line) - len, " %s %s: ", level_names[level], fac);
         if (n > 0)
                 len += (size_t)n;
         if (len >= sizeof(line) - 1)

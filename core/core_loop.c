@@ -113,6 +113,11 @@ static void on_probe(int up, void *cbarg) {
         kt_loop_t *kl = cbarg;
 
         kl->probing = 0;
+        if (!kl->kc) {
+                /* Waiting at start: wait_for_runtime() looks at runtime_down. */
+                kl->runtime_down = !up;
+                return;
+        }
         if (!up) {
                 kl->probe_backoff_ms *= 2;
                 if (kl->probe_backoff_ms > KT_PROBE_MAX_MS)
@@ -424,6 +429,27 @@ static void on_record(void *opaque, kt_record_t *rec) {
         kt_sched_record_add(kl->ks, rec);
 }
 
+/** Hand the consumer's counters and, when it changed, the partitions' lag to the metrics. */
+static void metrics_update(kt_loop_t *kl) {
+        kt_consumer_stats_t *st = kt_consumer_stats(kl->kc);
+        char *buf = NULL;
+        size_t len = 0;
+        FILE *f;
+
+        kt_metrics_consumer_set(kl->km, st->assigns, st->revokes, st->losts, st->commits,
+                                st->commit_failures, st->kafka_errors);
+        if (!st->lag_updated || !(f = open_memstream(&buf, &len)))
+                return;
+        st->lag_updated = 0;
+        for (kt_partition_t *p = kt_consumer_partitions(kl->kc); p; p = p->next)
+                if (p->lag >= 0)
+                        fprintf(f, "ktrigger_consumer_lag{topic=\"%s\",partition=\"%d\"} %lld\n",
+                                p->topic, p->partition, (long long)p->lag);
+        if (!fclose(f))
+                kt_metrics_lag_set(kl->km, buf);
+        free(buf);
+}
+
 /** @returns 1 if a stop signal arrived. */
 static int signals_read(kt_loop_t *kl) {
         struct signalfd_siginfo si;
@@ -461,6 +487,47 @@ static int shutdown_all(kt_loop_t *kl) {
         return kt_consumer_commit(kl->kc) == KT_OK ? 0 : -1;
 }
 
+/**
+ * Before joining the group: wait until the runtime answers its health path, so a replica
+ * never takes partitions it cannot serve. Probes with back-off, logs while it waits.
+ * @returns 0 once the runtime is up, 1 if a stop signal came first.
+ */
+static int wait_for_runtime(kt_loop_t *kl) {
+        int backoff = KT_PROBE_MIN_MS, logged = 0;
+
+        kt_metrics_runtime_up_set(kl->km, 0);
+        for (;;) {
+                struct curl_waitfd fds[1] = {{kl->sigfd, CURL_WAIT_POLLIN, 0}};
+                int64_t next = kt_now_ms() + backoff;
+
+                kl->runtime_down = 1;
+                kl->probing = 1;
+                kt_dispatch_probe_start(kl->kd);
+                while (kl->probing) {
+                        kt_metrics_heartbeat(kl->km);
+                        if (signals_read(kl))
+                                return 1;
+                        kt_dispatch_wait(kl->kd, fds, 1, 200);
+                        kt_dispatch_perform(kl->kd);
+                }
+                if (!kl->runtime_down)
+                        break;
+                if (!logged++)
+                        KT_INFO(FAC, "waiting for the runtime at %s before joining the group",
+                                kl->conf->runtime_health_url);
+                while (kt_now_ms() < next) {
+                        kt_metrics_heartbeat(kl->km);
+                        if (signals_read(kl))
+                                return 1;
+                        kt_dispatch_wait(kl->kd, fds, 1, (int)(next - kt_now_ms()));
+                }
+                backoff = backoff * 2 > KT_PROBE_MAX_MS ? KT_PROBE_MAX_MS : backoff * 2;
+        }
+        kt_metrics_runtime_up_set(kl->km, 1);
+        KT_INFO(FAC, "runtime at %s answers", kl->conf->runtime_health_url);
+        return 0;
+}
+
 /* ---------------------------------------------------------------- the loop */
 
 int kt_loop_run(const kt_config_t *conf, kt_metrics_t *km) {
@@ -494,6 +561,10 @@ int kt_loop_run(const kt_config_t *conf, kt_metrics_t *km) {
         if ((conf->on_failure == KT_FAIL_DEAD_LETTER || conf->reply_topic) &&
             !(kl.kp = kt_produce_new(conf, on_produced, &kl, errstr, sizeof(errstr)))) {
                 KT_ERR(FAC, "producer: %s", errstr);
+                goto out;
+        }
+        if (conf->runtime_wait_at_start && wait_for_runtime(&kl)) {
+                status = 0; /* asked to stop before we started: nothing to drain */
                 goto out;
         }
         if (!(kl.kc = kt_consumer_new(conf, &hooks, errstr, sizeof(errstr)))) {
@@ -530,6 +601,7 @@ int kt_loop_run(const kt_config_t *conf, kt_metrics_t *km) {
                 kt_metrics_gauges_set(km, kt_dispatch_in_flight(kl.kd),
                                       kt_consumer_assigned_cnt(kl.kc), kt_consumer_buffered(kl.kc));
                 kt_metrics_group_joined_set(km, kt_consumer_joined(kl.kc));
+                metrics_update(&kl);
 
                 if (served >= KT_LOOP_KAFKA_BUDGET ||
                     (kt_sched_has_ready(kl.ks) && kt_dispatch_slots_free(kl.kd) &&

@@ -31,7 +31,8 @@ static void usage(FILE *out) {
                 "\n"
                 "Environment (overrides the file): FUNC_HANDLER, MOD_NAME, TOPIC_NAME,\n"
                 "KAFKA_BROKERS, KUBELESS_KAFKA_SVC, KUBELESS_KAFKA_NAMESPACE, FUNC_PORT,\n"
-                "FUNC_TIMEOUT, KTRIGGER_METRICS_LISTEN, KTRIGGER_LOG_LEVEL.\n");
+                "FUNC_TIMEOUT, KTRIGGER_METRICS_LISTEN, KTRIGGER_LOG_LEVEL; POD_NAME (with\n"
+                "kafka.static_membership).\n");
 }
 
 int main(int argc, char **argv) {
@@ -92,6 +93,7 @@ int main(int argc, char **argv) {
                 return 0;
         }
         kt_log_level_set(conf->log_level);
+        kt_log_json_set(conf->log_json);
 
         /* Before any thread exists: threads inherit the mask, so only the loop's signalfd
          * sees these signals. */

@@ -11,6 +11,7 @@
 #include "../core/core.h"
 
 #include <stddef.h>
+#include <stdint.h>
 
 typedef struct kt_metrics kt_metrics_t;
 
@@ -55,6 +56,17 @@ void kt_metrics_runtime_up_set(kt_metrics_t *km, int up);
 
 /** @brief Report whether the consumer is in the group with an assignment (possibly empty). */
 void kt_metrics_group_joined_set(kt_metrics_t *km, int joined);
+
+/** @brief Set the consumer's counters: rebalances by type, commits, commit failures, errors. */
+void kt_metrics_consumer_set(kt_metrics_t *km, uint64_t assigns, uint64_t revokes, uint64_t losts,
+                             uint64_t commits, uint64_t commit_failures, uint64_t kafka_errors);
+
+/**
+ * @brief Replace the per-partition consumer lag samples.
+ * @param lines Prometheus sample lines `ktrigger_consumer_lag{...} N\n`, copied.
+ * @remark The HTTP thread reads it under a lock: this is a hand-over, not shared state.
+ */
+void kt_metrics_lag_set(kt_metrics_t *km, const char *lines);
 
 /** @returns non-zero when /readyz should answer 200: joined and runtime up. */
 int kt_metrics_ready(kt_metrics_t *km);

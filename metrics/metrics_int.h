@@ -4,6 +4,7 @@
 
 #include "metrics.h"
 
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdint.h>
 
@@ -32,6 +33,9 @@ struct kt_metrics {
         _Atomic int in_flight;
         _Atomic int assigned;
         _Atomic uint64_t buffered;
+        _Atomic uint64_t assigns, revokes, losts, commits, commit_failures, kafka_errors;
+        pthread_mutex_t lag_lock;
+        char *lag_lines; /**< under lag_lock */
         struct MHD_Daemon *server;
 };
 

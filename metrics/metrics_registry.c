@@ -24,6 +24,7 @@ kt_metrics_t *kt_metrics_new(const kt_config_t *conf) {
         }
         atomic_store(&km->heartbeat_ms, kt_now_ms());
         atomic_store(&km->runtime_up, 1);
+        pthread_mutex_init(&km->lag_lock, NULL);
         return km;
 }
 
@@ -31,6 +32,8 @@ void kt_metrics_destroy(kt_metrics_t *km) {
         if (!km)
                 return;
         kt_metrics_server_stop(km);
+        pthread_mutex_destroy(&km->lag_lock);
+        free(km->lag_lines);
         free(km->topics);
         free(km);
 }
@@ -82,6 +85,26 @@ void kt_metrics_group_joined_set(kt_metrics_t *km, int joined) {
 
 int kt_metrics_ready(kt_metrics_t *km) {
         return GET(km->runtime_up) && GET(km->group_joined) && kt_metrics_healthy(km);
+}
+
+void kt_metrics_consumer_set(kt_metrics_t *km, uint64_t assigns, uint64_t revokes, uint64_t losts,
+                             uint64_t commits, uint64_t commit_failures, uint64_t kafka_errors) {
+        SET(km->assigns, assigns);
+        SET(km->revokes, revokes);
+        SET(km->losts, losts);
+        SET(km->commits, commits);
+        SET(km->commit_failures, commit_failures);
+        SET(km->kafka_errors, kafka_errors);
+}
+
+void kt_metrics_lag_set(kt_metrics_t *km, const char *lines) {
+        char *copy = lines ? strdup(lines) : NULL, *old;
+
+        pthread_mutex_lock(&km->lag_lock);
+        old = km->lag_lines;
+        km->lag_lines = copy;
+        pthread_mutex_unlock(&km->lag_lock);
+        free(old);
 }
 
 void kt_metrics_heartbeat(kt_metrics_t *km) {
@@ -207,6 +230,32 @@ char *kt_metrics_format(kt_metrics_t *km, size_t *lenp) {
                 (unsigned long long)GET(km->headers_dropped), GET(km->runtime_up),
                 GET(km->in_flight), GET(km->assigned), (unsigned long long)GET(km->buffered),
                 KT_VERSION);
+        fprintf(f,
+                "# HELP ktrigger_rebalances_total Rebalance events by type.\n"
+                "# TYPE ktrigger_rebalances_total counter\n"
+                "ktrigger_rebalances_total{type=\"assign\"} %llu\n"
+                "ktrigger_rebalances_total{type=\"revoke\"} %llu\n"
+                "ktrigger_rebalances_total{type=\"lost\"} %llu\n"
+                "# HELP ktrigger_commits_total Offset commits that succeeded.\n"
+                "# TYPE ktrigger_commits_total counter\n"
+                "ktrigger_commits_total %llu\n"
+                "# HELP ktrigger_commit_failures_total Offset commits that failed.\n"
+                "# TYPE ktrigger_commit_failures_total counter\n"
+                "ktrigger_commit_failures_total %llu\n"
+                "# HELP ktrigger_kafka_errors_total Errors reported by librdkafka.\n"
+                "# TYPE ktrigger_kafka_errors_total counter\n"
+                "ktrigger_kafka_errors_total %llu\n"
+                "# HELP ktrigger_consumer_lag Records behind the end of the partition "
+                "(librdkafka statistics, every 5 s).\n"
+                "# TYPE ktrigger_consumer_lag gauge\n",
+                (unsigned long long)GET(km->assigns), (unsigned long long)GET(km->revokes),
+                (unsigned long long)GET(km->losts), (unsigned long long)GET(km->commits),
+                (unsigned long long)GET(km->commit_failures),
+                (unsigned long long)GET(km->kafka_errors));
+        pthread_mutex_lock(&km->lag_lock);
+        if (km->lag_lines)
+                fputs(km->lag_lines, f);
+        pthread_mutex_unlock(&km->lag_lock);
         if (fclose(f)) {
                 free(buf);
                 return NULL;

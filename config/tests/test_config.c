@@ -218,10 +218,11 @@ static void test_errors(void) {
             {"function = { handler = \"m.f\"; };\nkafka = { topics = [\"t\"];\n"
              "producer_properties = ( (\"acks\", \"1\") ); };\n"
              "dispatch = { on_failure = \"dead-letter\"; dead_letter_topic = \"t\";\n"
-             "reply_topic = \"t\"; };\n",
+             "reply_topic = \"t\"; };\nruntime = { wait_at_start = \"yes\"; };\n",
              {":3: kafka.producer_properties: acks: not settable here",
               ":4: dispatch.dead_letter_topic: 't' is also a consumed topic",
-              ":5: dispatch.reply_topic: 't' is also a consumed topic"}},
+              ":5: dispatch.reply_topic: 't' is also a consumed topic",
+              ":6: runtime.wait_at_start: must be true or false"}},
         };
         char err[4096];
 

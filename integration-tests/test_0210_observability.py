@@ -1,0 +1,107 @@
+"""Observability: the readiness gate at start, /readyz, a real Prometheus server scraping
+ktrigger (PromQL sees the calls and the lag going back to 0), promtool accepting the
+exposition, and JSON logs that are one JSON object per line."""
+
+import json
+import subprocess
+import time
+import urllib.parse
+
+import pytest
+
+import kthelpers as kt
+
+
+def status(ktr, path):
+    return kt.http_get('http://127.0.0.1:%d%s' % (ktr.metrics_port, path))[0]
+
+
+def test_waits_for_runtime_before_joining(kafka, names, config, runtime_factory,
+                                          ktrigger_factory, tmp_path):
+    kafka.create_topic(names.topic, 2)
+    port = kt.free_port()
+    ktr = ktrigger_factory(config(port))  # nothing listens on port yet
+    kt.wait_for(lambda: 'waiting for the runtime' in ktr.log(), 10, 'the wait to be logged')
+    assert status(ktr, '/healthz') == 200
+    assert status(ktr, '/readyz') == 503
+    time.sleep(1)
+    assert 'joining group' not in ktr.log(), 'joined before the runtime answered'
+    assert kafka.committed(names.group, names.topic) == {0: None, 1: None}
+
+    produced = kafka.produce(names.topic, [(i % 2, 'gate %d' % i) for i in range(20)])
+    rt = runtime_factory(port=port)
+    kt.wait_for(lambda: status(ktr, '/readyz') == 200, 20, '/readyz 200 once joined')
+    kt.wait_for(lambda: len(rt.calls()) >= 20, 20, 'records delivered')
+    assert ktr.stop() == 0
+    assert sorted(c.body for c in rt.calls()) == sorted(r.value for r in produced)
+
+
+def test_prometheus_scrapes_ktrigger(kafka, names, config, runtime_factory, ktrigger_factory,
+                                     tmp_path):
+    if not kt.shutil.which('prometheus') or not kt.shutil.which('promtool'):
+        pytest.skip('prometheus not installed (scripts/install-deps)')
+    kafka.create_topic(names.topic, 3)
+    n = 600
+    kafka.produce(names.topic, [(i % 3, 'prom %d' % i) for i in range(n)])
+    rt = runtime_factory(fail_bodies=['prom 7'])
+    conf = config(rt.port)
+    conf['dispatch'].update({'on_failure': 'skip', 'retry': {'initial_backoff_ms': 10,
+                                                             'max_backoff_ms': 20,
+                                                             'max_attempts': 2}})
+    conf['kafka']['properties'] = {'fetch.wait.max.ms': '10', 'statistics.interval.ms': '1000',
+                                   'auto.commit.interval.ms': '200'}
+    conf['log']['format'] = 'json'
+    ktr = ktrigger_factory(conf)
+
+    # promtool accepts the exposition.
+    text = kt.http_get('http://127.0.0.1:%d/metrics' % ktr.metrics_port)[1]
+    check = subprocess.run(['promtool', 'check', 'metrics'], input=text.encode(),
+                           capture_output=True)
+    assert check.returncode == 0, check.stdout + check.stderr
+
+    prom_port = kt.free_port()
+    (tmp_path / 'prometheus.yml').write_text(
+        'global: {scrape_interval: 1s, evaluation_interval: 1s}\n'
+        'scrape_configs:\n'
+        '  - job_name: ktrigger\n'
+        '    static_configs: [{targets: ["127.0.0.1:%d"]}]\n' % ktr.metrics_port)
+    with open(tmp_path / 'prometheus.log', 'wb') as log:
+        prom = subprocess.Popen(['prometheus', '--config.file=%s' % (tmp_path / 'prometheus.yml'),
+                                 '--storage.tsdb.path=%s' % (tmp_path / 'tsdb'),
+                                 '--web.listen-address=127.0.0.1:%d' % prom_port],
+                                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    try:
+        def query(q):
+            url = 'http://127.0.0.1:%d/api/v1/query?query=%s' % (prom_port,
+                                                                 urllib.parse.quote(q))
+            code, body = kt.http_get(url)
+            if code != 200:
+                return None
+            res = json.loads(body)['data']['result']
+            return float(res[0]['value'][1]) if res else None
+
+        sel = '{topic="%s"}' % names.topic
+        kt.wait_for(lambda: query('sum(function_calls_total%s)' % sel) == n + 1, 60,
+                    'PromQL: %d calls (one record failed twice, then skipped)' % (n + 1),
+                    interval=0.5, describe=lambda: query('sum(function_calls_total%s)' % sel))
+        assert query('sum(function_failures_total%s)' % sel) == 2
+        assert query('ktrigger_skipped_total') == 1
+        kt.wait_for(lambda: query('sum(ktrigger_consumer_lag%s)' % sel) == 0, 30,
+                    'PromQL: lag back to 0', interval=0.5,
+                    describe=lambda: query('sum(ktrigger_consumer_lag%s)' % sel))
+        assert query('count(ktrigger_consumer_lag%s)' % sel) == 3, 'one lag series per partition'
+        assert query('ktrigger_rebalances_total{type="assign"}') >= 1
+        assert query('ktrigger_commits_total') >= 1
+        assert query('up{job="ktrigger"}') == 1
+    finally:
+        kt.stop_process(prom, 10)
+    assert ktr.stop() == 0
+
+    # log.format = "json": every line one JSON object.
+    lines = [l for l in ktr.log().splitlines() if l.strip()]
+    assert lines
+    for line in lines:
+        obj = json.loads(line)
+        assert set(obj) == {'time', 'level', 'facility', 'message'}, obj
+    assert any(o['facility'] == 'KAFKA' and 'assigned' in o['message']
+               for o in map(json.loads, lines))
