@@ -123,10 +123,11 @@ typedef struct kt_consumer kt_consumer_t;
 /** Calls the consumer makes into the loop. */
 typedef struct kt_consumer_hooks {
         /**
-         * Partitions are about to be taken away. The hook must finish or cancel every call of
-         * those partitions before it returns (\p lost: the partitions already belong to
-         * someone else, so cancel rather than wait). Afterwards the consumer commits what is
-         * done (unless lost), drops the rest and hands the partitions back.
+         * Partitions are being handed back: the hook must cancel whatever of theirs is still
+         * in flight and forget their records (the loop drained them before, see
+         * kt_consumer_revoke_pending; \p lost: they already belong to someone else).
+         * Afterwards the consumer commits what is done (unless lost), drops the rest and
+         * hands the partitions back.
          */
         void (*revoke)(void *opaque, kt_partition_t **parts, size_t cnt, int lost);
         /** A record was buffered. */
@@ -172,6 +173,16 @@ kt_consumer_stats_t *kt_consumer_stats(kt_consumer_t *kc);
  *        partitions whose buffer is full stay paused until it drains.
  */
 void kt_consumer_hold(kt_consumer_t *kc, int hold);
+
+/**
+ * @brief A revoke waiting for its partitions to drain (their p->revoking is set).
+ * @returns 1 and the partitions and the drain deadline (kt_now_ms) if one is pending, else 0.
+ */
+int kt_consumer_revoke_pending(kt_consumer_t *kc, kt_partition_t ***partsp, size_t *cntp,
+                               int64_t *deadlinep);
+
+/** @brief Finish the pending revoke: release, commit, hand the partitions back. */
+void kt_consumer_revoke_finish(kt_consumer_t *kc);
 
 /** @brief Commit all stored offsets synchronously. */
 kt_err_t kt_consumer_commit(kt_consumer_t *kc);

@@ -14,9 +14,10 @@
  *   partition_buffer_bytes bytes; a full partition is paused (only that partition) and resumed
  *   at half. While the runtime is down every partition is held paused. Pausing makes librdkafka
  * drop what it had prefetched for it and fetch again from the last record handed to us on resume.
- * - On revoke the loop's hook finishes or cancels the partitions' calls first; then we commit
- *   what is done synchronously, drop the rest (never committed: the next owner gets them)
- *   and hand the partitions back. On lost partitions nothing is committed.
+ * - On revoke the partitions stop taking records at once; the loop keeps polling while their
+ *   calls finish (see on_revoke), then we commit what is done synchronously, drop the rest
+ *   (never committed: the next owner gets them) and hand the partitions back. On lost
+ *   partitions nothing is committed.
  */
 #define _POSIX_C_SOURCE 200809L
 #include "consumer.h"
@@ -42,8 +43,13 @@ struct kt_consumer {
         kt_partition_t ***by_id; /**< [topic_idx][partition] -> partition, for O(1) lookup */
         int32_t *by_id_size;     /**< per topic */
         int fatal;
-        int hold;   /**< every partition paused (runtime down) */
-        int joined; /**< holds an assignment (possibly empty) from the group */
+        int hold;    /**< every partition paused (runtime down) */
+        int joined;  /**< holds an assignment (possibly empty) from the group */
+        int closing; /**< in consumer_close(): revokes finish at once */
+        rd_kafka_topic_partition_list_t *pending; /**< a revoke waiting for its drain */
+        kt_partition_t **pending_parts;
+        size_t pending_cnt;
+        int64_t pending_deadline;
         kt_consumer_stats_t stats;
 };
 
@@ -225,14 +231,54 @@ static void on_assign(kt_consumer_t *kc, rd_kafka_topic_partition_list_t *tps) {
                 KT_ERR(FAC, "assign failed: %s", rd_kafka_err2str(err));
         else if (kc->hold)
                 kt_consumer_hold(kc, 1); /* the runtime is down: take nothing new */
+        else {
+                /* librdkafka keeps a partition's pause flag across unassign and assign: one we
+                 * paused before it was revoked would come back paused and never fetch. */
+                rd_kafka_resp_err_t rerr = rd_kafka_resume_partitions(kc->rk, tps);
+                if (rerr)
+                        KT_WARN(FAC, "resume of assigned partitions failed: %s",
+                                rd_kafka_err2str(rerr));
+        }
 }
 
+/** Release \p parts (hook), commit what is done unless lost, forget them, hand them back. */
+static void revoke_finish(kt_consumer_t *kc, rd_kafka_topic_partition_list_t *tps,
+                          kt_partition_t **parts, size_t cnt, int lost) {
+        rd_kafka_error_t *error = NULL;
+        rd_kafka_resp_err_t err = RD_KAFKA_RESP_ERR_NO_ERROR;
+
+        if (cnt && kc->hooks.revoke)
+                kc->hooks.revoke(kc->hooks.opaque, parts, cnt, lost);
+        /* Offsets of records finished during the drain were stored by record_done(). */
+        if (cnt && !lost)
+                commit_parts(kc, parts, cnt);
+        for (size_t i = 0; i < cnt; i++)
+                part_remove(kc, parts[i]);
+
+        if (!strcmp(rd_kafka_rebalance_protocol(kc->rk), "COOPERATIVE"))
+                error = rd_kafka_incremental_unassign(kc->rk, tps);
+        else
+                err = rd_kafka_assign(kc->rk, NULL);
+        if (error) {
+                KT_ERR(FAC, "incremental unassign failed: %s", rd_kafka_error_string(error));
+                rd_kafka_error_destroy(error);
+        } else if (err)
+                KT_ERR(FAC, "unassign failed: %s", rd_kafka_err2str(err));
+}
+
+/*
+ * A clean revoke needs the partitions' in-flight calls to finish first, which may take as
+ * long as the function does. Waiting inside the rebalance callback would stop polling for
+ * that long and get the member evicted (max.poll.interval.ms), so the revoke is only started
+ * here: the partitions stop taking records and the loop keeps polling; the loop finishes the
+ * revoke (kt_consumer_revoke_finish) once they are drained or the drain timeout passed.
+ * librdkafka holds the rebalance until we unassign. Lost partitions and the final revoke of
+ * consumer_close() are finished at once (the loop drained everything before closing).
+ */
 static void on_revoke(kt_consumer_t *kc, rd_kafka_topic_partition_list_t *tps) {
         int lost = rd_kafka_assignment_lost(kc->rk);
         kt_partition_t **parts = calloc((size_t)tps->cnt + 1, sizeof(*parts));
         size_t cnt = 0;
-        rd_kafka_error_t *error = NULL;
-        rd_kafka_resp_err_t err = RD_KAFKA_RESP_ERR_NO_ERROR;
 
         for (int i = 0; parts && i < tps->cnt; i++) {
                 kt_partition_t *p = part_find(kc, tps->elems[i].topic, tps->elems[i].partition);
@@ -247,24 +293,42 @@ static void on_revoke(kt_consumer_t *kc, rd_kafka_topic_partition_list_t *tps) {
                 kc->stats.losts++;
         } else
                 kc->stats.revokes++;
-        if (cnt && kc->hooks.revoke)
-                kc->hooks.revoke(kc->hooks.opaque, parts, cnt, lost);
-        /* Offsets of records finished during the drain were stored by record_done(). */
-        if (cnt && !lost)
-                commit_parts(kc, parts, cnt);
+        if (lost || kc->closing || !parts || kc->pending) {
+                revoke_finish(kc, tps, parts, cnt, lost);
+                free(parts);
+                return;
+        }
         for (size_t i = 0; i < cnt; i++)
-                part_remove(kc, parts[i]);
-        free(parts);
+                set_paused(kc, parts[i], 1); /* fetch nothing more for them */
+        kc->pending = rd_kafka_topic_partition_list_copy(tps);
+        kc->pending_parts = parts;
+        kc->pending_cnt = cnt;
+        kc->pending_deadline = kt_now_ms() + kc->conf->drain_timeout_ms;
+}
 
-        if (!strcmp(rd_kafka_rebalance_protocol(kc->rk), "COOPERATIVE"))
-                error = rd_kafka_incremental_unassign(kc->rk, tps);
-        else
-                err = rd_kafka_assign(kc->rk, NULL);
-        if (error) {
-                KT_ERR(FAC, "incremental unassign failed: %s", rd_kafka_error_string(error));
-                rd_kafka_error_destroy(error);
-        } else if (err)
-                KT_ERR(FAC, "unassign failed: %s", rd_kafka_err2str(err));
+int kt_consumer_revoke_pending(kt_consumer_t *kc, kt_partition_t ***partsp, size_t *cntp,
+                               int64_t *deadlinep) {
+        if (!kc->pending)
+                return 0;
+        *partsp = kc->pending_parts;
+        *cntp = kc->pending_cnt;
+        *deadlinep = kc->pending_deadline;
+        return 1;
+}
+
+void kt_consumer_revoke_finish(kt_consumer_t *kc) {
+        rd_kafka_topic_partition_list_t *tps = kc->pending;
+        kt_partition_t **parts = kc->pending_parts;
+        size_t cnt = kc->pending_cnt;
+
+        if (!tps)
+                return;
+        kc->pending = NULL;
+        kc->pending_parts = NULL;
+        kc->pending_cnt = 0;
+        revoke_finish(kc, tps, parts, cnt, 0);
+        rd_kafka_topic_partition_list_destroy(tps);
+        free(parts);
 }
 
 static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
@@ -437,6 +501,8 @@ void kt_consumer_destroy(kt_consumer_t *kc) {
                 return;
         if (kc->rk) {
                 rd_kafka_resp_err_t err;
+                kt_consumer_revoke_finish(kc);
+                kc->closing = 1;
                 /* Triggers the final revoke (hook, commit, unassign) and leaves the group. */
                 err = rd_kafka_consumer_close(kc->rk);
                 if (err)

@@ -20,9 +20,11 @@
  * to the front without its attempt counting, every partition is held paused, /readyz turns
  * not-ready, and the health path is probed with back-off until it answers 2xx.
  *
- * Shutdown and revocation drain the same way (drain()): start nothing new for the affected
- * partitions, let their calls and dead letters finish until dispatch.drain_timeout_ms, cancel
- * the rest (they are redelivered: never committed), then the consumer commits synchronously.
+ * Revocation: the affected partitions start nothing new, the loop goes on (polling Kafka, so
+ * a slow function never exceeds max.poll.interval.ms) until their calls and dead letters
+ * finished or dispatch.drain_timeout_ms passed; then the rest is cancelled (redelivered: never
+ * committed), the consumer commits synchronously and hands them back (revoke_progress()).
+ * Shutdown drains every partition the same way, in drain(), then commits and leaves.
  */
 #define _GNU_SOURCE
 #include "core.h"
@@ -414,13 +416,35 @@ static int drain(kt_loop_t *kl, kt_partition_t **parts, size_t cnt) {
         return 0;
 }
 
-/** kt_consumer_hooks_t.revoke */
+/** kt_consumer_hooks_t.revoke: the drain happened before (revoke_progress, shutdown_all). */
 static void on_revoke(void *opaque, kt_partition_t **parts, size_t cnt, int lost) {
         kt_loop_t *kl = opaque;
 
-        if (!lost)
-                drain(kl, parts, cnt);
+        (void)lost;
         parts_release(kl, parts, cnt);
+}
+
+/** Finish a pending revoke once its partitions are drained or the drain timeout passed. The
+ *  loop keeps polling meanwhile, so a slow function never exceeds max.poll.interval.ms. */
+static void revoke_progress(kt_loop_t *kl) {
+        kt_partition_t **parts;
+        size_t cnt;
+        int64_t deadline;
+        int busy;
+
+        if (!kt_consumer_revoke_pending(kl->kc, &parts, &cnt, &deadline))
+                return;
+        busy = parts_busy(parts, cnt);
+        if (busy && kt_now_ms() < deadline) {
+                wake_at(kl, deadline);
+                return;
+        }
+        if (busy)
+                KT_WARN(FAC,
+                        "drain timeout (%d ms): abandoning %d calls/dead letters of revoked "
+                        "partitions; their records are not committed and will be delivered again",
+                        kl->conf->drain_timeout_ms, busy);
+        kt_consumer_revoke_finish(kl->kc);
 }
 
 /** kt_consumer_hooks_t.record */
@@ -598,6 +622,7 @@ int kt_loop_run(const kt_config_t *conf, kt_metrics_t *km) {
                 kt_dispatch_perform(kl.kd);
                 dispatch_ready(&kl);
                 kt_dispatch_perform(kl.kd); /* start the calls just submitted */
+                revoke_progress(&kl);
                 kt_metrics_gauges_set(km, kt_dispatch_in_flight(kl.kd),
                                       kt_consumer_assigned_cnt(kl.kc), kt_consumer_buffered(kl.kc));
                 kt_metrics_group_joined_set(km, kt_consumer_joined(kl.kc));
