@@ -103,11 +103,13 @@ typedef struct kt_partition {
         size_t bytes;     /**< value + key bytes buffered */
         kt_lane_t *lanes; /**< per ordering mode: 1 (partition), KT_KEY_LANES + 1 (key), none */
         int lane_cnt;
-        int paused;     /**< paused by us (buffer full or runtime down) */
-        int full;       /**< buffer over its record or byte bound */
-        int revoking;   /**< being revoked: dispatch nothing new */
-        int64_t stored; /**< last offset stored for commit, -1 if none */
-        int64_t lag;    /**< consumer lag from librdkafka's statistics, -1 if unknown */
+        rd_kafka_queue_t *rkq; /**< its own queue (not forwarded to the consumer's) */
+        int paused;            /**< paused by us (runtime down, revoking) */
+        int full;              /**< buffer over its record or byte bound: its queue is not read */
+        int more;              /**< its queue may hold records we have not read */
+        int revoking;          /**< being revoked: dispatch nothing new */
+        int64_t stored;        /**< last offset stored for commit, -1 if none */
+        int64_t lag;           /**< consumer lag from librdkafka's statistics, -1 if unknown */
 } kt_partition_t;
 
 /** Counters the consumer keeps for the metrics (read by the loop). */
@@ -150,11 +152,14 @@ void kt_consumer_destroy(kt_consumer_t *kc);
 int kt_consumer_wakeup_fd(const kt_consumer_t *kc);
 
 /**
- * @brief Serve Kafka events and buffer up to \p max records into their partitions,
- *        pausing any partition whose buffer is full.
+ * @brief Serve Kafka events and buffer records into the partitions that have room (a full
+ *        partition's queue is left unread until it has room again).
  * @returns the number of events served; == \p max means more may be waiting.
  */
 int kt_consumer_poll(kt_consumer_t *kc, int max);
+
+/** @returns non-zero (once) if a full partition got room since: poll before sleeping. */
+int kt_consumer_more(kt_consumer_t *kc);
 
 /** @returns the first assigned partition (follow ->next). */
 kt_partition_t *kt_consumer_partitions(kt_consumer_t *kc);

@@ -10,10 +10,16 @@
  *   io-event writes to a pipe when it goes from empty to non-empty; we drain the pipe first
  *   and then poll until the queue is empty (or the budget runs out and the caller knows to
  *   come back without sleeping), so a wake-up is never lost.
- * - Each partition buffers at most partition_buffer_records records and
- *   partition_buffer_bytes bytes; a full partition is paused (only that partition) and resumed
- *   at half. While the runtime is down every partition is held paused. Pausing makes librdkafka
- * drop what it had prefetched for it and fetch again from the last record handed to us on resume.
+ * - Each assigned partition has its own librdkafka queue (not forwarded to the consumer
+ *   queue), all waking the same pipe. A partition's queue is read only while its buffer is
+ *   under partition_buffer_records and partition_buffer_bytes; a full partition is simply not
+ *   read, and librdkafka stops fetching it once its own prefetch (queued.min.messages,
+ *   queued.max.messages.kbytes, per partition then) is full. Pausing was the first design:
+ *   it made librdkafka drop the prefetched records and resume only on its ~1 s broker wake-up,
+ *   which capped throughput at about partition_buffer_records per partition per second.
+ *   Pause is still used while the runtime is down and for partitions being revoked. Pausing makes
+ * librdkafka drop what it had prefetched for it and fetch again from the last record handed to us
+ * on resume.
  * - On revoke the partitions stop taking records at once; the loop keeps polling while their
  *   calls finish (see on_revoke), then we commit what is done synchronously, drop the rest
  *   (never committed: the next owner gets them) and hand the partitions back. On lost
@@ -46,6 +52,7 @@ struct kt_consumer {
         int hold;    /**< every partition paused (runtime down) */
         int joined;  /**< holds an assignment (possibly empty) from the group */
         int closing; /**< in consumer_close(): revokes finish at once */
+        int more;    /**< a full partition got room: poll again without sleeping */
         rd_kafka_topic_partition_list_t *pending; /**< a revoke waiting for its drain */
         kt_partition_t **pending_parts;
         size_t pending_cnt;
@@ -178,6 +185,12 @@ static void part_remove(kt_consumer_t *kc, kt_partition_t *p) {
         if (dropped)
                 KT_INFO(FAC, "%s [%d]: dropped %zu unfinished records (not committed)", p->topic,
                         p->partition, dropped);
+        if (p->rkq) {
+                /* Back to the consumer queue, as librdkafka had it. */
+                rd_kafka_queue_io_event_enable(p->rkq, -1, NULL, 0);
+                rd_kafka_queue_forward(p->rkq, kc->rkq);
+                rd_kafka_queue_destroy(p->rkq);
+        }
         if (p->rkt)
                 rd_kafka_topic_destroy(p->rkt);
         free(p->lanes);
@@ -229,7 +242,19 @@ static void on_assign(kt_consumer_t *kc, rd_kafka_topic_partition_list_t *tps) {
                 rd_kafka_error_destroy(error);
         } else if (err)
                 KT_ERR(FAC, "assign failed: %s", rd_kafka_err2str(err));
-        else if (kc->hold)
+        /* Each partition's own queue, read only while its buffer has room (see DESIGN). Set
+         * up after the assign: starting the fetch forwards its queue to the consumer's. */
+        for (int i = 0; i < tps->cnt; i++) {
+                kt_partition_t *p = part_find(kc, tps->elems[i].topic, tps->elems[i].partition);
+                if (!p || p->rkq)
+                        continue;
+                if ((p->rkq = rd_kafka_queue_get_partition(kc->rk, p->topic, p->partition))) {
+                        rd_kafka_queue_forward(p->rkq, NULL);
+                        rd_kafka_queue_io_event_enable(p->rkq, kc->wake[1], "1", 1);
+                        p->more = 1;
+                }
+        }
+        if (kc->hold)
                 kt_consumer_hold(kc, 1); /* the runtime is down: take nothing new */
         else {
                 /* librdkafka keeps a partition's pause flag across unassign and assign: one we
@@ -412,8 +437,9 @@ kt_consumer_t *kt_consumer_new(const kt_config_t *conf, const kt_consumer_hooks_
             {"partition.assignment.strategy", "cooperative-sticky"},
             {"enable.auto.commit", "true"},
             {"auto.commit.interval.ms", "1000"},
-            {"queued.max.messages.kbytes", "16384"},
-            {"queued.min.messages", "10000"},
+            /* Per partition: each partition has its own queue (see DESIGN). */
+            {"queued.max.messages.kbytes", "2048"},
+            {"queued.min.messages", "2000"},
             {"client.id", "ktrigger"},
             {"statistics.interval.ms", "5000"}, /* consumer lag for /metrics */
         };
@@ -548,6 +574,13 @@ static void buffer_record(kt_consumer_t *kc, rd_kafka_message_t *rkm) {
                 rd_kafka_message_destroy(rkm);
                 return;
         }
+        if (p->q.tail && rkm->offset <= p->q.tail->offset) {
+                /* Already buffered (it came through the consumer queue before the partition's
+                 * own queue was set up): never twice, never out of order. */
+                free(rec);
+                rd_kafka_message_destroy(rkm);
+                return;
+        }
         rec->rkm = rkm;
         rec->part = p;
         rec->offset = rkm->offset;
@@ -559,38 +592,67 @@ static void buffer_record(kt_consumer_t *kc, rd_kafka_message_t *rkm) {
         if (!p->full && (p->q.cnt >= (size_t)kc->conf->partition_buffer_records ||
                          p->bytes >= (size_t)kc->conf->partition_buffer_bytes)) {
                 p->full = 1;
-                set_paused(kc, p, 1);
-                KT_DBG(FAC, "%s [%d]: buffer full (%zu records, %zu bytes), paused", p->topic,
-                       p->partition, p->q.cnt, p->bytes);
+                KT_DBG(FAC, "%s [%d]: buffer full (%zu records, %zu bytes)", p->topic, p->partition,
+                       p->q.cnt, p->bytes);
         }
         if (kc->hooks.record)
                 kc->hooks.record(kc->hooks.opaque, rec);
 }
 
-int kt_consumer_poll(kt_consumer_t *kc, int max) {
-        char buf[256];
-        int n;
+static void message_serve(kt_consumer_t *kc, rd_kafka_message_t *rkm) {
+        if (rkm->err) {
+                if (rkm->rkt)
+                        KT_WARN(FAC, "%s [%d]: %s", rd_kafka_topic_name(rkm->rkt), rkm->partition,
+                                rd_kafka_message_errstr(rkm));
+                else
+                        KT_WARN(FAC, "%s", rd_kafka_message_errstr(rkm));
+                rd_kafka_message_destroy(rkm);
+                return;
+        }
+        buffer_record(kc, rkm);
+}
 
-        /* Drain the wake-up pipe before polling: librdkafka writes it again only when the
-         * queue goes from empty to non-empty. */
+int kt_consumer_poll(kt_consumer_t *kc, int max) {
+        rd_kafka_message_t *batch[64];
+        char buf[256];
+        int n, more = 0, woke = 0;
+
+        /* Drain the wake-up pipe before polling: librdkafka writes it again only when a queue
+         * goes from empty to non-empty. */
         while (read(kc->wake[0], buf, sizeof(buf)) > 0)
-                ;
+                woke = 1;
+        /* Group events, errors, logs, statistics (and records of partitions whose own queue
+         * could not be set up). */
         for (n = 0; n < max; n++) {
                 rd_kafka_message_t *rkm = rd_kafka_consumer_poll(kc->rk, 0);
                 if (!rkm)
                         break;
-                if (rkm->err) {
-                        if (rkm->rkt)
-                                KT_WARN(FAC, "%s [%d]: %s", rd_kafka_topic_name(rkm->rkt),
-                                        rkm->partition, rd_kafka_message_errstr(rkm));
-                        else
-                                KT_WARN(FAC, "%s", rd_kafka_message_errstr(rkm));
-                        rd_kafka_message_destroy(rkm);
-                        continue;
-                }
-                buffer_record(kc, rkm);
+                message_serve(kc, rkm);
         }
-        return n;
+        if (n >= max)
+                more = 1;
+        /* Records, from each partition with room: after a wake-up (it does not say which
+         * queue) all of them, else those known to hold more (p->more: a partition left
+         * unread while full, or cut short by the batch size, gets no new wake-up). */
+        for (kt_partition_t *p = kc->parts; p; p = p->next) {
+                size_t room;
+                ssize_t got;
+
+                if (!p->rkq || p->full || p->revoking || (!woke && !p->more))
+                        continue;
+                room = (size_t)kc->conf->partition_buffer_records - p->q.cnt;
+                if (room > sizeof(batch) / sizeof(batch[0]))
+                        room = sizeof(batch) / sizeof(batch[0]);
+                got = rd_kafka_consume_batch_queue(p->rkq, 0, batch, room);
+                for (ssize_t i = 0; i < got; i++)
+                        message_serve(kc, batch[i]);
+                /* A full batch means there may be more; an empty queue will wake us. */
+                p->more = got > 0 && (size_t)got == room;
+                if (p->more && !p->full)
+                        more = 1;
+                n += got > 0 ? (int)got : 0;
+        }
+        return more ? max : n < max ? n : max - 1;
 }
 
 kt_partition_t *kt_consumer_partitions(kt_consumer_t *kc) {
@@ -618,22 +680,27 @@ void kt_consumer_record_done(kt_consumer_t *kc, kt_record_t *rec) {
                 KT_WARN(FAC, "%s [%d]: cannot store offset %lld", p->topic, p->partition,
                         (long long)p->q.commit_offset);
 
-        /* Resume at half, so a partition does not flap between paused and resumed. */
+        /* Read again at half, so a partition does not flap between full and not. */
         if (p->full && p->q.cnt <= (size_t)kc->conf->partition_buffer_records / 2 &&
             p->bytes <= (size_t)kc->conf->partition_buffer_bytes / 2) {
                 p->full = 0;
-                if (!kc->hold && !p->revoking) {
-                        set_paused(kc, p, 0);
-                        KT_DBG(FAC, "%s [%d]: buffer drained (%zu), resumed", p->topic,
-                               p->partition, p->q.cnt);
-                }
+                p->more = 1; /* its queue may hold records: no wake-up will tell */
+                kc->more = 1;
+                KT_DBG(FAC, "%s [%d]: buffer drained (%zu), reading again", p->topic, p->partition,
+                       p->q.cnt);
         }
 }
 
 void kt_consumer_hold(kt_consumer_t *kc, int hold) {
         kc->hold = hold;
         for (kt_partition_t *p = kc->parts; p; p = p->next)
-                set_paused(kc, p, hold || p->full);
+                set_paused(kc, p, hold || p->revoking);
+}
+
+int kt_consumer_more(kt_consumer_t *kc) {
+        int more = kc->more;
+        kc->more = 0;
+        return more;
 }
 
 kt_consumer_stats_t *kt_consumer_stats(kt_consumer_t *kc) {

@@ -628,7 +628,7 @@ int kt_loop_run(const kt_config_t *conf, kt_metrics_t *km) {
                 kt_metrics_group_joined_set(km, kt_consumer_joined(kl.kc));
                 metrics_update(&kl);
 
-                if (served >= KT_LOOP_KAFKA_BUDGET ||
+                if (served >= KT_LOOP_KAFKA_BUDGET || kt_consumer_more(kl.kc) ||
                     (kt_sched_has_ready(kl.ks) && kt_dispatch_slots_free(kl.kd) &&
                      !kl.runtime_down))
                         wait_ms = 0;
