@@ -157,3 +157,19 @@ manifests:
 		--brokers kafka-1.example.com:9093,kafka-2.example.com:9093 \
 		--from-file deploy/kubernetes/function/hello.py --sasl-secret hello-kafka-sasl \
 		-o deploy/kubernetes/examples/sasl/hello-sasl.yaml
+
+# ---------------------------------------------------------------------------- benchmarks
+# make bench-quick (under 3 minutes) / make bench (the full matrix, about 15 minutes): own Kafka
+# broker, nginx runtimes, ceilings measured in the same run; table on stdout and
+# bench/results/latest.json (see bench/README.md). Reports numbers; never fails on speed.
+.PHONY: bench bench-quick
+
+bench:
+	scripts/install-deps
+	@$(MAKE) --no-print-directory ktrigger
+	$(PYTHON) bench/bench.py --full
+
+bench-quick:
+	scripts/install-deps
+	@$(MAKE) --no-print-directory ktrigger
+	$(PYTHON) bench/bench.py --quick

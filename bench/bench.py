@@ -1,0 +1,689 @@
+#!/usr/bin/python3
+"""ktrigger benchmarks, with ceilings measured in the same run (see bench/README.md).
+
+    bench.py --quick | --full [--out bench/results/latest.json] [--only NAME-SUBSTRING]
+
+Starts its own Kafka broker (integration-tests/kafka/kafka.sh with KT_KAFKA_DIR, default
+/tmp/ktrigger-kafka-bench), nginx (fast and 5 ms runtimes) and a Python latency sink, runs the
+scenarios, prints a table and writes JSON. Reports numbers only: it never fails on speed.
+"""
+import argparse
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+KAFKA_SH = os.path.join(ROOT, 'integration-tests', 'kafka', 'kafka.sh')
+KTRIGGER = os.environ.get('KTRIGGER_BIN', os.path.join(ROOT, 'ktrigger'))
+KAFKA_DIR = os.environ.get('KT_KAFKA_DIR', '/tmp/ktrigger-kafka-bench')
+CLK_TCK = os.sysconf('SC_CLK_TCK')
+MAX_IN_FLIGHT = 64
+#: A throughput run that has not committed everything by then reports the rate it reached.
+SCENARIO_TIMEOUT_S = 120
+KEYS = 1000
+HANDLER = 'bench.handler'
+# Benchmark-only overrides of ktrigger's defaults (everything else, prefetch bounds included, is
+# ktrigger's default): commit often so "committed == end" is seen soon after the last call.
+KAFKA_PROPS = [('fetch.wait.max.ms', '10'), ('auto.commit.interval.ms', '100')]
+
+#: name, partitions, value_bytes, ordering, runtime ('fast' | 'delay5' | 'sink'),
+#: records per mode (quick, full); 0 = not run in that mode. kind: 'throughput' | 'latency'.
+SCENARIOS = [
+    # The headline targets.
+    dict(name='p8-100B-none-fast', partitions=8, value_bytes=100, ordering='none', runtime='fast',
+         records=(100_000, 1_000_000)),
+    dict(name='p8-100B-key-fast', partitions=8, value_bytes=100, ordering='key', runtime='fast',
+         records=(100_000, 300_000)),
+    dict(name='p8-100B-partition-fast', partitions=8, value_bytes=100, ordering='partition',
+         runtime='fast', records=(0, 300_000)),
+    dict(name='p1-100B-partition-fast', partitions=1, value_bytes=100, ordering='partition',
+         runtime='fast', records=(20_000, 40_000)),
+    dict(name='p1-100B-none-fast', partitions=1, value_bytes=100, ordering='none', runtime='fast',
+         records=(0, 40_000)),
+    dict(name='p8-10KiB-none-fast', partitions=8, value_bytes=10240, ordering='none',
+         runtime='fast', records=(20_000, 60_000)),
+    dict(name='p8-10KiB-key-fast', partitions=8, value_bytes=10240, ordering='key',
+         runtime='fast', records=(0, 60_000)),
+    dict(name='p8-10KiB-partition-fast', partitions=8, value_bytes=10240, ordering='partition',
+         runtime='fast', records=(0, 60_000)),
+    dict(name='p1-10KiB-partition-fast', partitions=1, value_bytes=10240, ordering='partition',
+         runtime='fast', records=(0, 30_000)),
+    dict(name='p8-100B-key-5ms', partitions=8, value_bytes=100, ordering='key', runtime='delay5',
+         records=(40_000, 80_000)),
+    dict(name='p8-100B-none-5ms', partitions=8, value_bytes=100, ordering='none',
+         runtime='delay5', records=(0, 80_000)),
+    dict(name='p8-100B-partition-5ms', partitions=8, value_bytes=100, ordering='partition',
+         runtime='delay5', records=(0, 12_000)),
+    dict(name='p1-100B-partition-5ms', partitions=1, value_bytes=100, ordering='partition',
+         runtime='delay5', records=(0, 1_500)),
+    dict(name='p8-10KiB-key-5ms', partitions=8, value_bytes=10240, ordering='key',
+         runtime='delay5', records=(0, 40_000)),
+    # Latency at a fixed offered rate: records = rate x seconds.
+    dict(name='latency-p8-100B-key-1000/s', partitions=8, value_bytes=100, ordering='key',
+         runtime='sink', kind='latency', rate=1000, seconds=(10, 30)),
+    dict(name='latency-p8-100B-partition-1000/s', partitions=8, value_bytes=100,
+         ordering='partition', runtime='sink', kind='latency', rate=1000, seconds=(0, 30)),
+    dict(name='latency-p1-100B-partition-1000/s', partitions=1, value_bytes=100,
+         ordering='partition', runtime='sink', kind='latency', rate=1000, seconds=(0, 30)),
+]
+
+
+def log(msg):
+    print(f'bench: {msg}', file=sys.stderr, flush=True)
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(('127.0.0.1', 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def http_get(url, timeout=2.0):
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as r:
+            return r.status, r.read().decode()
+    except OSError:
+        return None, ''
+
+
+def wait_for(cond, timeout, what, interval=0.05):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        v = cond()
+        if v:
+            return v
+        time.sleep(interval)
+    raise RuntimeError(f'timed out after {timeout}s waiting for {what}')
+
+
+def stop_pid(proc, timeout=30):
+    """Stops one process we started, by its pid: SIGTERM, then SIGKILL."""
+    if proc is None or proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def proc_cpu_s(pid):
+    with open(f'/proc/{pid}/stat') as f:
+        fields = f.read().rsplit(')', 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK   # utime, stime
+
+
+def proc_hwm_mib(pid):
+    with open(f'/proc/{pid}/status') as f:
+        for line in f:
+            if line.startswith('VmHWM:'):
+                return int(line.split()[1]) / 1024
+    return None
+
+
+def median(xs):
+    xs = [x for x in xs if x is not None]
+    return statistics.median(xs) if xs else None
+
+
+# ----------------------------------------------------------------------------- services
+
+class Kafka:
+    def __init__(self):
+        env = dict(os.environ, KT_KAFKA_DIR=KAFKA_DIR)
+        self.env = env
+        out = subprocess.run([KAFKA_SH, 'start'], env=env, check=True, stdout=subprocess.PIPE,
+                             text=True).stdout
+        self.bootstrap = out.strip().splitlines()[-1]
+        self.admin = AdminClient({'bootstrap.servers': self.bootstrap})
+
+    def stop(self):
+        subprocess.run([KAFKA_SH, 'stop'], env=self.env, check=False, stdout=subprocess.DEVNULL)
+
+    def create_topic(self, topic, partitions):
+        fs = self.admin.create_topics([NewTopic(topic, partitions, 1)])
+        for f in fs.values():
+            f.result(30)
+        wait_for(lambda: topic in self.admin.list_topics(timeout=5).topics and
+                 len(self.admin.list_topics(topic, timeout=5).topics[topic].partitions) ==
+                 partitions, 30, f'topic {topic}')
+
+    def produce_bulk(self, topic, records, value_bytes):
+        p = Producer({'bootstrap.servers': self.bootstrap, 'linger.ms': 50,
+                      'batch.num.messages': 10000, 'queue.buffering.max.messages': 1000000,
+                      'queue.buffering.max.kbytes': 1048576, 'acks': 1})
+        value = b'x' * value_bytes
+        keys = [b'k%03d' % i for i in range(KEYS)]
+        for i in range(records):
+            while True:
+                try:
+                    p.produce(topic, value, keys[i % KEYS])
+                    break
+                except BufferError:
+                    p.poll(0.05)
+            if i % 10000 == 0:
+                p.poll(0)
+        if p.flush(120) != 0:
+            raise RuntimeError(f'produce to {topic}: undelivered records')
+
+    def consumer(self, group):
+        return Consumer({'bootstrap.servers': self.bootstrap, 'group.id': group,
+                         'enable.auto.commit': False})
+
+    def end_offsets(self, c, topic, partitions):
+        return [c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
+                for p in range(partitions)]
+
+    def committed(self, c, topic, partitions):
+        tps = c.committed([TopicPartition(topic, p) for p in range(partitions)], timeout=10)
+        return [tp.offset for tp in tps]
+
+
+NGINX_CONF = """\
+load_module /usr/lib/nginx/modules/ngx_http_echo_module.so;
+worker_processes 1;
+daemon off;
+pid {d}/nginx.pid;
+error_log {d}/error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+  access_log off;
+  client_body_temp_path {d}/body; proxy_temp_path {d}/proxy; fastcgi_temp_path {d}/fcgi;
+  uwsgi_temp_path {d}/uwsgi; scgi_temp_path {d}/scgi;
+  # The default 1000 requests per keep-alive connection would make clients reconnect.
+  keepalive_requests 1000000000;
+  keepalive_timeout 600s;
+  client_max_body_size 16m;
+  client_body_buffer_size 64k;
+  # Fast runtime: answer at once.
+  server {{ listen 127.0.0.1:{fast}; location / {{ return 200; }} }}
+  # 5 ms runtime: the echo module's non-blocking timer, then 200 with an empty body.
+  server {{ listen 127.0.0.1:{slow}; location / {{ echo_sleep 0.005; echo_status 200; echo ""; }} }}
+}}
+"""
+
+
+class Nginx:
+    def __init__(self, workdir):
+        self.dir = os.path.join(workdir, 'nginx')
+        os.makedirs(self.dir, exist_ok=True)
+        self.fast, self.slow = free_port(), free_port()
+        conf = os.path.join(self.dir, 'nginx.conf')
+        with open(conf, 'w') as f:
+            f.write(NGINX_CONF.format(d=self.dir, fast=self.fast, slow=self.slow))
+        self.proc = subprocess.Popen(['nginx', '-p', self.dir, '-c', conf],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_for(lambda: http_get(f'http://127.0.0.1:{self.fast}/')[0] == 200 and
+                 http_get(f'http://127.0.0.1:{self.slow}/')[0] == 200, 10, 'nginx')
+        kids = subprocess.run(['pgrep', '-P', str(self.proc.pid)], stdout=subprocess.PIPE,
+                              text=True).stdout.split()
+        self.worker = int(kids[0]) if kids else None
+
+    def cpu_s(self):
+        return proc_cpu_s(self.worker) if self.worker else None
+
+    def stop(self):
+        # SIGQUIT is nginx's graceful stop; the master reaps its worker.
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGQUIT)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+class Sink:
+    def __init__(self, workdir):
+        self.port = free_port()
+        self.log = open(os.path.join(workdir, 'sink.log'), 'w')
+        self.proc = subprocess.Popen([sys.executable, os.path.join(HERE, 'sink.py'),
+                                      str(self.port)], stdout=self.log, stderr=self.log)
+        wait_for(lambda: http_get(f'http://127.0.0.1:{self.port}/healthz')[0] == 200, 10,
+                 'latency sink')
+
+    def stats(self):
+        return json.loads(http_get(f'http://127.0.0.1:{self.port}/stats')[1])
+
+    def reset(self):
+        http_get(f'http://127.0.0.1:{self.port}/reset')
+
+    def stop(self):
+        stop_pid(self.proc, 5)
+        self.log.close()
+
+
+# ----------------------------------------------------------------------------- ceilings
+
+def kcat_ceiling(bootstrap, topic, records):
+    t0 = time.monotonic()
+    subprocess.run(['kcat', '-C', '-b', bootstrap, '-t', topic, '-o', 'beginning', '-e', '-q',
+                    '-f', '%o\\n'], check=True, stdout=subprocess.DEVNULL)
+    return records / (time.monotonic() - t0)
+
+
+def post_lua(workdir, value_bytes):
+    """A wrk script POSTing a body of value_bytes with headers shaped like ktrigger's."""
+    path = os.path.join(workdir, f'post-{value_bytes}.lua')
+    with open(path, 'w') as f:
+        f.write(f'''wrk.method = "POST"
+wrk.body = string.rep("x", {value_bytes})
+wrk.headers["Content-Type"] = "text/plain; charset=utf-8"
+wrk.headers["event-id"] = "bench-topic/3/123456"
+wrk.headers["event-time"] = "2024-01-01T00:00:00.000Z"
+wrk.headers["event-timestamp-type"] = "create"
+wrk.headers["event-type"] = "text/plain; charset=utf-8"
+wrk.headers["event-namespace"] = "kafkatriggers.kubeless.io"
+wrk.headers["event-topic"] = "bench-topic"
+wrk.headers["event-partition"] = "3"
+wrk.headers["event-offset"] = "123456"
+wrk.headers["event-key"] = "k123"
+''')
+    return path
+
+
+def wrk_ceiling(url, conns, lua, seconds):
+    out = subprocess.run(['wrk', '-t1', f'-c{conns}', f'-d{seconds}s', '-s', lua, url],
+                         check=True, stdout=subprocess.PIPE, text=True).stdout
+    m = re.search(r'Requests/sec:\s+([0-9.]+)', out)
+    errs = re.search(r'Non-2xx or 3xx responses: (\d+)', out)
+    if errs:
+        log(f'wrk {url}: {errs.group(1)} non-2xx answers')
+    return float(m.group(1)) if m else None
+
+
+# ----------------------------------------------------------------------------- ktrigger
+
+def render_config(bootstrap, topic, group, port, metrics_port, ordering):
+    props = ',\n    '.join(f'("{k}", "{v}")' for k, v in KAFKA_PROPS)
+    return f'''function = {{ handler = "{HANDLER}"; }};
+kafka = {{
+  brokers = "{bootstrap}";
+  topics = [ "{topic}" ];
+  group_id = "{group}";
+  start_from = "earliest";
+  properties = (
+    {props}
+  );
+}};
+runtime = {{ host = "127.0.0.1"; port = {port}; path = "/"; }};
+dispatch = {{ ordering = "{ordering}"; max_in_flight = {MAX_IN_FLIGHT}; }};
+metrics = {{ listen = "127.0.0.1:{metrics_port}"; }};
+log = {{ level = "warning"; }};
+'''
+
+
+class Ktrigger:
+    def __init__(self, workdir, name, conf_text):
+        self.metrics_port = None
+        self.conf = os.path.join(workdir, f'{name}.conf')
+        with open(self.conf, 'w') as f:
+            f.write(conf_text)
+        self.logf = open(os.path.join(workdir, f'{name}.log'), 'w')
+        env = {k: v for k, v in os.environ.items()
+               if not k.startswith(('FUNC_', 'TOPIC_NAME', 'KAFKA_', 'KUBELESS_', 'KTRIGGER_'))}
+        self.t_start = time.monotonic()
+        self.proc = subprocess.Popen([KTRIGGER, '--config', self.conf], stdout=self.logf,
+                                     stderr=self.logf, env=env)
+
+    def calls(self, metrics_port):
+        status, text = http_get(f'http://127.0.0.1:{metrics_port}/metrics', 1.0)
+        if status != 200:
+            return None
+        n = 0
+        for line in text.splitlines():
+            if line.startswith('function_calls_total{'):
+                n += int(float(line.rsplit(' ', 1)[1]))
+        return n
+
+    def alive(self):
+        return self.proc.poll() is None
+
+    def stop(self):
+        stop_pid(self.proc, 40)
+        self.logf.close()
+
+
+def run_throughput(kafka, workdir, sc, topic, records, url, run_no):
+    group = f'bench-{sc["name"]}-{run_no}-{int(time.time() * 1000)}'.replace('/', '_')
+    mport = free_port()
+    port = int(url.rsplit(':', 1)[1].split('/')[0])
+    kt = Ktrigger(workdir, f'{sc["name"].replace("/", "_")}-{run_no}',
+                  render_config(kafka.bootstrap, topic, group, port, mport, sc['ordering']))
+    c = kafka.consumer(group)
+    try:
+        end = kafka.end_offsets(c, topic, sc['partitions'])
+        assert sum(end) == records, (end, records)
+        t_first = None
+        deadline = time.monotonic() + SCENARIO_TIMEOUT_S
+        complete = True
+        while time.monotonic() < deadline:
+            if not kt.alive():
+                raise RuntimeError(f'ktrigger exited {kt.proc.returncode}: see {kt.logf.name}')
+            n = kt.calls(mport)
+            now = time.monotonic()
+            if t_first is None and n:
+                t_first = now
+            if n is not None and n >= records:
+                break
+            time.sleep(0.02)
+        t_calls = time.monotonic()
+        while time.monotonic() < deadline:
+            committed = kafka.committed(c, topic, sc['partitions'])
+            if committed == end:
+                break
+            time.sleep(0.02)
+        else:
+            # Too slow to finish in time: report the rate of what was committed, marked.
+            complete = False
+            log(f'{sc["name"]}: not done after {SCENARIO_TIMEOUT_S}s: '
+                f'{sum(max(o, 0) for o in committed):,} of {records:,} committed')
+            records = sum(max(o, 0) for o in committed)
+            t_first = t_first or kt.t_start
+        t_done = time.monotonic()
+        cpu = proc_cpu_s(kt.proc.pid)
+        rss = proc_hwm_mib(kt.proc.pid)
+    finally:
+        c.close()
+        kt.stop()
+    return {
+        'complete': complete,
+        'records_per_s': records / (t_done - t_first),
+        'records_per_s_from_start': records / (t_done - kt.t_start),
+        'calls_per_s': records / max(t_calls - t_first, 1e-6),
+        'seconds': t_done - t_first,
+        'join_s': t_first - kt.t_start,
+        'peak_rss_mib': rss,
+        'cpu_s_per_million': cpu / records * 1e6,
+    }
+
+
+def run_latency(kafka, workdir, sc, topic, sink, rate, seconds, run_no):
+    group = f'bench-{sc["name"]}-{run_no}-{int(time.time() * 1000)}'.replace('/', '_')
+    mport = free_port()
+    kt = Ktrigger(workdir, f'{sc["name"].replace("/", "_")}-{run_no}',
+                  render_config(kafka.bootstrap, topic, group, sink.port, mport, sc['ordering']))
+    records = rate * seconds
+    try:
+        # Joined and assigned: /readyz answers 200. Then a short settle so the first fetches run.
+        wait_for(lambda: http_get(f'http://127.0.0.1:{mport}/readyz')[0] == 200, 60,
+                 'ktrigger ready')
+        time.sleep(1.0)
+        base = kt.calls(mport) or 0
+        sink.reset()
+        p = Producer({'bootstrap.servers': kafka.bootstrap, 'linger.ms': 0, 'acks': 1})
+        pad = b'x' * max(0, sc['value_bytes'] - 19)
+        keys = [b'k%03d' % i for i in range(KEYS)]
+        t0 = time.monotonic()
+        cpu0 = proc_cpu_s(kt.proc.pid)
+        for i in range(records):
+            due = t0 + i / rate
+            delay = due - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            p.produce(topic, b'%019d' % time.time_ns() + pad, keys[i % KEYS])
+            p.poll(0)
+        p.flush(30)
+        del p
+        wait_for(lambda: (kt.calls(mport) or 0) - base >= records, 60, 'latency records called')
+        cpu = proc_cpu_s(kt.proc.pid) - cpu0
+        rss = proc_hwm_mib(kt.proc.pid)
+        st = sink.stats()
+    finally:
+        kt.stop()
+    return {'offered_per_s': rate, 'records_per_s': rate, 'p50_ms': st['p50_ms'],
+            'p99_ms': st['p99_ms'], 'p999_ms': st['p999_ms'], 'max_ms': st['max_ms'],
+            'samples': st['count'], 'peak_rss_mib': rss, 'cpu_s_per_million': cpu / records * 1e6}
+
+
+# ----------------------------------------------------------------------------- main
+
+def machine_info(nginx_version):
+    def first_line(cmd):
+        try:
+            return subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                  text=True).stdout.strip().splitlines()[0]
+        except (OSError, IndexError):
+            return None
+    cpu = None
+    with open('/proc/cpuinfo') as f:
+        for line in f:
+            if line.startswith('model name'):
+                cpu = line.split(':', 1)[1].strip()
+                break
+    jars = os.listdir(os.path.join(ROOT, 'integration-tests', 'kafka', 'libs')) \
+        if os.path.isdir(os.path.join(ROOT, 'integration-tests', 'kafka', 'libs')) else []
+    kafka_jar = next((j for j in jars if re.match(r'kafka_[0-9.]+-[0-9.]+\.jar$', j)), None)
+    return {
+        'hostname': platform.node(), 'cpus': os.cpu_count(), 'cpu_model': cpu,
+        'affinity': sorted(os.sched_getaffinity(0)), 'kernel': platform.release(),
+        'loadavg_at_start': os.getloadavg(),
+        'ktrigger': first_line([KTRIGGER, '--version']),
+        'librdkafka': first_line(['pkg-config', '--modversion', 'rdkafka']),
+        'libcurl': first_line(['pkg-config', '--modversion', 'libcurl']),
+        'nginx': nginx_version, 'wrk': first_line(['wrk', '-v']),
+        'kafka': kafka_jar, 'kcat': first_line(['kcat', '-V']),
+        'cpu_placement': 'not pinned: ktrigger, nginx, wrk, kcat and the broker share all CPUs',
+    }
+
+
+def fmt(v, nd=0):
+    if v is None:
+        return '-'
+    if isinstance(v, float):
+        return f'{v:,.{nd}f}'
+    return str(v)
+
+
+def print_table(scenarios):
+    cols = [('scenario', 'name', 0), ('records', 'records', 0), ('rec/s', 'records_per_s', 0),
+            ('wrk/s', 'ceiling_wrk_req_per_s', 0), ('vs wrk', 'ratio_vs_wrk', 2),
+            ('kcat/s', 'ceiling_kafka_records_per_s', 0), ('p50ms', 'p50_ms', 2),
+            ('p99ms', 'p99_ms', 2), ('p999ms', 'p999_ms', 2), ('RSS MiB', 'peak_rss_mib', 1),
+            ('cpu s/M', 'cpu_s_per_million', 1)]
+    rows = [[h for h, _, _ in cols]]
+    for s in scenarios:
+        rows.append([fmt(s.get(k), nd) for _, k, nd in cols])
+    widths = [max(len(r[i]) for r in rows) for i in range(len(cols))]
+    for j, r in enumerate(rows):
+        print('  '.join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in
+                        enumerate(zip(r, widths))))
+        if j == 0:
+            print('  '.join('-' * w for w in widths))
+
+
+def targets(scenarios):
+    by = {s['name']: s for s in scenarios}
+    out = []
+
+    def add(what, name, value, goal, ok):
+        out.append({'target': what, 'scenario': name, 'value': value, 'goal': goal,
+                    'met': None if value is None else ok})
+    for n in ('p8-100B-none-fast', 'p8-100B-key-fast'):
+        s = by.get(n)
+        if s:
+            add('>= 35,000 records/s', n, s['records_per_s'], 35000,
+                s['records_per_s'] >= 35000)
+            add('>= 0.35 of wrk', n, s['ratio_vs_wrk'], 0.35, (s['ratio_vs_wrk'] or 0) >= 0.35)
+    s = by.get('p1-100B-partition-fast')
+    if s:
+        add('>= 0.8 of wrk -c1', s['name'], s['ratio_vs_wrk'], 0.8,
+            (s['ratio_vs_wrk'] or 0) >= 0.8)
+    s = by.get('p8-100B-key-5ms')
+    if s:
+        goal = MAX_IN_FLIGHT / 0.005
+        add('>= 0.8 of max_in_flight/5ms', s['name'], s['records_per_s'] / goal, 0.8,
+            s['records_per_s'] / goal >= 0.8)
+    for s in scenarios:
+        if s.get('p99_ms') is not None:
+            add('p99 <= 10 ms at 1,000/s', s['name'], s['p99_ms'], 10, s['p99_ms'] <= 10)
+    worst = max((s for s in scenarios if s.get('peak_rss_mib')), key=lambda s: s['peak_rss_mib'],
+                default=None)
+    if worst:
+        add('peak RSS <= 40 MiB (worst scenario)', worst['name'], worst['peak_rss_mib'], 40,
+            worst['peak_rss_mib'] <= 40)
+    return out
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    mode = ap.add_mutually_exclusive_group()
+    mode.add_argument('--quick', action='store_true')
+    mode.add_argument('--full', action='store_true')
+    ap.add_argument('--runs', type=int, help='runs per scenario (default: quick 1, full 2)')
+    ap.add_argument('--only', help='run the scenarios whose name contains this')
+    ap.add_argument('--out', default=os.path.join(HERE, 'results', 'latest.json'))
+    ap.add_argument('--keep-broker', action='store_true', help='leave the broker running')
+    args = ap.parse_args()
+    idx = 1 if args.full else 0
+    runs = args.runs or (2 if args.full else 1)
+    wrk_s = 5 if args.full else 3
+
+    todo = []
+    for sc in SCENARIOS:
+        if args.only and args.only not in sc['name']:
+            continue
+        if sc.get('kind') == 'latency':
+            if sc['seconds'][idx]:
+                todo.append(dict(sc, seconds=sc['seconds'][idx]))
+        elif sc['records'][idx]:
+            todo.append(dict(sc, records=sc['records'][idx]))
+    if not os.access(KTRIGGER, os.X_OK):
+        sys.exit(f'bench: {KTRIGGER} not built: run make')
+    for tool in ('nginx', 'wrk', 'kcat'):
+        if not shutil.which(tool):
+            sys.exit(f'bench: {tool} not found: run scripts/install-deps')
+
+    workdir = tempfile.mkdtemp(prefix='ktrigger-bench-')
+    log(f'work dir {workdir}; {len(todo)} scenarios, {runs} run(s) each')
+    kafka = nginx = sink = None
+    results = []
+    try:
+        kafka = Kafka()
+        nginx = Nginx(workdir)
+        nginx_version = subprocess.run(['nginx', '-v'], stderr=subprocess.PIPE,
+                                       text=True).stderr.strip()
+        machine = machine_info(nginx_version)
+        topics = {}
+        for sc in todo:
+            key = (sc['partitions'], sc['value_bytes'],
+                   sc['records'] if sc.get('kind') != 'latency' else f'lat-{sc["name"]}')
+            if key not in topics:
+                name = (f'bench-p{sc["partitions"]}-v{sc["value_bytes"]}-'
+                        f'{key[2]}-{int(time.time())}').replace('/', '_')
+                kafka.create_topic(name, sc['partitions'])
+                if sc.get('kind') != 'latency':
+                    t0 = time.monotonic()
+                    kafka.produce_bulk(name, sc['records'], sc['value_bytes'])
+                    log(f'produced {sc["records"]:,} x {sc["value_bytes"]} B to {name} in '
+                        f'{time.monotonic() - t0:.1f}s')
+                topics[key] = name
+            sc['topic'] = topics[key]
+
+        for sc in todo:
+            lat = sc.get('kind') == 'latency'
+            if lat and sink is None:
+                sink = Sink(workdir)
+            url = {'fast': f'http://127.0.0.1:{nginx.fast}/',
+                   'delay5': f'http://127.0.0.1:{nginx.slow}/',
+                   'sink': f'http://127.0.0.1:{sink.port}/' if sink else None}[sc['runtime']]
+            conns = sc['partitions'] if sc['ordering'] == 'partition' else MAX_IN_FLIGHT
+            conns = min(conns, MAX_IN_FLIGHT)
+            lua = post_lua(workdir, sc['value_bytes'])
+            records = sc['rate'] * sc['seconds'] if lat else sc['records']
+            log(f'{sc["name"]}: {records:,} records, wrk -c{conns}')
+            wrk, kc, got = [], [], []
+            for r in range(runs):
+                wrk.append(wrk_ceiling(url, conns, lua, wrk_s))
+                if not lat:
+                    kc.append(kcat_ceiling(kafka.bootstrap, sc['topic'], records))
+                ng0 = nginx.cpu_s()
+                if lat:
+                    res = run_latency(kafka, workdir, sc, sc['topic'], sink, sc['rate'],
+                                      sc['seconds'], r)
+                else:
+                    res = run_throughput(kafka, workdir, sc, sc['topic'], records, url, r)
+                if sc['runtime'] != 'sink' and ng0 is not None:
+                    res['runtime_cpu_s_per_million'] = (nginx.cpu_s() - ng0) / records * 1e6
+                got.append(res)
+                log(f'  run {r + 1}: ' + ', '.join(f'{k}={v:.4g}' if isinstance(v, float)
+                                                   else f'{k}={v}' for k, v in res.items()))
+                log(f'  ceilings: wrk {wrk[-1]:.0f}/s' +
+                    (f', kcat {kc[-1]:.0f}/s' if kc else ''))
+            out = {
+                'name': sc['name'], 'kind': sc.get('kind', 'throughput'),
+                'partitions': sc['partitions'], 'value_bytes': sc['value_bytes'],
+                'ordering': sc['ordering'], 'max_in_flight': MAX_IN_FLIGHT,
+                'runtime': {'fast': 'nginx return 200', 'delay5': 'nginx echo_sleep 5 ms',
+                            'sink': 'python asyncio sink (bench/sink.py)'}[sc['runtime']],
+                'runtime_delay_ms': 5 if sc['runtime'] == 'delay5' else 0,
+                'records': records, 'runs': len(got), 'wrk_connections': conns,
+                'ceiling_wrk_req_per_s': median(wrk),
+                'ceiling_kafka_records_per_s': median(kc),
+            }
+            for k in got[0]:
+                if k == 'complete':
+                    out[k] = all(g[k] for g in got)
+                else:
+                    out[k] = median([g[k] for g in got])
+            out['ratio_vs_wrk'] = (out['records_per_s'] / out['ceiling_wrk_req_per_s']
+                                   if out['ceiling_wrk_req_per_s'] else None)
+            out['ratio_vs_kafka'] = (out['records_per_s'] / out['ceiling_kafka_records_per_s']
+                                     if out['ceiling_kafka_records_per_s'] else None)
+            if sc['runtime'] == 'delay5':
+                out['ratio_vs_in_flight_over_delay'] = out['records_per_s'] / (
+                    min(conns, MAX_IN_FLIGHT) / 0.005)
+            out['per_run'] = got
+            out['peak_rss_mib'] = max(g['peak_rss_mib'] for g in got)
+            results.append(out)
+    finally:
+        if sink:
+            sink.stop()
+        if nginx:
+            nginx.stop()
+        if kafka and not args.keep_broker:
+            kafka.stop()
+
+    doc = {'machine': machine, 'mode': 'full' if args.full else 'quick',
+           'runs_per_scenario': runs, 'kafka_properties': dict(KAFKA_PROPS),
+           'scenarios': results, 'targets': targets(results)}
+    os.makedirs(os.path.dirname(args.out), exist_ok=True)
+    tmp = args.out + '.tmp'
+    with open(tmp, 'w') as f:
+        json.dump(doc, f, indent=2)
+        f.write('\n')
+    os.replace(tmp, args.out)
+    print()
+    print(f'ktrigger benchmarks ({doc["mode"]}, median of {runs} run(s); '
+          f'{machine["cpus"]} CPUs, load {machine["loadavg_at_start"][0]:.2f} at start; '
+          'rec/s = records / (first call -> committed == end offsets))')
+    print_table(results)
+    print()
+    for t in doc['targets']:
+        v = t['value']
+        state = {True: 'met', False: 'MISSED', None: 'n/a'}[t['met']]
+        print(f'  {state:6}  {t["target"]:38} {t["scenario"]:34} '
+              f'{fmt(v, 2) if isinstance(v, float) else v}')
+    print(f'\nwritten {args.out}; logs in {workdir}')
+    shutil.rmtree(os.path.join(workdir, 'nginx', 'body'), ignore_errors=True)
+
+
+if __name__ == '__main__':
+    main()
