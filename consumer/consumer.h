@@ -195,7 +195,8 @@ kt_err_t kt_consumer_commit(kt_consumer_t *kc);
 /** @returns non-zero once librdkafka reported a fatal error (the loop must stop). */
 int kt_consumer_fatal(const kt_consumer_t *kc);
 
-/** @returns non-zero once the member got an assignment (possibly empty) and did not lose it. */
+/** @returns non-zero once the member got an assignment (possibly empty), did not lose it, and
+ *  the brokers are reachable. */
 int kt_consumer_joined(const kt_consumer_t *kc);
 
 /** @returns the number of assigned partitions. */

@@ -49,10 +49,11 @@ struct kt_consumer {
         kt_partition_t ***by_id; /**< [topic_idx][partition] -> partition, for O(1) lookup */
         int32_t *by_id_size;     /**< per topic */
         int fatal;
-        int hold;    /**< every partition paused (runtime down) */
-        int joined;  /**< holds an assignment (possibly empty) from the group */
-        int closing; /**< in consumer_close(): revokes finish at once */
-        int more;    /**< a full partition got room: poll again without sleeping */
+        int hold;         /**< every partition paused (runtime down) */
+        int joined;       /**< holds an assignment (possibly empty) from the group */
+        int closing;      /**< in consumer_close(): revokes finish at once */
+        int more;         /**< a full partition got room: poll again without sleeping */
+        int brokers_down; /**< librdkafka reported all brokers down; cleared when one is up */
         rd_kafka_topic_partition_list_t *pending; /**< a revoke waiting for its drain */
         kt_partition_t **pending_parts;
         size_t pending_cnt;
@@ -97,6 +98,8 @@ static void error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque) 
                 return;
         }
         kc->stats.kafka_errors++;
+        if (err == RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN)
+                kc->brokers_down = 1; /* not ready until a broker answers again */
         /* Transient (all brokers down, ...): librdkafka keeps retrying; we keep running. */
         KT_WARN(FAC, "%s: %s", rd_kafka_err2name((rd_kafka_resp_err_t)err), reason);
 }
@@ -394,6 +397,23 @@ static int stats_cb(rd_kafka_t *rk, char *json, size_t json_len, void *opaque) {
         (void)rk;
         if (!root)
                 return 0;
+        {
+                /* Ready needs a reachable cluster: at least one broker connection UP. */
+                cJSON *brokers = cJSON_GetObjectItemCaseSensitive(root, "brokers"), *b;
+                int up = 0;
+                cJSON_ArrayForEach(b, brokers) {
+                        cJSON *st = cJSON_GetObjectItemCaseSensitive(b, "state");
+                        if (cJSON_IsString(st) && !strcmp(st->valuestring, "UP"))
+                                up = 1;
+                }
+                if (cJSON_IsObject(brokers)) {
+                        if (!up && !kc->brokers_down)
+                                KT_WARN(FAC, "no broker reachable: not ready");
+                        else if (up && kc->brokers_down)
+                                KT_INFO(FAC, "a broker is reachable again");
+                        kc->brokers_down = !up;
+                }
+        }
         topics = cJSON_GetObjectItemCaseSensitive(root, "topics");
         cJSON_ArrayForEach(t, topics) {
                 cJSON *parts = cJSON_GetObjectItemCaseSensitive(t, "partitions"), *pj;
@@ -721,7 +741,7 @@ int kt_consumer_fatal(const kt_consumer_t *kc) {
 }
 
 int kt_consumer_joined(const kt_consumer_t *kc) {
-        return kc->joined;
+        return kc->joined && !kc->brokers_down;
 }
 
 int kt_consumer_assigned_cnt(const kt_consumer_t *kc) {

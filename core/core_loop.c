@@ -269,6 +269,22 @@ static void give_up(kt_loop_t *kl, kt_record_t *rec, const char *why) {
         produce(kl, rec);
 }
 
+static kt_call_outcome_t call_outcome(const kt_dispatch_result_t *res) {
+        if (res->runtime_down)
+                return KT_CALL_CONNECT_ERROR;
+        if (res->timed_out)
+                return KT_CALL_TIMEOUT;
+        if (!res->status)
+                return KT_CALL_TRANSPORT_ERROR;
+        if (res->status >= 200 && res->status <= 299)
+                return KT_CALL_SUCCESS;
+        if (res->status >= 400 && res->status <= 499)
+                return KT_CALL_HTTP_4XX;
+        if (res->status >= 500 && res->status <= 599)
+                return KT_CALL_HTTP_5XX;
+        return KT_CALL_HTTP_OTHER;
+}
+
 /** kt_dispatch_done_cb */
 static void on_call_done(void *opaque, const kt_dispatch_result_t *res, void *cbarg) {
         kt_loop_t *kl = cbarg;
@@ -279,6 +295,7 @@ static void on_call_done(void *opaque, const kt_dispatch_result_t *res, void *cb
 
         p->in_flight--;
         rec->call = NULL;
+        kt_metrics_outcome_inc(kl->km, call_outcome(res));
         if (res->runtime_down) {
                 /* Nothing listens: not this record's fault, and not an attempt. */
                 rec->attempts--;

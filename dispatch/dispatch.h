@@ -42,6 +42,7 @@ typedef struct kt_dispatch_result {
         kt_outcome_t outcome;
         long status;            /**< HTTP status, 0 if none was received */
         int runtime_down;       /**< nothing listens: not the record's fault */
+        int timed_out;          /**< runtime.timeout_s passed without an answer */
         int64_t retry_after_ms; /**< from Retry-After, -1 if absent */
         const char *error;      /**< transfer error text, "" if none */
         double seconds;         /**< call duration */

@@ -292,6 +292,7 @@ void kt_dispatch_perform(kt_dispatch_t *kd) {
                         }
                 } else {
                         res.status = 0;
+                        res.timed_out = msg->data.result == CURLE_OPERATION_TIMEDOUT;
                         res.runtime_down = msg->data.result == CURLE_COULDNT_CONNECT ||
                                            msg->data.result == CURLE_COULDNT_RESOLVE_HOST;
                         /* Copied: the callback may reuse this slot for its next call. */

@@ -74,6 +74,15 @@ def test_dead_letter(kafka, kafka_bootstrap, names, config, runtime_factory, ktr
                                                                               names.topic))
     samples = ktr.metrics()
     assert kt.metric_sum(samples, 'ktrigger_dead_lettered_total') == len(special)
+
+    def outcome(o):
+        return kt.metric_sum(samples, 'ktrigger_calls_total', outcome=o)
+
+    assert outcome('http_4xx') == 1 + 3, 'bad400 once, r429 three times'
+    assert outcome('http_5xx') == 3, 'always500 three times'
+    assert outcome('transport_error') == 3, 'drop three times'
+    assert 1 <= outcome('timeout') <= 3
+    assert outcome('success') == len(produced) - len(special)
     assert ktr.stop() == 0
 
     calls = rt.calls()

@@ -36,6 +36,21 @@ kt_err_t kt_metrics_server_start(kt_metrics_t *km, char *errstr, size_t errstr_s
 /** @brief Count one function call of topic \p topic_idx that took \p seconds. */
 void kt_metrics_call_observe(kt_metrics_t *km, size_t topic_idx, double seconds, int failed);
 
+/** How a call ended, for ktrigger_calls_total{outcome}. */
+typedef enum kt_call_outcome {
+        KT_CALL_SUCCESS,
+        KT_CALL_HTTP_4XX,
+        KT_CALL_HTTP_5XX,
+        KT_CALL_HTTP_OTHER,
+        KT_CALL_TIMEOUT,
+        KT_CALL_CONNECT_ERROR,
+        KT_CALL_TRANSPORT_ERROR,
+        KT_CALL__CNT
+} kt_call_outcome_t;
+
+/** @brief Count one call by how it ended. */
+void kt_metrics_outcome_inc(kt_metrics_t *km, kt_call_outcome_t outcome);
+
 /** @brief Count one retry scheduled. */
 void kt_metrics_retry_inc(kt_metrics_t *km);
 

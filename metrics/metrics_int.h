@@ -23,6 +23,7 @@ struct kt_metrics {
         const kt_config_t *conf;
         topic_metrics_t *topics;
         _Atomic uint64_t retries;
+        _Atomic uint64_t outcomes[KT_CALL__CNT];
         _Atomic uint64_t dead_lettered;
         _Atomic uint64_t skipped;
         _Atomic uint64_t replies;

@@ -55,6 +55,10 @@ void kt_metrics_call_observe(kt_metrics_t *km, size_t topic_idx, double seconds,
         INC(t->sum_us, (uint64_t)(seconds * 1e6));
 }
 
+void kt_metrics_outcome_inc(kt_metrics_t *km, kt_call_outcome_t outcome) {
+        INC(km->outcomes[outcome], 1);
+}
+
 void kt_metrics_retry_inc(kt_metrics_t *km) {
         INC(km->retries, 1);
 }
@@ -252,6 +256,17 @@ char *kt_metrics_format(kt_metrics_t *km, size_t *lenp) {
                 (unsigned long long)GET(km->losts), (unsigned long long)GET(km->commits),
                 (unsigned long long)GET(km->commit_failures),
                 (unsigned long long)GET(km->kafka_errors));
+        {
+                static const char *const names[KT_CALL__CNT] = {
+                    "success", "http_4xx",      "http_5xx",       "http_other",
+                    "timeout", "connect_error", "transport_error"};
+                fputs("# HELP ktrigger_calls_total Calls to the runtime by how they ended.\n"
+                      "# TYPE ktrigger_calls_total counter\n",
+                      f);
+                for (int o = 0; o < KT_CALL__CNT; o++)
+                        fprintf(f, "ktrigger_calls_total{outcome=\"%s\"} %llu\n", names[o],
+                                (unsigned long long)GET(km->outcomes[o]));
+        }
         pthread_mutex_lock(&km->lag_lock);
         if (km->lag_lines)
                 fputs(km->lag_lines, f);

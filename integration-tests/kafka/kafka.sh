@@ -6,6 +6,8 @@
 #                     is the bootstrap address (host:port)
 #   kafka.sh status   print the bootstrap address and exit 0 if our broker runs, else exit 1
 #   kafka.sh stop     stop the broker we started (by its pid), remove its data dir
+#   kafka.sh pause    stop the broker but keep its data dir, config and port (a broker outage)
+#   kafka.sh resume   start the paused broker again on the same data and port
 #
 # State lives in $KT_KAFKA_DIR (default /tmp/ktrigger-kafka-$UID): pid, bootstrap, data, broker.log.
 # Jars are copied to integration-tests/kafka/libs (git-ignored) from ~/.m2.
@@ -138,6 +140,37 @@ stop() {
   echo "kafka.sh: stopped"
 }
 
+pause() {
+  running || die "not running"
+  local pid i
+  pid=$(cat "$state/pid")
+  kill -TERM "$pid"
+  for i in $(seq 1 150); do
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.2
+  done
+  kill -KILL "$pid" 2>/dev/null || true
+  rm -f "$state/pid"
+  echo "kafka.sh: paused (data kept in $state)"
+}
+
+resume() {
+  running && die "already running"
+  [ -f "$state/server.properties" ] && [ -f "$state/bootstrap" ] || die "nothing paused in $state"
+  local cp="$libs/*" bootstrap deadline=$((SECONDS + start_timeout))
+  bootstrap=$(cat "$state/bootstrap")
+  setsid java -Xms256m -Xmx1g -XX:+UseG1GC -Djava.awt.headless=true \
+    "-Dlog4j2.configurationFile=$state/log4j2.properties" -cp "$cp" \
+    kafka.Kafka "$state/server.properties" >>"$state/stdout.log" 2>&1 </dev/null &
+  echo $! >"$state/pid"
+  until kcat -L -b "$bootstrap" -m 2 2>/dev/null | grep -q '1 brokers:'; do
+    running || die "broker exited during resume: $(tail -n 20 "$state/stdout.log")"
+    [ $SECONDS -lt $deadline ] || die "broker did not serve metadata within ${start_timeout}s"
+    sleep 0.2
+  done
+  echo "$bootstrap"
+}
+
 status() {
   if running; then
     cat "$state/bootstrap" 2>/dev/null || die "broker running but not ready"
@@ -151,6 +184,8 @@ case "${1:-}" in
   start) start ;;
   stop) stop ;;
   status) status ;;
+  pause) pause ;;
+  resume) resume ;;
   fetch) fetch_jars ;;
-  *) echo "usage: $0 start|stop|status|fetch" >&2; exit 2 ;;
+  *) echo "usage: $0 start|stop|status|pause|resume|fetch" >&2; exit 2 ;;
 esac

@@ -1,0 +1,57 @@
+"""The broker goes away for 20 s mid-stream and comes back on the same data and port:
+ktrigger keeps running, reports not-ready while the broker is gone, reconnects by itself, and
+every record is delivered (duplicates only where a commit was lost with the broker)."""
+
+import collections
+import subprocess
+import time
+
+import pytest
+
+import kthelpers as kt
+
+OUTAGE_S = 20
+
+
+def kafka_sh(cmd):
+    return subprocess.run([str(kt.KAFKA_SH), cmd], capture_output=True, text=True, timeout=90)
+
+
+def test_broker_outage(kafka, kafka_bootstrap, names, config, runtime_factory,
+                       ktrigger_factory):
+    st = kafka_sh('status')
+    if st.returncode != 0 or st.stdout.strip().splitlines()[-1] != kafka_bootstrap:
+        pytest.skip('the broker was not started by kafka.sh here: cannot pause it')
+    kafka.create_topic(names.topic, 4)
+    produced = kafka.produce(names.topic, [(i % 4, 'out %d' % i) for i in range(2000)])
+    rt = runtime_factory(delay_ms=5)
+    conf = config(rt.port, properties={'statistics.interval.ms': '1000',
+                                       'reconnect.backoff.max.ms': '1000'})
+    ktr = ktrigger_factory(conf)
+    kt.wait_for(lambda: len(rt.calls()) >= 300, 30, 'records flowing')
+    kt.wait_for(lambda: kt.http_get('http://127.0.0.1:%d/readyz' % ktr.metrics_port)[0] == 200,
+                10, 'ready before the outage')
+
+    paused = kafka_sh('pause')
+    assert paused.returncode == 0, paused.stderr
+    t0 = time.monotonic()
+    try:
+        kt.wait_for(lambda: kt.http_get('http://127.0.0.1:%d/readyz'
+                                        % ktr.metrics_port)[0] == 503,
+                    OUTAGE_S - 2, 'not-ready while the broker is gone')
+        time.sleep(max(0, OUTAGE_S - (time.monotonic() - t0)))
+        ktr.assert_running()
+    finally:
+        resumed = kafka_sh('resume')
+    assert resumed.returncode == 0, resumed.stderr
+    end = kafka.end_offsets(names.topic)
+    kt.wait_for(lambda: kafka.committed(names.group, names.topic) == end, 90,
+                'committed == end offsets after the outage',
+                describe=lambda: (len(rt.calls()), kafka.committed(names.group, names.topic)))
+    kt.wait_for(lambda: kt.http_get('http://127.0.0.1:%d/readyz' % ktr.metrics_port)[0] == 200,
+                20, 'ready again')
+    assert ktr.stop() == 0
+    counts = collections.Counter(c.body for c in rt.calls() if not c.failed)
+    assert set(counts) == {r.value for r in produced}, 'lost records'
+    dups = sum(n - 1 for n in counts.values())
+    print('broker outage: %d records, %d duplicate deliveries' % (len(produced), dups))
