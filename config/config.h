@@ -37,8 +37,9 @@ typedef enum kt_event_format {
 /** One librdkafka property from the config file. */
 typedef struct kt_config_prop {
         char *name;
-        char *value;
-        int line; /**< line in the config file, 0 if not from a file */
+        char *value; /**< with ${ENV} / ${file:PATH} references expanded */
+        char *raw;   /**< as written (what --print-config shows for a reference) */
+        int line;    /**< line in the config file, 0 if not from a file */
 } kt_config_prop_t;
 
 typedef struct kt_config {

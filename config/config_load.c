@@ -203,6 +203,95 @@ static void topics_from_list(kt_config_t *conf, const char *list, errs_t *e, con
         }
 }
 
+/* ---------------------------------------------------------------- references */
+
+/** The largest secret file read through ${file:PATH}. */
+#define KT_MAX_SECRET_FILE_BYTES 65536
+
+/**
+ * Expand `${NAME}` (an environment variable) and `${file:PATH}` (a file's content, one
+ * trailing newline dropped) in \p in, so secrets need not be written in the config file.
+ * @returns a new string, or NULL after reporting the problem to \p e.
+ */
+static char *expand_refs(const char *in, errs_t *e, int line, const char *key) {
+        size_t cap = strlen(in) + 1, len = 0;
+        char *out = malloc(cap);
+        const char *p = in;
+
+        if (!out)
+                return NULL;
+        while (*p) {
+                const char *end, *val = NULL;
+                char name[256], *fval = NULL;
+                size_t vlen, nlen;
+
+                if (p[0] != '$' || p[1] != '{' || !(end = strchr(p + 2, '}'))) {
+                        out[len++] = *p++;
+                        continue;
+                }
+                nlen = (size_t)(end - (p + 2));
+                if (nlen == 0 || nlen >= sizeof(name)) {
+                        errf(e, line, key, "bad reference '%.*s'", (int)(end - p + 1), p);
+                        goto fail;
+                }
+                memcpy(name, p + 2, nlen);
+                name[nlen] = '\0';
+                if (!strncmp(name, "file:", 5)) {
+                        FILE *f = fopen(name + 5, "r");
+                        size_t n;
+                        if (!f) {
+                                errf(e, line, key, "cannot read %s: %s", name + 5, strerror(errno));
+                                goto fail;
+                        }
+                        fval = malloc(KT_MAX_SECRET_FILE_BYTES + 1);
+                        n = fval ? fread(fval, 1, KT_MAX_SECRET_FILE_BYTES + 1, f) : 0;
+                        fclose(f);
+                        if (!fval || n > KT_MAX_SECRET_FILE_BYTES) {
+                                errf(e, line, key, "%s is larger than %d bytes", name + 5,
+                                     KT_MAX_SECRET_FILE_BYTES);
+                                free(fval);
+                                goto fail;
+                        }
+                        if (n && fval[n - 1] == '\n')
+                                n--;
+                        fval[n] = '\0';
+                        val = fval;
+                } else {
+                        for (size_t i = 0; i < nlen; i++)
+                                if (!(isalnum((unsigned char)name[i]) || name[i] == '_')) {
+                                        errf(e, line, key,
+                                             "bad reference '${%s}': a variable "
+                                             "name or file:PATH",
+                                             name);
+                                        goto fail;
+                                }
+                        if (!(val = getenv(name))) {
+                                errf(e, line, key, "environment variable %s is not set", name);
+                                goto fail;
+                        }
+                }
+                vlen = strlen(val);
+                if (len + vlen + strlen(end + 1) + 1 > cap) {
+                        char *n2;
+                        cap = len + vlen + strlen(end + 1) + 1;
+                        if (!(n2 = realloc(out, cap))) {
+                                free(fval);
+                                goto fail;
+                        }
+                        out = n2;
+                }
+                memcpy(out + len, val, vlen);
+                len += vlen;
+                free(fval);
+                p = end + 1;
+        }
+        out[len] = '\0';
+        return out;
+fail:
+        free(out);
+        return NULL;
+}
+
 /* ---------------------------------------------------------------- the file */
 
 /** Keys each group accepts (a nested group is listed as its own path): anything else is a typo
@@ -318,7 +407,13 @@ static void file_str(config_t *cfg, const char *key, char **dst, errs_t *e) {
                 errf(e, src_line(s), key, "must be a string");
                 return;
         }
-        set_str(dst, config_setting_get_string(s));
+        {
+                char *v = expand_refs(config_setting_get_string(s), e, src_line(s), key);
+                if (v) {
+                        free(*dst);
+                        *dst = v;
+                }
+        }
 }
 
 static void file_int(config_t *cfg, const char *key, int *dst, errs_t *e) {
@@ -444,9 +539,10 @@ static void file_props(config_t *cfg, const char *key, kt_config_prop_t **propsp
                         continue;
                 }
                 (*propsp)[*cntp].name = strdup(config_setting_get_string(name));
-                (*propsp)[*cntp].value = strdup(v);
+                (*propsp)[*cntp].raw = strdup(v);
+                (*propsp)[*cntp].value = expand_refs(v, e, src_line(pair), key);
                 (*propsp)[*cntp].line = src_line(pair);
-                if (!(*propsp)[*cntp].name || !(*propsp)[*cntp].value)
+                if (!(*propsp)[*cntp].name || !(*propsp)[*cntp].raw)
                         errf(e, 0, key, "out of memory");
                 (*cntp)++;
         }
@@ -611,8 +707,9 @@ static void validate(kt_config_t *conf, config_t *cfg, errs_t *e) {
                                      p->name, owned_props[k].instead);
                                 owned = 1;
                         }
-                if (!owned && rd_kafka_conf_set(rkconf, p->name, p->value, errstr,
-                                                sizeof(errstr)) != RD_KAFKA_CONF_OK)
+                if (!owned && p->value &&
+                    rd_kafka_conf_set(rkconf, p->name, p->value, errstr, sizeof(errstr)) !=
+                        RD_KAFKA_CONF_OK)
                         errf(e, p->line, "kafka.properties", "%s", errstr);
         }
         rd_kafka_conf_destroy(rkconf);
@@ -628,8 +725,8 @@ static void validate(kt_config_t *conf, config_t *cfg, errs_t *e) {
                              "%s: not settable here: dead letters need the idempotent producer "
                              "with acks=all on kafka.brokers",
                              p->name);
-                else if (rd_kafka_conf_set(rkconf, p->name, p->value, errstr, sizeof(errstr)) !=
-                         RD_KAFKA_CONF_OK)
+                else if (p->value && rd_kafka_conf_set(rkconf, p->name, p->value, errstr,
+                                                       sizeof(errstr)) != RD_KAFKA_CONF_OK)
                         errf(e, p->line, "kafka.producer_properties", "%s", errstr);
         }
         rd_kafka_conf_destroy(rkconf);
@@ -811,11 +908,13 @@ void kt_config_destroy(kt_config_t *conf) {
         for (size_t i = 0; i < conf->prop_cnt; i++) {
                 free(conf->props[i].name);
                 free(conf->props[i].value);
+                free(conf->props[i].raw);
         }
         free(conf->props);
         for (size_t i = 0; i < conf->producer_prop_cnt; i++) {
                 free(conf->producer_props[i].name);
                 free(conf->producer_props[i].value);
+                free(conf->producer_props[i].raw);
         }
         free(conf->producer_props);
         free(conf->runtime_health_path);
@@ -837,6 +936,14 @@ static int prop_secret(const char *name) {
                strstr(name, "sasl.oauthbearer.config");
 }
 
+/** What --print-config shows: a secret redacted, a reference as written (never what it
+ *  expanded to: it may be a secret under another name), else the value. */
+static const char *prop_shown(const kt_config_prop_t *p) {
+        if (prop_secret(p->name))
+                return "(redacted)";
+        return strstr(p->raw, "${") ? p->raw : p->value;
+}
+
 void kt_config_print(const kt_config_t *conf) {
         printf("function.handler = \"%s\"\n", conf->handler);
         printf("kafka.brokers = \"%s\"\n", conf->brokers);
@@ -849,7 +956,7 @@ void kt_config_print(const kt_config_t *conf) {
                conf->start_from == KT_START_EARLIEST ? "earliest" : "latest");
         for (size_t i = 0; i < conf->prop_cnt; i++)
                 printf("kafka.properties.\"%s\" = \"%s\"\n", conf->props[i].name,
-                       prop_secret(conf->props[i].name) ? "(redacted)" : conf->props[i].value);
+                       prop_shown(&conf->props[i]));
         printf("runtime.url = \"%s\"\n", conf->runtime_url);
         printf("runtime.timeout_s = %d\n", conf->timeout_s);
         printf("runtime.health_url = \"%s\"\n", conf->runtime_health_url);
@@ -875,8 +982,7 @@ void kt_config_print(const kt_config_t *conf) {
                conf->event_format == KT_EVENT_KUBELESS ? "kubeless" : "cloudevents");
         for (size_t i = 0; i < conf->producer_prop_cnt; i++)
                 printf("kafka.producer_properties.\"%s\" = \"%s\"\n", conf->producer_props[i].name,
-                       prop_secret(conf->producer_props[i].name) ? "(redacted)"
-                                                                 : conf->producer_props[i].value);
+                       prop_shown(&conf->producer_props[i]));
         printf("metrics.listen = \"%s\"\n", conf->metrics_listen);
         printf("log.level = %d\n", conf->log_level);
         printf("log.format = \"%s\"\n", conf->log_json ? "json" : "text");

@@ -254,8 +254,54 @@ static void test_errors(void) {
         env_clear();
 }
 
+static void test_references(void) {
+        char err[4096];
+        kt_config_t *conf;
+        FILE *f = fopen("/tmp/kt-test-secret", "w");
+
+        env_clear();
+        fputs("from-file\n", f);
+        fclose(f);
+        setenv("KT_TEST_PW", "s3cr3t", 1);
+        setenv("KT_TEST_HOST", "b9", 1);
+        conf = kt_config_load(
+            write_conf("function = { handler = \"m.f\"; };\n"
+                       "kafka = { topics = [\"t\"]; brokers = \"${KT_TEST_HOST}:9092\";\n"
+                       "  properties = ( (\"sasl.username\", \"${file:/tmp/kt-test-secret}\"),\n"
+                       "                 (\"sasl.password\", \"${KT_TEST_PW}\") ); };\n"),
+            err, sizeof(err));
+        unlink(path);
+        KT_CHECK(conf != NULL, "load: %s", err);
+        if (conf) {
+                KT_CHECK_STR(conf->brokers, "b9:9092");
+                KT_CHECK(conf->prop_cnt == 2, "props");
+                KT_CHECK_STR(conf->props[0].value, "from-file");
+                KT_CHECK_STR(conf->props[1].value, "s3cr3t");
+                KT_CHECK_STR(conf->props[1].raw, "${KT_TEST_PW}");
+                kt_config_destroy(conf);
+        }
+        conf = kt_config_load(
+            write_conf("function = { handler = \"m.f\"; };\n"
+                       "kafka = { topics = [\"t\"];\n"
+                       "  properties = ( (\"sasl.password\", \"${KT_TEST_UNSET}\"),\n"
+                       "                 (\"sasl.username\", \"${file:/nonexistent/x}\") ); };\n"),
+            err, sizeof(err));
+        unlink(path);
+        KT_CHECK(conf == NULL, "unset reference must fail");
+        KT_CHECK(
+            strstr(err, ":3: kafka.properties: environment variable KT_TEST_UNSET is not set") !=
+                NULL,
+            "%s", err);
+        KT_CHECK(strstr(err, ":4: kafka.properties: cannot read /nonexistent/x") != NULL, "%s",
+                 err);
+        unsetenv("KT_TEST_PW");
+        unsetenv("KT_TEST_HOST");
+        unlink("/tmp/kt-test-secret");
+}
+
 int main(void) {
         test_handler_resolve();
+        test_references();
         test_hostport();
         test_good_file_and_env();
         test_errors();
