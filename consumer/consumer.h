@@ -118,6 +118,14 @@ typedef struct kt_consumer_stats {
         uint64_t commits, commit_failures;
         uint64_t kafka_errors;
         int lag_updated; /**< partitions' lag changed since the loop last looked; it clears it */
+        /** Errors by librdkafka error code (the first KT_MAX_ERROR_CODES distinct ones). */
+        struct {
+                int code;
+                uint64_t count;
+        } errors[16];
+        int error_codes;
+        int errors_updated; /**< the loop clears it */
+        int paused;         /**< partitions paused now */
 } kt_consumer_stats_t;
 
 typedef struct kt_consumer kt_consumer_t;

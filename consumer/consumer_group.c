@@ -75,8 +75,10 @@ static void set_paused(kt_consumer_t *kc, kt_partition_t *p, int pause) {
         if (err)
                 KT_WARN(FAC, "%s [%d]: cannot %s: %s", p->topic, p->partition,
                         pause ? "pause" : "resume", rd_kafka_err2str(err));
-        else
+        else {
                 p->paused = pause;
+                kc->stats.paused += pause ? 1 : -1;
+        }
 }
 
 static void log_cb(const rd_kafka_t *rk, int level, const char *fac, const char *buf) {
@@ -98,6 +100,21 @@ static void error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque) 
                 return;
         }
         kc->stats.kafka_errors++;
+        {
+                kt_consumer_stats_t *st = &kc->stats;
+                int i;
+                for (i = 0; i < st->error_codes && st->errors[i].code != err; i++)
+                        ;
+                if (i == st->error_codes &&
+                    st->error_codes < (int)(sizeof(st->errors) / sizeof(st->errors[0]))) {
+                        st->errors[i].code = err;
+                        st->error_codes++;
+                }
+                if (i < st->error_codes) {
+                        st->errors[i].count++;
+                        st->errors_updated = 1;
+                }
+        }
         if (err == RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN)
                 kc->brokers_down = 1; /* not ready until a broker answers again */
         /* Transient (all brokers down, ...): librdkafka keeps retrying; we keep running. */
@@ -180,6 +197,8 @@ static void part_remove(kt_consumer_t *kc, kt_partition_t *p) {
                         break;
                 }
         kc->part_cnt--;
+        if (p->paused)
+                kc->stats.paused--;
         kc->by_id[p->topic_idx][p->partition] = NULL;
         while ((rec = kt_tracker_pop(&p->q))) {
                 dropped++;

@@ -479,6 +479,19 @@ static void metrics_update(kt_loop_t *kl) {
 
         kt_metrics_consumer_set(kl->km, st->assigns, st->revokes, st->losts, st->commits,
                                 st->commit_failures, st->kafka_errors);
+        kt_metrics_paused_set(kl->km, st->paused);
+        if (st->errors_updated && (f = open_memstream(&buf, &len))) {
+                st->errors_updated = 0;
+                for (int i = 0; i < st->error_codes; i++)
+                        fprintf(f, "ktrigger_kafka_errors_total{code=\"%s\"} %llu\n",
+                                rd_kafka_err2name((rd_kafka_resp_err_t)st->errors[i].code),
+                                (unsigned long long)st->errors[i].count);
+                if (!fclose(f))
+                        kt_metrics_errors_set(kl->km, buf);
+                free(buf);
+                buf = NULL;
+                len = 0;
+        }
         if (!st->lag_updated || !(f = open_memstream(&buf, &len)))
                 return;
         st->lag_updated = 0;

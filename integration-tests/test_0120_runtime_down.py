@@ -41,6 +41,8 @@ def test_runtime_down_and_back(kafka, names, config, runtime_factory, ktrigger_f
     samples = ktr.metrics()
     assert kt.metric_sum(samples, 'ktrigger_dead_lettered_total') == 0
     assert kt.metric_sum(samples, 'ktrigger_retries_total') in (None, 0)
+    assert kt.metric_sum(samples, 'ktrigger_paused_partitions') == PARTITIONS
+    assert kt.metric_sum(samples, 'ktrigger_calls_total', outcome='connect_error') >= 1
     committed = kafka.committed(names.group, names.topic)
     assert sum(v or 0 for v in committed.values()) <= 100, 'committed past the outage'
 

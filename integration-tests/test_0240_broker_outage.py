@@ -41,6 +41,7 @@ def test_broker_outage(kafka, kafka_bootstrap, names, config, runtime_factory,
                     OUTAGE_S - 2, 'not-ready while the broker is gone')
         time.sleep(max(0, OUTAGE_S - (time.monotonic() - t0)))
         ktr.assert_running()
+        assert kt.metric_sum(ktr.metrics(), 'ktrigger_kafka_errors_total', code='_TRANSPORT') >= 1
     finally:
         resumed = kafka_sh('resume')
     assert resumed.returncode == 0, resumed.stderr

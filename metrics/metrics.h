@@ -83,6 +83,12 @@ void kt_metrics_consumer_set(kt_metrics_t *km, uint64_t assigns, uint64_t revoke
  */
 void kt_metrics_lag_set(kt_metrics_t *km, const char *lines);
 
+/** @brief Set the number of partitions paused now. */
+void kt_metrics_paused_set(kt_metrics_t *km, int paused);
+
+/** @brief Replace the `ktrigger_kafka_errors_total{code=...}` sample lines (copied). */
+void kt_metrics_errors_set(kt_metrics_t *km, const char *lines);
+
 /** @returns non-zero when /readyz should answer 200: joined and runtime up. */
 int kt_metrics_ready(kt_metrics_t *km);
 

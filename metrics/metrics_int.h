@@ -36,7 +36,9 @@ struct kt_metrics {
         _Atomic uint64_t buffered;
         _Atomic uint64_t assigns, revokes, losts, commits, commit_failures, kafka_errors;
         pthread_mutex_t lag_lock;
-        char *lag_lines; /**< under lag_lock */
+        char *lag_lines;   /**< under lag_lock */
+        char *error_lines; /**< under lag_lock */
+        _Atomic int paused;
         struct MHD_Daemon *server;
 };
 

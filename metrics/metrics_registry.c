@@ -34,6 +34,7 @@ void kt_metrics_destroy(kt_metrics_t *km) {
         kt_metrics_server_stop(km);
         pthread_mutex_destroy(&km->lag_lock);
         free(km->lag_lines);
+        free(km->error_lines);
         free(km->topics);
         free(km);
 }
@@ -99,6 +100,20 @@ void kt_metrics_consumer_set(kt_metrics_t *km, uint64_t assigns, uint64_t revoke
         SET(km->commits, commits);
         SET(km->commit_failures, commit_failures);
         SET(km->kafka_errors, kafka_errors);
+}
+
+void kt_metrics_paused_set(kt_metrics_t *km, int paused) {
+        SET(km->paused, paused);
+}
+
+void kt_metrics_errors_set(kt_metrics_t *km, const char *lines) {
+        char *copy = lines ? strdup(lines) : NULL, *old;
+
+        pthread_mutex_lock(&km->lag_lock);
+        old = km->error_lines;
+        km->error_lines = copy;
+        pthread_mutex_unlock(&km->lag_lock);
+        free(old);
 }
 
 void kt_metrics_lag_set(kt_metrics_t *km, const char *lines) {
@@ -246,16 +261,19 @@ char *kt_metrics_format(kt_metrics_t *km, size_t *lenp) {
                 "# HELP ktrigger_commit_failures_total Offset commits that failed.\n"
                 "# TYPE ktrigger_commit_failures_total counter\n"
                 "ktrigger_commit_failures_total %llu\n"
-                "# HELP ktrigger_kafka_errors_total Errors reported by librdkafka.\n"
-                "# TYPE ktrigger_kafka_errors_total counter\n"
-                "ktrigger_kafka_errors_total %llu\n"
+                "# HELP ktrigger_kafka_errors_all_total Errors reported by librdkafka.\n"
+                "# TYPE ktrigger_kafka_errors_all_total counter\n"
+                "ktrigger_kafka_errors_all_total %llu\n"
+                "# HELP ktrigger_paused_partitions Partitions paused (runtime down, revoking).\n"
+                "# TYPE ktrigger_paused_partitions gauge\n"
+                "ktrigger_paused_partitions %d\n"
                 "# HELP ktrigger_consumer_lag Records behind the end of the partition "
                 "(librdkafka statistics, every 5 s).\n"
                 "# TYPE ktrigger_consumer_lag gauge\n",
                 (unsigned long long)GET(km->assigns), (unsigned long long)GET(km->revokes),
                 (unsigned long long)GET(km->losts), (unsigned long long)GET(km->commits),
                 (unsigned long long)GET(km->commit_failures),
-                (unsigned long long)GET(km->kafka_errors));
+                (unsigned long long)GET(km->kafka_errors), GET(km->paused));
         {
                 static const char *const names[KT_CALL__CNT] = {
                     "success", "http_4xx",      "http_5xx",       "http_other",
@@ -270,6 +288,11 @@ char *kt_metrics_format(kt_metrics_t *km, size_t *lenp) {
         pthread_mutex_lock(&km->lag_lock);
         if (km->lag_lines)
                 fputs(km->lag_lines, f);
+        fputs("# HELP ktrigger_kafka_errors_total Errors reported by librdkafka, by code.\n"
+              "# TYPE ktrigger_kafka_errors_total counter\n",
+              f);
+        if (km->error_lines)
+                fputs(km->error_lines, f);
         pthread_mutex_unlock(&km->lag_lock);
         if (fclose(f)) {
                 free(buf);
