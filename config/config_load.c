@@ -9,6 +9,7 @@
 
 #include "../core/core.h"
 
+#include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
 #include <libconfig.h>
@@ -606,6 +607,12 @@ static void apply_env(kt_config_t *conf, errs_t *e) {
 
 /* ---------------------------------------------------------------- validation */
 
+/** A ':' in runtime.host is only an IPv6 address (written without brackets). */
+static int host_is_ipv6(const char *host) {
+        struct in6_addr a;
+        return inet_pton(AF_INET6, host, &a) == 1;
+}
+
 static void check_range(errs_t *e, config_t *cfg, const char *key, int v, int lo, int hi) {
         if (v < lo || v > hi)
                 errf(e, line_of(cfg, key), key, "%d is outside %d..%d", v, lo, hi);
@@ -638,7 +645,9 @@ static void validate(kt_config_t *conf, config_t *cfg, errs_t *e) {
 
         check_range(e, cfg, "runtime.port", conf->runtime_port, 1, 65535);
         check_range(e, cfg, "runtime.timeout_s", conf->timeout_s, 1, 86400);
-        if (!conf->runtime_host || !*conf->runtime_host || strpbrk(conf->runtime_host, "/ \t@?#"))
+        if (!conf->runtime_host || !*conf->runtime_host ||
+            strpbrk(conf->runtime_host, "/ \t@?#[]%") ||
+            (strchr(conf->runtime_host, ':') && !host_is_ipv6(conf->runtime_host)))
                 errf(e, line_of(cfg, "runtime.host"), "runtime.host",
                      "'%s' is not a host name or address",
                      conf->runtime_host ? conf->runtime_host : "");
@@ -654,6 +663,20 @@ static void validate(kt_config_t *conf, config_t *cfg, errs_t *e) {
 
         check_range(e, cfg, "dispatch.max_in_flight", conf->max_in_flight, 1, 10000);
         check_range(e, cfg, "dispatch.drain_timeout_ms", conf->drain_timeout_ms, 0, 3600000);
+        {
+                /* The shutdown drain does not poll Kafka: past max.poll.interval.ms the member
+                 * is dropped and its final commit fails. */
+                long long mpi = 300000;
+                for (size_t i = 0; i < conf->prop_cnt; i++)
+                        if (!strcmp(conf->props[i].name, "max.poll.interval.ms") &&
+                            conf->props[i].value)
+                                parse_int(conf->props[i].value, &mpi);
+                if (conf->drain_timeout_ms >= mpi)
+                        errf(e, line_of(cfg, "dispatch.drain_timeout_ms"),
+                             "dispatch.drain_timeout_ms",
+                             "%d must be below max.poll.interval.ms (%lld)", conf->drain_timeout_ms,
+                             mpi);
+        }
         check_range(e, cfg, "dispatch.partition_buffer_records", conf->partition_buffer_records, 1,
                     1000000);
         check_range(e, cfg, "dispatch.partition_buffer_bytes", conf->partition_buffer_bytes, 1024,

@@ -208,9 +208,8 @@ static void part_remove(kt_consumer_t *kc, kt_partition_t *p) {
                 KT_INFO(FAC, "%s [%d]: dropped %zu unfinished records (not committed)", p->topic,
                         p->partition, dropped);
         if (p->rkq) {
-                /* Back to the consumer queue, as librdkafka had it. */
+                /* librdkafka forwards it again when it next starts fetching the partition. */
                 rd_kafka_queue_io_event_enable(p->rkq, -1, NULL, 0);
-                rd_kafka_queue_forward(p->rkq, kc->rkq);
                 rd_kafka_queue_destroy(p->rkq);
         }
         if (p->rkt)
@@ -245,6 +244,7 @@ static void on_assign(kt_consumer_t *kc, rd_kafka_topic_partition_list_t *tps) {
         rd_kafka_resp_err_t err = RD_KAFKA_RESP_ERR_NO_ERROR;
 
         kc->joined = 1;
+        kc->brokers_down = 0; /* an assignment came from the coordinator */
         kc->stats.assigns++;
         for (int i = 0; i < tps->cnt; i++) {
                 if (!part_add(kc, tps->elems[i].topic, tps->elems[i].partition)) {
@@ -404,8 +404,10 @@ static void commit_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
         if (err) {
                 kc->stats.commit_failures++;
                 KT_WARN(FAC, "offset commit failed: %s", rd_kafka_err2str(err));
-        } else
+        } else {
                 kc->stats.commits++;
+                kc->brokers_down = 0; /* the coordinator answered */
+        }
 }
 
 /** librdkafka's statistics JSON: take each assigned partition's consumer_lag. */
@@ -568,14 +570,33 @@ void kt_consumer_destroy(kt_consumer_t *kc) {
                 rd_kafka_resp_err_t err;
                 kt_consumer_revoke_finish(kc);
                 kc->closing = 1;
+                if (kc->rkq) {
+                        /* librdkafka wants the consumer queue handle gone before close. */
+                        rd_kafka_queue_io_event_enable(kc->rkq, -1, NULL, 0);
+                        rd_kafka_queue_destroy(kc->rkq);
+                        kc->rkq = NULL;
+                }
                 /* Triggers the final revoke (hook, commit, unassign) and leaves the group. */
                 err = rd_kafka_consumer_close(kc->rk);
                 if (err)
                         KT_WARN(FAC, "consumer close: %s", rd_kafka_err2str(err));
+                /* After a fatal error close() revokes without the rebalance callback: release
+                 * what is left through the hook (as lost) so nothing still points at it. */
+                if (kc->parts && kc->hooks.revoke) {
+                        size_t cnt = 0;
+                        kt_partition_t **parts;
+                        for (kt_partition_t *p = kc->parts; p; p = p->next)
+                                cnt++;
+                        if ((parts = calloc(cnt, sizeof(*parts)))) {
+                                cnt = 0;
+                                for (kt_partition_t *p = kc->parts; p; p = p->next)
+                                        parts[cnt++] = p;
+                                kc->hooks.revoke(kc->hooks.opaque, parts, cnt, 1);
+                                free(parts);
+                        }
+                }
                 while (kc->parts)
                         part_remove(kc, kc->parts);
-                if (kc->rkq)
-                        rd_kafka_queue_destroy(kc->rkq);
                 rd_kafka_destroy(kc->rk);
                 KT_INFO(FAC, "left the group");
         }
@@ -639,6 +660,8 @@ static void buffer_record(kt_consumer_t *kc, rd_kafka_message_t *rkm) {
 }
 
 static void message_serve(kt_consumer_t *kc, rd_kafka_message_t *rkm) {
+        if (!rkm->err)
+                kc->brokers_down = 0; /* a record came from a broker */
         if (rkm->err) {
                 if (rkm->rkt)
                         KT_WARN(FAC, "%s [%d]: %s", rd_kafka_topic_name(rkm->rkt), rkm->partition,
@@ -705,7 +728,7 @@ void kt_consumer_record_done(kt_consumer_t *kc, kt_record_t *rec) {
 
         rec->state = KT_REC_DONE;
         while ((done = kt_tracker_pop_done(&p->q))) {
-                p->bytes -= done->rkm ? done->rkm->len + done->rkm->key_len : 0;
+                p->bytes -= (done->rkm ? done->rkm->len + done->rkm->key_len : 0) + done->reply_len;
                 record_free(done);
                 popped++;
         }

@@ -233,8 +233,11 @@ static void dispatch_ready(kt_loop_t *kl) {
         kl->next_due_ms = kt_sched_due(kl->ks, now);
         if (kl->runtime_down) {
                 if (!kl->probing && now >= kl->probe_at_ms) {
-                        kl->probing = 1;
-                        kt_dispatch_probe_start(kl->kd);
+                        if (kt_dispatch_probe_start(kl->kd) == 0)
+                                kl->probing = 1;
+                        else
+                                kl->probe_at_ms = now + kl->probe_backoff_ms;
+                        wake_at(kl, kl->probe_at_ms);
                 } else if (!kl->probing)
                         wake_at(kl, kl->probe_at_ms);
                 return;
@@ -316,6 +319,7 @@ static void on_call_done(void *opaque, const kt_dispatch_result_t *res, void *cb
                         /* The answer goes to the reply topic before the record is done. */
                         rec->reply = res->body;
                         rec->reply_len = res->body_len;
+                        p->bytes += res->body_len; /* held until Kafka acks it: bounded */
                         rec->reply_type = res->content_type ? strdup(res->content_type) : NULL;
                         rec->replying = 1;
                         produce(kl, rec);
@@ -327,13 +331,21 @@ static void on_call_done(void *opaque, const kt_dispatch_result_t *res, void *cb
                 return;
         }
         free(res->body);
-        if (res->body_too_big) {
-                /* A reply that cannot be produced whole: a permanent failure of this record. */
+        if (res->outcome == KT_OUTCOME_SUCCESS) {
+                /* Succeeded, but the answer is over 1 MiB: no reply can be produced. Calling
+                 * the function again would not help, so this is never retried. */
+                KT_ERR(FAC, "%s [%d] @%lld: answer over 1 MiB: not produced to %s", p->topic,
+                       p->partition, (long long)rec->offset, kl->conf->reply_topic);
                 record_error_set(rec, res->status, "response body over 1 MiB: no reply possible");
                 if (kl->conf->on_failure != KT_FAIL_BLOCK) {
                         give_up(kl, rec, "response body over 1 MiB");
                         return;
                 }
+                /* block: the function ran; keep going without the reply, loudly. */
+                rec->state = KT_REC_DONE;
+                kt_sched_resolved(kl->ks, rec);
+                kt_consumer_record_done(kl->kc, rec);
+                return;
         }
 
         record_error_set(rec, res->status, res->error);
@@ -555,8 +567,7 @@ static int wait_for_runtime(kt_loop_t *kl) {
                 int64_t next = kt_now_ms() + backoff;
 
                 kl->runtime_down = 1;
-                kl->probing = 1;
-                kt_dispatch_probe_start(kl->kd);
+                kl->probing = kt_dispatch_probe_start(kl->kd) == 0;
                 while (kl->probing) {
                         kt_metrics_heartbeat(kl->km);
                         if (signals_read(kl))
@@ -631,7 +642,7 @@ int kt_loop_run(const kt_config_t *conf, kt_metrics_t *km) {
                                                      : "none",
                 conf->max_in_flight);
 
-        while (!stop && !kt_consumer_fatal(kl.kc)) {
+        while (!stop && !kt_consumer_fatal(kl.kc) && !(kl.kp && kt_produce_fatal(kl.kp))) {
                 struct curl_waitfd fds[3] = {
                     {kt_consumer_wakeup_fd(kl.kc), CURL_WAIT_POLLIN, 0},
                     {kl.sigfd, CURL_WAIT_POLLIN, 0},
@@ -674,7 +685,7 @@ int kt_loop_run(const kt_config_t *conf, kt_metrics_t *km) {
                 kt_dispatch_wait(kl.kd, fds, kl.kp ? 3 : 2, (int)wait_ms);
         }
 
-        if (kt_consumer_fatal(kl.kc)) {
+        if (kt_consumer_fatal(kl.kc) || (kl.kp && kt_produce_fatal(kl.kp))) {
                 KT_ERR(FAC, "stopping after a fatal Kafka error");
                 kl.stopping = 1;
                 goto out;

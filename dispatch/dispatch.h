@@ -86,8 +86,11 @@ void kt_dispatch_destroy(kt_dispatch_t *kd);
 kt_err_t kt_dispatch_request_submit(kt_dispatch_t *kd, const kt_dispatch_req_t *req, void *opaque,
                                     void **callp, int *droppedp);
 
-/** @brief GET the runtime's health path once; the probe callback reports the answer. */
-void kt_dispatch_probe_start(kt_dispatch_t *kd);
+/**
+ * @brief GET the runtime's health path once; the probe callback reports the answer.
+ * @returns 0 if the probe runs (or already ran), -1 if it could not start (try later).
+ */
+int kt_dispatch_probe_start(kt_dispatch_t *kd);
 
 /** @brief Abort a call started by submit; its callback will not run. */
 void kt_dispatch_request_cancel(kt_dispatch_t *kd, void *call);
@@ -200,6 +203,9 @@ int kt_produce_wakeup_fd(const kt_produce_t *kp);
 
 /** @brief Serve delivery reports (runs the callback). */
 void kt_produce_poll(kt_produce_t *kp);
+
+/** @returns non-zero once the producer hit a fatal error (the loop must stop). */
+int kt_produce_fatal(const kt_produce_t *kp);
 
 /** @returns dead letters produced and not yet reported. */
 int kt_produce_outstanding(const kt_produce_t *kp);

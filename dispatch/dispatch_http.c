@@ -222,11 +222,13 @@ kt_err_t kt_dispatch_request_submit(kt_dispatch_t *kd, const kt_dispatch_req_t *
         return KT_OK;
 }
 
-void kt_dispatch_probe_start(kt_dispatch_t *kd) {
+int kt_dispatch_probe_start(kt_dispatch_t *kd) {
         if (kd->probe_busy)
-                return;
-        if (curl_multi_add_handle(kd->multi, kd->probe) == CURLM_OK)
-                kd->probe_busy = 1;
+                return 0;
+        if (curl_multi_add_handle(kd->multi, kd->probe) != CURLM_OK)
+                return -1;
+        kd->probe_busy = 1;
+        return 0;
 }
 
 void kt_dispatch_request_cancel(kt_dispatch_t *kd, void *call) {
@@ -277,7 +279,9 @@ void kt_dispatch_perform(kt_dispatch_t *kd) {
                         /* Seconds or an HTTP date, both turned into seconds by curl. */
                         if (!curl_easy_getinfo(s->easy, CURLINFO_RETRY_AFTER, &retry_after) &&
                             retry_after > 0)
-                                res.retry_after_ms = (int64_t)retry_after * 1000;
+                                /* Capped before multiplying: a huge value must not overflow. */
+                                res.retry_after_ms =
+                                    (int64_t)(retry_after < 86400 ? retry_after : 86400) * 1000;
                         res.error = "";
                         if (!curl_easy_getinfo(s->easy, CURLINFO_CONTENT_TYPE, &ct) && ct) {
                                 snprintf(ctype, sizeof(ctype), "%s", ct);

@@ -30,7 +30,27 @@ struct kt_produce {
         kt_produce_done_cb *cb;
         void *cbarg;
         int outstanding;
+        int fatal;
 };
+
+/** A fatal producer error (e.g. the idempotent producer's sequence broke): every later write
+ *  would fail, so the loop stops and the daemon exits non-zero to be restarted. */
+static void error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque) {
+        kt_produce_t *kp = opaque;
+        char errstr[512];
+
+        if (err == RD_KAFKA_RESP_ERR__FATAL) {
+                rd_kafka_fatal_error(rk, errstr, sizeof(errstr));
+                KT_ERR(FAC, "fatal producer error: %s", errstr);
+                kp->fatal = 1;
+                return;
+        }
+        KT_WARN(FAC, "%s: %s", rd_kafka_err2name((rd_kafka_resp_err_t)err), reason);
+}
+
+int kt_produce_fatal(const kt_produce_t *kp) {
+        return kp->fatal;
+}
 
 static void log_cb(const rd_kafka_t *rk, int level, const char *fac, const char *buf) {
         char f[64];
@@ -93,6 +113,7 @@ kt_produce_t *kt_produce_new(const kt_config_t *conf, kt_produce_done_cb *cb, vo
         rd_kafka_conf_set_opaque(rkconf, kp);
         rd_kafka_conf_set_dr_msg_cb(rkconf, dr_msg_cb);
         rd_kafka_conf_set_log_cb(rkconf, log_cb);
+        rd_kafka_conf_set_error_cb(rkconf, error_cb);
         if (!(kp->rk = rd_kafka_new(RD_KAFKA_PRODUCER, rkconf, err, sizeof(err)))) {
                 snprintf(errstr, errstr_size, "%s", err);
                 goto fail;

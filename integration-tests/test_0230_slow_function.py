@@ -13,15 +13,15 @@ PARTITIONS = 6
 def test_slow_calls_no_eviction(kafka, names, config, runtime_factory, ktrigger_factory,
                                 tmp_path):
     kafka.create_topic(names.topic, PARTITIONS)
-    produced = kafka.produce(names.topic, [(i % PARTITIONS, 'slow %d' % i) for i in range(18)])
     rts = [runtime_factory(record_file=tmp_path / ('r%d.jsonl' % i), delay_ms=7000)
            for i in range(3)]
     # A consumer that stopped polling during a call would be evicted after 6 s.
     props = {'session.timeout.ms': '6000', 'heartbeat.interval.ms': '1000',
              'max.poll.interval.ms': '6000'}
-    reps = [ktrigger_factory(config(rt.port, properties=props)) for rt in rts]
-    # The group settles only after revoked partitions drained their 7 s calls (clean
-    # rebalances wait for them): wait until every replica holds 2 partitions.
+    confs = [config(rt.port, properties=props) for rt in rts]
+    for c in confs:
+        c['dispatch']['drain_timeout_ms'] = 5000  # must stay below max.poll.interval.ms
+    reps = [ktrigger_factory(c) for c in confs]
     def assigned():
         return [kt.metric_sum(k.metrics(), 'ktrigger_assigned_partitions') for k in reps]
 
@@ -36,6 +36,8 @@ def test_slow_calls_no_eviction(kafka, names, config, runtime_factory, ktrigger_
                              for t in ('assign', 'revoke', 'lost')))
         return out
 
+    produced = kafka.produce(names.topic, [(i % PARTITIONS, 'slow %d' % i) for i in range(18)])
+    kt.wait_for(lambda: sum(len(rt.calls()) for rt in rts) >= 6, 30, 'first slow calls done')
     before = rebalances()
     time.sleep(9)  # more than one max.poll.interval.ms with calls in flight all along
     after = rebalances()

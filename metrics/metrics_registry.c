@@ -249,6 +249,17 @@ char *kt_metrics_format(kt_metrics_t *km, size_t *lenp) {
                 (unsigned long long)GET(km->headers_dropped), GET(km->runtime_up),
                 GET(km->in_flight), GET(km->assigned), (unsigned long long)GET(km->buffered),
                 KT_VERSION);
+        {
+                static const char *const names[KT_CALL__CNT] = {
+                    "success", "http_4xx",      "http_5xx",       "http_other",
+                    "timeout", "connect_error", "transport_error"};
+                fputs("# HELP ktrigger_calls_total Calls to the runtime by how they ended.\n"
+                      "# TYPE ktrigger_calls_total counter\n",
+                      f);
+                for (int o = 0; o < KT_CALL__CNT; o++)
+                        fprintf(f, "ktrigger_calls_total{outcome=\"%s\"} %llu\n", names[o],
+                                (unsigned long long)GET(km->outcomes[o]));
+        }
         fprintf(f,
                 "# HELP ktrigger_rebalances_total Rebalance events by type.\n"
                 "# TYPE ktrigger_rebalances_total counter\n"
@@ -274,17 +285,6 @@ char *kt_metrics_format(kt_metrics_t *km, size_t *lenp) {
                 (unsigned long long)GET(km->losts), (unsigned long long)GET(km->commits),
                 (unsigned long long)GET(km->commit_failures),
                 (unsigned long long)GET(km->kafka_errors), GET(km->paused));
-        {
-                static const char *const names[KT_CALL__CNT] = {
-                    "success", "http_4xx",      "http_5xx",       "http_other",
-                    "timeout", "connect_error", "transport_error"};
-                fputs("# HELP ktrigger_calls_total Calls to the runtime by how they ended.\n"
-                      "# TYPE ktrigger_calls_total counter\n",
-                      f);
-                for (int o = 0; o < KT_CALL__CNT; o++)
-                        fprintf(f, "ktrigger_calls_total{outcome=\"%s\"} %llu\n", names[o],
-                                (unsigned long long)GET(km->outcomes[o]));
-        }
         pthread_mutex_lock(&km->lag_lock);
         if (km->lag_lines)
                 fputs(km->lag_lines, f);

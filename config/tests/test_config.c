@@ -208,6 +208,12 @@ static void test_errors(void) {
               ":3: runtime.port: must be an integer", ":4: metrics.listen: 'nope'",
               ":5: dispatch.retry.max_backoff_ms: 100 is below", ":6: extra: unknown section"}},
             {"function = { handler = };\n", {":1: syntax:"}},
+            {"function = { handler = \"m.f\"; };\nkafka = { topics = [\"t\"];\n"
+             "properties = ( (\"max.poll.interval.ms\", \"20000\") ); };\n"
+             "runtime = { host = \"localhost:8080\"; };\ndispatch = { drain_timeout_ms = 20000; "
+             "};\n",
+             {":4: runtime.host: 'localhost:8080' is not a host name",
+              ":5: dispatch.drain_timeout_ms: 20000 must be below max.poll.interval.ms (20000)"}},
             {"function = { handler = \"m.f\"; };\nkafka = { topics = [\"t\"]; };\n"
              "dispatch = { ordering = \"random\"; on_failure = \"dead-letter\";\n"
              "retry = { max_attempts = 0; typo = 1; }; };\n",
