@@ -267,6 +267,28 @@ class Kafka:
 
 # --------------------------------------------------------------------------- runtime
 
+def read_topic(bootstrap, topic, partitions, group):
+    """Every record of topic (partitions 0..partitions-1) as (key, value, headers dict)."""
+    c = Consumer({'bootstrap.servers': bootstrap, 'group.id': group, 'enable.auto.commit': False})
+    out = []
+    try:
+        for p in range(partitions):
+            lo, hi = c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+            if hi <= lo:
+                continue
+            c.assign([TopicPartition(topic, p, lo)])
+            while True:
+                m = c.poll(10)
+                assert m is not None, 'timed out reading %s [%d]' % (topic, p)
+                assert not m.error(), m.error()
+                out.append((m.key(), m.value(), dict(m.headers() or [])))
+                if m.offset() >= hi - 1:
+                    break
+    finally:
+        c.close()
+    return out
+
+
 def parse_event_id(event_id):
     """'topic/partition/offset' -> (topic, partition, offset)."""
     topic, partition, offset = event_id.rsplit('/', 2)

@@ -6,36 +6,10 @@ headers; the group is committed to the end offsets only once every record is res
 
 import time
 
-from confluent_kafka import Consumer, TopicPartition
-
 import kthelpers as kt
 
 PARTITIONS = 3
 PER_PARTITION = 40
-
-
-def read_topic(bootstrap, topic, partitions, group):
-    """Every record of topic as (key, value, headers dict)."""
-    c = Consumer({'bootstrap.servers': bootstrap, 'group.id': group,
-                  'enable.auto.commit': False})
-    out = []
-    try:
-        for p in range(partitions):
-            lo, hi = c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
-            if hi <= lo:
-                continue
-            c.assign([TopicPartition(topic, p, lo)])
-            while True:
-                m = c.poll(10)
-                assert m is not None, 'timed out reading %s [%d]' % (topic, p)
-                assert not m.error(), m.error()
-                out.append((m.key(), m.value(), dict(
-                    (k, v) for k, v in (m.headers() or []))))
-                if m.offset() >= hi - 1:
-                    break
-    finally:
-        c.close()
-    return out
 
 
 def produce_mix(kafka, topic, special):
@@ -101,7 +75,7 @@ def test_dead_letter(kafka, kafka_bootstrap, names, config, runtime_factory, ktr
     gaps = [b - a for a, b in zip(times, times[1:])]
     assert all(g >= 0.9 for g in gaps), 'Retry-After not honoured: gaps %s' % gaps
 
-    dead = read_topic(kafka_bootstrap, dlq, 1, names.group + '-reader')
+    dead = kt.read_topic(kafka_bootstrap, dlq, 1, names.group + '-reader')
     by_value = {v.decode(): (k, h) for k, v, h in dead}
     assert sorted(by_value) == sorted(special), sorted(by_value)
     origin = {r.value: r for r in produced}

@@ -2,32 +2,10 @@
 the record's key, the response Content-Type and correlation headers, before the record's offset
 is committed."""
 
-from confluent_kafka import Consumer, TopicPartition
-
 import kthelpers as kt
 
 PARTITIONS = 2
 N = 30
-
-
-def read_all(bootstrap, topic, partitions, group):
-    c = Consumer({'bootstrap.servers': bootstrap, 'group.id': group, 'enable.auto.commit': False})
-    out = []
-    try:
-        for p in range(partitions):
-            lo, hi = c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
-            if hi <= lo:
-                continue
-            c.assign([TopicPartition(topic, p, lo)])
-            while True:
-                m = c.poll(10)
-                assert m is not None and not m.error(), m and m.error()
-                out.append((m.key(), m.value(), dict(m.headers() or [])))
-                if m.offset() >= hi - 1:
-                    break
-    finally:
-        c.close()
-    return out
 
 
 def test_reply_topic(kafka, kafka_bootstrap, names, config, runtime_factory, ktrigger_factory):
@@ -46,7 +24,7 @@ def test_reply_topic(kafka, kafka_bootstrap, names, config, runtime_factory, ktr
     assert kt.metric_sum(ktr.metrics(), 'ktrigger_replies_total') == N
     assert ktr.stop() == 0
 
-    got = read_all(kafka_bootstrap, replies, 1, names.group + '-reader')
+    got = kt.read_topic(kafka_bootstrap, replies, 1, names.group + '-reader')
     assert len(got) == N, 'one reply per record: %d' % len(got)
     by_key = {k: (v, h) for k, v, h in got}
     for r in produced:

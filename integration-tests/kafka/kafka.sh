@@ -119,37 +119,33 @@ EOF
   echo "$bootstrap"
 }
 
+# SIGTERM our broker (by its pid) and wait up to 30 s, then SIGKILL it.
+kill_broker() {
+  local pid i
+  pid=$(cat "$state/pid")
+  kill -TERM "$pid"
+  for i in $(seq 1 150); do
+    kill -0 "$pid" 2>/dev/null || return 0
+    sleep 0.2
+  done
+  echo "kafka.sh: broker $pid did not stop in 30 s, killing it" >&2
+  kill -KILL "$pid" 2>/dev/null || true
+}
+
 stop() {
   if ! running; then
     rm -rf "$state"
     echo "kafka.sh: not running"
     return 0
   fi
-  local pid i
-  pid=$(cat "$state/pid")
-  kill -TERM "$pid"
-  for i in $(seq 1 150); do
-    kill -0 "$pid" 2>/dev/null || break
-    sleep 0.2
-  done
-  if kill -0 "$pid" 2>/dev/null; then
-    echo "kafka.sh: broker $pid did not stop in 30 s, killing it" >&2
-    kill -KILL "$pid" 2>/dev/null || true
-  fi
+  kill_broker
   rm -rf "$state"
   echo "kafka.sh: stopped"
 }
 
 pause() {
   running || die "not running"
-  local pid i
-  pid=$(cat "$state/pid")
-  kill -TERM "$pid"
-  for i in $(seq 1 150); do
-    kill -0 "$pid" 2>/dev/null || break
-    sleep 0.2
-  done
-  kill -KILL "$pid" 2>/dev/null || true
+  kill_broker
   rm -f "$state/pid"
   echo "kafka.sh: paused (data kept in $state)"
 }
