@@ -59,7 +59,6 @@ typedef struct kt_record {
         kt_lane_t *lane;              /**< NULL in `none` ordering */
         struct kt_record *lane_next;  /**< next record of its lane */
         struct kt_record *ready_next; /**< next in the ready queue */
-        int ready;                    /**< in the ready queue */
         size_t heap_idx;              /**< index in the retry heap, SIZE_MAX if not in it */
 } kt_record_t;
 
@@ -162,7 +161,8 @@ int kt_consumer_wakeup_fd(const kt_consumer_t *kc);
 /**
  * @brief Serve Kafka events and buffer records into the partitions that have room (a full
  *        partition's queue is left unread until it has room again).
- * @returns the number of events served; == \p max means more may be waiting.
+ * @param max consumer-queue events served per call, at most.
+ * @returns non-zero if more may be waiting already (poll again before sleeping).
  */
 int kt_consumer_poll(kt_consumer_t *kc, int max);
 

@@ -54,6 +54,7 @@ struct kt_consumer {
         int closing;      /**< in consumer_close(): revokes finish at once */
         int more;         /**< a full partition got room: poll again without sleeping */
         int brokers_down; /**< librdkafka reported all brokers down; cleared when one is up */
+        size_t buffered;  /**< records in all trackers */
         rd_kafka_topic_partition_list_t *pending; /**< a revoke waiting for its drain */
         kt_partition_t **pending_parts;
         size_t pending_cnt;
@@ -202,6 +203,7 @@ static void part_remove(kt_consumer_t *kc, kt_partition_t *p) {
         kc->by_id[p->topic_idx][p->partition] = NULL;
         while ((rec = kt_tracker_pop(&p->q))) {
                 dropped++;
+                kc->buffered--;
                 record_free(rec);
         }
         if (dropped)
@@ -647,6 +649,7 @@ static void buffer_record(kt_consumer_t *kc, rd_kafka_message_t *rkm) {
         rec->state = KT_REC_QUEUED;
         rec->heap_idx = SIZE_MAX;
         kt_tracker_push(&p->q, rec);
+        kc->buffered++;
         p->bytes += rkm->len + rkm->key_len;
 
         if (!p->full && (p->q.cnt >= (size_t)kc->conf->partition_buffer_records ||
@@ -714,7 +717,7 @@ int kt_consumer_poll(kt_consumer_t *kc, int max) {
                         more = 1;
                 n += got > 0 ? (int)got : 0;
         }
-        return more ? max : n < max ? n : max - 1;
+        return more;
 }
 
 kt_partition_t *kt_consumer_partitions(kt_consumer_t *kc) {
@@ -730,6 +733,7 @@ void kt_consumer_record_done(kt_consumer_t *kc, kt_record_t *rec) {
         while ((done = kt_tracker_pop_done(&p->q))) {
                 p->bytes -= (done->rkm ? done->rkm->len + done->rkm->key_len : 0) + done->reply_len;
                 record_free(done);
+                kc->buffered--;
                 popped++;
         }
         if (!popped)
@@ -791,8 +795,5 @@ int kt_consumer_assigned_cnt(const kt_consumer_t *kc) {
 }
 
 size_t kt_consumer_buffered(const kt_consumer_t *kc) {
-        size_t n = 0;
-        for (const kt_partition_t *p = kc->parts; p; p = p->next)
-                n += p->q.cnt;
-        return n;
+        return kc->buffered;
 }

@@ -648,7 +648,7 @@ int kt_loop_run(const kt_config_t *conf, kt_metrics_t *km) {
                     {kl.sigfd, CURL_WAIT_POLLIN, 0},
                     {kl.kp ? kt_produce_wakeup_fd(kl.kp) : -1, CURL_WAIT_POLLIN, 0},
                 };
-                int served;
+                int more;
                 int64_t wait_ms;
 
                 kt_metrics_heartbeat(km);
@@ -656,7 +656,7 @@ int kt_loop_run(const kt_config_t *conf, kt_metrics_t *km) {
                         stop = 1;
                         break;
                 }
-                served = kt_consumer_poll(kl.kc, KT_LOOP_KAFKA_BUDGET);
+                more = kt_consumer_poll(kl.kc, KT_LOOP_KAFKA_BUDGET);
                 produce_poll(&kl);
                 /* Completions first: they free slots and schedule retries that the dispatch
                  * pass then sees. */
@@ -669,7 +669,7 @@ int kt_loop_run(const kt_config_t *conf, kt_metrics_t *km) {
                 kt_metrics_group_joined_set(km, kt_consumer_joined(kl.kc));
                 metrics_update(&kl);
 
-                if (served >= KT_LOOP_KAFKA_BUDGET || kt_consumer_more(kl.kc) ||
+                if (more || kt_consumer_more(kl.kc) ||
                     (kt_sched_has_ready(kl.ks) && kt_dispatch_slots_free(kl.kd) &&
                      !kl.runtime_down))
                         wait_ms = 0;

@@ -47,7 +47,6 @@ void kt_sched_destroy(kt_sched_t *ks) {
 
 static void ready_push(kt_sched_t *ks, kt_record_t *rec) {
         rec->ready_next = NULL;
-        rec->ready = 1;
         if (ks->ready_tail)
                 ks->ready_tail->ready_next = rec;
         else
@@ -56,7 +55,6 @@ static void ready_push(kt_sched_t *ks, kt_record_t *rec) {
 }
 
 static void ready_push_front(kt_sched_t *ks, kt_record_t *rec) {
-        rec->ready = 1;
         rec->ready_next = ks->ready_head;
         ks->ready_head = rec;
         if (!ks->ready_tail)
@@ -72,7 +70,6 @@ kt_record_t *kt_sched_next(kt_sched_t *ks) {
         if (!ks->ready_head)
                 ks->ready_tail = NULL;
         rec->ready_next = NULL;
-        rec->ready = 0;
         return rec;
 }
 
@@ -229,7 +226,6 @@ void kt_sched_partition_drop(kt_sched_t *ks, const kt_partition_t *p) {
                 kt_record_t *rec = *pp;
                 if (rec->part == p) {
                         *pp = rec->ready_next;
-                        rec->ready = 0;
                         rec->ready_next = NULL;
                 } else {
                         last = rec;

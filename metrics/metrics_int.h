@@ -35,9 +35,9 @@ struct kt_metrics {
         _Atomic int assigned;
         _Atomic uint64_t buffered;
         _Atomic uint64_t assigns, revokes, losts, commits, commit_failures, kafka_errors;
-        pthread_mutex_t lag_lock;
-        char *lag_lines;   /**< under lag_lock */
-        char *error_lines; /**< under lag_lock */
+        pthread_mutex_t lines_lock;
+        char *lag_lines;   /**< under lines_lock */
+        char *error_lines; /**< under lines_lock */
         _Atomic int paused;
         struct MHD_Daemon *server;
 };

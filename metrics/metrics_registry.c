@@ -24,7 +24,7 @@ kt_metrics_t *kt_metrics_new(const kt_config_t *conf) {
         }
         atomic_store(&km->heartbeat_ms, kt_now_ms());
         atomic_store(&km->runtime_up, 1);
-        pthread_mutex_init(&km->lag_lock, NULL);
+        pthread_mutex_init(&km->lines_lock, NULL);
         return km;
 }
 
@@ -32,7 +32,7 @@ void kt_metrics_destroy(kt_metrics_t *km) {
         if (!km)
                 return;
         kt_metrics_server_stop(km);
-        pthread_mutex_destroy(&km->lag_lock);
+        pthread_mutex_destroy(&km->lines_lock);
         free(km->lag_lines);
         free(km->error_lines);
         free(km->topics);
@@ -106,24 +106,23 @@ void kt_metrics_paused_set(kt_metrics_t *km, int paused) {
         SET(km->paused, paused);
 }
 
-void kt_metrics_errors_set(kt_metrics_t *km, const char *lines) {
+/** Hand over a copy of \p lines to *\p slot, read by the HTTP thread under lines_lock. */
+static void lines_swap(kt_metrics_t *km, char **slot, const char *lines) {
         char *copy = lines ? strdup(lines) : NULL, *old;
 
-        pthread_mutex_lock(&km->lag_lock);
-        old = km->error_lines;
-        km->error_lines = copy;
-        pthread_mutex_unlock(&km->lag_lock);
+        pthread_mutex_lock(&km->lines_lock);
+        old = *slot;
+        *slot = copy;
+        pthread_mutex_unlock(&km->lines_lock);
         free(old);
 }
 
-void kt_metrics_lag_set(kt_metrics_t *km, const char *lines) {
-        char *copy = lines ? strdup(lines) : NULL, *old;
+void kt_metrics_errors_set(kt_metrics_t *km, const char *lines) {
+        lines_swap(km, &km->error_lines, lines);
+}
 
-        pthread_mutex_lock(&km->lag_lock);
-        old = km->lag_lines;
-        km->lag_lines = copy;
-        pthread_mutex_unlock(&km->lag_lock);
-        free(old);
+void kt_metrics_lag_set(kt_metrics_t *km, const char *lines) {
+        lines_swap(km, &km->lag_lines, lines);
 }
 
 void kt_metrics_heartbeat(kt_metrics_t *km) {
@@ -285,7 +284,7 @@ char *kt_metrics_format(kt_metrics_t *km, size_t *lenp) {
                 (unsigned long long)GET(km->losts), (unsigned long long)GET(km->commits),
                 (unsigned long long)GET(km->commit_failures),
                 (unsigned long long)GET(km->kafka_errors), GET(km->paused));
-        pthread_mutex_lock(&km->lag_lock);
+        pthread_mutex_lock(&km->lines_lock);
         if (km->lag_lines)
                 fputs(km->lag_lines, f);
         fputs("# HELP ktrigger_kafka_errors_total Errors reported by librdkafka, by code.\n"
@@ -293,7 +292,7 @@ char *kt_metrics_format(kt_metrics_t *km, size_t *lenp) {
               f);
         if (km->error_lines)
                 fputs(km->error_lines, f);
-        pthread_mutex_unlock(&km->lag_lock);
+        pthread_mutex_unlock(&km->lines_lock);
         if (fclose(f)) {
                 free(buf);
                 return NULL;
