@@ -652,6 +652,18 @@ def expected_by_partition(produced):
     return out
 
 
+def assert_exactly_once_in_order(calls, expected, partitions, what, prefix=False):
+    """Each partition's calls are exactly its expected records, once each, in offset order
+    (with prefix=True: an in-order prefix of them)."""
+    got = by_partition(calls)
+    for p in range(partitions):
+        have = [(c.offset, c.body) for c in got[p]]
+        want = [(r.offset, r.value) for r in expected[p]]
+        if prefix:
+            want = want[:len(have)]
+        assert have == want, 'partition %d: %s' % (p, what)
+
+
 def count_by_partition(calls):
     out = defaultdict(int)
     for c in calls:

@@ -78,10 +78,8 @@ def test_end_to_end(kafka, names, config, runtime_factory, ktrigger_factory):
     assert len(calls) == RECORDS, 'expected %d calls, got %d' % (RECORDS, len(calls))
     got = kt.by_partition(calls)
     assert sorted(got) == list(range(PARTITIONS))
-    for p in range(PARTITIONS):
-        want = [(r.offset, r.value) for r in expected[p]]
-        have = [(c.offset, c.body) for c in got[p]]
-        assert have == want, 'partition %d: calls not exactly once in offset order' % p
+    kt.assert_exactly_once_in_order(calls, expected, PARTITIONS,
+                                    'calls not exactly once in offset order')
 
     for c in calls:
         h = c.headers

@@ -34,10 +34,7 @@ def test_full_buffers_lose_nothing(kafka, names, config, runtime_factory, ktrigg
 
     calls = rt.calls()
     assert not [c for c in calls if c.failed]
-    got = kt.by_partition(calls)
-    for p in range(PARTITIONS):
-        have = [(c.offset, c.body) for c in got[p]]
-        want = [(r.offset, r.value) for r in expected[p]]
-        assert have == want, 'partition %d: not exactly once in order across pauses' % p
+    kt.assert_exactly_once_in_order(calls, expected, PARTITIONS,
+                                    'not exactly once in order across full buffers')
     end = kafka.end_offsets(names.topic)
     assert kafka.committed(names.group, names.topic) == end
