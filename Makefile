@@ -63,7 +63,8 @@ $(BUILD)/%.o: %.c
 
 $(BUILD)/%: %.c $(LIB_OBJS)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(LIB_OBJS) $(LDLIBS)
+	$(CC) $(CFLAGS) -DKT_EXAMPLE_CONF='"$(CURDIR)/config/ktrigger.conf.example"' $(LDFLAGS) \
+	  -o $@ $< $(LIB_OBJS) $(LDLIBS)
 
 # Unit tests always run instrumented.
 test-unit:

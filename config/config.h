@@ -1,15 +1,20 @@
 /**
  * @file config.h
  * @brief The one validated, immutable settings struct, built from a libconfig file, the
- *        Kubeless environment variables and defaults (precedence: env > file > defaults).
+ *        environment and --set flags (precedence: flags > env > file > defaults).
  *
- * kt_config_t is plain data: built once at start-up by kt_config_load(), read by every module,
- * never changed afterwards.
+ * Every setting is declared once, in kt_config_keys[] (config_schema.c): its type, default,
+ * range or values, how a change applies on reload, and a one-line doc. The loader, the
+ * validator, --print-config, --describe-config and the test of the example file all read it.
+ *
+ * kt_config_t is plain data: built by kt_config_load(), read by every module, never changed
+ * afterwards. A reload (SIGHUP) builds a new one and the loop swaps it in.
  */
 #ifndef KT_CONFIG_H
 #define KT_CONFIG_H
 
 #include <stddef.h>
+#include <stdio.h>
 
 /** Where a new consumer group starts reading (auto.offset.reset). */
 typedef enum kt_start_from { KT_START_EARLIEST, KT_START_LATEST } kt_start_from_t;
@@ -34,13 +39,70 @@ typedef enum kt_event_format {
         KT_EVENT_CLOUDEVENTS /**< CloudEvents 1.0 binary mode: ce-id, ce-source, ... */
 } kt_event_format_t;
 
-/** One librdkafka property from the config file. */
+/** Where a setting's value came from (shown by --print-config, used in error messages). */
+typedef enum kt_config_origin {
+        KT_ORIGIN_DEFAULT,
+        KT_ORIGIN_FILE, /**< the --config file, at line */
+        KT_ORIGIN_ENV,  /**< the environment variable name */
+        KT_ORIGIN_FLAG  /**< --set */
+} kt_config_origin_t;
+
+typedef struct kt_config_source {
+        kt_config_origin_t origin;
+        int line;      /**< KT_ORIGIN_FILE */
+        char name[64]; /**< KT_ORIGIN_ENV: the variable */
+} kt_config_source_t;
+
+/** One librdkafka property. */
 typedef struct kt_config_prop {
         char *name;
         char *value; /**< with ${ENV} / ${file:PATH} references expanded */
         char *raw;   /**< as written (what --print-config shows for a reference) */
         int line;    /**< line in the config file, 0 if not from a file */
+        kt_config_source_t src;
 } kt_config_prop_t;
+
+/** How a changed setting takes effect when the configuration is reloaded (SIGHUP). */
+typedef enum kt_config_reload {
+        KT_RELOAD_LIVE,   /**< at once, in place */
+        KT_RELOAD_REJOIN, /**< drain, commit, new consumer (re-join the group) */
+        KT_RELOAD_RESTART /**< only at the next start; the running value is kept */
+} kt_config_reload_t;
+
+typedef enum kt_config_type {
+        KT_CONF_STRING,
+        KT_CONF_INT,
+        KT_CONF_BOOL,
+        KT_CONF_ENUM, /**< a string out of names[], stored as an int (values[] or the index) */
+        KT_CONF_LIST, /**< a list of strings, or one comma-separated string */
+        KT_CONF_PROPS /**< librdkafka ("name", "value") pairs */
+} kt_config_type_t;
+
+/** One setting of the schema. */
+typedef struct kt_config_key {
+        const char *path; /**< "dispatch.retry.max_attempts" */
+        kt_config_type_t type;
+        size_t offset;      /**< of the field in kt_config_t */
+        size_t offset_cnt;  /**< KT_CONF_LIST, KT_CONF_PROPS: of the size_t count */
+        const char *def;    /**< default as it would be written in the environment; NULL: unset */
+        long long min, max; /**< KT_CONF_INT */
+        const char *const *names; /**< KT_CONF_ENUM, NULL-terminated */
+        const int *values;        /**< KT_CONF_ENUM: the value of names[i], NULL: i */
+        kt_config_reload_t reload;
+        const char *env; /**< a Kubeless variable also setting it, NULL if none */
+        const char *doc;
+} kt_config_key_t;
+
+/** The schema: every setting, once. */
+extern const kt_config_key_t kt_config_keys[];
+extern const size_t kt_config_key_cnt;
+
+/** @returns the schema entry of \p path, or NULL. */
+const kt_config_key_t *kt_config_key_find(const char *path);
+
+/** @brief Write the generic environment variable of \p key (KTRIGGER_ + path, upper case,
+ *         dots as underscores) to \p buf. */
+void kt_config_key_env(const kt_config_key_t *key, char *buf, size_t size);
 
 typedef struct kt_config {
         char *path; /**< config file, NULL if none */
@@ -93,6 +155,18 @@ typedef struct kt_config {
         /* log */
         int log_level;
         int log_json; /**< log.format = "json" */
+
+        /* kafka, discovery */
+        char *zookeeper; /**< host:port[,host:port][/chroot], NULL if off */
+        char
+            *zookeeper_listener; /**< listener name to pick from registrations, NULL: by protocol */
+
+        /* bookkeeping */
+        kt_config_source_t *sources; /**< one per kt_config_keys[] entry */
+        char *warnings;              /**< newline-separated, NULL if none: log them */
+        char hash[17];               /**< of the effective settings (hex), secrets excluded */
+        char **sets;                 /**< the --set overrides, kept for a reload */
+        size_t set_cnt;
 } kt_config_t;
 
 /**
@@ -104,6 +178,24 @@ typedef struct kt_config {
  * @remark The caller owns the result: kt_config_destroy().
  */
 kt_config_t *kt_config_load(const char *path, char *errstr, size_t errstr_size);
+
+/**
+ * @brief kt_config_load() with \p set_cnt `path=value` overrides (--set), which win over
+ *        everything else.
+ */
+kt_config_t *kt_config_load_with(const char *path, char *const *sets, size_t set_cnt, char *errstr,
+                                 size_t errstr_size);
+
+/**
+ * @brief Compare two configurations setting by setting.
+ * @returns the strongest reload class among the settings that differ (-1 if none), and writes
+ *          the differing keys, comma-separated, to \p changed.
+ */
+int kt_config_diff(const kt_config_t *a, const kt_config_t *b, char *changed, size_t size);
+
+/** @brief Print every setting of the schema to stdout: path, type, default, range or values,
+ *         environment variable, reload class, doc. */
+void kt_config_describe(void);
 
 /** @brief Free \p conf. NULL is a no-op. */
 void kt_config_destroy(kt_config_t *conf);
@@ -122,7 +214,8 @@ char *kt_config_handler_resolve(const char *func, const char *mod);
  */
 int kt_config_hostport_parse(const char *s, char **hostp, int *portp);
 
-/** @brief Print the effective configuration (key = value), one per line, to stdout. */
-void kt_config_print(const kt_config_t *conf);
+/** @brief Print the effective configuration (key = value  # source), one per line, to \p out,
+ *         secrets redacted. */
+void kt_config_print(const kt_config_t *conf, FILE *out);
 
 #endif /* KT_CONFIG_H */

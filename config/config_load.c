@@ -1,8 +1,11 @@
 /*
- * Configuration loading: libconfig file, then Kubeless environment, then validation.
+ * Configuration loading: defaults, the libconfig file, the environment, --set flags, each
+ * setting through the schema (config_schema.c); then the rules between settings, derived
+ * values, warnings and the hash.
  *
  * Every problem is collected (not just the first) so an operator fixes a file in one round;
- * each carries `file:line: key:` when it came from the file. Nothing here connects anywhere.
+ * each names where the value came from: `file:line: key: reason`, `ENV_VAR: key: reason` or
+ * `--set: key: reason`. Nothing here connects anywhere.
  */
 #define _POSIX_C_SOURCE 200809L
 #include "config.h"
@@ -16,25 +19,13 @@
 #include <librdkafka/rdkafka.h>
 #include <limits.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
 #include <unistd.h>
-
-/* Defaults (documented in config/ktrigger.conf.example). */
-#define DEF_RUNTIME_HOST             "127.0.0.1"
-#define DEF_RUNTIME_PORT             8080
-#define DEF_RUNTIME_PATH             "/"
-#define DEF_TIMEOUT_S                180
-#define DEF_MAX_IN_FLIGHT            64
-#define DEF_DRAIN_TIMEOUT_MS         30000
-#define DEF_HEALTH_PATH              "/healthz"
-#define DEF_RETRY_INITIAL_BACKOFF_MS 100
-#define DEF_RETRY_MAX_ATTEMPTS       5
-#define DEF_PARTITION_BUFFER_BYTES   (4 * 1024 * 1024)
-#define DEF_RETRY_MAX_BACKOFF_MS     30000
-#define DEF_PARTITION_BUFFER_RECORDS 1000
-#define DEF_METRICS_LISTEN           "0.0.0.0:9464"
 
 /** Collected errors, newline separated. */
 typedef struct errs {
@@ -45,30 +36,81 @@ typedef struct errs {
         const char *file;
 } errs_t;
 
-static void errf(errs_t *e, int line, const char *key, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-
-static void errf(errs_t *e, int line, const char *key, const char *fmt, ...) {
+static void verrs(errs_t *e, const char *where, const char *key, const char *fmt, va_list ap) {
         char msg[512];
         int n;
-        va_list ap;
 
-        va_start(ap, fmt);
         vsnprintf(msg, sizeof(msg), fmt, ap);
-        va_end(ap);
         e->cnt++;
         if (e->len >= e->size)
                 return;
-        if (line > 0 && e->file)
-                n = snprintf(e->buf + e->len, e->size - e->len, "%s%s:%d: %s: %s",
-                             e->len ? "\n" : "", e->file, line, key, msg);
-        else
-                n = snprintf(e->buf + e->len, e->size - e->len, "%s%s: %s", e->len ? "\n" : "", key,
-                             msg);
+        n = snprintf(e->buf + e->len, e->size - e->len, "%s%s%s%s: %s", e->len ? "\n" : "",
+                     where ? where : "", where ? ": " : "", key, msg);
         if (n > 0)
                 e->len += (size_t)n;
         if (e->len > e->size)
                 e->len = e->size;
+}
+
+static void errf(errs_t *e, int line, const char *key, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+/** An error at \p line of the file (0: no location). */
+static void errf(errs_t *e, int line, const char *key, const char *fmt, ...) {
+        char where[512];
+        va_list ap;
+
+        if (line > 0 && e->file)
+                snprintf(where, sizeof(where), "%s:%d", e->file, line);
+        va_start(ap, fmt);
+        verrs(e, line > 0 && e->file ? where : NULL, key, fmt, ap);
+        va_end(ap);
+}
+
+/** Where a value came from, for messages: "file:line", "ENV_VAR", "--set" or "". */
+static void src_where(const errs_t *e, const kt_config_source_t *src, char *buf, size_t size) {
+        buf[0] = '\0';
+        if (src->origin == KT_ORIGIN_FILE && e->file)
+                snprintf(buf, size, "%s:%d", e->file, src->line);
+        else if (src->origin == KT_ORIGIN_ENV)
+                snprintf(buf, size, "%s", src->name);
+        else if (src->origin == KT_ORIGIN_FLAG)
+                snprintf(buf, size, "--set");
+}
+
+static void errs_at(errs_t *e, const kt_config_source_t *src, const char *key, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+/** An error about a value that came from \p src. */
+static void errs_at(errs_t *e, const kt_config_source_t *src, const char *key, const char *fmt,
+                    ...) {
+        char where[512];
+        va_list ap;
+
+        src_where(e, src, where, sizeof(where));
+        va_start(ap, fmt);
+        verrs(e, *where ? where : NULL, key, fmt, ap);
+        va_end(ap);
+}
+
+static const kt_config_source_t *source_of(const kt_config_t *conf, const char *path) {
+        static const kt_config_source_t none = {KT_ORIGIN_DEFAULT, 0, ""};
+        const kt_config_key_t *k = kt_config_key_find(path);
+        return k && conf->sources ? &conf->sources[k - kt_config_keys] : &none;
+}
+
+static void errk(errs_t *e, const kt_config_t *conf, const char *key, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+/** An error about setting \p key, located where its value came from. */
+static void errk(errs_t *e, const kt_config_t *conf, const char *key, const char *fmt, ...) {
+        char where[512];
+        va_list ap;
+
+        src_where(e, source_of(conf, key), where, sizeof(where));
+        va_start(ap, fmt);
+        verrs(e, *where ? where : NULL, key, fmt, ap);
+        va_end(ap);
 }
 
 /** libconfig keeps lines as unsigned short. */
@@ -78,11 +120,6 @@ static int src_line(const config_setting_t *s) {
 
 static char *xstrdup(const char *s) {
         return s ? strdup(s) : NULL;
-}
-
-static void set_str(char **dst, const char *src) {
-        free(*dst);
-        *dst = xstrdup(src);
 }
 
 /** Parse a whole decimal integer. @returns 0 on success. */
@@ -158,34 +195,33 @@ static int topic_valid(const char *t) {
         return 1;
 }
 
-static void topics_free(kt_config_t *conf) {
-        for (size_t i = 0; i < conf->topic_cnt; i++)
-                free(conf->topics[i]);
-        free(conf->topics);
-        conf->topics = NULL;
-        conf->topic_cnt = 0;
+static void list_free(char ***vp, size_t *cntp) {
+        for (size_t i = 0; i < *cntp; i++)
+                free((*vp)[i]);
+        free(*vp);
+        *vp = NULL;
+        *cntp = 0;
 }
 
-static int topics_add(kt_config_t *conf, const char *t) {
-        char **n = realloc(conf->topics, (conf->topic_cnt + 1) * sizeof(*n));
+static int list_add(char ***vp, size_t *cntp, const char *t, size_t len) {
+        char **n = realloc(*vp, (*cntp + 1) * sizeof(*n));
         if (!n)
                 return -1;
-        conf->topics = n;
-        if (!(conf->topics[conf->topic_cnt] = strdup(t)))
+        *vp = n;
+        if (!(n[*cntp] = strndup(t, len)))
                 return -1;
-        conf->topic_cnt++;
+        (*cntp)++;
         return 0;
 }
 
-/** Split a comma-separated topic list (TOPIC_NAME) into conf->topics. */
-static void topics_from_list(kt_config_t *conf, const char *list, errs_t *e, const char *key) {
+/** Split a comma-separated list (TOPIC_NAME), trimming blanks, into a new list. */
+static int list_from_text(char ***vp, size_t *cntp, const char *list) {
         const char *p = list;
 
-        topics_free(conf);
+        list_free(vp, cntp);
         while (*p) {
                 const char *end = strchr(p, ',');
                 size_t len = end ? (size_t)(end - p) : strlen(p);
-                char *t;
 
                 while (len && isspace((unsigned char)*p)) {
                         p++;
@@ -193,15 +229,13 @@ static void topics_from_list(kt_config_t *conf, const char *list, errs_t *e, con
                 }
                 while (len && isspace((unsigned char)p[len - 1]))
                         len--;
-                if (len) {
-                        if (!(t = strndup(p, len)) || topics_add(conf, t))
-                                errf(e, 0, key, "out of memory");
-                        free(t);
-                }
+                if (len && list_add(vp, cntp, p, len))
+                        return -1;
                 if (!end)
                         break;
                 p = end + 1;
         }
+        return 0;
 }
 
 /* ---------------------------------------------------------------- references */
@@ -214,7 +248,8 @@ static void topics_from_list(kt_config_t *conf, const char *list, errs_t *e, con
  * trailing newline dropped) in \p in, so secrets need not be written in the config file.
  * @returns a new string, or NULL after reporting the problem to \p e.
  */
-static char *expand_refs(const char *in, errs_t *e, int line, const char *key) {
+static char *expand_refs(const char *in, errs_t *e, const kt_config_source_t *src,
+                         const char *key) {
         size_t cap = strlen(in) + 1, len = 0;
         char *out = malloc(cap);
         const char *p = in;
@@ -232,7 +267,7 @@ static char *expand_refs(const char *in, errs_t *e, int line, const char *key) {
                 }
                 nlen = (size_t)(end - (p + 2));
                 if (nlen == 0 || nlen >= sizeof(name)) {
-                        errf(e, line, key, "bad reference '%.*s'", (int)(end - p + 1), p);
+                        errs_at(e, src, key, "bad reference '%.*s'", (int)(end - p + 1), p);
                         goto fail;
                 }
                 memcpy(name, p + 2, nlen);
@@ -241,15 +276,16 @@ static char *expand_refs(const char *in, errs_t *e, int line, const char *key) {
                         FILE *f = fopen(name + 5, "r");
                         size_t n;
                         if (!f) {
-                                errf(e, line, key, "cannot read %s: %s", name + 5, strerror(errno));
+                                errs_at(e, src, key, "cannot read %s: %s", name + 5,
+                                        strerror(errno));
                                 goto fail;
                         }
                         fval = malloc(KT_MAX_SECRET_FILE_BYTES + 1);
                         n = fval ? fread(fval, 1, KT_MAX_SECRET_FILE_BYTES + 1, f) : 0;
                         fclose(f);
                         if (!fval || n > KT_MAX_SECRET_FILE_BYTES) {
-                                errf(e, line, key, "%s is larger than %d bytes", name + 5,
-                                     KT_MAX_SECRET_FILE_BYTES);
+                                errs_at(e, src, key, "%s is larger than %d bytes", name + 5,
+                                        KT_MAX_SECRET_FILE_BYTES);
                                 free(fval);
                                 goto fail;
                         }
@@ -260,14 +296,14 @@ static char *expand_refs(const char *in, errs_t *e, int line, const char *key) {
                 } else {
                         for (size_t i = 0; i < nlen; i++)
                                 if (!(isalnum((unsigned char)name[i]) || name[i] == '_')) {
-                                        errf(e, line, key,
-                                             "bad reference '${%s}': a variable "
-                                             "name or file:PATH",
-                                             name);
+                                        errs_at(e, src, key,
+                                                "bad reference '${%s}': a variable "
+                                                "name or file:PATH",
+                                                name);
                                         goto fail;
                                 }
                         if (!(val = getenv(name))) {
-                                errf(e, line, key, "environment variable %s is not set", name);
+                                errs_at(e, src, key, "environment variable %s is not set", name);
                                 goto fail;
                         }
                 }
@@ -293,29 +329,6 @@ fail:
         return NULL;
 }
 
-/* ---------------------------------------------------------------- the file */
-
-/** Keys each group accepts (a nested group is listed as its own path): anything else is a typo
- *  and an error. */
-static const struct {
-        const char *group;
-        const char *keys[12];
-} known_keys[] = {
-    {"function", {"handler"}},
-    {"kafka",
-     {"brokers", "topics", "group_id", "start_from", "properties", "producer_properties",
-      "static_membership"}},
-    {"runtime", {"host", "port", "path", "timeout_s", "health_path", "wait_at_start"}},
-    {"dispatch",
-     {"ordering", "max_in_flight", "drain_timeout_ms", "partition_buffer_records",
-      "partition_buffer_bytes", "retry", "on_failure", "dead_letter_topic", "reply_topic",
-      "event_format"}},
-    {"dispatch.retry", {"initial_backoff_ms", "max_backoff_ms", "max_attempts"}},
-    {"metrics", {"listen"}},
-    {"log", {"level", "format"}},
-};
-#define KNOWN_CNT (sizeof(known_keys) / sizeof(known_keys[0]))
-
 /** librdkafka properties ktrigger sets itself; setting them would break a guarantee. */
 static const struct {
         const char *name;
@@ -330,194 +343,204 @@ static const struct {
     {"group.instance.id", "use kafka.static_membership (one id per replica)"},
 };
 
-static void file_str(config_t *cfg, const char *key, char **dst, errs_t *e);
-static int line_of(config_t *cfg, const char *key);
+/* ---------------------------------------------------------------- typed setters */
 
-/** Check the members of group \p grp, known as \p path, against known_keys. */
-static void check_group(config_setting_t *grp, const char *path, errs_t *e) {
-        size_t gi;
-
-        for (gi = 0; gi < KNOWN_CNT; gi++)
-                if (!strcmp(path, known_keys[gi].group))
-                        break;
-        if (gi == KNOWN_CNT) {
-                errf(e, src_line(grp), path, "unknown section");
-                return;
-        }
-        if (!config_setting_is_group(grp)) {
-                errf(e, src_line(grp), path, "must be a group: { ... }");
-                return;
-        }
-        for (int j = 0; j < config_setting_length(grp); j++) {
-                config_setting_t *s = config_setting_get_elem(grp, (unsigned)j);
-                const char *name = config_setting_name(s);
-                char sub[128];
-                int found = 0;
-
-                for (size_t k = 0; k < 12 && known_keys[gi].keys[k]; k++)
-                        if (!strcmp(name, known_keys[gi].keys[k]))
-                                found = 1;
-                if (!found) {
-                        errf(e, src_line(s), path, "unknown key '%s'", name);
-                        continue;
-                }
-                snprintf(sub, sizeof(sub), "%s.%s", path, name);
-                for (size_t k = 0; k < KNOWN_CNT; k++)
-                        if (!strcmp(sub, known_keys[k].group))
-                                check_group(s, sub, e);
-        }
+static void *field(kt_config_t *conf, const kt_config_key_t *k) {
+        return (char *)conf + k->offset;
 }
 
-static void check_known(config_t *cfg, errs_t *e) {
-        config_setting_t *root = config_root_setting(cfg);
-
-        for (int i = 0; i < config_setting_length(root); i++) {
-                config_setting_t *grp = config_setting_get_elem(root, (unsigned)i);
-                check_group(grp, config_setting_name(grp), e);
-        }
+static void *field_cnt(kt_config_t *conf, const kt_config_key_t *k) {
+        return (char *)conf + k->offset_cnt;
 }
 
-/** Read an enumerated string: \p names[i] gives value i. */
-static void file_enum(config_t *cfg, const char *key, const char *const *names, size_t cnt,
-                      int *dst, errs_t *e) {
-        char *v = NULL, list[256] = "";
-        size_t len = 0;
+static void props_free(kt_config_prop_t **vp, size_t *cntp) {
+        for (size_t i = 0; i < *cntp; i++) {
+                free((*vp)[i].name);
+                free((*vp)[i].value);
+                free((*vp)[i].raw);
+        }
+        free(*vp);
+        *vp = NULL;
+        *cntp = 0;
+}
 
-        file_str(cfg, key, &v, e);
-        if (!v)
-                return;
-        for (size_t i = 0; i < cnt; i++)
-                if (!strcmp(v, names[i])) {
-                        *dst = (int)i;
-                        free(v);
+/** Set property \p name (replacing one of the same name: a later source wins). */
+static void prop_set(kt_config_prop_t **vp, size_t *cntp, const char *name, size_t name_len,
+                     const char *raw, const kt_config_source_t *src, const char *key, errs_t *e) {
+        kt_config_prop_t *p = NULL, *n;
+
+        for (size_t i = 0; i < *cntp; i++)
+                if (strlen((*vp)[i].name) == name_len && !strncmp((*vp)[i].name, name, name_len))
+                        p = &(*vp)[i];
+        if (!p) {
+                if (!(n = realloc(*vp, (*cntp + 1) * sizeof(*n)))) {
+                        errs_at(e, src, key, "out of memory");
                         return;
                 }
-        for (size_t i = 0; i < cnt && len < sizeof(list); i++)
+                *vp = n;
+                p = &n[(*cntp)++];
+                memset(p, 0, sizeof(*p));
+                p->name = strndup(name, name_len);
+        }
+        free(p->raw);
+        free(p->value);
+        p->raw = strdup(raw);
+        p->value = expand_refs(raw, e, src, key);
+        p->src = *src;
+        p->line = src->origin == KT_ORIGIN_FILE ? src->line : 0;
+        if (!p->name || !p->raw)
+                errs_at(e, src, key, "out of memory");
+}
+
+/** Enumerated value \p v of \p k into its int field. @returns 0, -1 if not a name. */
+static int enum_set(kt_config_t *conf, const kt_config_key_t *k, const char *v) {
+        for (size_t i = 0; k->names[i]; i++)
+                if (!strcasecmp(v, k->names[i])) {
+                        *(int *)field(conf, k) = k->values ? k->values[i] : (int)i;
+                        return 0;
+                }
+        return -1;
+}
+
+static void enum_error(errs_t *e, const kt_config_source_t *src, const kt_config_key_t *k,
+                       const char *v) {
+        char list[256] = "";
+        size_t len = 0;
+
+        for (size_t i = 0; k->names[i] && len < sizeof(list); i++)
                 len += (size_t)snprintf(list + len, sizeof(list) - len, "%s%s", i ? ", " : "",
-                                        names[i]);
-        errf(e, line_of(cfg, key), key, "'%s' is not one of: %s", v, list);
-        free(v);
+                                        k->names[i]);
+        errs_at(e, src, k->path, "'%s' is not one of: %s", v, list);
 }
 
-static void file_str(config_t *cfg, const char *key, char **dst, errs_t *e) {
-        config_setting_t *s = config_lookup(cfg, key);
-
-        if (!s)
-                return;
-        if (config_setting_type(s) != CONFIG_TYPE_STRING) {
-                errf(e, src_line(s), key, "must be a string");
-                return;
+static int int_set(kt_config_t *conf, const kt_config_key_t *k, long long v,
+                   const kt_config_source_t *src, errs_t *e) {
+        if (v < k->min || v > k->max) {
+                errs_at(e, src, k->path, "%lld is outside %lld..%lld", v, k->min, k->max);
+                return -1;
         }
-        {
-                char *v = expand_refs(config_setting_get_string(s), e, src_line(s), key);
-                if (v) {
-                        free(*dst);
-                        *dst = v;
-                }
-        }
+        *(int *)field(conf, k) = (int)v;
+        return 0;
 }
 
-static void file_int(config_t *cfg, const char *key, int *dst, errs_t *e) {
-        config_setting_t *s = config_lookup(cfg, key);
-        long long v;
-
-        if (!s)
-                return;
-        if (config_setting_type(s) == CONFIG_TYPE_INT)
-                v = config_setting_get_int(s);
-        else if (config_setting_type(s) == CONFIG_TYPE_INT64)
-                v = config_setting_get_int64(s);
-        else {
-                errf(e, src_line(s), key, "must be an integer");
-                return;
-        }
-        if (v < INT_MIN || v > INT_MAX) {
-                errf(e, src_line(s), key, "%lld is out of range", v);
-                return;
-        }
-        *dst = (int)v;
-}
-
-static void file_bool(config_t *cfg, const char *key, int *dst, errs_t *e) {
-        config_setting_t *s = config_lookup(cfg, key);
-
-        if (!s)
-                return;
-        if (config_setting_type(s) != CONFIG_TYPE_BOOL) {
-                errf(e, src_line(s), key, "must be true or false");
-                return;
-        }
-        *dst = config_setting_get_bool(s);
-}
-
-/** @returns the file line of \p key, 0 if absent. */
-static int line_of(config_t *cfg, const char *key) {
-        config_setting_t *s = cfg ? config_lookup(cfg, key) : NULL;
-        return s ? src_line(s) : 0;
-}
-
-static void file_topics(config_t *cfg, kt_config_t *conf, errs_t *e) {
-        config_setting_t *s = config_lookup(cfg, "kafka.topics");
-
-        if (!s)
-                return;
-        if (config_setting_type(s) == CONFIG_TYPE_STRING) {
-                topics_from_list(conf, config_setting_get_string(s), e, "kafka.topics");
-                return;
-        }
-        if (config_setting_type(s) != CONFIG_TYPE_ARRAY &&
-            config_setting_type(s) != CONFIG_TYPE_LIST) {
-                errf(e, src_line(s), "kafka.topics", "must be a list of strings: [\"a\", \"b\"]");
-                return;
-        }
-        topics_free(conf);
-        for (int i = 0; i < config_setting_length(s); i++) {
-                config_setting_t *t = config_setting_get_elem(s, (unsigned)i);
-                if (config_setting_type(t) != CONFIG_TYPE_STRING) {
-                        errf(e, src_line(s), "kafka.topics", "element %d is not a string", i);
-                        continue;
-                }
-                if (topics_add(conf, config_setting_get_string(t)))
-                        errf(e, 0, "kafka.topics", "out of memory");
-        }
-}
-
-/*
- * kafka.properties: libconfig names cannot contain dots, so librdkafka properties are a list of
- * pairs: properties = ( ("session.timeout.ms", "45000"), ("fetch.wait.max.ms", 10) );
+/**
+ * Set \p k from text (a default, an environment variable, a --set flag).
+ * Lists are comma-separated; properties are `name=value` entries separated by ';' or newlines
+ * (commas appear in librdkafka values, e.g. debug=fetch,queue).
+ * @returns 0 if set.
  */
-static void file_props(config_t *cfg, const char *key, kt_config_prop_t **propsp, size_t *cntp,
+static int set_text(kt_config_t *conf, const kt_config_key_t *k, const char *text,
+                    const kt_config_source_t *src, errs_t *e) {
+        long long n;
+        int before = e->cnt;
+
+        switch (k->type) {
+        case KT_CONF_STRING: {
+                char *v = expand_refs(text, e, src, k->path);
+                if (!v)
+                        return -1;
+                free(*(char **)field(conf, k));
+                *(char **)field(conf, k) = v;
+                break;
+        }
+        case KT_CONF_INT:
+                if (parse_int(text, &n) || n < INT_MIN || n > INT_MAX) {
+                        errs_at(e, src, k->path, "'%s' is not an integer", text);
+                        return -1;
+                }
+                if (int_set(conf, k, n, src, e))
+                        return -1;
+                break;
+        case KT_CONF_BOOL:
+                if (!strcasecmp(text, "true") || !strcmp(text, "1") || !strcasecmp(text, "yes"))
+                        *(int *)field(conf, k) = 1;
+                else if (!strcasecmp(text, "false") || !strcmp(text, "0") ||
+                         !strcasecmp(text, "no"))
+                        *(int *)field(conf, k) = 0;
+                else {
+                        errs_at(e, src, k->path, "'%s' is not true or false", text);
+                        return -1;
+                }
+                break;
+        case KT_CONF_ENUM:
+                if (enum_set(conf, k, text)) {
+                        enum_error(e, src, k, text);
+                        return -1;
+                }
+                break;
+        case KT_CONF_LIST:
+                if (list_from_text(field(conf, k), field_cnt(conf, k), text)) {
+                        errs_at(e, src, k->path, "out of memory");
+                        return -1;
+                }
+                break;
+        case KT_CONF_PROPS: {
+                const char *p = text;
+                while (*p) {
+                        size_t len = strcspn(p, ";\n");
+                        const char *eq = memchr(p, '=', len);
+                        char *raw;
+
+                        while (len && isspace((unsigned char)*p)) {
+                                p++;
+                                len--;
+                        }
+                        if (len) {
+                                eq = memchr(p, '=', len);
+                                if (!eq || eq == p) {
+                                        errs_at(e, src, k->path,
+                                                "'%.*s' is not name=value (entries are separated "
+                                                "by ';' or new lines)",
+                                                (int)len, p);
+                                } else if ((raw = strndup(eq + 1, len - (size_t)(eq + 1 - p)))) {
+                                        size_t name_len = (size_t)(eq - p);
+                                        while (name_len && isspace((unsigned char)p[name_len - 1]))
+                                                name_len--;
+                                        prop_set(field(conf, k), field_cnt(conf, k), p, name_len,
+                                                 raw, src, k->path, e);
+                                        free(raw);
+                                }
+                        }
+                        p += len;
+                        if (*p)
+                                p++;
+                }
+                break;
+        }
+        }
+        if (e->cnt != before)
+                return -1;
+        conf->sources[k - kt_config_keys] = *src;
+        return 0;
+}
+
+/* kafka.properties in the file: libconfig names cannot contain dots, so librdkafka properties
+ * are a list of pairs: properties = ( ("session.timeout.ms", "45000"), ("fetch.wait.max.ms", 10) )
+ */
+static void file_props(config_setting_t *s, kt_config_t *conf, const kt_config_key_t *k,
                        errs_t *e) {
         static const char usage[] =
             "must be a list of pairs: ( (\"session.timeout.ms\", \"45000\"), ... )";
-        config_setting_t *s = config_lookup(cfg, key);
-        int n;
 
-        if (!s)
-                return;
         if (!config_setting_is_list(s) && !config_setting_is_array(s)) {
-                errf(e, src_line(s), key, "%s", usage);
+                errf(e, src_line(s), k->path, "%s", usage);
                 return;
         }
-        n = config_setting_length(s);
-        *propsp = calloc((size_t)n + 1, sizeof(**propsp));
-        if (!*propsp) {
-                errf(e, 0, key, "out of memory");
-                return;
-        }
-        for (int i = 0; i < n; i++) {
+        for (int i = 0; i < config_setting_length(s); i++) {
                 config_setting_t *pair = config_setting_get_elem(s, (unsigned)i);
                 config_setting_t *name, *p;
+                kt_config_source_t src = {KT_ORIGIN_FILE, src_line(pair), ""};
                 char val[64];
-                const char *v = val;
+                const char *v = val, *nm;
 
                 if ((!config_setting_is_list(pair) && !config_setting_is_array(pair)) ||
                     config_setting_length(pair) != 2 ||
                     config_setting_type(name = config_setting_get_elem(pair, 0)) !=
                         CONFIG_TYPE_STRING) {
-                        errf(e, src_line(pair), key, "element %d %s", i, usage);
+                        errf(e, src_line(pair), k->path, "element %d %s", i, usage);
                         continue;
                 }
+                nm = config_setting_get_string(name);
                 p = config_setting_get_elem(pair, 1);
                 switch (config_setting_type(p)) {
                 case CONFIG_TYPE_STRING:
@@ -534,74 +557,216 @@ static void file_props(config_t *cfg, const char *key, kt_config_prop_t **propsp
                                  config_setting_get_bool(p) ? "true" : "false");
                         break;
                 default:
-                        errf(e, src_line(pair), key,
-                             "%s: value must be a string, integer or boolean",
-                             config_setting_get_string(name));
+                        errf(e, src_line(pair), k->path,
+                             "%s: value must be a string, integer or boolean", nm);
                         continue;
                 }
-                (*propsp)[*cntp].name = strdup(config_setting_get_string(name));
-                (*propsp)[*cntp].raw = strdup(v);
-                (*propsp)[*cntp].value = expand_refs(v, e, src_line(pair), key);
-                (*propsp)[*cntp].line = src_line(pair);
-                if (!(*propsp)[*cntp].name || !(*propsp)[*cntp].raw)
-                        errf(e, 0, key, "out of memory");
-                (*cntp)++;
+                prop_set(field(conf, k), field_cnt(conf, k), nm, strlen(nm), v, &src, k->path, e);
         }
+        conf->sources[k - kt_config_keys] = (kt_config_source_t){KT_ORIGIN_FILE, src_line(s), ""};
 }
 
-/* ---------------------------------------------------------------- environment */
+/** Set \p k from its file setting \p s. */
+static void set_file(kt_config_t *conf, const kt_config_key_t *k, config_setting_t *s, errs_t *e) {
+        kt_config_source_t src = {KT_ORIGIN_FILE, src_line(s), ""};
+        int type = config_setting_type(s);
+        long long v;
 
-static void env_int(const char *var, int *dst, errs_t *e) {
-        const char *v = getenv(var);
-        long long n;
-
-        if (!v || !*v)
-                return;
-        if (parse_int(v, &n) || n < INT_MIN || n > INT_MAX) {
-                errf(e, 0, var, "'%s' is not an integer", v);
-                return;
-        }
-        *dst = (int)n;
-}
-
-static void apply_env(kt_config_t *conf, errs_t *e) {
-        const char *func = getenv("FUNC_HANDLER"), *mod = getenv("MOD_NAME");
-        const char *v;
-
-        if (func && *func) {
-                char *h = kt_config_handler_resolve(func, mod);
-                if (!h)
-                        errf(e, 0, "FUNC_HANDLER",
-                             "'%s' is not module.function and MOD_NAME is not set", func);
-                else {
-                        free(conf->handler);
-                        conf->handler = h;
+        switch (k->type) {
+        case KT_CONF_STRING:
+        case KT_CONF_ENUM:
+                if (type != CONFIG_TYPE_STRING) {
+                        errf(e, src.line, k->path, "must be a string");
+                        return;
                 }
+                set_text(conf, k, config_setting_get_string(s), &src, e);
+                return;
+        case KT_CONF_INT:
+                if (type == CONFIG_TYPE_INT)
+                        v = config_setting_get_int(s);
+                else if (type == CONFIG_TYPE_INT64)
+                        v = config_setting_get_int64(s);
+                else {
+                        errf(e, src.line, k->path, "must be an integer");
+                        return;
+                }
+                if (!int_set(conf, k, v, &src, e))
+                        conf->sources[k - kt_config_keys] = src;
+                return;
+        case KT_CONF_BOOL:
+                if (type != CONFIG_TYPE_BOOL) {
+                        errf(e, src.line, k->path, "must be true or false");
+                        return;
+                }
+                *(int *)field(conf, k) = config_setting_get_bool(s);
+                conf->sources[k - kt_config_keys] = src;
+                return;
+        case KT_CONF_LIST:
+                if (type == CONFIG_TYPE_STRING) {
+                        set_text(conf, k, config_setting_get_string(s), &src, e);
+                        return;
+                }
+                if (type != CONFIG_TYPE_ARRAY && type != CONFIG_TYPE_LIST) {
+                        errf(e, src.line, k->path, "must be a list of strings: [\"a\", \"b\"]");
+                        return;
+                }
+                list_free(field(conf, k), field_cnt(conf, k));
+                for (int i = 0; i < config_setting_length(s); i++) {
+                        config_setting_t *t = config_setting_get_elem(s, (unsigned)i);
+                        const char *str;
+                        if (config_setting_type(t) != CONFIG_TYPE_STRING) {
+                                errf(e, src.line, k->path, "element %d is not a string", i);
+                                continue;
+                        }
+                        str = config_setting_get_string(t);
+                        if (list_add(field(conf, k), field_cnt(conf, k), str, strlen(str)))
+                                errf(e, src.line, k->path, "out of memory");
+                }
+                conf->sources[k - kt_config_keys] = src;
+                return;
+        case KT_CONF_PROPS:
+                file_props(s, conf, k, e);
+                return;
         }
-        if ((v = getenv("TOPIC_NAME")) && *v)
-                topics_from_list(conf, v, e, "TOPIC_NAME");
-        if ((v = getenv("KAFKA_BROKERS")) && *v)
-                set_str(&conf->brokers, v);
-        else if ((getenv("KUBELESS_KAFKA_SVC") && *getenv("KUBELESS_KAFKA_SVC")) ||
-                 (getenv("KUBELESS_KAFKA_NAMESPACE") && *getenv("KUBELESS_KAFKA_NAMESPACE"))) {
-                const char *svc = getenv("KUBELESS_KAFKA_SVC"),
-                           *ns = getenv("KUBELESS_KAFKA_NAMESPACE");
-                char buf[512];
-                snprintf(buf, sizeof(buf), "%s.%s:9092", svc && *svc ? svc : "kafka",
-                         ns && *ns ? ns : "kubeless");
-                set_str(&conf->brokers, buf);
+}
+
+/* ---------------------------------------------------------------- the file */
+
+/** @returns non-zero if \p path is a key of the schema or a group above one. */
+static int known_path(const char *path, int *is_group) {
+        size_t len = strlen(path);
+
+        *is_group = 0;
+        for (size_t i = 0; i < kt_config_key_cnt; i++) {
+                const char *kp = kt_config_keys[i].path;
+                if (!strcmp(kp, path))
+                        return 1;
+                if (!strncmp(kp, path, len) && kp[len] == '.')
+                        *is_group = 1;
         }
-        env_int("FUNC_PORT", &conf->runtime_port, e);
-        env_int("FUNC_TIMEOUT", &conf->timeout_s, e);
-        if ((v = getenv("KTRIGGER_METRICS_LISTEN")) && *v)
-                set_str(&conf->metrics_listen, v);
-        if ((v = getenv("KTRIGGER_LOG_LEVEL")) && *v) {
-                int lvl = kt_log_level_parse(v);
-                if (lvl < 0)
-                        errf(e, 0, "KTRIGGER_LOG_LEVEL",
-                             "'%s' is not a level (error, warning, info, debug)", v);
+        return *is_group;
+}
+
+/** Every setting of the file must be in the schema: anything else is a typo and an error. */
+static void check_known(config_setting_t *grp, const char *path, errs_t *e) {
+        for (int j = 0; j < config_setting_length(grp); j++) {
+                config_setting_t *s = config_setting_get_elem(grp, (unsigned)j);
+                const char *name = config_setting_name(s);
+                char sub[256];
+                int is_group;
+
+                snprintf(sub, sizeof(sub), "%s%s%s", path, *path ? "." : "", name);
+                if (!known_path(sub, &is_group)) {
+                        if (*path)
+                                errf(e, src_line(s), path, "unknown key '%s'", name);
+                        else
+                                errf(e, src_line(s), sub, "unknown section");
+                        continue;
+                }
+                if (is_group && !config_setting_is_group(s)) {
+                        errf(e, src_line(s), sub, "must be a group: { ... }");
+                        continue;
+                }
+                if (is_group)
+                        check_known(s, sub, e);
+        }
+}
+
+/** @returns 0 if the file was read (errors in it are in \p e), -1 if it could not be. */
+static int load_file(kt_config_t *conf, const char *path, errs_t *e) {
+        config_t cfg;
+
+        config_init(&cfg);
+        if (config_read_file(&cfg, path) != CONFIG_TRUE) {
+                if (config_error_type(&cfg) == CONFIG_ERR_FILE_IO)
+                        errf(e, 0, path, "cannot read: %s", strerror(errno));
                 else
-                        conf->log_level = lvl;
+                        errf(e, config_error_line(&cfg), "syntax", "%s", config_error_text(&cfg));
+                config_destroy(&cfg);
+                return -1;
+        }
+        check_known(config_root_setting(&cfg), "", e);
+        for (size_t i = 0; i < kt_config_key_cnt; i++) {
+                config_setting_t *s = config_lookup(&cfg, kt_config_keys[i].path);
+                if (s)
+                        set_file(conf, &kt_config_keys[i], s, e);
+        }
+        config_destroy(&cfg);
+        return 0;
+}
+
+/* ---------------------------------------------------------------- environment, flags */
+
+static const char *env_get(const char *name) {
+        const char *v = getenv(name);
+        return v && *v ? v : NULL;
+}
+
+static void env_set(kt_config_t *conf, const char *path, const char *var, const char *text,
+                    errs_t *e) {
+        kt_config_source_t src = {KT_ORIGIN_ENV, 0, ""};
+
+        snprintf(src.name, sizeof(src.name), "%.63s", var);
+        set_text(conf, kt_config_key_find(path), text, &src, e);
+}
+
+/** The Kubeless runtime's variables, then KTRIGGER_<PATH> for every key (more specific: wins). */
+static void load_env(kt_config_t *conf, errs_t *e) {
+        const char *func = env_get("FUNC_HANDLER"), *mod = env_get("MOD_NAME"), *v;
+
+        if (func) {
+                char *h = kt_config_handler_resolve(func, mod);
+                kt_config_source_t src = {KT_ORIGIN_ENV, 0, "FUNC_HANDLER"};
+                if (!h)
+                        errs_at(e, &src, "function.handler",
+                                "'%s' is not module.function and MOD_NAME is not set", func);
+                else
+                        env_set(conf, "function.handler", "FUNC_HANDLER", h, e);
+                free(h);
+        }
+        if ((v = env_get("TOPIC_NAME")))
+                env_set(conf, "kafka.topics", "TOPIC_NAME", v, e);
+        if ((v = env_get("KAFKA_BROKERS")))
+                env_set(conf, "kafka.brokers", "KAFKA_BROKERS", v, e);
+        else if (env_get("KUBELESS_KAFKA_SVC") || env_get("KUBELESS_KAFKA_NAMESPACE")) {
+                const char *svc = env_get("KUBELESS_KAFKA_SVC"),
+                           *ns = env_get("KUBELESS_KAFKA_NAMESPACE");
+                char buf[512];
+                snprintf(buf, sizeof(buf), "%s.%s:9092", svc ? svc : "kafka", ns ? ns : "kubeless");
+                env_set(conf, "kafka.brokers",
+                        svc ? "KUBELESS_KAFKA_SVC" : "KUBELESS_KAFKA_NAMESPACE", buf, e);
+        }
+        if ((v = env_get("FUNC_PORT")))
+                env_set(conf, "runtime.port", "FUNC_PORT", v, e);
+        if ((v = env_get("FUNC_TIMEOUT")))
+                env_set(conf, "runtime.timeout_s", "FUNC_TIMEOUT", v, e);
+        for (size_t i = 0; i < kt_config_key_cnt; i++) {
+                char var[96];
+                kt_config_key_env(&kt_config_keys[i], var, sizeof(var));
+                if ((v = env_get(var)))
+                        env_set(conf, kt_config_keys[i].path, var, v, e);
+        }
+}
+
+static void load_sets(kt_config_t *conf, char *const *sets, size_t cnt, errs_t *e) {
+        kt_config_source_t src = {KT_ORIGIN_FLAG, 0, ""};
+
+        for (size_t i = 0; i < cnt; i++) {
+                const char *eq = strchr(sets[i], '=');
+                char path[128];
+                const kt_config_key_t *k;
+
+                if (!eq || eq == sets[i] || (size_t)(eq - sets[i]) >= sizeof(path)) {
+                        errf(e, 0, "--set", "'%s' is not key=value", sets[i]);
+                        continue;
+                }
+                snprintf(path, sizeof(path), "%.*s", (int)(eq - sets[i]), sets[i]);
+                if (!(k = kt_config_key_find(path))) {
+                        errf(e, 0, "--set",
+                             "unknown key '%s' (ktrigger --describe-config lists them)", path);
+                        continue;
+                }
+                set_text(conf, k, eq + 1, &src, e);
         }
 }
 
@@ -613,56 +778,69 @@ static int host_is_ipv6(const char *host) {
         return inet_pton(AF_INET6, host, &a) == 1;
 }
 
-static void check_range(errs_t *e, config_t *cfg, const char *key, int v, int lo, int hi) {
-        if (v < lo || v > hi)
-                errf(e, line_of(cfg, key), key, "%d is outside %d..%d", v, lo, hi);
+/** ZooKeeper's connect string: host:port[,host:port...][/chroot]. @returns 0 if well formed. */
+static int zk_connect_check(const char *s) {
+        const char *chroot = strchr(s, '/'), *end = chroot ? chroot : s + strlen(s);
+
+        if (chroot && (chroot[1] == '\0' || strstr(chroot, "//") || strpbrk(chroot, " \t") ||
+                       chroot[strlen(chroot) - 1] == '/'))
+                return -1;
+        for (const char *p = s;;) {
+                const char *comma = memchr(p, ',', (size_t)(end - p));
+                const char *hend = comma ? comma : end;
+                char *one = strndup(p, (size_t)(hend - p)), *host = NULL;
+                int port, bad = !one || kt_config_hostport_parse(one, &host, &port) != 0;
+
+                free(one);
+                free(host);
+                if (bad)
+                        return -1;
+                if (!comma)
+                        return 0;
+                p = comma + 1;
+        }
 }
 
-static void validate(kt_config_t *conf, config_t *cfg, errs_t *e) {
+static void validate(kt_config_t *conf, errs_t *e) {
         rd_kafka_conf_t *rkconf;
         char errstr[512];
 
         if (!conf->handler || !*conf->handler)
-                errf(e, line_of(cfg, "function.handler"), "function.handler",
+                errk(e, conf, "function.handler",
                      "no function handler: set function.handler or FUNC_HANDLER (and MOD_NAME)");
         if (!conf->topic_cnt)
-                errf(e, line_of(cfg, "kafka.topics"), "kafka.topics",
-                     "no topic: set kafka.topics or TOPIC_NAME");
+                errk(e, conf, "kafka.topics", "no topic: set kafka.topics or TOPIC_NAME");
         for (size_t i = 0; i < conf->topic_cnt; i++)
                 if (!topic_valid(conf->topics[i]))
-                        errf(e, line_of(cfg, "kafka.topics"), "kafka.topics",
+                        errk(e, conf, "kafka.topics",
                              "'%s' is not a valid topic name (1..249 of a-z A-Z 0-9 . _ -)",
                              conf->topics[i]);
         for (size_t i = 0; i < conf->topic_cnt; i++)
                 for (size_t j = 0; j < i; j++)
                         if (!strcmp(conf->topics[i], conf->topics[j]))
-                                errf(e, line_of(cfg, "kafka.topics"), "kafka.topics",
-                                     "'%s' is listed twice", conf->topics[i]);
-        if (!conf->brokers || !*conf->brokers)
-                errf(e, line_of(cfg, "kafka.brokers"), "kafka.brokers", "must not be empty");
+                                errk(e, conf, "kafka.topics", "'%s' is listed twice",
+                                     conf->topics[i]);
+        if ((!conf->brokers || !*conf->brokers) && !conf->zookeeper)
+                errk(e, conf, "kafka.brokers", "must not be empty (or set kafka.zookeeper)");
+        if (conf->zookeeper && zk_connect_check(conf->zookeeper))
+                errk(e, conf, "kafka.zookeeper",
+                     "'%s' is not host:port[,host:port...][/chroot] with ports in 1..65535",
+                     conf->zookeeper);
         if (conf->group_id && !*conf->group_id)
-                errf(e, line_of(cfg, "kafka.group_id"), "kafka.group_id", "must not be empty");
-
-        check_range(e, cfg, "runtime.port", conf->runtime_port, 1, 65535);
-        check_range(e, cfg, "runtime.timeout_s", conf->timeout_s, 1, 86400);
+                errk(e, conf, "kafka.group_id", "must not be empty");
         if (!conf->runtime_host || !*conf->runtime_host ||
             strpbrk(conf->runtime_host, "/ \t@?#[]%") ||
             (strchr(conf->runtime_host, ':') && !host_is_ipv6(conf->runtime_host)))
-                errf(e, line_of(cfg, "runtime.host"), "runtime.host",
-                     "'%s' is not a host name or address",
+                errk(e, conf, "runtime.host", "'%s' is not a host name or address",
                      conf->runtime_host ? conf->runtime_host : "");
         if (!conf->runtime_path || conf->runtime_path[0] != '/' ||
             strpbrk(conf->runtime_path, " \t\r\n"))
-                errf(e, line_of(cfg, "runtime.path"), "runtime.path",
-                     "must start with '/' and contain no white space");
+                errk(e, conf, "runtime.path", "must start with '/' and contain no white space");
 
         if (!conf->runtime_health_path || conf->runtime_health_path[0] != '/' ||
             strpbrk(conf->runtime_health_path, " \t\r\n"))
-                errf(e, line_of(cfg, "runtime.health_path"), "runtime.health_path",
+                errk(e, conf, "runtime.health_path",
                      "must start with '/' and contain no white space");
-
-        check_range(e, cfg, "dispatch.max_in_flight", conf->max_in_flight, 1, 10000);
-        check_range(e, cfg, "dispatch.drain_timeout_ms", conf->drain_timeout_ms, 0, 3600000);
         {
                 /* The shutdown drain does not poll Kafka: past max.poll.interval.ms the member
                  * is dropped and its final commit fails. */
@@ -672,51 +850,39 @@ static void validate(kt_config_t *conf, config_t *cfg, errs_t *e) {
                             conf->props[i].value)
                                 parse_int(conf->props[i].value, &mpi);
                 if (conf->drain_timeout_ms >= mpi)
-                        errf(e, line_of(cfg, "dispatch.drain_timeout_ms"),
-                             "dispatch.drain_timeout_ms",
+                        errk(e, conf, "dispatch.drain_timeout_ms",
                              "%d must be below max.poll.interval.ms (%lld)", conf->drain_timeout_ms,
                              mpi);
         }
-        check_range(e, cfg, "dispatch.partition_buffer_records", conf->partition_buffer_records, 1,
-                    1000000);
-        check_range(e, cfg, "dispatch.partition_buffer_bytes", conf->partition_buffer_bytes, 1024,
-                    1 << 30);
-        check_range(e, cfg, "dispatch.retry.initial_backoff_ms", conf->retry_initial_backoff_ms, 1,
-                    3600000);
-        check_range(e, cfg, "dispatch.retry.max_backoff_ms", conf->retry_max_backoff_ms, 1,
-                    3600000);
         if (conf->retry_max_backoff_ms < conf->retry_initial_backoff_ms)
-                errf(e, line_of(cfg, "dispatch.retry.max_backoff_ms"),
-                     "dispatch.retry.max_backoff_ms",
+                errk(e, conf, "dispatch.retry.max_backoff_ms",
                      "%d is below dispatch.retry.initial_backoff_ms (%d)",
                      conf->retry_max_backoff_ms, conf->retry_initial_backoff_ms);
-        check_range(e, cfg, "dispatch.retry.max_attempts", conf->retry_max_attempts, 1, 1000000);
         if (conf->on_failure == KT_FAIL_DEAD_LETTER &&
             (!conf->dead_letter_topic || !*conf->dead_letter_topic))
-                errf(e, line_of(cfg, "dispatch.on_failure"), "dispatch.on_failure",
+                errk(e, conf, "dispatch.on_failure",
                      "\"dead-letter\" needs dispatch.dead_letter_topic");
         if (conf->dead_letter_topic && !topic_valid(conf->dead_letter_topic))
-                errf(e, line_of(cfg, "dispatch.dead_letter_topic"), "dispatch.dead_letter_topic",
-                     "'%s' is not a valid topic name", conf->dead_letter_topic);
+                errk(e, conf, "dispatch.dead_letter_topic", "'%s' is not a valid topic name",
+                     conf->dead_letter_topic);
         if (conf->reply_topic && !topic_valid(conf->reply_topic))
-                errf(e, line_of(cfg, "dispatch.reply_topic"), "dispatch.reply_topic",
-                     "'%s' is not a valid topic name", conf->reply_topic);
+                errk(e, conf, "dispatch.reply_topic", "'%s' is not a valid topic name",
+                     conf->reply_topic);
         for (size_t i = 0; conf->reply_topic && i < conf->topic_cnt; i++)
                 if (!strcmp(conf->topics[i], conf->reply_topic))
-                        errf(e, line_of(cfg, "dispatch.reply_topic"), "dispatch.reply_topic",
+                        errk(e, conf, "dispatch.reply_topic",
                              "'%s' is also a consumed topic: replies would loop",
                              conf->reply_topic);
         for (size_t i = 0; conf->dead_letter_topic && i < conf->topic_cnt; i++)
                 if (!strcmp(conf->topics[i], conf->dead_letter_topic))
-                        errf(e, line_of(cfg, "dispatch.dead_letter_topic"),
-                             "dispatch.dead_letter_topic",
+                        errk(e, conf, "dispatch.dead_letter_topic",
                              "'%s' is also a consumed topic: failures would loop",
                              conf->dead_letter_topic);
 
         if (kt_config_hostport_parse(conf->metrics_listen, &conf->metrics_host,
                                      &conf->metrics_port))
-                errf(e, line_of(cfg, "metrics.listen"), "metrics.listen",
-                     "'%s' is not host:port with a port in 1..65535", conf->metrics_listen);
+                errk(e, conf, "metrics.listen", "'%s' is not host:port with a port in 1..65535",
+                     conf->metrics_listen);
 
         /* librdkafka properties: checked by librdkafka itself, without connecting. */
         rkconf = rd_kafka_conf_new();
@@ -726,14 +892,14 @@ static void validate(kt_config_t *conf, config_t *cfg, errs_t *e) {
 
                 for (size_t k = 0; k < sizeof(owned_props) / sizeof(owned_props[0]); k++)
                         if (!strcmp(p->name, owned_props[k].name)) {
-                                errf(e, p->line, "kafka.properties", "%s: not settable here: %s",
-                                     p->name, owned_props[k].instead);
+                                errs_at(e, &p->src, "kafka.properties", "%s: not settable here: %s",
+                                        p->name, owned_props[k].instead);
                                 owned = 1;
                         }
                 if (!owned && p->value &&
                     rd_kafka_conf_set(rkconf, p->name, p->value, errstr, sizeof(errstr)) !=
                         RD_KAFKA_CONF_OK)
-                        errf(e, p->line, "kafka.properties", "%s", errstr);
+                        errs_at(e, &p->src, "kafka.properties", "%s", errstr);
         }
         rd_kafka_conf_destroy(rkconf);
 
@@ -744,13 +910,13 @@ static void validate(kt_config_t *conf, config_t *cfg, errs_t *e) {
                     !strcmp(p->name, "metadata.broker.list") ||
                     !strcmp(p->name, "enable.idempotence") || !strcmp(p->name, "acks") ||
                     !strcmp(p->name, "request.required.acks"))
-                        errf(e, p->line, "kafka.producer_properties",
-                             "%s: not settable here: dead letters need the idempotent producer "
-                             "with acks=all on kafka.brokers",
-                             p->name);
+                        errs_at(e, &p->src, "kafka.producer_properties",
+                                "%s: not settable here: dead letters need the idempotent producer "
+                                "with acks=all on kafka.brokers",
+                                p->name);
                 else if (p->value && rd_kafka_conf_set(rkconf, p->name, p->value, errstr,
                                                        sizeof(errstr)) != RD_KAFKA_CONF_OK)
-                        errf(e, p->line, "kafka.producer_properties", "%s", errstr);
+                        errs_at(e, &p->src, "kafka.producer_properties", "%s", errstr);
         }
         rd_kafka_conf_destroy(rkconf);
 }
@@ -789,171 +955,9 @@ static int derive(kt_config_t *conf) {
         return 0;
 }
 
-kt_config_t *kt_config_load(const char *path, char *errstr, size_t errstr_size) {
-        kt_config_t *conf;
-        config_t cfg, *cfgp = NULL;
-        errs_t e = {errstr, errstr_size, 0, 0, path};
-        if (errstr_size)
-                errstr[0] = '\0';
-        if (!(conf = calloc(1, sizeof(*conf)))) {
-                errf(&e, 0, "config", "out of memory");
-                return NULL;
-        }
-        conf->path = xstrdup(path);
-        conf->runtime_host = strdup(DEF_RUNTIME_HOST);
-        conf->runtime_port = DEF_RUNTIME_PORT;
-        conf->runtime_path = strdup(DEF_RUNTIME_PATH);
-        conf->timeout_s = DEF_TIMEOUT_S;
-        conf->runtime_health_path = strdup(DEF_HEALTH_PATH);
-        conf->ordering = KT_ORDER_PARTITION;
-        conf->max_in_flight = DEF_MAX_IN_FLIGHT;
-        conf->drain_timeout_ms = DEF_DRAIN_TIMEOUT_MS;
-        conf->partition_buffer_records = DEF_PARTITION_BUFFER_RECORDS;
-        conf->partition_buffer_bytes = DEF_PARTITION_BUFFER_BYTES;
-        conf->retry_initial_backoff_ms = DEF_RETRY_INITIAL_BACKOFF_MS;
-        conf->retry_max_backoff_ms = DEF_RETRY_MAX_BACKOFF_MS;
-        conf->retry_max_attempts = DEF_RETRY_MAX_ATTEMPTS;
-        conf->on_failure = KT_FAIL_BLOCK;
-        conf->runtime_wait_at_start = 1;
-        conf->metrics_listen = strdup(DEF_METRICS_LISTEN);
-        conf->start_from = KT_START_EARLIEST;
-        conf->log_level = KT_LOG_INFO;
-        conf->brokers = strdup("kafka.kubeless:9092");
+/* ---------------------------------------------------------------- secrets, hash, warnings */
 
-        if (path) {
-                config_init(&cfg);
-                cfgp = &cfg;
-                if (config_read_file(&cfg, path) != CONFIG_TRUE) {
-                        if (config_error_type(&cfg) == CONFIG_ERR_FILE_IO)
-                                errf(&e, 0, path, "cannot read: %s", strerror(errno));
-                        else
-                                errf(&e, config_error_line(&cfg), "syntax", "%s",
-                                     config_error_text(&cfg));
-                        config_destroy(&cfg);
-                        kt_config_destroy(conf);
-                        return NULL;
-                }
-                check_known(&cfg, &e);
-                file_str(&cfg, "function.handler", &conf->handler, &e);
-                file_str(&cfg, "kafka.brokers", &conf->brokers, &e);
-                file_topics(&cfg, conf, &e);
-                file_str(&cfg, "kafka.group_id", &conf->group_id, &e);
-                {
-                        char *sf = NULL;
-                        file_str(&cfg, "kafka.start_from", &sf, &e);
-                        if (sf && !strcmp(sf, "earliest"))
-                                conf->start_from = KT_START_EARLIEST;
-                        else if (sf && !strcmp(sf, "latest"))
-                                conf->start_from = KT_START_LATEST;
-                        else if (sf)
-                                errf(&e, line_of(&cfg, "kafka.start_from"), "kafka.start_from",
-                                     "'%s' is not one of: earliest, latest", sf);
-                        free(sf);
-                }
-                file_props(&cfg, "kafka.properties", &conf->props, &conf->prop_cnt, &e);
-                file_props(&cfg, "kafka.producer_properties", &conf->producer_props,
-                           &conf->producer_prop_cnt, &e);
-                file_str(&cfg, "runtime.host", &conf->runtime_host, &e);
-                file_int(&cfg, "runtime.port", &conf->runtime_port, &e);
-                file_str(&cfg, "runtime.path", &conf->runtime_path, &e);
-                file_int(&cfg, "runtime.timeout_s", &conf->timeout_s, &e);
-                {
-                        static const char *const orderings[] = {"partition", "key", "none"};
-                        static const char *const failures[] = {"block", "skip", "dead-letter"};
-                        static const char *const formats[] = {"kubeless", "cloudevents"};
-                        int v = (int)conf->ordering;
-                        file_enum(&cfg, "dispatch.ordering", orderings, 3, &v, &e);
-                        conf->ordering = (kt_ordering_t)v;
-                        v = (int)conf->on_failure;
-                        file_enum(&cfg, "dispatch.on_failure", failures, 3, &v, &e);
-                        conf->on_failure = (kt_on_failure_t)v;
-                        v = (int)conf->event_format;
-                        file_enum(&cfg, "dispatch.event_format", formats, 2, &v, &e);
-                        conf->event_format = (kt_event_format_t)v;
-                }
-                file_int(&cfg, "dispatch.max_in_flight", &conf->max_in_flight, &e);
-                file_int(&cfg, "dispatch.drain_timeout_ms", &conf->drain_timeout_ms, &e);
-                file_int(&cfg, "dispatch.partition_buffer_records", &conf->partition_buffer_records,
-                         &e);
-                file_int(&cfg, "dispatch.partition_buffer_bytes", &conf->partition_buffer_bytes,
-                         &e);
-                file_int(&cfg, "dispatch.retry.initial_backoff_ms", &conf->retry_initial_backoff_ms,
-                         &e);
-                file_int(&cfg, "dispatch.retry.max_backoff_ms", &conf->retry_max_backoff_ms, &e);
-                file_int(&cfg, "dispatch.retry.max_attempts", &conf->retry_max_attempts, &e);
-                file_str(&cfg, "dispatch.dead_letter_topic", &conf->dead_letter_topic, &e);
-                file_str(&cfg, "dispatch.reply_topic", &conf->reply_topic, &e);
-                file_str(&cfg, "runtime.health_path", &conf->runtime_health_path, &e);
-                file_bool(&cfg, "runtime.wait_at_start", &conf->runtime_wait_at_start, &e);
-                file_bool(&cfg, "kafka.static_membership", &conf->static_membership, &e);
-                {
-                        static const char *const log_formats[] = {"text", "json"};
-                        file_enum(&cfg, "log.format", log_formats, 2, &conf->log_json, &e);
-                }
-                file_str(&cfg, "metrics.listen", &conf->metrics_listen, &e);
-                {
-                        char *lvl = NULL;
-                        file_str(&cfg, "log.level", &lvl, &e);
-                        if (lvl) {
-                                int l = kt_log_level_parse(lvl);
-                                if (l < 0)
-                                        errf(&e, line_of(&cfg, "log.level"), "log.level",
-                                             "'%s' is not a level (error, warning, info, debug)",
-                                             lvl);
-                                else
-                                        conf->log_level = l;
-                        }
-                        free(lvl);
-                }
-        }
-        apply_env(conf, &e);
-        validate(conf, cfgp, &e);
-        if (cfgp)
-                config_destroy(cfgp);
-
-        if (!e.cnt && derive(conf))
-                errf(&e, 0, "config", "out of memory");
-        if (e.cnt) {
-                kt_config_destroy(conf);
-                return NULL;
-        }
-        return conf;
-}
-
-void kt_config_destroy(kt_config_t *conf) {
-        if (!conf)
-                return;
-        free(conf->path);
-        free(conf->handler);
-        free(conf->brokers);
-        topics_free(conf);
-        free(conf->group_id);
-        for (size_t i = 0; i < conf->prop_cnt; i++) {
-                free(conf->props[i].name);
-                free(conf->props[i].value);
-                free(conf->props[i].raw);
-        }
-        free(conf->props);
-        for (size_t i = 0; i < conf->producer_prop_cnt; i++) {
-                free(conf->producer_props[i].name);
-                free(conf->producer_props[i].value);
-                free(conf->producer_props[i].raw);
-        }
-        free(conf->producer_props);
-        free(conf->runtime_health_path);
-        free(conf->runtime_health_url);
-        free(conf->dead_letter_topic);
-        free(conf->reply_topic);
-        free(conf->instance_id);
-        free(conf->runtime_host);
-        free(conf->runtime_path);
-        free(conf->runtime_url);
-        free(conf->metrics_listen);
-        free(conf->metrics_host);
-        free(conf);
-}
-
-/** Property names whose values are secrets: never printed. */
+/** Property names whose values are secrets: never printed, never hashed. */
 static int prop_secret(const char *name) {
         return strstr(name, "password") || strstr(name, "secret") || strstr(name, ".key") ||
                strstr(name, "sasl.oauthbearer.config");
@@ -964,53 +968,306 @@ static int prop_secret(const char *name) {
 static const char *prop_shown(const kt_config_prop_t *p) {
         if (prop_secret(p->name))
                 return "(redacted)";
-        return strstr(p->raw, "${") ? p->raw : p->value;
+        return p->raw && strstr(p->raw, "${") ? p->raw : p->value;
 }
 
-void kt_config_print(const kt_config_t *conf) {
-        printf("function.handler = \"%s\"\n", conf->handler);
-        printf("kafka.brokers = \"%s\"\n", conf->brokers);
-        printf("kafka.topics = [");
-        for (size_t i = 0; i < conf->topic_cnt; i++)
-                printf("%s\"%s\"", i ? ", " : " ", conf->topics[i]);
-        printf(" ]\n");
-        printf("kafka.group_id = \"%s\"\n", conf->group_id);
-        printf("kafka.start_from = \"%s\"\n",
-               conf->start_from == KT_START_EARLIEST ? "earliest" : "latest");
-        for (size_t i = 0; i < conf->prop_cnt; i++)
-                printf("kafka.properties.\"%s\" = \"%s\"\n", conf->props[i].name,
-                       prop_shown(&conf->props[i]));
-        printf("runtime.url = \"%s\"\n", conf->runtime_url);
-        printf("runtime.timeout_s = %d\n", conf->timeout_s);
-        printf("runtime.health_url = \"%s\"\n", conf->runtime_health_url);
-        printf("dispatch.ordering = \"%s\"\n", conf->ordering == KT_ORDER_PARTITION ? "partition"
-                                               : conf->ordering == KT_ORDER_KEY     ? "key"
-                                                                                    : "none");
-        printf("dispatch.max_in_flight = %d\n", conf->max_in_flight);
-        printf("dispatch.drain_timeout_ms = %d\n", conf->drain_timeout_ms);
-        printf("dispatch.partition_buffer_records = %d\n", conf->partition_buffer_records);
-        printf("dispatch.partition_buffer_bytes = %d\n", conf->partition_buffer_bytes);
-        printf("dispatch.retry.initial_backoff_ms = %d\n", conf->retry_initial_backoff_ms);
-        printf("dispatch.retry.max_backoff_ms = %d\n", conf->retry_max_backoff_ms);
-        printf("dispatch.retry.max_attempts = %d\n", conf->retry_max_attempts);
-        printf("dispatch.on_failure = \"%s\"\n", conf->on_failure == KT_FAIL_BLOCK ? "block"
-                                                 : conf->on_failure == KT_FAIL_SKIP
-                                                     ? "skip"
-                                                     : "dead-letter");
-        if (conf->dead_letter_topic)
-                printf("dispatch.dead_letter_topic = \"%s\"\n", conf->dead_letter_topic);
-        if (conf->reply_topic)
-                printf("dispatch.reply_topic = \"%s\"\n", conf->reply_topic);
-        printf("dispatch.event_format = \"%s\"\n",
-               conf->event_format == KT_EVENT_KUBELESS ? "kubeless" : "cloudevents");
-        for (size_t i = 0; i < conf->producer_prop_cnt; i++)
-                printf("kafka.producer_properties.\"%s\" = \"%s\"\n", conf->producer_props[i].name,
-                       prop_shown(&conf->producer_props[i]));
-        printf("metrics.listen = \"%s\"\n", conf->metrics_listen);
-        printf("log.level = %d\n", conf->log_level);
-        printf("log.format = \"%s\"\n", conf->log_json ? "json" : "text");
-        printf("kafka.static_membership = %s\n", conf->static_membership ? "true" : "false");
+/** A string value quoted as libconfig would read it. */
+static void put_quoted(FILE *f, const char *s) {
+        fputc('"', f);
+        for (; s && *s; s++) {
+                if (*s == '"' || *s == '\\')
+                        fputc('\\', f);
+                fputc(*s, f);
+        }
+        fputc('"', f);
+}
+
+/**
+ * Write the value of \p k. \p shown: as --print-config shows it (secrets redacted, references
+ * as written); else the effective values, for comparing two configurations.
+ */
+static void value_put(FILE *f, const kt_config_t *conf, const kt_config_key_t *k, int shown) {
+        const void *fp = (const char *)conf + k->offset;
+
+        switch (k->type) {
+        case KT_CONF_STRING:
+                if (*(char *const *)fp)
+                        put_quoted(f, *(char *const *)fp);
+                else
+                        fputs("(unset)", f);
+                break;
+        case KT_CONF_INT:
+                fprintf(f, "%d", *(const int *)fp);
+                break;
+        case KT_CONF_BOOL:
+                fputs(*(const int *)fp ? "true" : "false", f);
+                break;
+        case KT_CONF_ENUM:
+                for (size_t i = 0; k->names[i]; i++)
+                        if ((k->values ? k->values[i] : (int)i) == *(const int *)fp)
+                                put_quoted(f, k->names[i]);
+                break;
+        case KT_CONF_LIST: {
+                char *const *v = *(char **const *)fp;
+                size_t cnt = *(const size_t *)((const char *)conf + k->offset_cnt);
+                fputc('[', f);
+                for (size_t i = 0; i < cnt; i++) {
+                        fputs(i ? ", " : " ", f);
+                        put_quoted(f, v[i]);
+                }
+                fputs(" ]", f);
+                break;
+        }
+        case KT_CONF_PROPS: {
+                const kt_config_prop_t *v = *(kt_config_prop_t *const *)fp;
+                size_t cnt = *(const size_t *)((const char *)conf + k->offset_cnt);
+                fputc('(', f);
+                for (size_t i = 0; i < cnt; i++) {
+                        fputs(i ? ", (" : " (", f);
+                        put_quoted(f, v[i].name);
+                        fputs(", ", f);
+                        put_quoted(f, shown ? prop_shown(&v[i]) : v[i].value);
+                        fputc(')', f);
+                }
+                fputs(" )", f);
+                break;
+        }
+        }
+}
+
+/** FNV-1a, 64 bits. */
+static uint64_t fnv1a(const char *s, size_t len) {
+        uint64_t h = 1469598103934665603ULL;
+        for (size_t i = 0; i < len; i++) {
+                h ^= (unsigned char)s[i];
+                h *= 1099511628211ULL;
+        }
+        return h;
+}
+
+/** The hash of every setting as shown (secrets redacted, so the label cannot leak them). */
+static void hash_set(kt_config_t *conf) {
+        char *buf = NULL;
+        size_t len = 0;
+        FILE *f = open_memstream(&buf, &len);
+
+        if (!f)
+                return;
+        for (size_t i = 0; i < kt_config_key_cnt; i++) {
+                fprintf(f, "%s=", kt_config_keys[i].path);
+                value_put(f, conf, &kt_config_keys[i], 1);
+                fputc('\n', f);
+        }
+        if (!fclose(f))
+                snprintf(conf->hash, sizeof(conf->hash), "%016llx",
+                         (unsigned long long)fnv1a(buf, len));
+        free(buf);
+}
+
+static void warn(kt_config_t *conf, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static void warn(kt_config_t *conf, const char *fmt, ...) {
+        char msg[768];
+        size_t old = conf->warnings ? strlen(conf->warnings) : 0;
+        char *n;
+        va_list ap;
+
+        va_start(ap, fmt);
+        vsnprintf(msg, sizeof(msg), fmt, ap);
+        va_end(ap);
+        if (!(n = realloc(conf->warnings, old + strlen(msg) + 2)))
+                return;
+        conf->warnings = n;
+        snprintf(n + old, strlen(msg) + 2, "%s%s", old ? "\n" : "", msg);
+}
+
+/** A file that others may read must not hold a literal secret. */
+static void warn_secrets(kt_config_t *conf, const char *path) {
+        struct stat st;
+        const kt_config_prop_t *lists[2] = {conf->props, conf->producer_props};
+        size_t cnts[2] = {conf->prop_cnt, conf->producer_prop_cnt};
+
+        if (!path || stat(path, &st) || !(st.st_mode & (S_IRGRP | S_IROTH)))
+                return;
+        for (int l = 0; l < 2; l++)
+                for (size_t i = 0; i < cnts[l]; i++) {
+                        const kt_config_prop_t *p = &lists[l][i];
+                        if (p->src.origin == KT_ORIGIN_FILE && prop_secret(p->name) && p->raw &&
+                            !strstr(p->raw, "${"))
+                                warn(conf,
+                                     "%s:%d: %s: %s holds a literal secret in a file readable by "
+                                     "%s (mode %03o): use \"${file:PATH}\" or \"${ENV_VAR}\", or "
+                                     "chmod o-r,g-r",
+                                     path, p->line,
+                                     l ? "kafka.producer_properties" : "kafka.properties", p->name,
+                                     st.st_mode & S_IROTH ? "other users" : "its group",
+                                     (unsigned)(st.st_mode & 0777));
+                }
+}
+
+/* ---------------------------------------------------------------- loading */
+
+kt_config_t *kt_config_load(const char *path, char *errstr, size_t errstr_size) {
+        return kt_config_load_with(path, NULL, 0, errstr, errstr_size);
+}
+
+kt_config_t *kt_config_load_with(const char *path, char *const *sets, size_t set_cnt, char *errstr,
+                                 size_t errstr_size) {
+        kt_config_t *conf;
+        errs_t e = {errstr, errstr_size, 0, 0, path};
+        kt_config_source_t def = {KT_ORIGIN_DEFAULT, 0, ""};
+
+        if (errstr_size)
+                errstr[0] = '\0';
+        if (!(conf = calloc(1, sizeof(*conf))) ||
+            !(conf->sources = calloc(kt_config_key_cnt, sizeof(*conf->sources))) ||
+            (set_cnt && !(conf->sets = calloc(set_cnt, sizeof(*conf->sets))))) {
+                errf(&e, 0, "config", "out of memory");
+                kt_config_destroy(conf);
+                return NULL;
+        }
+        for (size_t i = 0; i < set_cnt; i++)
+                if ((conf->sets[i] = strdup(sets[i])))
+                        conf->set_cnt++;
+        conf->path = xstrdup(path);
+        for (size_t i = 0; i < kt_config_key_cnt; i++)
+                if (kt_config_keys[i].def)
+                        set_text(conf, &kt_config_keys[i], kt_config_keys[i].def, &def, &e);
+
+        if (path && load_file(conf, path, &e)) {
+                kt_config_destroy(conf);
+                return NULL;
+        }
+        load_env(conf, &e);
+        load_sets(conf, sets, set_cnt, &e);
+
+        /* With discovery, the default broker list is not a broker: only what ZooKeeper says. */
+        if (conf->zookeeper && source_of(conf, "kafka.brokers")->origin == KT_ORIGIN_DEFAULT) {
+                free(conf->brokers);
+                conf->brokers = strdup("");
+        }
+        validate(conf, &e);
+        if (!e.cnt && derive(conf))
+                errf(&e, 0, "config", "out of memory");
+        if (e.cnt) {
+                kt_config_destroy(conf);
+                return NULL;
+        }
+        warn_secrets(conf, path);
+        hash_set(conf);
+        return conf;
+}
+
+int kt_config_diff(const kt_config_t *a, const kt_config_t *b, char *changed, size_t size) {
+        int worst = -1;
+        size_t len = 0;
+
+        if (size)
+                changed[0] = '\0';
+        for (size_t i = 0; i < kt_config_key_cnt; i++) {
+                const kt_config_key_t *k = &kt_config_keys[i];
+                char *va = NULL, *vb = NULL;
+                size_t la = 0, lb = 0;
+                FILE *fa = open_memstream(&va, &la), *fb = open_memstream(&vb, &lb);
+                int differ = 1;
+
+                int ok = fa && fb;
+
+                if (fa) {
+                        value_put(fa, a, k, 0);
+                        ok = !fclose(fa) && ok;
+                }
+                if (fb) {
+                        value_put(fb, b, k, 0);
+                        ok = !fclose(fb) && ok;
+                }
+                if (ok)
+                        differ = la != lb || memcmp(va, vb, la);
+                free(va);
+                free(vb);
+                if (!differ)
+                        continue;
+                if ((int)k->reload > worst)
+                        worst = (int)k->reload;
+                if (len < size)
+                        len += (size_t)snprintf(changed + len, size - len, "%s%s", len ? ", " : "",
+                                                k->path);
+        }
+        return worst;
+}
+
+void kt_config_destroy(kt_config_t *conf) {
+        if (!conf)
+                return;
+        for (size_t i = 0; i < kt_config_key_cnt; i++) {
+                const kt_config_key_t *k = &kt_config_keys[i];
+                if (k->type == KT_CONF_STRING)
+                        free(*(char **)field(conf, k));
+                else if (k->type == KT_CONF_LIST)
+                        list_free(field(conf, k), field_cnt(conf, k));
+                else if (k->type == KT_CONF_PROPS)
+                        props_free(field(conf, k), field_cnt(conf, k));
+        }
+        for (size_t i = 0; i < conf->set_cnt; i++)
+                free(conf->sets[i]);
+        free(conf->sets);
+        free(conf->path);
+        free(conf->runtime_health_url);
+        free(conf->instance_id);
+        free(conf->runtime_url);
+        free(conf->metrics_host);
+        free(conf->sources);
+        free(conf->warnings);
+        free(conf);
+}
+
+static void source_put(FILE *f, const kt_config_t *conf, const kt_config_source_t *src) {
+        switch (src->origin) {
+        case KT_ORIGIN_DEFAULT:
+                fputs("default", f);
+                break;
+        case KT_ORIGIN_FILE:
+                fprintf(f, "%s:%d", conf->path ? conf->path : "file", src->line);
+                break;
+        case KT_ORIGIN_ENV:
+                fprintf(f, "env %s", src->name);
+                break;
+        case KT_ORIGIN_FLAG:
+                fputs("--set", f);
+                break;
+        }
+}
+
+void kt_config_print(const kt_config_t *conf, FILE *out) {
+        for (size_t i = 0; i < kt_config_key_cnt; i++) {
+                const kt_config_key_t *k = &kt_config_keys[i];
+
+                if (k->type == KT_CONF_PROPS) {
+                        const kt_config_prop_t *v =
+                            *(kt_config_prop_t *const *)((const char *)conf + k->offset);
+                        size_t cnt = *(const size_t *)((const char *)conf + k->offset_cnt);
+                        for (size_t j = 0; j < cnt; j++) {
+                                fprintf(out, "%s.\"%s\" = ", k->path, v[j].name);
+                                put_quoted(out, prop_shown(&v[j]));
+                                fputs("  # ", out);
+                                source_put(out, conf, &v[j].src);
+                                fputc('\n', out);
+                        }
+                        continue;
+                }
+                fprintf(out, "%s = ", k->path);
+                value_put(out, conf, k, 1);
+                fputs("  # ", out);
+                if (k->type == KT_CONF_STRING && !strcmp(k->path, "kafka.group_id") &&
+                    conf->sources[i].origin == KT_ORIGIN_DEFAULT)
+                        fputs("default: function.handler", out);
+                else
+                        source_put(out, conf, &conf->sources[i]);
+                fputc('\n', out);
+        }
+        fprintf(out, "runtime.url = \"%s\"  # derived\n", conf->runtime_url);
+        fprintf(out, "runtime.health_url = \"%s\"  # derived\n", conf->runtime_health_url);
         if (conf->instance_id)
-                printf("kafka.group_instance_id = \"%s\"\n", conf->instance_id);
-        printf("runtime.wait_at_start = %s\n", conf->runtime_wait_at_start ? "true" : "false");
+                fprintf(out, "kafka.group_instance_id = \"%s\"  # derived\n", conf->instance_id);
+        fprintf(out, "config.hash = \"%s\"  # derived\n", conf->hash);
 }

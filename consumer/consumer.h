@@ -152,6 +152,13 @@ typedef struct kt_consumer_hooks {
 kt_consumer_t *kt_consumer_new(const kt_config_t *conf, const kt_consumer_hooks_t *hooks,
                                char *errstr, size_t errstr_size);
 
+/**
+ * @brief Switch to a reloaded \p conf whose kafka.* settings and dispatch.ordering are those
+ *        of the running one (others need a new consumer): buffer bounds, drain timeout.
+ * @remark Partitions' topic names are re-pointed into \p conf, which must outlive them.
+ */
+void kt_consumer_conf_set(kt_consumer_t *kc, const kt_config_t *conf);
+
 /** @brief Leave the group (committing what is done) and free everything. NULL is a no-op. */
 void kt_consumer_destroy(kt_consumer_t *kc);
 

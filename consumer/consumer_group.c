@@ -467,6 +467,12 @@ static int conf_set(rd_kafka_conf_t *rkconf, const char *name, const char *value
         return -1;
 }
 
+void kt_consumer_conf_set(kt_consumer_t *kc, const kt_config_t *conf) {
+        kc->conf = conf;
+        for (kt_partition_t *p = kc->parts; p; p = p->next)
+                p->topic = conf->topics[p->topic_idx];
+}
+
 kt_consumer_t *kt_consumer_new(const kt_config_t *conf, const kt_consumer_hooks_t *hooks,
                                char *errstr, size_t errstr_size) {
         kt_consumer_t *kc;

@@ -80,7 +80,7 @@ struct kt_metrics;
  * @returns the process exit status: 0 after a clean shutdown, 1 after a fatal error.
  * @locality the calling thread becomes the loop thread.
  */
-int kt_loop_run(const struct kt_config *conf, struct kt_metrics *km);
+int kt_loop_run(struct kt_config **confp, struct kt_metrics *km);
 
 #define KT_ERR(fac, ...)  kt_log(KT_LOG_ERR, fac, __VA_ARGS__)
 #define KT_WARN(fac, ...) kt_log(KT_LOG_WARNING, fac, __VA_ARGS__)

@@ -25,6 +25,23 @@
  * finished or dispatch.drain_timeout_ms passed; then the rest is cancelled (redelivered: never
  * committed), the consumer commits synchronously and hands them back (revoke_progress()).
  * Shutdown drains every partition the same way, in drain(), then commits and leaves.
+ *
+ * Reload (SIGHUP): the file, environment and --set flags are read again into a new
+ * configuration; if it is invalid every error is logged and the running one stays. Otherwise
+ * kt_config_diff() says how the changes apply (strongest class wins):
+ *   - live: log level and format, dispatch limits, retries, on_failure, runtime URL and timeout:
+ *     every module is pointed at the new configuration between two iterations, the dispatcher
+ *     grows its slots if max_in_flight grew;
+ *   - re-join: kafka.*, the handler, dispatch.ordering, or a producer needed/no longer needed:
+ *     fetching stops (every partition held) while the loop runs on, so every record already
+ *     buffered is delivered and done, within drain_timeout_ms: with key or none ordering
+ *     records finish out of order, and only a fully done buffer leaves no finished record
+ *     above the committed offset. Then the offsets are committed synchronously, the consumer
+ *     leaves the group, and a new consumer (and scheduler, and producer) is made from the new
+ *     configuration. Nothing is lost; nothing finished is delivered twice unless the drain
+ *     timed out (logged);
+ *   - restart: metrics.listen is logged as needing a restart.
+ * The old configuration is freed once nothing points into it.
  */
 #define _GNU_SOURCE
 #include "core.h"
@@ -52,7 +69,13 @@
 #define KT_PROBE_MAX_MS 5000
 
 typedef struct kt_loop {
-        const kt_config_t *conf;
+        kt_config_t *conf;
+        kt_config_t **confp; /**< the caller's pointer: updated on reload */
+        kt_consumer_hooks_t hooks;
+        size_t *topic_map; /**< conf->topics index -> metrics topic index */
+        int reload_asked;
+        kt_config_t *rejoin_conf; /**< a reload waiting for the buffers to empty, or NULL */
+        int64_t rejoin_deadline_ms;
         kt_consumer_t *kc;
         kt_dispatch_t *kd;
         kt_metrics_t *km;
@@ -130,7 +153,7 @@ static void on_probe(int up, void *cbarg) {
         }
         kl->runtime_down = 0;
         kt_metrics_runtime_up_set(kl->km, 1);
-        kt_consumer_hold(kl->kc, 0);
+        kt_consumer_hold(kl->kc, kl->rejoin_conf != NULL); /* a re-join keeps fetching off */
         KT_INFO(FAC, "runtime answers again: consumption resumed");
 }
 
@@ -308,7 +331,7 @@ static void on_call_done(void *opaque, const kt_dispatch_result_t *res, void *cb
                 runtime_down_enter(kl);
                 return;
         }
-        kt_metrics_call_observe(kl->km, p->topic_idx, res->seconds,
+        kt_metrics_call_observe(kl->km, kl->topic_map[p->topic_idx], res->seconds,
                                 res->outcome != KT_OUTCOME_SUCCESS);
 
         if (res->outcome == KT_OUTCOME_SUCCESS && !res->body_too_big) {
@@ -523,8 +546,7 @@ static int signals_read(kt_loop_t *kl) {
 
         while (read(kl->sigfd, &si, sizeof(si)) == (ssize_t)sizeof(si)) {
                 if (si.ssi_signo == SIGHUP) {
-                        KT_INFO(FAC, "SIGHUP: configuration reload is not supported yet; "
-                                     "restart to apply changes");
+                        kl->reload_asked = 1;
                         continue;
                 }
                 KT_INFO(FAC, "%s: shutting down", strsignal((int)si.ssi_signo));
@@ -533,7 +555,9 @@ static int signals_read(kt_loop_t *kl) {
         return stop;
 }
 
-static int shutdown_all(kt_loop_t *kl) {
+/** Drain every partition (no new call starts meanwhile), then commit synchronously.
+ *  @returns 0 if the commit succeeded. */
+static int drain_all(kt_loop_t *kl) {
         size_t cnt = 0;
         kt_partition_t **parts;
 
@@ -551,6 +575,180 @@ static int shutdown_all(kt_loop_t *kl) {
                 parts_release(kl, parts, cnt);
         free(parts);
         return kt_consumer_commit(kl->kc) == KT_OK ? 0 : -1;
+}
+
+static int shutdown_all(kt_loop_t *kl) {
+        return drain_all(kl);
+}
+
+/* ---------------------------------------------------------------- reload */
+
+/** Map the configuration's topics to their metrics. @returns 0, -1 out of memory. */
+static int topic_map_build(kt_loop_t *kl) {
+        size_t *map = calloc(kl->conf->topic_cnt + 1, sizeof(*map));
+
+        if (!map)
+                return -1;
+        for (size_t i = 0; i < kl->conf->topic_cnt; i++)
+                if ((map[i] = kt_metrics_topic_index(kl->km, kl->conf->topics[i])) == (size_t)-1)
+                        KT_WARN(FAC, "topic %s: no room for its call metrics (restart to count it)",
+                                kl->conf->topics[i]);
+        free(kl->topic_map);
+        kl->topic_map = map;
+        return 0;
+}
+
+static int needs_producer(const kt_config_t *conf) {
+        return conf->on_failure == KT_FAIL_DEAD_LETTER || conf->reply_topic != NULL;
+}
+
+static void log_lines(int level, const char *prefix, const char *text) {
+        for (const char *l = text; l && *l;) {
+                const char *nl = strchr(l, '\n');
+                int len = nl ? (int)(nl - l) : (int)strlen(l);
+                kt_log(level, "CONFIG", "%s%.*s", prefix, len, l);
+                l = nl ? nl + 1 : l + len;
+        }
+}
+
+/** Point every module at \p nc (same consumer), free the old configuration. */
+static int apply_live(kt_loop_t *kl, kt_config_t *nc) {
+        kt_config_t *old = kl->conf;
+
+        if (kt_dispatch_conf_set(kl->kd, nc)) {
+                KT_ERR(FAC,
+                       "reload: out of memory growing to %d call slots: keeping the running "
+                       "configuration",
+                       nc->max_in_flight);
+                return -1;
+        }
+        kt_sched_conf_set(kl->ks, nc);
+        if (kl->kp)
+                kt_produce_conf_set(kl->kp, nc);
+        kt_consumer_conf_set(kl->kc, nc);
+        kl->conf = nc;
+        *kl->confp = nc;
+        kt_log_level_set(nc->log_level);
+        kt_log_json_set(nc->log_json);
+        kt_config_destroy(old);
+        return 0;
+}
+
+/** Once the buffers are done (or the drain timeout passed): commit, leave, join again with
+ *  kl->rejoin_conf. @returns 0, -1 if no consumer could be made (the loop then stops). */
+static int rejoin(kt_loop_t *kl) {
+        kt_config_t *old = kl->conf, *nc = kl->rejoin_conf;
+        char errstr[512];
+        kt_sched_t *ks;
+        size_t left = kt_consumer_buffered(kl->kc);
+
+        kl->rejoin_conf = NULL;
+        if (left)
+                KT_WARN(FAC,
+                        "reload: drain timeout (%d ms) with %zu records not done: those not "
+                        "committed are delivered again after the re-join",
+                        old->drain_timeout_ms, left);
+        if (drain_all(kl))
+                KT_WARN(FAC, "reload: the commit before re-joining failed: records finished "
+                             "since the last commit may be delivered again");
+        kt_consumer_destroy(kl->kc); /* leaves the group; its partitions were drained */
+        kl->kc = NULL;
+        kt_produce_destroy(kl->kp);
+        kl->kp = NULL;
+        if ((ks = kt_sched_new(nc))) {
+                kt_sched_destroy(kl->ks);
+                kl->ks = ks;
+        } else
+                kt_sched_conf_set(kl->ks, nc);
+        kt_dispatch_conf_set(kl->kd, nc);
+        kl->conf = nc;
+        *kl->confp = nc;
+        kt_config_destroy(old);
+        kt_log_level_set(nc->log_level);
+        kt_log_json_set(nc->log_json);
+        kl->stopping = 0;
+        kl->next_due_ms = INT64_MAX;
+        if (topic_map_build(kl)) {
+                KT_ERR(FAC, "reload: out of memory");
+                return -1;
+        }
+        if (needs_producer(nc) &&
+            !(kl->kp = kt_produce_new(nc, on_produced, kl, errstr, sizeof(errstr)))) {
+                KT_ERR(FAC, "reload: producer: %s", errstr);
+                return -1;
+        }
+        if (!(kl->kc = kt_consumer_new(nc, &kl->hooks, errstr, sizeof(errstr)))) {
+                KT_ERR(FAC, "reload: consumer: %s", errstr);
+                return -1;
+        }
+        if (kl->runtime_down)
+                kt_consumer_hold(kl->kc, 1);
+        return 0;
+}
+
+/** SIGHUP: read the configuration again and apply what changed (a re-join: once the buffers
+ *  are done, see the loop). */
+static void reload(kt_loop_t *kl) {
+        char errstr[8192], changed[1024];
+        kt_config_t *nc;
+        int cls;
+
+        kl->reload_asked = 0;
+        nc = kt_config_load_with(kl->conf->path, kl->conf->sets, kl->conf->set_cnt, errstr,
+                                 sizeof(errstr));
+        if (!nc) {
+                log_lines(KT_LOG_ERR, "reload: ", errstr);
+                KT_ERR(FAC,
+                       "reload: invalid configuration: still running on the previous one "
+                       "(config %s)",
+                       kl->conf->hash);
+                kt_metrics_reload(kl->km, KT_METRICS_RELOAD_INVALID, NULL);
+                return;
+        }
+        log_lines(KT_LOG_WARNING, "", nc->warnings);
+        cls = kt_config_diff(kl->conf, nc, changed, sizeof(changed));
+        if (cls < 0 || (cls < KT_RELOAD_REJOIN && kl->rejoin_conf)) {
+                if (kl->rejoin_conf) {
+                        /* Changed back while a re-join waited: the re-join is off. */
+                        KT_INFO(FAC, "reload: the waiting re-join is cancelled");
+                        kt_config_destroy(kl->rejoin_conf);
+                        kl->rejoin_conf = NULL;
+                        kt_consumer_hold(kl->kc, kl->runtime_down);
+                }
+        }
+        if (cls < 0) {
+                KT_INFO(FAC, "reload: no setting changed (config %s)", nc->hash);
+                kt_config_destroy(nc);
+                kt_metrics_reload(kl->km, KT_METRICS_RELOAD_UNCHANGED, kl->conf->hash);
+                return;
+        }
+        if (strcmp(kl->conf->metrics_listen, nc->metrics_listen))
+                KT_WARN(FAC,
+                        "reload: metrics.listen changed to %s: it applies at the next "
+                        "start; still serving on %s",
+                        nc->metrics_listen, kl->conf->metrics_listen);
+        if (needs_producer(kl->conf) != needs_producer(nc) && cls < KT_RELOAD_REJOIN)
+                cls = KT_RELOAD_REJOIN;
+        if (cls == KT_RELOAD_REJOIN) {
+                KT_INFO(FAC,
+                        "reload: %s changed: finishing %zu buffered records (at most %d ms), "
+                        "then committing and re-joining the group (config %s -> %s)",
+                        changed, kt_consumer_buffered(kl->kc), kl->conf->drain_timeout_ms,
+                        kl->conf->hash, nc->hash);
+                kt_metrics_reload(kl->km, KT_METRICS_RELOAD_APPLIED, nc->hash);
+                if (!kl->rejoin_conf)
+                        kl->rejoin_deadline_ms = kt_now_ms() + kl->conf->drain_timeout_ms;
+                kt_config_destroy(kl->rejoin_conf); /* a newer reload replaces a waiting one */
+                kl->rejoin_conf = nc;
+                kt_consumer_hold(kl->kc, 1);
+                wake_at(kl, kl->rejoin_deadline_ms);
+                return;
+        }
+        KT_INFO(FAC, "reload: %s changed: applied (config %s -> %s)", changed, kl->conf->hash,
+                nc->hash);
+        kt_metrics_reload(kl->km, KT_METRICS_RELOAD_APPLIED, nc->hash);
+        if (apply_live(kl, nc))
+                kt_config_destroy(nc);
 }
 
 /**
@@ -595,14 +793,16 @@ static int wait_for_runtime(kt_loop_t *kl) {
 
 /* ---------------------------------------------------------------- the loop */
 
-int kt_loop_run(const kt_config_t *conf, kt_metrics_t *km) {
+int kt_loop_run(kt_config_t **confp, kt_metrics_t *km) {
         kt_loop_t kl = {0};
-        kt_consumer_hooks_t hooks = {on_revoke, on_record, &kl};
+        kt_config_t *conf = *confp;
         char errstr[512];
         sigset_t mask;
         int status = 1, stop = 0;
 
         kl.conf = conf;
+        kl.confp = confp;
+        kl.hooks = (kt_consumer_hooks_t){on_revoke, on_record, &kl};
         kl.km = km;
         kl.sigfd = -1;
         kl.next_due_ms = INT64_MAX;
@@ -615,7 +815,7 @@ int kt_loop_run(const kt_config_t *conf, kt_metrics_t *km) {
                 KT_ERR(FAC, "signalfd: %s", strerror(errno));
                 goto out;
         }
-        if (!(kl.ks = kt_sched_new(conf))) {
+        if (!(kl.ks = kt_sched_new(conf)) || topic_map_build(&kl)) {
                 KT_ERR(FAC, "out of memory");
                 goto out;
         }
@@ -632,7 +832,7 @@ int kt_loop_run(const kt_config_t *conf, kt_metrics_t *km) {
                 status = 0; /* asked to stop before we started: nothing to drain */
                 goto out;
         }
-        if (!(kl.kc = kt_consumer_new(conf, &hooks, errstr, sizeof(errstr)))) {
+        if (!(kl.kc = kt_consumer_new(conf, &kl.hooks, errstr, sizeof(errstr)))) {
                 KT_ERR(FAC, "consumer: %s", errstr);
                 goto out;
         }
@@ -655,6 +855,16 @@ int kt_loop_run(const kt_config_t *conf, kt_metrics_t *km) {
                 if (signals_read(&kl)) {
                         stop = 1;
                         break;
+                }
+                if (kl.reload_asked)
+                        reload(&kl);
+                if (kl.rejoin_conf &&
+                    (!kt_consumer_buffered(kl.kc) || kt_now_ms() >= kl.rejoin_deadline_ms)) {
+                        if (rejoin(&kl)) {
+                                status = 1;
+                                goto out;
+                        }
+                        continue;
                 }
                 more = kt_consumer_poll(kl.kc, KT_LOOP_KAFKA_BUDGET);
                 produce_poll(&kl);
@@ -700,6 +910,8 @@ out:
         kt_produce_destroy(kl.kp);
         kt_dispatch_destroy(kl.kd);
         kt_sched_destroy(kl.ks);
+        free(kl.topic_map);
+        kt_config_destroy(kl.rejoin_conf);
         if (kl.sigfd != -1)
                 close(kl.sigfd);
         if (status == 0)

@@ -17,29 +17,41 @@
 
 static void usage(FILE *out) {
         fprintf(out,
-                "Usage: ktrigger [--config FILE] [--check-config | --print-config]\n"
+                "Usage: ktrigger [--config FILE] [--set KEY=VALUE]... [--check-config |\n"
+                "                --print-config | --describe-config]\n"
                 "\n"
                 "Consume Kafka records in the consumer group named after the function handler\n"
                 "and POST each one to the function runtime; commit only what is done.\n"
                 "\n"
                 "  -c, --config FILE   libconfig settings file (see ktrigger.conf.example)\n"
+                "  -s, --set KEY=VALUE set one setting, e.g. dispatch.max_in_flight=16; wins\n"
+                "                      over the environment and the file (repeatable)\n"
                 "      --check-config  validate the settings without connecting; exit 0 if\n"
                 "                      valid, 78 with every error listed if not\n"
-                "      --print-config  print the effective settings (secrets redacted)\n"
+                "      --print-config  print the effective settings and where each came from\n"
+                "                      (secrets redacted)\n"
+                "      --describe-config  list every setting: type, default, range, env\n"
                 "  -V, --version       print the version\n"
                 "  -h, --help          print this help\n"
                 "\n"
-                "Environment (overrides the file): FUNC_HANDLER, MOD_NAME, TOPIC_NAME,\n"
-                "KAFKA_BROKERS, KUBELESS_KAFKA_SVC, KUBELESS_KAFKA_NAMESPACE, FUNC_PORT,\n"
-                "FUNC_TIMEOUT, KTRIGGER_METRICS_LISTEN, KTRIGGER_LOG_LEVEL; POD_NAME (with\n"
-                "kafka.static_membership).\n");
+                "Environment (overrides the file): every setting as KTRIGGER_ + its key in\n"
+                "upper case with dots as underscores (KTRIGGER_DISPATCH_RETRY_MAX_ATTEMPTS,\n"
+                "KTRIGGER_METRICS_LISTEN, KTRIGGER_LOG_LEVEL, ...); Kubeless' FUNC_HANDLER,\n"
+                "MOD_NAME, TOPIC_NAME, KAFKA_BROKERS, KUBELESS_KAFKA_SVC,\n"
+                "KUBELESS_KAFKA_NAMESPACE, FUNC_PORT, FUNC_TIMEOUT (KTRIGGER_ ones win); POD_NAME\n"
+                "(with kafka.static_membership).\n"
+                "\n"
+                "SIGHUP reloads the configuration: invalid -> logged, the running one is kept.\n");
 }
 
 int main(int argc, char **argv) {
         static const struct option opts[] = {
-            {"config", required_argument, NULL, 'c'}, {"check-config", no_argument, NULL, 1},
-            {"print-config", no_argument, NULL, 2},   {"version", no_argument, NULL, 'V'},
-            {"help", no_argument, NULL, 'h'},         {NULL, 0, NULL, 0}};
+            {"config", required_argument, NULL, 'c'},  {"check-config", no_argument, NULL, 1},
+            {"print-config", no_argument, NULL, 2},    {"version", no_argument, NULL, 'V'},
+            {"help", no_argument, NULL, 'h'},          {"set", required_argument, NULL, 's'},
+            {"describe-config", no_argument, NULL, 3}, {NULL, 0, NULL, 0}};
+        char **sets = NULL;
+        size_t set_cnt = 0;
         const char *path = NULL;
         int check = 0, print = 0, opt, status;
         kt_config_t *conf;
@@ -47,8 +59,17 @@ int main(int argc, char **argv) {
         char errstr[8192];
         sigset_t mask;
 
-        while ((opt = getopt_long(argc, argv, "c:Vh", opts, NULL)) != -1) {
+        if (!(sets = calloc((size_t)argc, sizeof(*sets))))
+                return 1;
+        while ((opt = getopt_long(argc, argv, "c:s:Vh", opts, NULL)) != -1) {
                 switch (opt) {
+                case 's':
+                        sets[set_cnt++] = optarg;
+                        break;
+                case 3:
+                        kt_config_describe();
+                        free(sets);
+                        return 0;
                 case 'c':
                         path = optarg;
                         break;
@@ -61,30 +82,38 @@ int main(int argc, char **argv) {
                 case 'V':
                         printf("ktrigger %s (librdkafka %s, %s)\n", KT_VERSION,
                                rd_kafka_version_str(), curl_version());
+                        free(sets);
                         return 0;
                 case 'h':
                         usage(stdout);
+                        free(sets);
                         return 0;
                 default:
                         usage(stderr);
+                        free(sets);
                         return 2;
                 }
         }
         if (optind < argc) {
                 fprintf(stderr, "ktrigger: unexpected argument '%s'\n", argv[optind]);
                 usage(stderr);
+                free(sets);
                 return 2;
         }
 
-        if (!(conf = kt_config_load(path, errstr, sizeof(errstr)))) {
+        conf = kt_config_load_with(path, sets, set_cnt, errstr, sizeof(errstr));
+        free(sets); /* the config keeps its own copy, for reloads */
+        if (!conf) {
                 fprintf(stderr, "%s\n", errstr);
                 fprintf(stderr, "ktrigger: invalid configuration%s%s\n", path ? " in " : "",
                         path ? path : "");
                 return KT_EXIT_CONFIG;
         }
+        if (conf->warnings && (check || print))
+                fprintf(stderr, "%s\n", conf->warnings);
         if (check || print) {
                 if (print)
-                        kt_config_print(conf);
+                        kt_config_print(conf, stdout);
                 if (check)
                         printf("%s: OK: function %s, group %s, %zu topic(s), brokers %s\n",
                                path ? path : "(environment)", conf->handler, conf->group_id,
@@ -110,8 +139,14 @@ int main(int argc, char **argv) {
         }
         srand((unsigned)time(NULL) ^ (unsigned)getpid());
 
-        KT_INFO("MAIN", "ktrigger %s starting: function %s, group %s", KT_VERSION, conf->handler,
-                conf->group_id);
+        KT_INFO("MAIN", "ktrigger %s starting: function %s, group %s, config %s", KT_VERSION,
+                conf->handler, conf->group_id, conf->hash);
+        for (const char *w = conf->warnings; w && *w;) {
+                const char *nl = strchr(w, '\n');
+                int len = nl ? (int)(nl - w) : (int)strlen(w);
+                KT_WARN("CONFIG", "%.*s", len, w);
+                w = nl ? nl + 1 : w + len;
+        }
         if (!(km = kt_metrics_new(conf))) {
                 KT_ERR("MAIN", "out of memory");
                 status = 1;
@@ -122,7 +157,7 @@ int main(int argc, char **argv) {
                 status = 1;
                 goto out;
         }
-        status = kt_loop_run(conf, km);
+        status = kt_loop_run(&conf, km); /* a reload may replace conf */
 
 out:
         kt_metrics_destroy(km);

@@ -117,6 +117,14 @@ kt_err_t kt_dispatch_wait(kt_dispatch_t *kd, struct curl_waitfd *extra, unsigned
  */
 int64_t kt_dispatch_backoff_ms(const kt_config_t *conf, int attempts);
 
+/**
+ * @brief Switch to a reloaded \p conf: max_in_flight (slots are added when it grows), the
+ *        runtime URL, timeout and reply mode apply from each slot's next call.
+ * @returns KT_OK, or KT_ERR_NOMEM (the old limit stays).
+ * @remark \p conf must outlive the dispatcher (or the next call of this).
+ */
+kt_err_t kt_dispatch_conf_set(kt_dispatch_t *kd, const kt_config_t *conf);
+
 /** @returns the outcome class of an HTTP \p status (0 = no response, a transfer error). */
 kt_outcome_t kt_dispatch_outcome_classify(long status);
 
@@ -149,6 +157,9 @@ typedef struct kt_sched kt_sched_t;
 
 /** @returns a new scheduler, NULL on allocation failure. */
 kt_sched_t *kt_sched_new(const kt_config_t *conf);
+
+/** @brief Switch to a reloaded \p conf with the same dispatch.ordering. */
+void kt_sched_conf_set(kt_sched_t *ks, const kt_config_t *conf);
 
 /** @brief Free. Records are not touched (the consumer owns them). NULL is a no-op. */
 void kt_sched_destroy(kt_sched_t *ks);
@@ -194,6 +205,10 @@ typedef void(kt_produce_done_cb)(void *opaque, rd_kafka_resp_err_t err, void *cb
  */
 kt_produce_t *kt_produce_new(const kt_config_t *conf, kt_produce_done_cb *cb, void *cbarg,
                              char *errstr, size_t errstr_size);
+
+/** @brief Switch to a reloaded \p conf (dead-letter and reply topics; the producer's own
+ *         properties and brokers need a new producer). */
+void kt_produce_conf_set(kt_produce_t *kp, const kt_config_t *conf);
 
 /** @brief Flush (bounded) and free. NULL is a no-op. */
 void kt_produce_destroy(kt_produce_t *kp);

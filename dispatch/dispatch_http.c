@@ -1,10 +1,14 @@
 /*
  * DESIGN: calls through one libcurl multi handle, driven by the loop thread.
  *
- * - A fixed pool of max_in_flight slots, each with its own easy handle that is reused call
- *   after call, so the multi's connection cache keeps keep-alive connections to the runtime
- *   open (CURLMOPT_MAXCONNECTS = slots). No call ever waits for a free slot: submit answers
+ * - A pool of max_in_flight slots, each with its own easy handle that is reused call after
+ *   call, so the multi's connection cache keeps keep-alive connections to the runtime open
+ *   (CURLMOPT_MAXCONNECTS = slots). No call ever waits for a free slot: submit answers
  *   KT_ERR_FULL and the record stays buffered.
+ * - A reload (kt_dispatch_conf_set) may raise the limit (new slots are added; slots are
+ *   allocated one by one so curl's CURLOPT_PRIVATE pointers stay valid) or lower it (idle
+ *   slots beyond it stay unused), and change the URL or timeout: each slot re-applies the
+ *   settings at its next call when its generation is older than the dispatcher's.
  * - The body points at the record's value (no copy); the consumer keeps the record alive until
  *   the callback ran or the call was cancelled.
  * - Response bodies are read and thrown away (the reply feature will keep them, capped).
@@ -30,13 +34,17 @@ typedef struct slot {
         char *body; /**< response body (reply mode only), at most KT_MAX_RESPONSE_BYTES */
         size_t body_len, body_cap;
         int body_too_big;
+        int idx; /**< in kt_dispatch.slots */
+        int gen; /**< the settings' generation applied to easy */
 } slot_t;
 
 struct kt_dispatch {
         const kt_config_t *conf;
         CURLM *multi;
-        slot_t *slots;
+        slot_t **slots;
         int slot_cnt;
+        int limit;       /**< conf->max_in_flight: calls in flight at most */
+        int gen;         /**< bumped by kt_dispatch_conf_set() */
         int *free_stack; /**< indexes of free slots */
         int free_cnt;
         kt_dispatch_done_cb *cb;
@@ -95,26 +103,79 @@ int64_t kt_dispatch_backoff_ms(const kt_config_t *conf, int attempts) {
         return lo + (int64_t)((uint64_t)rand() % (uint64_t)(hi - lo + 1));
 }
 
-static int slot_setup(kt_dispatch_t *kd, slot_t *s) {
-        if (!(s->easy = curl_easy_init()))
-                return -1;
+/** The settings a reload may change. */
+static void slot_apply(kt_dispatch_t *kd, slot_t *s) {
         curl_easy_setopt(s->easy, CURLOPT_URL, kd->conf->runtime_url);
-        curl_easy_setopt(s->easy, CURLOPT_POST, 1L);
-        curl_easy_setopt(s->easy, CURLOPT_NOSIGNAL, 1L);
-        curl_easy_setopt(s->easy, CURLOPT_TCP_NODELAY, 1L);
-        curl_easy_setopt(s->easy, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_1_1);
         curl_easy_setopt(s->easy, CURLOPT_TIMEOUT_MS, (long)kd->conf->timeout_s * 1000L);
-        curl_easy_setopt(s->easy, CURLOPT_CONNECTTIMEOUT_MS, 5000L);
         if (kd->conf->reply_topic) {
                 curl_easy_setopt(s->easy, CURLOPT_WRITEFUNCTION, keep_cb);
                 curl_easy_setopt(s->easy, CURLOPT_WRITEDATA, s);
         } else
                 curl_easy_setopt(s->easy, CURLOPT_WRITEFUNCTION, discard_cb);
+        s->gen = kd->gen;
+}
+
+static int slot_setup(kt_dispatch_t *kd, slot_t *s) {
+        if (!(s->easy = curl_easy_init()))
+                return -1;
+        slot_apply(kd, s);
+        curl_easy_setopt(s->easy, CURLOPT_POST, 1L);
+        curl_easy_setopt(s->easy, CURLOPT_NOSIGNAL, 1L);
+        curl_easy_setopt(s->easy, CURLOPT_TCP_NODELAY, 1L);
+        curl_easy_setopt(s->easy, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_1_1);
+        curl_easy_setopt(s->easy, CURLOPT_CONNECTTIMEOUT_MS, 5000L);
         curl_easy_setopt(s->easy, CURLOPT_ERRORBUFFER, s->error);
         curl_easy_setopt(s->easy, CURLOPT_PRIVATE, s);
         curl_easy_setopt(s->easy, CURLOPT_PROTOCOLS_STR, "http,https");
         curl_easy_setopt(s->easy, CURLOPT_USERAGENT, "ktrigger/" KT_VERSION);
         return 0;
+}
+
+/** Have \p cnt slots (more if there are already). @returns 0, -1 out of memory. */
+static int slots_grow(kt_dispatch_t *kd, int cnt) {
+        slot_t **slots;
+        int *stack;
+
+        if (cnt <= kd->slot_cnt)
+                return 0;
+        if (!(slots = realloc(kd->slots, (size_t)cnt * sizeof(*slots))))
+                return -1;
+        kd->slots = slots;
+        if (!(stack = realloc(kd->free_stack, (size_t)cnt * sizeof(*stack))))
+                return -1;
+        kd->free_stack = stack;
+        /* Slots are pushed highest first, so the lowest (longest-lived) are used first. */
+        for (int i = cnt - 1; i >= kd->slot_cnt; i--) {
+                if (!(slots[i] = calloc(1, sizeof(*slots[i]))) || slot_setup(kd, slots[i])) {
+                        if (slots[i]) {
+                                if (slots[i]->easy)
+                                        curl_easy_cleanup(slots[i]->easy);
+                                free(slots[i]);
+                        }
+                        /* Forget the ones made so far in this round. */
+                        for (int j = i + 1; j < cnt; j++) {
+                                curl_easy_cleanup(slots[j]->easy);
+                                free(slots[j]);
+                        }
+                        kd->free_cnt -= cnt - 1 - i;
+                        return -1;
+                }
+                slots[i]->idx = i;
+                stack[kd->free_cnt++] = i;
+        }
+        kd->slot_cnt = cnt;
+        curl_multi_setopt(kd->multi, CURLMOPT_MAXCONNECTS, (long)cnt);
+        return 0;
+}
+
+kt_err_t kt_dispatch_conf_set(kt_dispatch_t *kd, const kt_config_t *conf) {
+        kd->conf = conf;
+        kd->gen++;
+        curl_easy_setopt(kd->probe, CURLOPT_URL, conf->runtime_health_url);
+        if (slots_grow(kd, conf->max_in_flight))
+                return KT_ERR_NOMEM;
+        kd->limit = conf->max_in_flight;
+        return KT_OK;
 }
 
 kt_dispatch_t *kt_dispatch_new(const kt_config_t *conf, kt_dispatch_done_cb *cb,
@@ -128,17 +189,9 @@ kt_dispatch_t *kt_dispatch_new(const kt_config_t *conf, kt_dispatch_done_cb *cb,
         kd->cb = cb;
         kd->probe_cb = probe_cb;
         kd->cbarg = cbarg;
-        kd->slot_cnt = conf->max_in_flight;
-        kd->slots = calloc((size_t)kd->slot_cnt, sizeof(*kd->slots));
-        kd->free_stack = calloc((size_t)kd->slot_cnt, sizeof(*kd->free_stack));
-        if (!kd->slots || !kd->free_stack || !(kd->multi = curl_multi_init()))
+        if (!(kd->multi = curl_multi_init()) || slots_grow(kd, conf->max_in_flight))
                 goto nomem;
-        curl_multi_setopt(kd->multi, CURLMOPT_MAXCONNECTS, (long)kd->slot_cnt);
-        for (int i = kd->slot_cnt - 1; i >= 0; i--) {
-                if (slot_setup(kd, &kd->slots[i]))
-                        goto nomem;
-                kd->free_stack[kd->free_cnt++] = i;
-        }
+        kd->limit = conf->max_in_flight;
         if (!(kd->probe = curl_easy_init()))
                 goto nomem;
         curl_easy_setopt(kd->probe, CURLOPT_URL, conf->runtime_health_url);
@@ -165,18 +218,19 @@ static void slot_release(kt_dispatch_t *kd, slot_t *s) {
         s->body = NULL;
         s->body_len = s->body_cap = 0;
         s->body_too_big = 0;
-        kd->free_stack[kd->free_cnt++] = (int)(s - kd->slots);
+        kd->free_stack[kd->free_cnt++] = s->idx;
 }
 
 void kt_dispatch_destroy(kt_dispatch_t *kd) {
         if (!kd)
                 return;
         for (int i = 0; kd->slots && i < kd->slot_cnt; i++) {
-                slot_t *s = &kd->slots[i];
+                slot_t *s = kd->slots[i];
                 if (s->busy)
                         slot_release(kd, s);
                 if (s->easy)
                         curl_easy_cleanup(s->easy);
+                free(s);
         }
         if (kd->probe) {
                 if (kd->probe_busy)
@@ -196,9 +250,11 @@ kt_err_t kt_dispatch_request_submit(kt_dispatch_t *kd, const kt_dispatch_req_t *
         kt_err_t err;
         CURLMcode mc;
 
-        if (!kd->free_cnt)
+        if (!kd->free_cnt || kd->slot_cnt - kd->free_cnt >= kd->limit)
                 return KT_ERR_FULL;
-        s = &kd->slots[kd->free_stack[kd->free_cnt - 1]];
+        s = kd->slots[kd->free_stack[kd->free_cnt - 1]];
+        if (s->gen != kd->gen)
+                slot_apply(kd, s);
         s->headers = NULL;
         if ((err = kt_dispatch_headers_build(req, &s->headers, droppedp))) {
                 curl_slist_free_all(s->headers);
@@ -243,7 +299,8 @@ int kt_dispatch_in_flight(const kt_dispatch_t *kd) {
 }
 
 int kt_dispatch_slots_free(const kt_dispatch_t *kd) {
-        return kd->free_cnt;
+        int busy = kd->slot_cnt - kd->free_cnt;
+        return busy < kd->limit ? kd->limit - busy : 0;
 }
 
 void kt_dispatch_perform(kt_dispatch_t *kd) {

@@ -131,6 +131,10 @@ fail:
         return NULL;
 }
 
+void kt_produce_conf_set(kt_produce_t *kp, const kt_config_t *conf) {
+        kp->conf = conf;
+}
+
 void kt_produce_destroy(kt_produce_t *kp) {
         if (!kp)
                 return;

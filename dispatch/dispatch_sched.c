@@ -28,6 +28,10 @@ struct kt_sched {
         size_t heap_cnt, heap_size;
 };
 
+void kt_sched_conf_set(kt_sched_t *ks, const kt_config_t *conf) {
+        ks->conf = conf;
+}
+
 kt_sched_t *kt_sched_new(const kt_config_t *conf) {
         kt_sched_t *ks = calloc(1, sizeof(*ks));
 

@@ -534,7 +534,8 @@ def base_config(brokers, topics, runtime_port, metrics_port, group_id=None,
 
 
 def ktrigger_env(extra=None):
-    env = {k: v for k, v in os.environ.items() if k not in KTRIGGER_ENV_VARS}
+    env = {k: v for k, v in os.environ.items()
+           if k not in KTRIGGER_ENV_VARS and not k.startswith('KTRIGGER_')}
     env.update(extra or {})
     return env
 

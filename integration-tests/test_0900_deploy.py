@@ -93,10 +93,10 @@ def run_ktrigger(binary, args, env=None, timeout=60):
 
 
 def parse_printed(text):
-    """`ktrigger --print-config` lines (`key = value`) as a dict of Python values."""
+    """`ktrigger --print-config` lines (`key = value  # source`) as a dict of Python values."""
     out = {}
     for line in text.splitlines():
-        m = re.match(r'^(\S+) = (.*)$', line)
+        m = re.match(r'^(\S+) = (.*?)(?:  # [^"]*)?$', line)
         if not m:
             continue
         key, raw = m.groups()

@@ -19,8 +19,9 @@ typedef struct kt_metrics kt_metrics_t;
 #define KT_METRICS_HEALTHZ_STALL_MS 30000
 
 /**
- * @brief Create the metrics (labelled with the handler and each configured topic).
- * @returns NULL on allocation failure. \p conf must outlive the metrics.
+ * @brief Create the metrics (labelled with the handler and each configured topic, copied).
+ * @returns NULL on allocation failure. \p conf must outlive the metrics server: it gives the
+ *          listen address (metrics.listen applies at start only).
  */
 kt_metrics_t *kt_metrics_new(const kt_config_t *conf);
 
@@ -33,7 +34,15 @@ void kt_metrics_destroy(kt_metrics_t *km);
  */
 kt_err_t kt_metrics_server_start(kt_metrics_t *km, char *errstr, size_t errstr_size);
 
-/** @brief Count one function call of topic \p topic_idx that took \p seconds. */
+/**
+ * @brief The index of \p topic's call metrics, added if new (a reload may add topics).
+ * @returns the index, or (size_t)-1 when KT_METRICS_SPARE_TOPICS new topics were used up.
+ * @remark @locality loop thread (the only writer); the HTTP thread sees published ones.
+ */
+size_t kt_metrics_topic_index(kt_metrics_t *km, const char *topic);
+
+/** @brief Count one function call of topic \p topic_idx (from kt_metrics_topic_index(); -1 is
+ *         ignored) that took \p seconds. */
 void kt_metrics_call_observe(kt_metrics_t *km, size_t topic_idx, double seconds, int failed);
 
 /** How a call ended, for ktrigger_calls_total{outcome}. */
@@ -88,6 +97,16 @@ void kt_metrics_paused_set(kt_metrics_t *km, int paused);
 
 /** @brief Replace the `ktrigger_kafka_errors_total{code=...}` sample lines (copied). */
 void kt_metrics_errors_set(kt_metrics_t *km, const char *lines);
+
+/** Outcome of a configuration reload, for ktrigger_config_reloads_total{result}. */
+typedef enum kt_metrics_reload_result {
+        KT_METRICS_RELOAD_APPLIED,
+        KT_METRICS_RELOAD_UNCHANGED,
+        KT_METRICS_RELOAD_INVALID
+} kt_metrics_reload_result_t;
+
+/** @brief Count a reload and, unless it was invalid, label ktrigger_config_info with \p hash. */
+void kt_metrics_reload(kt_metrics_t *km, kt_metrics_reload_result_t result, const char *hash);
 
 /** @returns non-zero when /readyz should answer 200: joined and runtime up. */
 int kt_metrics_ready(kt_metrics_t *km);

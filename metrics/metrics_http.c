@@ -101,6 +101,7 @@ kt_err_t kt_metrics_server_start(kt_metrics_t *km, char *errstr, size_t errstr_s
         }
         km->server = d;
         KT_INFO("METRICS", "serving /metrics, /healthz and /readyz on %s", conf->metrics_listen);
+        km->conf = NULL; /* a reload may free it: nothing reads it after this */
         return KT_OK;
 }
 

@@ -19,9 +19,18 @@ typedef struct topic_metrics {
         _Atomic uint64_t sum_us;
 } topic_metrics_t;
 
+/** Topics that may appear by reloads beyond the ones configured at start. */
+#define KT_METRICS_SPARE_TOPICS 64
+
 struct kt_metrics {
-        const kt_config_t *conf;
+        const kt_config_t *conf; /**< the start-up configuration: server address only */
+        char *handler;           /**< label, copied at start */
+        char **topic_names;      /**< labels; [0, topic_cnt) published, append-only */
         topic_metrics_t *topics;
+        size_t topic_cap;
+        _Atomic size_t topic_cnt;
+        _Atomic uint64_t reloads[3]; /**< by kt_metrics_reload_result_t */
+        char config_hash[17];        /**< under lines_lock */
         _Atomic uint64_t retries;
         _Atomic uint64_t outcomes[KT_CALL__CNT];
         _Atomic uint64_t dead_lettered;

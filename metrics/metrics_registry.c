@@ -18,13 +18,24 @@ kt_metrics_t *kt_metrics_new(const kt_config_t *conf) {
         if (!km)
                 return NULL;
         km->conf = conf;
-        if (!(km->topics = calloc(conf->topic_cnt, sizeof(*km->topics)))) {
+        km->topic_cap = conf->topic_cnt + KT_METRICS_SPARE_TOPICS;
+        if (!(km->topics = calloc(km->topic_cap, sizeof(*km->topics))) ||
+            !(km->topic_names = calloc(km->topic_cap, sizeof(*km->topic_names))) ||
+            !(km->handler = strdup(conf->handler))) {
+                free(km->topics);
+                free(km->topic_names);
                 free(km);
                 return NULL;
         }
+        pthread_mutex_init(&km->lines_lock, NULL);
+        snprintf(km->config_hash, sizeof(km->config_hash), "%s", conf->hash);
+        for (size_t i = 0; i < conf->topic_cnt; i++)
+                if (kt_metrics_topic_index(km, conf->topics[i]) == (size_t)-1) {
+                        kt_metrics_destroy(km);
+                        return NULL;
+                }
         atomic_store(&km->heartbeat_ms, kt_now_ms());
         atomic_store(&km->runtime_up, 1);
-        pthread_mutex_init(&km->lines_lock, NULL);
         return km;
 }
 
@@ -35,8 +46,34 @@ void kt_metrics_destroy(kt_metrics_t *km) {
         pthread_mutex_destroy(&km->lines_lock);
         free(km->lag_lines);
         free(km->error_lines);
+        for (size_t i = 0; i < km->topic_cap; i++)
+                free(km->topic_names[i]);
+        free(km->topic_names);
+        free(km->handler);
         free(km->topics);
         free(km);
+}
+
+size_t kt_metrics_topic_index(kt_metrics_t *km, const char *topic) {
+        size_t cnt = atomic_load_explicit(&km->topic_cnt, memory_order_relaxed);
+
+        for (size_t i = 0; i < cnt; i++)
+                if (!strcmp(km->topic_names[i], topic))
+                        return i;
+        if (cnt == km->topic_cap || !(km->topic_names[cnt] = strdup(topic)))
+                return (size_t)-1;
+        /* Publish the name before the count: the HTTP thread reads [0, count). */
+        atomic_store_explicit(&km->topic_cnt, cnt + 1, memory_order_release);
+        return cnt;
+}
+
+void kt_metrics_reload(kt_metrics_t *km, kt_metrics_reload_result_t result, const char *hash) {
+        atomic_fetch_add_explicit(&km->reloads[result], 1, memory_order_relaxed);
+        if (result == KT_METRICS_RELOAD_INVALID)
+                return;
+        pthread_mutex_lock(&km->lines_lock);
+        snprintf(km->config_hash, sizeof(km->config_hash), "%s", hash);
+        pthread_mutex_unlock(&km->lines_lock);
 }
 
 #define INC(field, n) atomic_fetch_add_explicit(&(field), (n), memory_order_relaxed)
@@ -44,7 +81,11 @@ void kt_metrics_destroy(kt_metrics_t *km) {
 #define SET(field, v) atomic_store_explicit(&(field), (v), memory_order_relaxed)
 
 void kt_metrics_call_observe(kt_metrics_t *km, size_t topic_idx, double seconds, int failed) {
-        topic_metrics_t *t = &km->topics[topic_idx];
+        topic_metrics_t *t;
+
+        if (topic_idx >= km->topic_cap)
+                return;
+        t = &km->topics[topic_idx];
         size_t b;
 
         for (b = 0; b < BUCKET_CNT && seconds > kt_metrics_buckets[b]; b++)
@@ -163,7 +204,7 @@ static void put_labels(FILE *f, const char *handler, const char *topic) {
 }
 
 char *kt_metrics_format(kt_metrics_t *km, size_t *lenp) {
-        const kt_config_t *conf = km->conf;
+        size_t topic_cnt = atomic_load_explicit(&km->topic_cnt, memory_order_acquire);
         char *buf = NULL;
         size_t len = 0;
         FILE *f = open_memstream(&buf, &len);
@@ -174,30 +215,30 @@ char *kt_metrics_format(kt_metrics_t *km, size_t *lenp) {
         fputs("# HELP function_calls_total Number of calls to the function.\n"
               "# TYPE function_calls_total counter\n",
               f);
-        for (size_t i = 0; i < conf->topic_cnt; i++) {
+        for (size_t i = 0; i < topic_cnt; i++) {
                 fputs("function_calls_total{", f);
-                put_labels(f, conf->handler, conf->topics[i]);
+                put_labels(f, km->handler, km->topic_names[i]);
                 fprintf(f, "} %llu\n", (unsigned long long)GET(km->topics[i].calls));
         }
         fputs("# HELP function_failures_total Number of calls that did not answer 2xx.\n"
               "# TYPE function_failures_total counter\n",
               f);
-        for (size_t i = 0; i < conf->topic_cnt; i++) {
+        for (size_t i = 0; i < topic_cnt; i++) {
                 fputs("function_failures_total{", f);
-                put_labels(f, conf->handler, conf->topics[i]);
+                put_labels(f, km->handler, km->topic_names[i]);
                 fprintf(f, "} %llu\n", (unsigned long long)GET(km->topics[i].failures));
         }
         fputs("# HELP function_duration_seconds Duration of function calls in seconds.\n"
               "# TYPE function_duration_seconds histogram\n",
               f);
-        for (size_t i = 0; i < conf->topic_cnt; i++) {
+        for (size_t i = 0; i < topic_cnt; i++) {
                 const topic_metrics_t *t = &km->topics[i];
                 uint64_t cum = 0;
 
                 for (size_t b = 0; b <= BUCKET_CNT; b++) {
                         cum += GET(t->bucket[b]);
                         fputs("function_duration_seconds_bucket{", f);
-                        put_labels(f, conf->handler, conf->topics[i]);
+                        put_labels(f, km->handler, km->topic_names[i]);
                         if (b < BUCKET_CNT)
                                 fprintf(f, ",le=\"%g\"} %llu\n", kt_metrics_buckets[b],
                                         (unsigned long long)cum);
@@ -205,10 +246,10 @@ char *kt_metrics_format(kt_metrics_t *km, size_t *lenp) {
                                 fprintf(f, ",le=\"+Inf\"} %llu\n", (unsigned long long)cum);
                 }
                 fputs("function_duration_seconds_sum{", f);
-                put_labels(f, conf->handler, conf->topics[i]);
+                put_labels(f, km->handler, km->topic_names[i]);
                 fprintf(f, "} %.6f\n", (double)GET(t->sum_us) / 1e6);
                 fputs("function_duration_seconds_count{", f);
-                put_labels(f, conf->handler, conf->topics[i]);
+                put_labels(f, km->handler, km->topic_names[i]);
                 fprintf(f, "} %llu\n", (unsigned long long)cum);
         }
         fprintf(f,
@@ -292,7 +333,22 @@ char *kt_metrics_format(kt_metrics_t *km, size_t *lenp) {
               f);
         if (km->error_lines)
                 fputs(km->error_lines, f);
+        fprintf(f,
+                "# HELP ktrigger_config_info The running configuration (hash of its settings, "
+                "secrets excluded).\n"
+                "# TYPE ktrigger_config_info gauge\n"
+                "ktrigger_config_info{hash=\"%s\"} 1\n",
+                km->config_hash);
         pthread_mutex_unlock(&km->lines_lock);
+        fprintf(f,
+                "# HELP ktrigger_config_reloads_total Configuration reloads (SIGHUP) by result.\n"
+                "# TYPE ktrigger_config_reloads_total counter\n"
+                "ktrigger_config_reloads_total{result=\"applied\"} %llu\n"
+                "ktrigger_config_reloads_total{result=\"unchanged\"} %llu\n"
+                "ktrigger_config_reloads_total{result=\"invalid\"} %llu\n",
+                (unsigned long long)GET(km->reloads[KT_METRICS_RELOAD_APPLIED]),
+                (unsigned long long)GET(km->reloads[KT_METRICS_RELOAD_UNCHANGED]),
+                (unsigned long long)GET(km->reloads[KT_METRICS_RELOAD_INVALID]));
         if (fclose(f)) {
                 free(buf);
                 return NULL;

@@ -4,6 +4,8 @@
 #include "../config.h"
 
 #include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 static const char *const env_vars[] = {
@@ -15,6 +17,11 @@ static const char *const env_vars[] = {
 static void env_clear(void) {
         for (size_t i = 0; i < sizeof(env_vars) / sizeof(env_vars[0]); i++)
                 unsetenv(env_vars[i]);
+        for (size_t i = 0; i < kt_config_key_cnt; i++) {
+                char var[96];
+                kt_config_key_env(&kt_config_keys[i], var, sizeof(var));
+                unsetenv(var);
+        }
 }
 
 static char path[64];
@@ -255,8 +262,11 @@ static void test_errors(void) {
         setenv("TOPIC_NAME", "t", 1);
         setenv("FUNC_PORT", "80a", 1);
         KT_CHECK(kt_config_load(NULL, err, sizeof(err)) == NULL, "bad env");
-        KT_CHECK(strstr(err, "FUNC_HANDLER: 'handler' is not module.function") != NULL, "%s", err);
-        KT_CHECK(strstr(err, "FUNC_PORT: '80a' is not an integer") != NULL, "%s", err);
+        KT_CHECK(strstr(err, "FUNC_HANDLER: function.handler: 'handler' is not module.function") !=
+                     NULL,
+                 "%s", err);
+        KT_CHECK(strstr(err, "FUNC_PORT: runtime.port: '80a' is not an integer") != NULL, "%s",
+                 err);
         env_clear();
 }
 
@@ -305,11 +315,270 @@ static void test_references(void) {
         unlink("/tmp/kt-test-secret");
 }
 
+/** Replace the temporary file's path by "F" so expected messages can be written exactly. */
+static void unpath(char *err) {
+        size_t plen = strlen(path);
+        char *p;
+
+        while ((p = strstr(err, path))) {
+                *p = 'F';
+                memmove(p + 1, p + plen, strlen(p + plen) + 1);
+        }
+}
+
+/* Bad files: the whole error text, exactly. Every error is reported: first those of single
+ * values (type, range, enum) in schema order, then those between settings. */
+static void test_errors_exact(void) {
+        static const struct {
+                const char *text, *want;
+        } cases[] = {
+            {"function = { handler = \"m.f\"; };\nkafka = { topics = [\"t\"]; };\n"
+             "dispatch = { max_in_flight = 0; retry = { max_attempts = \"3\"; }; };\n",
+             "F:3: dispatch.max_in_flight: 0 is outside 1..10000\n"
+             "F:3: dispatch.retry.max_attempts: must be an integer"},
+            {"function = { handler = \"m.f\"; };\nkafka = { topics = [\"t\"];\n"
+             "  zookeeper = \"zk:2181,zk2/\"; };\nlog = { level = \"loud\"; };\n",
+             "F:4: log.level: 'loud' is not one of: error, warning, notice, info, debug, err, "
+             "warn\n"
+             "F:3: kafka.zookeeper: 'zk:2181,zk2/' is not host:port[,host:port...][/chroot] with "
+             "ports in 1..65535"},
+            {"function = { handler = \"m.f\"; };\nkafka = { topics = [\"t\"]; };\n"
+             "dispatch = { retry = 5; };\nlogs = { level = \"info\"; };\n",
+             "F:3: dispatch.retry: must be a group: { ... }\nF:4: logs: unknown section"},
+            {"function = { handler = \"m.f\"; };\nkafka = { topics = [\"t\"]; brokers = \"\";\n"
+             "properties = ( (\"fetch.wait.max.ms\", \"soon\") ); };\n",
+             "F:2: kafka.brokers: must not be empty (or set kafka.zookeeper)\n"
+             "F:3: kafka.properties: Invalid value for configuration property "
+             "\"fetch.wait.max.ms\""},
+        };
+        char err[4096];
+
+        env_clear();
+        for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+                kt_config_t *conf = kt_config_load(write_conf(cases[i].text), err, sizeof(err));
+                unlink(path);
+                unpath(err);
+                KT_CHECK(conf == NULL, "case %zu should fail", i);
+                kt_config_destroy(conf);
+                KT_CHECK(!strcmp(err, cases[i].want), "case %zu:\nwant:\n%s\ngot:\n%s", i,
+                         cases[i].want, err);
+        }
+}
+
+/* defaults < file < Kubeless env < KTRIGGER_ env < --set, and where each value came from. */
+static void test_precedence(void) {
+        char err[4096];
+        char *sets[] = {"dispatch.max_in_flight=7", "kafka.properties=linger.ms=9"};
+        kt_config_t *conf;
+        const kt_config_key_t *k;
+
+        env_clear();
+        setenv("FUNC_PORT", "8081", 1);
+        setenv("FUNC_TIMEOUT", "9", 1);
+        setenv("KTRIGGER_RUNTIME_TIMEOUT_S", "11", 1);
+        setenv("KTRIGGER_DISPATCH_MAX_IN_FLIGHT", "5", 1);
+        setenv("KTRIGGER_DISPATCH_RETRY_MAX_ATTEMPTS", "4", 1);
+        setenv("KTRIGGER_DISPATCH_ORDERING", "none", 1);
+        setenv("KTRIGGER_KAFKA_STATIC_MEMBERSHIP", "false", 1);
+        setenv("KTRIGGER_KAFKA_TOPICS", "x, y", 1);
+        setenv("KTRIGGER_KAFKA_PROPERTIES", "session.timeout.ms=50000; debug=fetch,queue", 1);
+        conf = kt_config_load_with(
+            write_conf("function = { handler = \"m.f\"; };\n"
+                       "kafka = { topics = [\"t\"]; static_membership = true;\n"
+                       "  properties = ( (\"session.timeout.ms\", \"45000\"),\n"
+                       "                 (\"fetch.wait.max.ms\", \"10\") ); };\n"
+                       "dispatch = { max_in_flight = 3; retry = { max_attempts = 2; }; };\n"),
+            sets, 2, err, sizeof(err));
+        unlink(path);
+        KT_CHECK(conf != NULL, "load: %s", err);
+        if (!conf)
+                goto out;
+        KT_CHECK(conf->runtime_port == 8081, "FUNC_PORT over default: %d", conf->runtime_port);
+        KT_CHECK(conf->timeout_s == 11, "KTRIGGER_ over Kubeless: %d", conf->timeout_s);
+        KT_CHECK(conf->max_in_flight == 7, "--set over env and file: %d", conf->max_in_flight);
+        KT_CHECK(conf->retry_max_attempts == 4, "env over file: %d", conf->retry_max_attempts);
+        KT_CHECK(conf->ordering == KT_ORDER_NONE, "enum from env");
+        KT_CHECK(conf->static_membership == 0, "bool from env over file");
+        KT_CHECK(conf->topic_cnt == 2 && !strcmp(conf->topics[1], "y"), "list from env");
+        /* Properties merge by name: the file's fetch.wait.max.ms stays. */
+        KT_CHECK(conf->prop_cnt == 4, "props %zu", conf->prop_cnt);
+        for (size_t i = 0; i < conf->prop_cnt; i++) {
+                const kt_config_prop_t *p = &conf->props[i];
+                if (!strcmp(p->name, "session.timeout.ms"))
+                        KT_CHECK(!strcmp(p->value, "50000") && p->src.origin == KT_ORIGIN_ENV,
+                                 "env property over file: %s", p->value);
+                else if (!strcmp(p->name, "fetch.wait.max.ms"))
+                        KT_CHECK(p->src.origin == KT_ORIGIN_FILE && p->line == 4,
+                                 "file property kept, line %d", p->line);
+                else if (!strcmp(p->name, "debug"))
+                        KT_CHECK_STR(p->value, "fetch,queue");
+                else
+                        KT_CHECK(!strcmp(p->name, "linger.ms") && p->src.origin == KT_ORIGIN_FLAG,
+                                 "unexpected %s", p->name);
+        }
+        k = kt_config_key_find("runtime.timeout_s");
+        KT_CHECK(conf->sources[k - kt_config_keys].origin == KT_ORIGIN_ENV &&
+                     !strcmp(conf->sources[k - kt_config_keys].name, "KTRIGGER_RUNTIME_TIMEOUT_S"),
+                 "source of runtime.timeout_s");
+        k = kt_config_key_find("runtime.port");
+        KT_CHECK_STR(conf->sources[k - kt_config_keys].name, "FUNC_PORT");
+        k = kt_config_key_find("function.handler");
+        KT_CHECK(conf->sources[k - kt_config_keys].origin == KT_ORIGIN_FILE &&
+                     conf->sources[k - kt_config_keys].line == 1,
+                 "handler from file line 1");
+        k = kt_config_key_find("runtime.host");
+        KT_CHECK(conf->sources[k - kt_config_keys].origin == KT_ORIGIN_DEFAULT, "default");
+        KT_CHECK(conf->set_cnt == 2, "sets kept for reload");
+        kt_config_destroy(conf);
+out:
+        env_clear();
+}
+
+/* --print-config: sources shown, secrets redacted (even from the environment), references as
+ * written; a literal secret in a file others can read is warned about. */
+static void test_print_and_secrets(void) {
+        char err[4096], *buf = NULL;
+        size_t len = 0;
+        FILE *f;
+        kt_config_t *conf;
+
+        env_clear();
+        setenv("KT_TEST_PW", "hunter2", 1);
+        setenv("KTRIGGER_KAFKA_PRODUCER_PROPERTIES", "sasl.password=envsecret", 1);
+        conf = kt_config_load(
+            write_conf("function = { handler = \"m.f\"; };\n"
+                       "kafka = { topics = [\"t\"];\n"
+                       "  properties = ( (\"sasl.password\", \"literal-pw\"),\n"
+                       "                 (\"sasl.username\", \"${KT_TEST_PW}\") ); };\n"),
+            err, sizeof(err));
+        KT_CHECK(conf != NULL, "load: %s", err);
+        if (conf) {
+                f = open_memstream(&buf, &len);
+                kt_config_print(conf, f);
+                fclose(f);
+                KT_CHECK(!strstr(buf, "literal-pw") && !strstr(buf, "hunter2") &&
+                             !strstr(buf, "envsecret"),
+                         "a secret is printed:\n%s", buf);
+                KT_CHECK(strstr(buf, "kafka.properties.\"sasl.password\" = \"(redacted)\"  # ") !=
+                             NULL,
+                         "%s", buf);
+                KT_CHECK(strstr(buf, "kafka.properties.\"sasl.username\" = \"${KT_TEST_PW}\"") !=
+                             NULL,
+                         "reference as written:\n%s", buf);
+                KT_CHECK(strstr(buf,
+                                "kafka.producer_properties.\"sasl.password\" = "
+                                "\"(redacted)\"  # env KTRIGGER_KAFKA_PRODUCER_PROPERTIES") != NULL,
+                         "%s", buf);
+                KT_CHECK(strstr(buf, "dispatch.max_in_flight = 64  # default\n") != NULL, "%s",
+                         buf);
+                KT_CHECK(strstr(buf, "function.handler = \"m.f\"  # ") != NULL &&
+                             strstr(buf, ":1\n") != NULL,
+                         "file source:\n%s", buf);
+                KT_CHECK(strlen(conf->hash) == 16 && !strstr(buf, "hunter2"), "hash");
+                free(buf);
+                buf = NULL;
+                /* mkstemp made it 0600: nobody else can read it. */
+                KT_CHECK(conf->warnings == NULL, "warning for a private file: %s", conf->warnings);
+                kt_config_destroy(conf);
+        }
+        chmod(path, 0644);
+        conf = kt_config_load(path, err, sizeof(err));
+        KT_CHECK(conf && conf->warnings &&
+                     strstr(conf->warnings, ":3: kafka.properties: "
+                                            "sasl.password holds a literal "
+                                            "secret in a file readable by "
+                                            "other users (mode 644)"),
+                 "warning: %s", conf ? conf->warnings : err);
+        KT_CHECK(conf && conf->warnings && !strstr(conf->warnings, "sasl.username"),
+                 "a reference is not a literal secret");
+        kt_config_destroy(conf);
+        unlink(path);
+        unsetenv("KT_TEST_PW");
+        env_clear();
+}
+
+/* Reload classes: what changed decides how it applies. */
+static void test_diff(void) {
+        static const struct {
+                const char *set;
+                int want;
+                const char *changed;
+        } cases[] = {
+            {"dispatch.max_in_flight=64", -1, ""},
+            {"dispatch.max_in_flight=8", KT_RELOAD_LIVE, "dispatch.max_in_flight"},
+            {"log.level=debug", KT_RELOAD_LIVE, "log.level"},
+            {"kafka.topics=t,u", KT_RELOAD_REJOIN, "kafka.topics"},
+            {"kafka.properties=fetch.wait.max.ms=5", KT_RELOAD_REJOIN, "kafka.properties"},
+            {"dispatch.ordering=key", KT_RELOAD_REJOIN, "dispatch.ordering"},
+            {"metrics.listen=127.0.0.1:1", KT_RELOAD_RESTART, "metrics.listen"},
+        };
+        char err[4096], changed[256];
+        kt_config_t *a, *b;
+
+        env_clear();
+        setenv("FUNC_HANDLER", "m.f", 1);
+        setenv("TOPIC_NAME", "t", 1);
+        a = kt_config_load(NULL, err, sizeof(err));
+        KT_CHECK(a != NULL, "%s", err);
+        for (size_t i = 0; a && i < sizeof(cases) / sizeof(cases[0]); i++) {
+                char *sets[] = {(char *)cases[i].set};
+                int got;
+                b = kt_config_load_with(NULL, sets, 1, err, sizeof(err));
+                KT_CHECK(b != NULL, "case %zu: %s", i, err);
+                if (!b)
+                        continue;
+                got = kt_config_diff(a, b, changed, sizeof(changed));
+                KT_CHECK(got == cases[i].want, "case %zu: class %d", i, got);
+                KT_CHECK(!strcmp(changed, cases[i].changed), "case %zu: changed %s", i, changed);
+                KT_CHECK((got < 0) == !strcmp(a->hash, b->hash), "case %zu: hash", i);
+                kt_config_destroy(b);
+        }
+        kt_config_destroy(a);
+        env_clear();
+}
+
+/* The example file: loads, and documents every key of the schema; every key has a doc. */
+static void test_example_file(void) {
+        char err[4096], *text = NULL;
+        size_t len = 0;
+        FILE *f = fopen(KT_EXAMPLE_CONF, "r"), *m;
+        kt_config_t *conf;
+
+        env_clear();
+        KT_CHECK(f != NULL, "cannot open %s", KT_EXAMPLE_CONF);
+        if (!f)
+                return;
+        m = open_memstream(&text, &len);
+        for (int c; (c = fgetc(f)) != EOF;)
+                fputc(c, m);
+        fclose(f);
+        fclose(m);
+        conf = kt_config_load(KT_EXAMPLE_CONF, err, sizeof(err));
+        KT_CHECK(conf != NULL, "example: %s", err);
+        kt_config_destroy(conf);
+        for (size_t i = 0; i < kt_config_key_cnt; i++) {
+                const kt_config_key_t *k = &kt_config_keys[i];
+                const char *leaf = strrchr(k->path, '.') + 1;
+                char set[128], commented[128];
+                snprintf(set, sizeof(set), " %s = ", leaf);
+                snprintf(commented, sizeof(commented), "# %s = ", leaf);
+                KT_CHECK(strstr(text, set) || strstr(text, commented),
+                         "%s is not in the example file", k->path);
+                KT_CHECK(k->doc && *k->doc, "%s has no doc", k->path);
+        }
+        free(text);
+}
+
 int main(void) {
         test_handler_resolve();
         test_references();
         test_hostport();
         test_good_file_and_env();
         test_errors();
+        test_errors_exact();
+        test_precedence();
+        test_print_and_secrets();
+        test_diff();
+        test_example_file();
         return kt_test_done("test_config");
 }

@@ -2,6 +2,7 @@
 #include "../../core/tests/kt_test.h"
 #include "../metrics.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 
 int main(void) {
@@ -13,6 +14,7 @@ int main(void) {
         conf.handler = "mod.fn\"x";
         conf.topics = topics;
         conf.topic_cnt = 2;
+        snprintf(conf.hash, sizeof(conf.hash), "00000000000000aa");
         km = kt_metrics_new(&conf);
         KT_CHECK(km != NULL, "new");
         if (!km)
@@ -22,6 +24,14 @@ int main(void) {
         kt_metrics_call_observe(km, 0, 500, 0);
         kt_metrics_call_observe(km, 1, 0.001, 0);
         kt_metrics_gauges_set(km, 3, 4, 5);
+        /* A reload adds a topic: a new index; known topics keep theirs. */
+        KT_CHECK(kt_metrics_topic_index(km, "b") == 1, "known topic");
+        KT_CHECK(kt_metrics_topic_index(km, "c") == 2, "new topic");
+        kt_metrics_call_observe(km, 2, 0.001, 0);
+        kt_metrics_call_observe(km, (size_t)-1, 0.001, 0); /* no room: ignored */
+        kt_metrics_reload(km, KT_METRICS_RELOAD_APPLIED, "00000000000000bb");
+        kt_metrics_reload(km, KT_METRICS_RELOAD_INVALID, NULL);
+        kt_metrics_reload(km, KT_METRICS_RELOAD_INVALID, NULL);
         text = kt_metrics_format(km, NULL);
         KT_CHECK(text != NULL, "format");
         if (text) {
@@ -49,6 +59,11 @@ int main(void) {
                     "ktrigger_assigned_partitions 4\n",
                     "ktrigger_buffered_records 5\n",
                     "# TYPE function_duration_seconds histogram\n",
+                    "function_calls_total{function=\"mod.fn\\\"x\",topic=\"c\"} 1\n",
+                    "ktrigger_config_info{hash=\"00000000000000bb\"} 1\n",
+                    "ktrigger_config_reloads_total{result=\"applied\"} 1\n",
+                    "ktrigger_config_reloads_total{result=\"unchanged\"} 0\n",
+                    "ktrigger_config_reloads_total{result=\"invalid\"} 2\n",
                 };
                 for (size_t i = 0; i < sizeof(want) / sizeof(want[0]); i++)
                         KT_CHECK(strstr(text, want[i]) != NULL, "missing: %s", want[i]);
