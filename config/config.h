@@ -62,11 +62,12 @@ typedef struct kt_config_prop {
         kt_config_source_t src;
 } kt_config_prop_t;
 
-/** How a changed setting takes effect when the configuration is reloaded (SIGHUP). */
+/** How a changed setting takes effect when the configuration is reloaded (SIGHUP); ordered
+ *  from weakest to strongest: a reload applies the strongest class among its changes. */
 typedef enum kt_config_reload {
-        KT_RELOAD_LIVE,   /**< at once, in place */
-        KT_RELOAD_REJOIN, /**< drain, commit, new consumer (re-join the group) */
-        KT_RELOAD_RESTART /**< only at the next start; the running value is kept */
+        KT_RELOAD_LIVE,    /**< at once, in place */
+        KT_RELOAD_RESTART, /**< only at the next start; the running value is kept */
+        KT_RELOAD_REJOIN   /**< drain, commit, new consumer (re-join the group) */
 } kt_config_reload_t;
 
 typedef enum kt_config_type {

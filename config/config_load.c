@@ -476,6 +476,7 @@ static int set_text(kt_config_t *conf, const kt_config_key_t *k, const char *tex
                 break;
         case KT_CONF_PROPS: {
                 const char *p = text;
+                int entry = 0;
                 while (*p) {
                         size_t len = strcspn(p, ";\n");
                         const char *eq = memchr(p, '=', len);
@@ -486,12 +487,15 @@ static int set_text(kt_config_t *conf, const kt_config_key_t *k, const char *tex
                                 len--;
                         }
                         if (len) {
+                                entry++;
                                 eq = memchr(p, '=', len);
                                 if (!eq || eq == p) {
+                                        /* Not echoed: it may hold a secret. */
                                         errs_at(e, src, k->path,
-                                                "'%.*s' is not name=value (entries are separated "
-                                                "by ';' or new lines)",
-                                                (int)len, p);
+                                                "entry %d is not name=value (entries are "
+                                                "separated by ';' or new lines; a value holding "
+                                                "';' can be given as ${ENV_VAR} or ${file:PATH})",
+                                                entry);
                                 } else if ((raw = strndup(eq + 1, len - (size_t)(eq + 1 - p)))) {
                                         size_t name_len = (size_t)(eq - p);
                                         while (name_len && isspace((unsigned char)p[name_len - 1]))
@@ -801,6 +805,27 @@ static int zk_connect_check(const char *s) {
         }
 }
 
+static int prop_secret(const char *name);
+
+/** librdkafka's messages quote the value: hide it when it is a secret or came from a
+ *  reference (which may name a secret under another property). */
+static void redact_in(char *msg, size_t size, const kt_config_prop_t *p) {
+        char out[512];
+        size_t vlen = strlen(p->value), n = 0;
+
+        if (!vlen || (!prop_secret(p->name) && !(p->raw && strstr(p->raw, "${"))))
+                return;
+        for (const char *m = msg; *m && n + 1 < sizeof(out);) {
+                if (!strncmp(m, p->value, vlen)) {
+                        n += (size_t)snprintf(out + n, sizeof(out) - n, "(redacted)");
+                        m += vlen;
+                } else
+                        out[n++] = *m++;
+        }
+        out[n < sizeof(out) ? n : sizeof(out) - 1] = '\0';
+        snprintf(msg, size, "%s", out);
+}
+
 static void validate(kt_config_t *conf, errs_t *e) {
         rd_kafka_conf_t *rkconf;
         char errstr[512];
@@ -898,8 +923,10 @@ static void validate(kt_config_t *conf, errs_t *e) {
                         }
                 if (!owned && p->value &&
                     rd_kafka_conf_set(rkconf, p->name, p->value, errstr, sizeof(errstr)) !=
-                        RD_KAFKA_CONF_OK)
+                        RD_KAFKA_CONF_OK) {
+                        redact_in(errstr, sizeof(errstr), p);
                         errs_at(e, &p->src, "kafka.properties", "%s", errstr);
+                }
         }
         rd_kafka_conf_destroy(rkconf);
 
@@ -915,8 +942,10 @@ static void validate(kt_config_t *conf, errs_t *e) {
                                 "with acks=all on kafka.brokers",
                                 p->name);
                 else if (p->value && rd_kafka_conf_set(rkconf, p->name, p->value, errstr,
-                                                       sizeof(errstr)) != RD_KAFKA_CONF_OK)
+                                                       sizeof(errstr)) != RD_KAFKA_CONF_OK) {
+                        redact_in(errstr, sizeof(errstr), p);
                         errs_at(e, &p->src, "kafka.producer_properties", "%s", errstr);
+                }
         }
         rd_kafka_conf_destroy(rkconf);
 }
@@ -1004,8 +1033,10 @@ static void value_put(FILE *f, const kt_config_t *conf, const kt_config_key_t *k
                 break;
         case KT_CONF_ENUM:
                 for (size_t i = 0; k->names[i]; i++)
-                        if ((k->values ? k->values[i] : (int)i) == *(const int *)fp)
-                                put_quoted(f, k->names[i]);
+                        if ((k->values ? k->values[i] : (int)i) == *(const int *)fp) {
+                                put_quoted(f, k->names[i]); /* the first name, not aliases */
+                                break;
+                        }
                 break;
         case KT_CONF_LIST: {
                 char *const *v = *(char **const *)fp;

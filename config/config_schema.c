@@ -95,9 +95,9 @@ const kt_config_key_t kt_config_keys[] = {
     {"dispatch.on_failure", KT_CONF_ENUM, OFF(on_failure), NOCNT, "block", NORANGE, failures, NULL,
      KT_RELOAD_LIVE, NULL, "what happens once a record's attempts are used up"},
     {"dispatch.dead_letter_topic", KT_CONF_STRING, OFF(dead_letter_topic), NOCNT, NULL, NORANGE,
-     NOENUM, KT_RELOAD_LIVE, NULL, "where on_failure = \"dead-letter\" writes"},
+     NOENUM, KT_RELOAD_REJOIN, NULL, "where on_failure = \"dead-letter\" writes"},
     {"dispatch.reply_topic", KT_CONF_STRING, OFF(reply_topic), NOCNT, NULL, NORANGE, NOENUM,
-     KT_RELOAD_LIVE, NULL, "where 2xx response bodies are produced; off if unset"},
+     KT_RELOAD_REJOIN, NULL, "where 2xx response bodies are produced; off if unset"},
     {"dispatch.event_format", KT_CONF_ENUM, OFF(event_format), NOCNT, "kubeless", NORANGE, formats,
      NULL, KT_RELOAD_LIVE, NULL, "request headers: Kubeless or CloudEvents binary"},
 
@@ -129,7 +129,7 @@ void kt_config_key_env(const kt_config_key_t *key, char *buf, size_t size) {
 
 static const char *const type_names[] = {"string", "integer", "boolean",
                                          "enum",   "list",    "properties"};
-static const char *const reload_names[] = {"live", "re-join", "restart"};
+static const char *const reload_names[] = {"live", "restart", "re-join"};
 
 void kt_config_describe(void) {
         for (size_t i = 0; i < kt_config_key_cnt; i++) {

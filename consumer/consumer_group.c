@@ -709,7 +709,8 @@ int kt_consumer_poll(kt_consumer_t *kc, int max) {
                 size_t room;
                 ssize_t got;
 
-                if (!p->rkq || p->full || p->revoking || (!woke && !p->more))
+                if (!p->rkq || p->full || p->revoking || (!woke && !p->more) ||
+                    p->q.cnt >= (size_t)kc->conf->partition_buffer_records) /* lowered live */
                         continue;
                 room = (size_t)kc->conf->partition_buffer_records - p->q.cnt;
                 if (room > sizeof(batch) / sizeof(batch[0]))

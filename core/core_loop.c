@@ -611,35 +611,54 @@ static void log_lines(int level, const char *prefix, const char *text) {
         }
 }
 
-/** Point every module at \p nc (same consumer), free the old configuration. */
-static int apply_live(kt_loop_t *kl, kt_config_t *nc) {
-        kt_config_t *old = kl->conf;
-
-        if (kt_dispatch_conf_set(kl->kd, nc)) {
-                KT_ERR(FAC,
-                       "reload: out of memory growing to %d call slots: keeping the running "
-                       "configuration",
-                       nc->max_in_flight);
+/** Make the producer (if \p c needs one) and, unless \p before_join, the consumer of \p c.
+ *  @returns 0, or -1 with nothing made and the reason in \p errstr. */
+static int kafka_build(kt_loop_t *kl, const kt_config_t *c, int before_join, char *errstr,
+                       size_t errstr_size) {
+        if (needs_producer(c) &&
+            !(kl->kp = kt_produce_new(c, on_produced, kl, errstr, errstr_size)))
+                return -1;
+        if (!before_join && !(kl->kc = kt_consumer_new(c, &kl->hooks, errstr, errstr_size))) {
+                kt_produce_destroy(kl->kp);
+                kl->kp = NULL;
                 return -1;
         }
-        kt_sched_conf_set(kl->ks, nc);
-        if (kl->kp)
-                kt_produce_conf_set(kl->kp, nc);
-        kt_consumer_conf_set(kl->kc, nc);
-        kl->conf = nc;
-        *kl->confp = nc;
-        kt_log_level_set(nc->log_level);
-        kt_log_json_set(nc->log_json);
-        kt_config_destroy(old);
         return 0;
 }
 
-/** Once the buffers are done (or the drain timeout passed): commit, leave, join again with
- *  kl->rejoin_conf. @returns 0, -1 if no consumer could be made (the loop then stops). */
-static int rejoin(kt_loop_t *kl) {
-        kt_config_t *old = kl->conf, *nc = kl->rejoin_conf;
-        char errstr[512];
+/** Point every module at \p nc, free the old configuration. A new scheduler when
+ *  \p new_sched (nothing is scheduled: between consumers). */
+static void conf_switch(kt_loop_t *kl, kt_config_t *nc, int new_sched) {
+        kt_config_t *old = kl->conf;
         kt_sched_t *ks;
+
+        if (kt_dispatch_conf_set(kl->kd, nc))
+                KT_WARN(FAC, "reload: out of memory adding call slots: fewer than %d in flight",
+                        nc->max_in_flight);
+        if (new_sched && (ks = kt_sched_new(nc))) {
+                kt_sched_destroy(kl->ks);
+                kl->ks = ks;
+        } else
+                kt_sched_conf_set(kl->ks, nc);
+        if (kl->kp)
+                kt_produce_conf_set(kl->kp, nc);
+        if (kl->kc)
+                kt_consumer_conf_set(kl->kc, nc);
+        kl->conf = nc;
+        *kl->confp = nc;
+        if (topic_map_build(kl))
+                KT_WARN(FAC, "reload: out of memory: call metrics by topic are off");
+        kt_log_level_set(nc->log_level);
+        kt_log_json_set(nc->log_json);
+        kt_config_destroy(old);
+}
+
+/** Once the buffers are done (or the drain timeout passed): commit, leave, join again with
+ *  kl->rejoin_conf. If its consumer cannot be made, join again with the running
+ *  configuration. @returns 0, -1 if no consumer could be made at all (the loop stops). */
+static int rejoin(kt_loop_t *kl) {
+        kt_config_t *nc = kl->rejoin_conf;
+        char errstr[512], errstr2[512];
         size_t left = kt_consumer_buffered(kl->kc);
 
         kl->rejoin_conf = NULL;
@@ -647,7 +666,7 @@ static int rejoin(kt_loop_t *kl) {
                 KT_WARN(FAC,
                         "reload: drain timeout (%d ms) with %zu records not done: those not "
                         "committed are delivered again after the re-join",
-                        old->drain_timeout_ms, left);
+                        kl->conf->drain_timeout_ms, left);
         if (drain_all(kl))
                 KT_WARN(FAC, "reload: the commit before re-joining failed: records finished "
                              "since the last commit may be delivered again");
@@ -655,35 +674,51 @@ static int rejoin(kt_loop_t *kl) {
         kl->kc = NULL;
         kt_produce_destroy(kl->kp);
         kl->kp = NULL;
-        if ((ks = kt_sched_new(nc))) {
-                kt_sched_destroy(kl->ks);
-                kl->ks = ks;
-        } else
-                kt_sched_conf_set(kl->ks, nc);
-        kt_dispatch_conf_set(kl->kd, nc);
-        kl->conf = nc;
-        *kl->confp = nc;
-        kt_config_destroy(old);
-        kt_log_level_set(nc->log_level);
-        kt_log_json_set(nc->log_json);
         kl->stopping = 0;
         kl->next_due_ms = INT64_MAX;
-        if (topic_map_build(kl)) {
-                KT_ERR(FAC, "reload: out of memory");
-                return -1;
-        }
-        if (needs_producer(nc) &&
-            !(kl->kp = kt_produce_new(nc, on_produced, kl, errstr, sizeof(errstr)))) {
-                KT_ERR(FAC, "reload: producer: %s", errstr);
-                return -1;
-        }
-        if (!(kl->kc = kt_consumer_new(nc, &kl->hooks, errstr, sizeof(errstr)))) {
-                KT_ERR(FAC, "reload: consumer: %s", errstr);
-                return -1;
+        if (kafka_build(kl, nc, 0, errstr, sizeof(errstr))) {
+                KT_ERR(FAC, "reload: %s: joining again with the running configuration (config %s)",
+                       errstr, kl->conf->hash);
+                kt_metrics_reload(kl->km, KT_METRICS_RELOAD_INVALID, NULL);
+                kt_config_destroy(nc);
+                if (kafka_build(kl, kl->conf, 0, errstr2, sizeof(errstr2))) {
+                        KT_ERR(FAC, "consumer: %s", errstr2);
+                        return -1;
+                }
+        } else {
+                kt_metrics_reload(kl->km, KT_METRICS_RELOAD_APPLIED, nc->hash);
+                conf_switch(kl, nc, 1);
         }
         if (kl->runtime_down)
                 kt_consumer_hold(kl->kc, 1);
         return 0;
+}
+
+/** Before the group was joined (waiting for the runtime): everything applies at once. */
+static void apply_before_join(kt_loop_t *kl, kt_config_t *nc) {
+        kt_produce_t *kp = kl->kp;
+        char errstr[512];
+
+        kl->kp = NULL;
+        if (kafka_build(kl, nc, 1, errstr, sizeof(errstr))) {
+                KT_ERR(FAC, "reload: %s: still running on the previous configuration (config %s)",
+                       errstr, kl->conf->hash);
+                kl->kp = kp;
+                kt_metrics_reload(kl->km, KT_METRICS_RELOAD_INVALID, NULL);
+                kt_config_destroy(nc);
+                return;
+        }
+        kt_produce_destroy(kp);
+        kt_metrics_reload(kl->km, KT_METRICS_RELOAD_APPLIED, nc->hash);
+        conf_switch(kl, nc, 1);
+}
+
+/** A waiting re-join is no longer wanted: fetch again. */
+static void rejoin_cancel(kt_loop_t *kl) {
+        KT_INFO(FAC, "reload: the waiting re-join is cancelled");
+        kt_config_destroy(kl->rejoin_conf);
+        kl->rejoin_conf = NULL;
+        kt_consumer_hold(kl->kc, kl->runtime_down);
 }
 
 /** SIGHUP: read the configuration again and apply what changed (a re-join: once the buffers
@@ -707,48 +742,48 @@ static void reload(kt_loop_t *kl) {
         }
         log_lines(KT_LOG_WARNING, "", nc->warnings);
         cls = kt_config_diff(kl->conf, nc, changed, sizeof(changed));
-        if (cls < 0 || (cls < KT_RELOAD_REJOIN && kl->rejoin_conf)) {
-                if (kl->rejoin_conf) {
-                        /* Changed back while a re-join waited: the re-join is off. */
-                        KT_INFO(FAC, "reload: the waiting re-join is cancelled");
-                        kt_config_destroy(kl->rejoin_conf);
-                        kl->rejoin_conf = NULL;
-                        kt_consumer_hold(kl->kc, kl->runtime_down);
-                }
-        }
+        if (needs_producer(kl->conf) != needs_producer(nc))
+                cls = KT_RELOAD_REJOIN;
+        if (kl->rejoin_conf && cls < KT_RELOAD_REJOIN)
+                rejoin_cancel(kl); /* changed back while a re-join waited */
         if (cls < 0) {
                 KT_INFO(FAC, "reload: no setting changed (config %s)", nc->hash);
                 kt_config_destroy(nc);
                 kt_metrics_reload(kl->km, KT_METRICS_RELOAD_UNCHANGED, kl->conf->hash);
                 return;
         }
-        if (strcmp(kl->conf->metrics_listen, nc->metrics_listen))
+        if (strcmp(kl->conf->metrics_listen, nc->metrics_listen)) {
                 KT_WARN(FAC,
                         "reload: metrics.listen changed to %s: it applies at the next "
                         "start; still serving on %s",
                         nc->metrics_listen, kl->conf->metrics_listen);
-        if (needs_producer(kl->conf) != needs_producer(nc) && cls < KT_RELOAD_REJOIN)
-                cls = KT_RELOAD_REJOIN;
+                /* The running value stays what the running configuration says. */
+                free(nc->metrics_listen);
+                nc->metrics_listen = strdup(kl->conf->metrics_listen);
+        }
+        if (!kl->kc) {
+                KT_INFO(FAC, "reload: %s changed: applied before joining (config %s -> %s)",
+                        changed, kl->conf->hash, nc->hash);
+                apply_before_join(kl, nc);
+                return;
+        }
         if (cls == KT_RELOAD_REJOIN) {
                 KT_INFO(FAC,
                         "reload: %s changed: finishing %zu buffered records (at most %d ms), "
                         "then committing and re-joining the group (config %s -> %s)",
                         changed, kt_consumer_buffered(kl->kc), kl->conf->drain_timeout_ms,
                         kl->conf->hash, nc->hash);
-                kt_metrics_reload(kl->km, KT_METRICS_RELOAD_APPLIED, nc->hash);
                 if (!kl->rejoin_conf)
                         kl->rejoin_deadline_ms = kt_now_ms() + kl->conf->drain_timeout_ms;
                 kt_config_destroy(kl->rejoin_conf); /* a newer reload replaces a waiting one */
                 kl->rejoin_conf = nc;
                 kt_consumer_hold(kl->kc, 1);
-                wake_at(kl, kl->rejoin_deadline_ms);
                 return;
         }
         KT_INFO(FAC, "reload: %s changed: applied (config %s -> %s)", changed, kl->conf->hash,
                 nc->hash);
         kt_metrics_reload(kl->km, KT_METRICS_RELOAD_APPLIED, nc->hash);
-        if (apply_live(kl, nc))
-                kt_config_destroy(nc);
+        conf_switch(kl, nc, 0);
 }
 
 /**
@@ -770,6 +805,8 @@ static int wait_for_runtime(kt_loop_t *kl) {
                         kt_metrics_heartbeat(kl->km);
                         if (signals_read(kl))
                                 return 1;
+                        if (kl->reload_asked)
+                                reload(kl); /* e.g. runtime.port was wrong */
                         kt_dispatch_wait(kl->kd, fds, 1, 200);
                         kt_dispatch_perform(kl->kd);
                 }
@@ -782,6 +819,10 @@ static int wait_for_runtime(kt_loop_t *kl) {
                         kt_metrics_heartbeat(kl->km);
                         if (signals_read(kl))
                                 return 1;
+                        if (kl->reload_asked) {
+                                reload(kl);
+                                break; /* probe the (maybe new) health URL now */
+                        }
                         kt_dispatch_wait(kl->kd, fds, 1, (int)(next - kt_now_ms()));
                 }
                 backoff = backoff * 2 > KT_PROBE_MAX_MS ? KT_PROBE_MAX_MS : backoff * 2;
@@ -795,7 +836,7 @@ static int wait_for_runtime(kt_loop_t *kl) {
 
 int kt_loop_run(kt_config_t **confp, kt_metrics_t *km) {
         kt_loop_t kl = {0};
-        kt_config_t *conf = *confp;
+        kt_config_t *conf = *confp; /* only until the loop runs: then kl.conf */
         char errstr[512];
         sigset_t mask;
         int status = 1, stop = 0;
@@ -832,6 +873,7 @@ int kt_loop_run(kt_config_t **confp, kt_metrics_t *km) {
                 status = 0; /* asked to stop before we started: nothing to drain */
                 goto out;
         }
+        conf = kl.conf; /* a reload while waiting may have replaced it */
         if (!(kl.kc = kt_consumer_new(conf, &kl.hooks, errstr, sizeof(errstr)))) {
                 KT_ERR(FAC, "consumer: %s", errstr);
                 goto out;
@@ -841,6 +883,7 @@ int kt_loop_run(kt_config_t **confp, kt_metrics_t *km) {
                 : conf->ordering == KT_ORDER_KEY     ? "key"
                                                      : "none",
                 conf->max_in_flight);
+        conf = NULL; /* from here on kl.conf: a reload replaces it */
 
         while (!stop && !kt_consumer_fatal(kl.kc) && !(kl.kp && kt_produce_fatal(kl.kp))) {
                 struct curl_waitfd fds[3] = {

@@ -120,8 +120,9 @@ int64_t kt_dispatch_backoff_ms(const kt_config_t *conf, int attempts);
 /**
  * @brief Switch to a reloaded \p conf: max_in_flight (slots are added when it grows), the
  *        runtime URL, timeout and reply mode apply from each slot's next call.
- * @returns KT_OK, or KT_ERR_NOMEM (the old limit stays).
- * @remark \p conf must outlive the dispatcher (or the next call of this).
+ * @returns KT_OK, or KT_ERR_NOMEM: \p conf applies, with fewer slots than max_in_flight.
+ * @remark \p conf must outlive the dispatcher (or the next call of this); the previous one is
+ *         no longer read.
  */
 kt_err_t kt_dispatch_conf_set(kt_dispatch_t *kd, const kt_config_t *conf);
 

@@ -45,6 +45,7 @@ struct kt_dispatch {
         int slot_cnt;
         int limit;       /**< conf->max_in_flight: calls in flight at most */
         int gen;         /**< bumped by kt_dispatch_conf_set() */
+        int probe_gen;   /**< the generation of the probe's URL */
         int *free_stack; /**< indexes of free slots */
         int free_cnt;
         kt_dispatch_done_cb *cb;
@@ -169,13 +170,14 @@ static int slots_grow(kt_dispatch_t *kd, int cnt) {
 }
 
 kt_err_t kt_dispatch_conf_set(kt_dispatch_t *kd, const kt_config_t *conf) {
-        kd->conf = conf;
+        kt_err_t err = KT_OK;
+
+        kd->conf = conf; /* the old one may be freed after this call */
         kd->gen++;
-        curl_easy_setopt(kd->probe, CURLOPT_URL, conf->runtime_health_url);
         if (slots_grow(kd, conf->max_in_flight))
-                return KT_ERR_NOMEM;
-        kd->limit = conf->max_in_flight;
-        return KT_OK;
+                err = KT_ERR_NOMEM;
+        kd->limit = conf->max_in_flight < kd->slot_cnt ? conf->max_in_flight : kd->slot_cnt;
+        return err;
 }
 
 kt_dispatch_t *kt_dispatch_new(const kt_config_t *conf, kt_dispatch_done_cb *cb,
@@ -281,6 +283,11 @@ kt_err_t kt_dispatch_request_submit(kt_dispatch_t *kd, const kt_dispatch_req_t *
 int kt_dispatch_probe_start(kt_dispatch_t *kd) {
         if (kd->probe_busy)
                 return 0;
+        if (kd->probe_gen != kd->gen) {
+                /* Not while a probe runs: options apply to forthcoming transfers. */
+                curl_easy_setopt(kd->probe, CURLOPT_URL, kd->conf->runtime_health_url);
+                kd->probe_gen = kd->gen;
+        }
         if (curl_multi_add_handle(kd->multi, kd->probe) != CURLM_OK)
                 return -1;
         kd->probe_busy = 1;

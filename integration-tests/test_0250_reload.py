@@ -145,3 +145,49 @@ def test_broken_file_keeps_running_config(kafka, names, config, runtime_factory,
     rewrite_and_hup(ktr, good)
     kt.wait_for(lambda: reloads(ktr, 'unchanged') == 1, 20, 'an unchanged reload')
     assert ktr.stop() == 0
+
+
+def test_reload_while_waiting_for_the_runtime(kafka, names, config, runtime_factory,
+                                              ktrigger_factory):
+    """A wrong runtime.port keeps ktrigger waiting before it joins; fixing the file and sending
+    SIGHUP lets it start without a restart."""
+    kafka.create_topic(names.topic, 1)
+    rt = runtime_factory()
+    conf = config(kt.free_port())  # nothing listens there
+    conf['runtime']['wait_at_start'] = True
+    ktr = ktrigger_factory(conf)
+    kt.wait_for(lambda: 'waiting for the runtime' in ktr.log(), 20, 'waiting for the runtime')
+    kafka.produce(names.topic, [(0, 'waited %d' % i) for i in range(5)])
+    conf['runtime']['port'] = rt.port
+    rewrite_and_hup(ktr, conf)
+    kt.wait_for(lambda: len(rt.calls()) >= 5, 60, '5 calls after the reload',
+                describe=lambda: kt.tail(ktr.log_path, 10))
+    assert 'applied before joining' in ktr.log()
+    assert reloads(ktr, 'applied') == 1
+    assert ktr.stop() == 0
+
+
+def test_rejoin_that_cannot_start_falls_back(kafka, names, config, runtime_factory,
+                                             ktrigger_factory):
+    """Settings librdkafka accepts one by one but cannot start with (a CA file that does not
+    exist) pass validation; the re-join then joins again with the running configuration."""
+    kafka.create_topic(names.topic, 1)
+    rt = runtime_factory()
+    conf = config(rt.port)
+    ktr = ktrigger_factory(conf)
+    kafka.produce(names.topic, [(0, 'before %d' % i) for i in range(5)])
+    kt.wait_for(lambda: len(rt.calls()) >= 5, 60, '5 calls')
+    bad = {k: (dict(v) if isinstance(v, dict) else v) for k, v in conf.items()}
+    bad['kafka']['properties'] = dict(conf['kafka']['properties'])
+    bad['kafka']['properties'].update({'security.protocol': 'ssl',
+                                       'ssl.ca.location': '/nonexistent/ca.pem'})
+    rewrite_and_hup(ktr, bad)
+    kt.wait_for(lambda: 'joining again with the running configuration' in ktr.log(), 30,
+                'the fallback to be logged', describe=lambda: kt.tail(ktr.log_path, 10))
+    assert reloads(ktr, 'invalid') == 1
+    kafka.produce(names.topic, [(0, 'after %d' % i) for i in range(5)])
+    kt.wait_for(lambda: len(rt.calls()) >= 10, 60, '10 calls after the fallback')
+    calls = rt.calls()
+    assert sorted(c.offset for c in calls) == list(range(10)), 'lost or repeated records'
+    ktr.assert_running()
+    assert ktr.stop() == 0

@@ -511,6 +511,7 @@ static void test_diff(void) {
             {"kafka.properties=fetch.wait.max.ms=5", KT_RELOAD_REJOIN, "kafka.properties"},
             {"dispatch.ordering=key", KT_RELOAD_REJOIN, "dispatch.ordering"},
             {"metrics.listen=127.0.0.1:1", KT_RELOAD_RESTART, "metrics.listen"},
+            {"dispatch.reply_topic=r", KT_RELOAD_REJOIN, "dispatch.reply_topic"},
         };
         char err[4096], changed[256];
         kt_config_t *a, *b;
@@ -533,7 +534,56 @@ static void test_diff(void) {
                 KT_CHECK((got < 0) == !strcmp(a->hash, b->hash), "case %zu: hash", i);
                 kt_config_destroy(b);
         }
+        /* Several at once: the strongest class wins (a restart-only key never hides a
+         * re-join). */
+        if (a) {
+                char *sets[] = {"metrics.listen=127.0.0.1:1", "kafka.topics=t,u",
+                                "dispatch.max_in_flight=3"};
+                b = kt_config_load_with(NULL, sets, 3, err, sizeof(err));
+                KT_CHECK(b && kt_config_diff(a, b, changed, sizeof(changed)) == KT_RELOAD_REJOIN,
+                         "mixed change: %s", changed);
+                KT_CHECK(!strcmp(changed, "kafka.topics, dispatch.max_in_flight, metrics.listen"),
+                         "changed: %s", changed);
+                kt_config_destroy(b);
+        }
         kt_config_destroy(a);
+        env_clear();
+}
+
+/* Secrets stay out of error messages and of the hash, yet a changed secret is a change. */
+static void test_secret_values_hidden(void) {
+        char err[4096];
+        char *bad_entry[] = {"kafka.properties=sasl.password: hunter2"};
+        kt_config_t *a, *b;
+        char changed[256];
+
+        env_clear();
+        setenv("FUNC_HANDLER", "m.f", 1);
+        setenv("TOPIC_NAME", "t", 1);
+        KT_CHECK(kt_config_load_with(NULL, bad_entry, 1, err, sizeof(err)) == NULL, "bad entry");
+        KT_CHECK(strstr(err, "--set: kafka.properties: entry 1 is not name=value") &&
+                     !strstr(err, "hunter2"),
+                 "%s", err);
+        setenv("KT_TEST_PW", "hunter2", 1);
+        setenv("KTRIGGER_KAFKA_PROPERTIES", "security.protocol=${KT_TEST_PW}", 1);
+        KT_CHECK(kt_config_load(NULL, err, sizeof(err)) == NULL, "bad protocol");
+        KT_CHECK(strstr(err, "KTRIGGER_KAFKA_PROPERTIES: kafka.properties: ") &&
+                     strstr(err, "(redacted)") && !strstr(err, "hunter2"),
+                 "%s", err);
+        setenv("KTRIGGER_KAFKA_PROPERTIES", "sasl.password=${KT_TEST_PW}", 1);
+        a = kt_config_load(NULL, err, sizeof(err));
+        setenv("KT_TEST_PW", "other", 1);
+        b = kt_config_load(NULL, err, sizeof(err));
+        KT_CHECK(a && b, "%s", err);
+        if (a && b) {
+                KT_CHECK(!strcmp(a->hash, b->hash), "the hash must not depend on a secret");
+                KT_CHECK(kt_config_diff(a, b, changed, sizeof(changed)) == KT_RELOAD_REJOIN &&
+                             !strcmp(changed, "kafka.properties"),
+                         "a changed secret is a change: %s", changed);
+        }
+        kt_config_destroy(a);
+        kt_config_destroy(b);
+        unsetenv("KT_TEST_PW");
         env_clear();
 }
 
@@ -579,6 +629,7 @@ int main(void) {
         test_precedence();
         test_print_and_secrets();
         test_diff();
+        test_secret_values_hidden();
         test_example_file();
         return kt_test_done("test_config");
 }
