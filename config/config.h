@@ -49,7 +49,7 @@ typedef struct kt_config {
         char *handler; /**< module.function, e.g. "hello.handler" */
 
         /* kafka */
-        char *brokers;
+        char *brokers; /**< "" when only brokers discovered through ZooKeeper are used */
         char **topics;
         size_t topic_cnt;
         char *group_id; /**< defaults to handler */
@@ -60,6 +60,8 @@ typedef struct kt_config {
         char *instance_id;                /**< derived when static_membership */
         kt_config_prop_t *producer_props; /**< librdkafka producer properties (dead letters) */
         size_t producer_prop_cnt;
+        char *zookeeper; /**< host:port[,host:port][/chroot] to discover brokers from, or NULL */
+        char *zookeeper_listener; /**< listener name whose endpoint to use, or NULL */
 
         /* runtime */
         char *runtime_host;

@@ -304,7 +304,7 @@ static const struct {
     {"function", {"handler"}},
     {"kafka",
      {"brokers", "topics", "group_id", "start_from", "properties", "producer_properties",
-      "static_membership"}},
+      "static_membership", "zookeeper", "zookeeper_listener"}},
     {"runtime", {"host", "port", "path", "timeout_s", "health_path", "wait_at_start"}},
     {"dispatch",
      {"ordering", "max_in_flight", "drain_timeout_ms", "partition_buffer_records",
@@ -595,6 +595,8 @@ static void apply_env(kt_config_t *conf, errs_t *e) {
         env_int("FUNC_TIMEOUT", &conf->timeout_s, e);
         if ((v = getenv("KTRIGGER_METRICS_LISTEN")) && *v)
                 set_str(&conf->metrics_listen, v);
+        if ((v = getenv("KTRIGGER_KAFKA_ZOOKEEPER")) && *v)
+                set_str(&conf->zookeeper, v);
         if ((v = getenv("KTRIGGER_LOG_LEVEL")) && *v) {
                 int lvl = kt_log_level_parse(v);
                 if (lvl < 0)
@@ -618,6 +620,75 @@ static void check_range(errs_t *e, config_t *cfg, const char *key, int v, int lo
                 errf(e, line_of(cfg, key), key, "%d is outside %d..%d", v, lo, hi);
 }
 
+/** Whether kafka.brokers was given (file or environment), not just the default. */
+static int brokers_explicit(config_t *cfg) {
+        const char *svc = getenv("KUBELESS_KAFKA_SVC"), *ns = getenv("KUBELESS_KAFKA_NAMESPACE"),
+                   *env = getenv("KAFKA_BROKERS");
+
+        return (cfg && config_lookup(cfg, "kafka.brokers")) || (env && *env) || (svc && *svc) ||
+               (ns && *ns);
+}
+
+/**
+ * kafka.zookeeper is `host:port[,host:port...][/chroot]`, as ZooKeeper's clients take it.
+ * @returns NULL if valid, else why not.
+ */
+static const char *zookeeper_invalid(const char *zk, char *why, size_t why_size) {
+        const char *chroot = strchr(zk, '/'), *p = zk, *end = chroot ? chroot : zk + strlen(zk);
+
+        if (p == end)
+                return "no host:port";
+        while (p < end) {
+                const char *comma = memchr(p, ',', (size_t)(end - p));
+                size_t len = comma ? (size_t)(comma - p) : (size_t)(end - p);
+                char *hp, *host = NULL;
+                int port;
+
+                if (!(hp = strndup(p, len)))
+                        return "out of memory";
+                if (kt_config_hostport_parse(hp, &host, &port)) {
+                        snprintf(why, why_size, "'%s' is not host:port with a port in 1..65535",
+                                 hp);
+                        free(hp);
+                        return why;
+                }
+                free(host);
+                free(hp);
+                if (!comma)
+                        break;
+                p = comma + 1;
+                if (p == end)
+                        return "empty host:port after ','";
+        }
+        if (chroot) {
+                if (!chroot[1] || chroot[strlen(chroot) - 1] == '/')
+                        return "the chroot must not end with '/'";
+                if (strstr(chroot, "//") || strpbrk(chroot, " \t\r\n,"))
+                        return "the chroot must be /name[/name...]";
+        }
+        return NULL;
+}
+
+static void zookeeper_validate(kt_config_t *conf, config_t *cfg, errs_t *e) {
+        char why[256];
+        const char *bad;
+
+        if (conf->zookeeper && (bad = zookeeper_invalid(conf->zookeeper, why, sizeof(why))))
+                errf(e, line_of(cfg, "kafka.zookeeper"), "kafka.zookeeper",
+                     "'%s' is not host:port[,host:port...][/chroot]: %s", conf->zookeeper, bad);
+        if (!conf->zookeeper_listener)
+                return;
+        if (!conf->zookeeper)
+                errf(e, line_of(cfg, "kafka.zookeeper_listener"), "kafka.zookeeper_listener",
+                     "needs kafka.zookeeper");
+        if (!*conf->zookeeper_listener ||
+            strspn(conf->zookeeper_listener, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+                                             "0123456789_-") != strlen(conf->zookeeper_listener))
+                errf(e, line_of(cfg, "kafka.zookeeper_listener"), "kafka.zookeeper_listener",
+                     "'%s' is not a listener name (letters, digits, '_', '-')",
+                     conf->zookeeper_listener);
+}
+
 static void validate(kt_config_t *conf, config_t *cfg, errs_t *e) {
         rd_kafka_conf_t *rkconf;
         char errstr[512];
@@ -638,8 +709,10 @@ static void validate(kt_config_t *conf, config_t *cfg, errs_t *e) {
                         if (!strcmp(conf->topics[i], conf->topics[j]))
                                 errf(e, line_of(cfg, "kafka.topics"), "kafka.topics",
                                      "'%s' is listed twice", conf->topics[i]);
-        if (!conf->brokers || !*conf->brokers)
-                errf(e, line_of(cfg, "kafka.brokers"), "kafka.brokers", "must not be empty");
+        if ((!conf->brokers || !*conf->brokers) && !conf->zookeeper)
+                errf(e, line_of(cfg, "kafka.brokers"), "kafka.brokers",
+                     "must not be empty (unless kafka.zookeeper is set)");
+        zookeeper_validate(conf, cfg, e);
         if (conf->group_id && !*conf->group_id)
                 errf(e, line_of(cfg, "kafka.group_id"), "kafka.group_id", "must not be empty");
 
@@ -886,6 +959,8 @@ kt_config_t *kt_config_load(const char *path, char *errstr, size_t errstr_size) 
                 file_str(&cfg, "runtime.health_path", &conf->runtime_health_path, &e);
                 file_bool(&cfg, "runtime.wait_at_start", &conf->runtime_wait_at_start, &e);
                 file_bool(&cfg, "kafka.static_membership", &conf->static_membership, &e);
+                file_str(&cfg, "kafka.zookeeper", &conf->zookeeper, &e);
+                file_str(&cfg, "kafka.zookeeper_listener", &conf->zookeeper_listener, &e);
                 {
                         static const char *const log_formats[] = {"text", "json"};
                         file_enum(&cfg, "log.format", log_formats, 2, &conf->log_json, &e);
@@ -907,6 +982,9 @@ kt_config_t *kt_config_load(const char *path, char *errstr, size_t errstr_size) 
                 }
         }
         apply_env(conf, &e);
+        /* Brokers from ZooKeeper only, unless kafka.brokers was given too (then both). */
+        if (conf->zookeeper && !brokers_explicit(cfgp))
+                set_str(&conf->brokers, "");
         validate(conf, cfgp, &e);
         if (cfgp)
                 config_destroy(cfgp);
@@ -950,6 +1028,8 @@ void kt_config_destroy(kt_config_t *conf) {
         free(conf->runtime_url);
         free(conf->metrics_listen);
         free(conf->metrics_host);
+        free(conf->zookeeper);
+        free(conf->zookeeper_listener);
         free(conf);
 }
 
@@ -970,6 +1050,10 @@ static const char *prop_shown(const kt_config_prop_t *p) {
 void kt_config_print(const kt_config_t *conf) {
         printf("function.handler = \"%s\"\n", conf->handler);
         printf("kafka.brokers = \"%s\"\n", conf->brokers);
+        if (conf->zookeeper)
+                printf("kafka.zookeeper = \"%s\"\n", conf->zookeeper);
+        if (conf->zookeeper_listener)
+                printf("kafka.zookeeper_listener = \"%s\"\n", conf->zookeeper_listener);
         printf("kafka.topics = [");
         for (size_t i = 0; i < conf->topic_cnt; i++)
                 printf("%s\"%s\"", i ? ", " : " ", conf->topics[i]);
