@@ -89,7 +89,16 @@ void kt_metrics_paused_set(kt_metrics_t *km, int paused);
 /** @brief Replace the `ktrigger_kafka_errors_total{code=...}` sample lines (copied). */
 void kt_metrics_errors_set(kt_metrics_t *km, const char *lines);
 
-/** @returns non-zero when /readyz should answer 200: joined and runtime up. */
+/**
+ * @brief Report ZooKeeper broker discovery (kafka.zookeeper): session connected, brokers known
+ *        from it now, bad registrations so far, and whether any broker was discovered yet
+ *        (until then, with kafka.zookeeper set, /readyz is not ready).
+ */
+void kt_metrics_zookeeper_set(kt_metrics_t *km, int connected, int brokers,
+                              uint64_t bad_registrations, int discovered);
+
+/** @returns non-zero when /readyz should answer 200: joined, runtime up and, with
+ *  kafka.zookeeper, a broker discovered. */
 int kt_metrics_ready(kt_metrics_t *km);
 
 /** @brief Record that the loop is alive (called every loop iteration). */
