@@ -31,8 +31,8 @@ static void usage(FILE *out) {
                 "\n"
                 "Environment (overrides the file): FUNC_HANDLER, MOD_NAME, TOPIC_NAME,\n"
                 "KAFKA_BROKERS, KUBELESS_KAFKA_SVC, KUBELESS_KAFKA_NAMESPACE, FUNC_PORT,\n"
-                "FUNC_TIMEOUT, KTRIGGER_METRICS_LISTEN, KTRIGGER_LOG_LEVEL; POD_NAME (with\n"
-                "kafka.static_membership).\n");
+                "FUNC_TIMEOUT, KTRIGGER_METRICS_LISTEN, KTRIGGER_LOG_LEVEL,\n"
+                "KTRIGGER_KAFKA_ZOOKEEPER; POD_NAME (with kafka.static_membership).\n");
 }
 
 int main(int argc, char **argv) {
@@ -86,9 +86,13 @@ int main(int argc, char **argv) {
                 if (print)
                         kt_config_print(conf);
                 if (check)
-                        printf("%s: OK: function %s, group %s, %zu topic(s), brokers %s\n",
+                        printf("%s: OK: function %s, group %s, %zu topic(s), brokers %s%s%s\n",
                                path ? path : "(environment)", conf->handler, conf->group_id,
-                               conf->topic_cnt, conf->brokers);
+                               conf->topic_cnt, conf->brokers,
+                               conf->zookeeper
+                                   ? (*conf->brokers ? " + ZooKeeper " : "from ZooKeeper ")
+                                   : "",
+                               conf->zookeeper ? conf->zookeeper : "");
                 kt_config_destroy(conf);
                 return 0;
         }
