@@ -18,9 +18,11 @@
  * calls are made from the loop thread only), reconnecting.
  *
  * Sessions. The client reconnects by itself after a lost connection (same session, watches
- * kept, a CONNECTED event makes us list the ids again). An expired session, or a handle that
- * could not be created at all (e.g. the host name does not resolve yet), is closed and created
- * again from the loop with back-off, KT_ZK_BACKOFF_MIN_MS .. KT_ZK_BACKOFF_MAX_MS. Each handle
+ * kept, a CONNECTED event makes us list the ids again). An expired session, one not
+ * reconnected within KT_ZK_RENEW_MS (a ZooKeeper that lost its data refuses it without ever
+ * expiring it), or a handle that could not be created at all (e.g. the host name does not
+ * resolve yet) is closed and created again from the loop, with back-off
+ * KT_ZK_BACKOFF_MIN_MS .. KT_ZK_BACKOFF_MAX_MS for failed creations. Each handle
  * has a generation; events queued by an older one are dropped. zookeeper_close() joins the
  * client's threads (calling outstanding completions with ZCLOSING first), so once it returned
  * nothing refers to the session's context any more. Logged once per state change, never per
@@ -48,8 +50,14 @@
 
 #define FAC "ZOOKEEPER"
 
-/** Session timeout asked of the server (also paces the client's own reconnects). */
-#define KT_ZK_SESSION_TIMEOUT_MS 30000
+/** Session timeout asked of the server. Our session owns no ephemeral znode, so a short one
+ *  costs only pings; it bounds how long a lost connection is left to the client's own
+ *  reconnects (KT_ZK_RENEW_MS). */
+#define KT_ZK_SESSION_TIMEOUT_MS 10000
+/** Disconnected this long, a session that had connected is given up for a new one: by then the
+ *  server expired it, and a server that lost its data refuses it forever ("client must try
+ *  another server") without ever saying it expired. */
+#define KT_ZK_RENEW_MS (KT_ZK_SESSION_TIMEOUT_MS + 2000)
 /** Back-off between attempts to create a session. */
 #define KT_ZK_BACKOFF_MIN_MS 500
 #define KT_ZK_BACKOFF_MAX_MS 30000
@@ -468,17 +476,18 @@ struct kt_zk {
         int sh_lock_init;
         zhandle_t *zh;
         zk_session_t *ses;
-        unsigned gen;         /**< current session's generation (bumped on close too) */
-        char protocol[64];    /**< security.protocol of the consumer */
-        int64_t start_at_ms;  /**< when to create a session (no handle), else INT64_MAX */
-        int backoff_ms;       /**< next back-off after a failed start */
-        int start_failing;    /**< the last start failed (logged once) */
-        int64_t warn_at_ms;   /**< warn then if still not connected, INT64_MAX if not due */
-        int lost_logged;      /**< "connection lost" logged since the last connect */
-        int ever_connected;   /**< to tell a first connect from a reconnect in the log */
-        int ids_missing;      /**< IDS_PATH did not exist (logged once) */
-        int over_cap_logged;  /**< more than KT_ZK_MAX_BROKERS children (logged once) */
-        zk_broker_t *brokers; /**< every listed child, KT_ZK_MAX_BROKERS at most */
+        unsigned gen;          /**< current session's generation (bumped on close too) */
+        char protocol[64];     /**< security.protocol of the consumer */
+        int64_t start_at_ms;   /**< when to create a session (no handle), else INT64_MAX */
+        int backoff_ms;        /**< next back-off after a failed start */
+        int start_failing;     /**< the last start failed (logged once) */
+        int64_t down_since_ms; /**< the handle is not connected since then */
+        int ses_connected;     /**< the handle's session connected at least once */
+        int outage_logged;     /**< not being connected was logged since the last connect */
+        int ever_connected;    /**< to tell a first connect from a reconnect in the log */
+        int ids_missing;       /**< IDS_PATH did not exist (logged once) */
+        int over_cap_logged;   /**< more than KT_ZK_MAX_BROKERS children (logged once) */
+        zk_broker_t *brokers;  /**< every listed child, KT_ZK_MAX_BROKERS at most */
         size_t broker_cnt;
         kt_zk_stats_t stats;
 };
@@ -682,7 +691,7 @@ static void session_close(kt_zk_t *zk) {
         zk->ses = NULL;
         zk->gen++; /* what the closed session queued is stale */
         zk->stats.connected = 0;
-        zk->warn_at_ms = INT64_MAX;
+        zk->ses_connected = 0;
         for (size_t i = 0; i < zk->broker_cnt; i++)
                 if (zk->brokers[i].fetching) {
                         zk->brokers[i].fetching = 0;
@@ -727,7 +736,7 @@ static void session_start(kt_zk_t *zk) {
         if (zk->start_failing)
                 KT_INFO(FAC, "session with ZooKeeper %s started; connecting", zk->conf->zookeeper);
         zk->start_failing = 0;
-        zk->warn_at_ms = now + KT_ZK_CONNECT_WARN_MS;
+        zk->down_since_ms = now;
         KT_DBG(FAC, "connecting to ZooKeeper %s", zk->conf->zookeeper);
 }
 
@@ -737,13 +746,13 @@ static void session_serve(kt_zk_t *zk, int state) {
                 if (zk->stats.connected)
                         return;
                 zk->stats.connected = 1;
-                zk->warn_at_ms = INT64_MAX;
+                zk->ses_connected = 1;
                 zk->backoff_ms = KT_ZK_BACKOFF_MIN_MS;
                 KT_INFO(FAC, "%s ZooKeeper %s: watching %s",
                         zk->ever_connected ? "reconnected to" : "connected to", zk->conf->zookeeper,
                         IDS_PATH);
                 zk->ever_connected = 1;
-                zk->lost_logged = 0;
+                zk->outage_logged = 0;
                 list_ids(zk); /* also lists again whatever a lost connection may have hidden */
                 return;
         }
@@ -752,12 +761,13 @@ static void session_serve(kt_zk_t *zk, int state) {
                 if (!zk->stats.connected)
                         return;
                 zk->stats.connected = 0;
-                if (!zk->lost_logged)
+                zk->down_since_ms = kt_now_ms();
+                if (!zk->outage_logged)
                         KT_WARN(FAC,
                                 "connection to ZooKeeper %s lost: reconnecting (brokers found "
                                 "so far stay in use)",
                                 zk->conf->zookeeper);
-                zk->lost_logged = 1;
+                zk->outage_logged = 1;
                 return;
         }
         if (state == ZOO_EXPIRED_SESSION_STATE) {
@@ -817,7 +827,6 @@ kt_zk_t *kt_consumer_zk_new(const kt_config_t *conf, kt_zk_broker_cb *cb, void *
         zk->sh.wake[0] = zk->sh.wake[1] = -1;
         zk->backoff_ms = KT_ZK_BACKOFF_MIN_MS;
         zk->start_at_ms = kt_now_ms();
-        zk->warn_at_ms = INT64_MAX;
         snprintf(zk->protocol, sizeof(zk->protocol), "PLAINTEXT");
         for (size_t i = 0; i < conf->prop_cnt; i++)
                 if (!strcmp(conf->props[i].name, "security.protocol") && conf->props[i].value)
@@ -930,18 +939,31 @@ int64_t kt_consumer_zk_poll(kt_zk_t *zk) {
         }
 
         now = kt_now_ms();
+        if (zk->zh && !zk->stats.connected && zk->ses_connected &&
+            now >= zk->down_since_ms + KT_ZK_RENEW_MS) {
+                KT_WARN(FAC,
+                        "ZooKeeper %s: not reconnected within %d ms: giving the session up "
+                        "for a new one",
+                        zk->conf->zookeeper, KT_ZK_RENEW_MS);
+                session_close(zk);
+                zk->start_at_ms = now;
+        }
         if (!zk->zh && now >= zk->start_at_ms)
                 session_start(zk);
-        if (zk->zh && !zk->stats.connected && now >= zk->warn_at_ms) {
-                zk->warn_at_ms = INT64_MAX;
-                zk->lost_logged = 1;
+        if (zk->zh && !zk->stats.connected && !zk->outage_logged &&
+            now >= zk->down_since_ms + KT_ZK_CONNECT_WARN_MS) {
+                zk->outage_logged = 1;
                 KT_WARN(FAC, "ZooKeeper %s not reachable after %d ms: still trying%s",
                         zk->conf->zookeeper, KT_ZK_CONNECT_WARN_MS,
                         zk->stats.discovered ? "" : " (not ready until a broker is discovered)");
         }
         if (!zk->zh)
                 due = zk->start_at_ms;
-        else if (zk->warn_at_ms < due)
-                due = zk->warn_at_ms;
+        else if (!zk->stats.connected) {
+                if (!zk->outage_logged)
+                        due = zk->down_since_ms + KT_ZK_CONNECT_WARN_MS;
+                if (zk->ses_connected && zk->down_since_ms + KT_ZK_RENEW_MS < due)
+                        due = zk->down_since_ms + KT_ZK_RENEW_MS;
+        }
         return due;
 }
