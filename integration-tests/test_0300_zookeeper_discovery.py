@@ -5,6 +5,7 @@ registrations are skipped and counted while it stays up and not ready; a broker 
 later is picked up through the watch; ZooKeeper being down at start (and gone and back empty
 later) is waited out."""
 
+import subprocess
 import time
 import uuid
 
@@ -68,6 +69,11 @@ def test_discovers_the_broker_from_its_registration(kafka, kafka_bootstrap, name
     assert_all_delivered(kafka, names, rt, produced, 'records via the discovered broker')
     assert zk_metrics(ktr) == {'connected': 1, 'brokers': 1, 'bad_registrations_total': 0}
     kt.wait_for(lambda: readyz(ktr) == 200, 10, 'ready')
+    if kt.shutil.which('promtool'):
+        text = kt.http_get('http://127.0.0.1:%d/metrics' % ktr.metrics_port)[1]
+        check = subprocess.run(['promtool', 'check', 'metrics'], input=text.encode(),
+                               capture_output=True)
+        assert check.returncode == 0, check.stdout + check.stderr
     assert ktr.stop() == 0
     log = ktr.log()
     assert 'broker 1 at %s (from ZooKeeper' % kafka_bootstrap in log, log
