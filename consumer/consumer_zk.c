@@ -489,6 +489,7 @@ struct kt_zk {
         int over_cap_logged;   /**< more than KT_ZK_MAX_BROKERS children (logged once) */
         zk_broker_t *brokers;  /**< every listed child, KT_ZK_MAX_BROKERS at most */
         size_t broker_cnt;
+        size_t broker_size; /**< allocated */
         kt_zk_stats_t stats;
 };
 
@@ -554,6 +555,8 @@ static void get_broker(kt_zk_t *zk, zk_broker_t *b) {
         zk_req_t *req;
         int rc;
 
+        if (!is_broker_id(b->id))
+                return; /* counted as bad when listed; never read */
         if (!zk->zh || !(req = calloc(1, sizeof(*req))))
                 return; /* read again at the next list */
         req->sh = &zk->sh;
@@ -601,33 +604,47 @@ static void children_serve(kt_zk_t *zk, zk_event_t *ev) {
                 KT_WARN(FAC, "%s%s has %zu children: only the first %d are read",
                         zk->conf->zookeeper, IDS_PATH, ev->child_all, KT_ZK_MAX_BROKERS);
         }
+        /* Forget the gone ones first, so the cap counts only what is listed now. */
         for (size_t i = 0; i < zk->broker_cnt; i++)
                 zk->brokers[i].listed = 0;
+        for (size_t i = 0; i < ev->child_cnt; i++) {
+                zk_broker_t *b = broker_find(zk, ev->children[i]);
+                if (b)
+                        b->listed = 1;
+        }
+        for (size_t i = zk->broker_cnt; i-- > 0;)
+                if (!zk->brokers[i].listed)
+                        broker_remove(zk, &zk->brokers[i]);
         for (size_t i = 0; i < ev->child_cnt; i++) {
                 const char *id = ev->children[i];
                 zk_broker_t *b = broker_find(zk, id);
 
                 if (!b) {
                         if (zk->broker_cnt >= KT_ZK_MAX_BROKERS)
-                                break;
+                                continue;
+                        if (zk->broker_cnt == zk->broker_size) {
+                                size_t n = zk->broker_size ? zk->broker_size * 2 : 8;
+                                zk_broker_t *a = realloc(zk->brokers, n * sizeof(*a));
+                                if (!a)
+                                        continue; /* read at the next list */
+                                zk->brokers = a;
+                                zk->broker_size = n;
+                        }
                         b = &zk->brokers[zk->broker_cnt];
                         memset(b, 0, sizeof(*b));
                         if (!(b->id = strdup(id)))
-                                break; /* read at the next list */
+                                continue; /* read at the next list */
                         b->mzxid = -1;
+                        b->listed = 1;
                         zk->broker_cnt++;
                         if (!is_broker_id(id)) {
                                 b->state = BR_BAD;
                                 bad_registration(zk, id, "not a broker id");
                         }
                 }
-                b->listed = 1;
                 if ((b->state == BR_NONE || b->stale) && !b->fetching)
                         get_broker(zk, b);
         }
-        for (size_t i = zk->broker_cnt; i-- > 0;)
-                if (!zk->brokers[i].listed)
-                        broker_remove(zk, &zk->brokers[i]);
 }
 
 /** A registration's bytes: parse, and hand a new endpoint over. */
@@ -715,16 +732,20 @@ static void session_start(kt_zk_t *zk) {
                                  zk->ses, 0, zk_log);
         saved = errno;
         if (!zk->zh) {
+                /* The client says ENOENT when no host of the connect string resolves. */
+                const char *why = saved == ENOENT ? "no host of it resolves"
+                                  : saved         ? strerror(saved)
+                                                  : "unknown error";
                 if (!zk->start_failing)
                         KT_WARN(FAC,
                                 "cannot start a session with ZooKeeper %s: %s; retrying with "
                                 "back-off%s",
-                                zk->conf->zookeeper, saved ? strerror(saved) : "unknown error",
+                                zk->conf->zookeeper, why,
                                 zk->stats.discovered ? ""
                                                      : " (not ready until a broker is discovered)");
                 else
                         KT_DBG(FAC, "ZooKeeper %s: start failed again: %s", zk->conf->zookeeper,
-                               saved ? strerror(saved) : "unknown error");
+                               why);
                 zk->start_failing = 1;
                 free(zk->ses);
                 zk->ses = NULL;
@@ -833,10 +854,6 @@ kt_zk_t *kt_consumer_zk_new(const kt_config_t *conf, kt_zk_broker_cb *cb, void *
                         snprintf(zk->protocol, sizeof(zk->protocol), "%s", conf->props[i].value);
         if (!conf->zookeeper || !*conf->zookeeper) {
                 snprintf(errstr, errstr_size, "kafka.zookeeper is not set");
-                goto fail;
-        }
-        if (!(zk->brokers = calloc(KT_ZK_MAX_BROKERS, sizeof(*zk->brokers)))) {
-                snprintf(errstr, errstr_size, "out of memory");
                 goto fail;
         }
         if (pthread_mutex_init(&zk->sh.lock, NULL)) {
