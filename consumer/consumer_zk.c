@@ -950,8 +950,10 @@ int64_t kt_consumer_zk_poll(kt_zk_t *zk) {
         if (lost && zk->zh) {
                 /* Something was not handed over (no memory): read everything again. */
                 KT_WARN(FAC, "out of memory taking ZooKeeper events: reading %s again", IDS_PATH);
-                for (size_t i = 0; i < zk->broker_cnt; i++)
+                for (size_t i = 0; i < zk->broker_cnt; i++) {
                         zk->brokers[i].stale = 1;
+                        zk->brokers[i].fetching = 0; /* its answer may be the one lost */
+                }
                 list_ids(zk);
         }
 
