@@ -112,7 +112,7 @@ typedef struct kt_config {
         char *handler; /**< module.function, e.g. "hello.handler" */
 
         /* kafka */
-        char *brokers;
+        char *brokers; /**< "" when only brokers discovered through ZooKeeper are used */
         char **topics;
         size_t topic_cnt;
         char *group_id; /**< defaults to handler */

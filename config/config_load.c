@@ -782,27 +782,63 @@ static int host_is_ipv6(const char *host) {
         return inet_pton(AF_INET6, host, &a) == 1;
 }
 
-/** ZooKeeper's connect string: host:port[,host:port...][/chroot]. @returns 0 if well formed. */
-static int zk_connect_check(const char *s) {
-        const char *chroot = strchr(s, '/'), *end = chroot ? chroot : s + strlen(s);
+/**
+ * kafka.zookeeper is `host:port[,host:port...][/chroot]`, as ZooKeeper's clients take it.
+ * @returns NULL if valid, else why not.
+ */
+static const char *zookeeper_invalid(const char *zk, char *why, size_t why_size) {
+        const char *chroot = strchr(zk, '/'), *p = zk, *end = chroot ? chroot : zk + strlen(zk);
 
-        if (chroot && (chroot[1] == '\0' || strstr(chroot, "//") || strpbrk(chroot, " \t") ||
-                       chroot[strlen(chroot) - 1] == '/'))
-                return -1;
-        for (const char *p = s;;) {
+        if (p == end)
+                return "no host:port";
+        while (p < end) {
                 const char *comma = memchr(p, ',', (size_t)(end - p));
-                const char *hend = comma ? comma : end;
-                char *one = strndup(p, (size_t)(hend - p)), *host = NULL;
-                int port, bad = !one || kt_config_hostport_parse(one, &host, &port) != 0;
+                size_t len = comma ? (size_t)(comma - p) : (size_t)(end - p);
+                char *hp, *host = NULL;
+                int port;
 
-                free(one);
+                if (!(hp = strndup(p, len)))
+                        return "out of memory";
+                if (kt_config_hostport_parse(hp, &host, &port)) {
+                        snprintf(why, why_size, "'%s' is not host:port with a port in 1..65535",
+                                 hp);
+                        free(hp);
+                        return why;
+                }
                 free(host);
-                if (bad)
-                        return -1;
+                free(hp);
                 if (!comma)
-                        return 0;
+                        break;
                 p = comma + 1;
+                if (p == end)
+                        return "empty host:port after ','";
         }
+        if (chroot) {
+                if (!chroot[1] || chroot[strlen(chroot) - 1] == '/')
+                        return "the chroot must not end with '/'";
+                if (strstr(chroot, "//") || strpbrk(chroot, " \t\r\n,"))
+                        return "the chroot must be /name[/name...]";
+        }
+        return NULL;
+}
+
+static void zookeeper_validate(kt_config_t *conf, errs_t *e) {
+        char why[256];
+        const char *bad;
+
+        if (conf->zookeeper && (bad = zookeeper_invalid(conf->zookeeper, why, sizeof(why))))
+                errk(e, conf, "kafka.zookeeper",
+                     "'%s' is not host:port[,host:port...][/chroot]: %s", conf->zookeeper, bad);
+        if (!conf->zookeeper_listener)
+                return;
+        if (!conf->zookeeper)
+                errk(e, conf, "kafka.zookeeper_listener", "needs kafka.zookeeper");
+        if (!*conf->zookeeper_listener ||
+            strspn(conf->zookeeper_listener, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+                                             "0123456789_-") != strlen(conf->zookeeper_listener))
+                errk(e, conf, "kafka.zookeeper_listener",
+                     "'%s' is not a listener name (letters, digits, '_', '-')",
+                     conf->zookeeper_listener);
 }
 
 static int prop_secret(const char *name);
@@ -846,11 +882,8 @@ static void validate(kt_config_t *conf, errs_t *e) {
                                 errk(e, conf, "kafka.topics", "'%s' is listed twice",
                                      conf->topics[i]);
         if ((!conf->brokers || !*conf->brokers) && !conf->zookeeper)
-                errk(e, conf, "kafka.brokers", "must not be empty (or set kafka.zookeeper)");
-        if (conf->zookeeper && zk_connect_check(conf->zookeeper))
-                errk(e, conf, "kafka.zookeeper",
-                     "'%s' is not host:port[,host:port...][/chroot] with ports in 1..65535",
-                     conf->zookeeper);
+                errk(e, conf, "kafka.brokers", "must not be empty (unless kafka.zookeeper is set)");
+        zookeeper_validate(conf, e);
         if (conf->group_id && !*conf->group_id)
                 errk(e, conf, "kafka.group_id", "must not be empty");
         if (!conf->runtime_host || !*conf->runtime_host ||

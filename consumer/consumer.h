@@ -1,7 +1,8 @@
 /**
  * @file consumer.h
  * @brief Kafka in: the group member, assigned partitions with their bounded record buffers,
- *        pause/resume, and the offset tracker that stores only finished offsets.
+ *        pause/resume, the offset tracker that stores only finished offsets, and broker
+ *        discovery through ZooKeeper.
  *
  * @locality every function here runs on the loop thread.
  */
@@ -219,5 +220,88 @@ int kt_consumer_assigned_cnt(const kt_consumer_t *kc);
 
 /** @returns the number of records buffered in all partitions (queued, in flight or waiting). */
 size_t kt_consumer_buffered(const kt_consumer_t *kc);
+
+/**
+ * @brief Add bootstrap brokers at run time (rd_kafka_brokers_add), e.g. found in ZooKeeper.
+ * @param brokers comma-separated host:port ([addr]:port for IPv6).
+ * @returns the number of brokers librdkafka added (0 if it knew them all already).
+ */
+int kt_consumer_brokers_add(kt_consumer_t *kc, const char *brokers);
+
+/* ---------------------------------------------------------------- ZooKeeper (consumer_zk.c) */
+
+/** The largest broker registration znode read; a bigger one is a bad registration. */
+#define KT_ZK_MAX_ZNODE_BYTES 65536
+
+/** Room for one "host:port" (or "[addr]:port") taken from a registration. */
+#define KT_ZK_HOSTPORT_SIZE 300
+
+typedef struct kt_zk kt_zk_t;
+
+/** Called on the loop thread with each broker endpoint newly found in ZooKeeper. */
+typedef void(kt_zk_broker_cb)(void *opaque, const char *hostport);
+
+/** What discovery has seen so far (for the metrics and readiness). */
+typedef struct kt_zk_stats {
+        int connected;              /**< a ZooKeeper session is connected now */
+        int brokers;                /**< registrations with a usable endpoint now */
+        int discovered;             /**< at least one endpoint was handed over, ever */
+        uint64_t bad_registrations; /**< znodes skipped (each version counted once) */
+} kt_zk_stats_t;
+
+/**
+ * @brief Start discovering brokers from conf->zookeeper (`host:port[,host:port][/chroot]`):
+ *        the children of /brokers/ids are watched, each registration read and watched, and the
+ *        endpoint matching kafka.zookeeper_listener, or else the security.protocol of
+ *        kafka.properties (default PLAINTEXT), handed to \p cb once per new endpoint.
+ *
+ * ZooKeeper being unreachable is not an error: the session is retried with back-off and
+ * logged once per state change.
+ * @returns NULL on failure (out of memory, no pipe) with the reason in \p errstr.
+ * @remark \p conf must outlive it. Its ZooKeeper threads only queue what they get; all work
+ *         happens in kt_consumer_zk_poll().
+ */
+kt_zk_t *kt_consumer_zk_new(const kt_config_t *conf, kt_zk_broker_cb *cb, void *opaque,
+                            char *errstr, size_t errstr_size);
+
+/**
+ * @brief Switch to a reloaded \p conf with the same kafka.* settings (a change of those makes
+ *        a new discovery). @locality loop thread.
+ */
+void kt_consumer_zk_conf_set(kt_zk_t *zk, const kt_config_t *conf);
+
+/** @brief Close the ZooKeeper session (joining its threads) and free. NULL is a no-op. */
+void kt_consumer_zk_destroy(kt_zk_t *zk);
+
+/** @returns a file descriptor that becomes readable when ZooKeeper handed something over. */
+int kt_consumer_zk_wakeup_fd(const kt_zk_t *zk);
+
+/**
+ * @brief Serve what the ZooKeeper threads handed over (session changes, children lists,
+ *        registrations): parse, dedup, re-arm watches, call the broker callback; (re)start
+ *        the session when due.
+ * @returns the kt_now_ms() time by which it wants to be polled again, INT64_MAX if only
+ *          the wake-up fd matters.
+ */
+int64_t kt_consumer_zk_poll(kt_zk_t *zk);
+
+/** @returns the discovery counters. */
+const kt_zk_stats_t *kt_consumer_zk_stats(const kt_zk_t *zk);
+
+/**
+ * @brief Pick the endpoint of one Kafka broker registration (the JSON of /brokers/ids/<id>).
+ *
+ * With \p listener (non-NULL, non-empty): the endpoint of that listener name. Else the first
+ * endpoint whose listener maps (listener_security_protocol_map; without a map the name is the
+ * protocol) to \p protocol (NULL: PLAINTEXT); names compare case-insensitively. Registrations
+ * without endpoints (version 1) give host and port, for PLAINTEXT only.
+ * @param hostport receives "host:port" or "[addr]:port", NUL-terminated.
+ * @returns KT_OK, or KT_ERR_INVALID with the reason in \p errstr (input over
+ *          KT_ZK_MAX_ZNODE_BYTES, not JSON, wrong types, no matching endpoint, bad host or port).
+ * @remark Pure: no I/O, any thread.
+ */
+kt_err_t kt_consumer_zk_broker_parse(const char *json, size_t len, const char *protocol,
+                                     const char *listener, char *hostport, size_t size,
+                                     char *errstr, size_t errstr_size);
 
 #endif /* KT_CONSUMER_H */

@@ -560,7 +560,7 @@ kt_consumer_t *kt_consumer_new(const kt_config_t *conf, const kt_consumer_hooks_
                 goto fail;
         }
         KT_INFO(FAC, "joining group \"%s\" for %zu topic(s) on %s", conf->group_id, conf->topic_cnt,
-                conf->brokers);
+                *conf->brokers ? conf->brokers : "the brokers ZooKeeper will give");
         return kc;
 
 fail_conf:
@@ -803,4 +803,8 @@ int kt_consumer_assigned_cnt(const kt_consumer_t *kc) {
 
 size_t kt_consumer_buffered(const kt_consumer_t *kc) {
         return kc->buffered;
+}
+
+int kt_consumer_brokers_add(kt_consumer_t *kc, const char *brokers) {
+        return rd_kafka_brokers_add(kc->rk, brokers);
 }

@@ -18,13 +18,14 @@
 
 typedef enum kt_err {
         KT_OK = 0,
-        KT_ERR_NOMEM,   /**< allocation failed */
-        KT_ERR_CONFIG,  /**< invalid setting */
-        KT_ERR_KAFKA,   /**< librdkafka reported an error */
-        KT_ERR_HTTP,    /**< libcurl reported an error */
-        KT_ERR_SYS,     /**< a system call failed (see errno in the log) */
-        KT_ERR_FULL,    /**< no free slot / buffer full: try again later */
-        KT_ERR_TIMEDOUT /**< a bounded wait ran out */
+        KT_ERR_NOMEM,    /**< allocation failed */
+        KT_ERR_CONFIG,   /**< invalid setting */
+        KT_ERR_KAFKA,    /**< librdkafka reported an error */
+        KT_ERR_HTTP,     /**< libcurl reported an error */
+        KT_ERR_SYS,      /**< a system call failed (see errno in the log) */
+        KT_ERR_FULL,     /**< no free slot / buffer full: try again later */
+        KT_ERR_TIMEDOUT, /**< a bounded wait ran out */
+        KT_ERR_INVALID   /**< malformed input from outside (e.g. a broker registration) */
 } kt_err_t;
 
 /** @returns a static human-readable text for \p err. */

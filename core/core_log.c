@@ -35,6 +35,8 @@ const char *kt_err2str(kt_err_t err) {
                 return "no free slot";
         case KT_ERR_TIMEDOUT:
                 return "timed out";
+        case KT_ERR_INVALID:
+                return "invalid data";
         }
         return "unknown error";
 }

@@ -42,6 +42,10 @@
  *     timed out (logged);
  *   - restart: metrics.listen is logged as needing a restart.
  * The old configuration is freed once nothing points into it.
+ *
+ * ZooKeeper discovery (kafka.zookeeper, consumer_zk.c) adds one more pipe to sleep on and its
+ * retry timer to next_due_ms; zk_poll() hands each broker found to the consumer and the
+ * producer (rd_kafka_brokers_add).
  */
 #define _GNU_SOURCE
 #include "core.h"
@@ -81,6 +85,7 @@ typedef struct kt_loop {
         kt_metrics_t *km;
         kt_sched_t *ks;
         kt_produce_t *kp; /**< NULL unless on_failure = dead-letter or a reply_topic is set */
+        kt_zk_t *zk;      /**< NULL unless kafka.zookeeper is set */
         int sigfd;
         int stopping;
         int64_t next_due_ms; /**< earliest timer (retry or probe), INT64_MAX if none */
@@ -611,7 +616,10 @@ static void log_lines(int level, const char *prefix, const char *text) {
         }
 }
 
-/** Make the producer (if \p c needs one) and, unless \p before_join, the consumer of \p c.
+static void on_zk_broker(void *opaque, const char *hostport);
+
+/** Make the producer (if \p c needs one) and, unless \p before_join, the consumer of \p c
+ *  (and its ZooKeeper discovery).
  *  @returns 0, or -1 with nothing made and the reason in \p errstr. */
 static int kafka_build(kt_loop_t *kl, const kt_config_t *c, int before_join, char *errstr,
                        size_t errstr_size) {
@@ -619,6 +627,14 @@ static int kafka_build(kt_loop_t *kl, const kt_config_t *c, int before_join, cha
             !(kl->kp = kt_produce_new(c, on_produced, kl, errstr, errstr_size)))
                 return -1;
         if (!before_join && !(kl->kc = kt_consumer_new(c, &kl->hooks, errstr, errstr_size))) {
+                kt_produce_destroy(kl->kp);
+                kl->kp = NULL;
+                return -1;
+        }
+        if (!before_join && c->zookeeper &&
+            !(kl->zk = kt_consumer_zk_new(c, on_zk_broker, kl, errstr, errstr_size))) {
+                kt_consumer_destroy(kl->kc);
+                kl->kc = NULL;
                 kt_produce_destroy(kl->kp);
                 kl->kp = NULL;
                 return -1;
@@ -644,6 +660,8 @@ static void conf_switch(kt_loop_t *kl, kt_config_t *nc, int new_sched) {
                 kt_produce_conf_set(kl->kp, nc);
         if (kl->kc)
                 kt_consumer_conf_set(kl->kc, nc);
+        if (kl->zk)
+                kt_consumer_zk_conf_set(kl->zk, nc);
         kl->conf = nc;
         *kl->confp = nc;
         if (topic_map_build(kl))
@@ -670,6 +688,8 @@ static int rejoin(kt_loop_t *kl) {
         if (drain_all(kl))
                 KT_WARN(FAC, "reload: the commit before re-joining failed: records finished "
                              "since the last commit may be delivered again");
+        kt_consumer_zk_destroy(kl->zk); /* first: its broker callback uses the clients */
+        kl->zk = NULL;
         kt_consumer_destroy(kl->kc); /* leaves the group; its partitions were drained */
         kl->kc = NULL;
         kt_produce_destroy(kl->kp);
@@ -689,6 +709,7 @@ static int rejoin(kt_loop_t *kl) {
                 kt_metrics_reload(kl->km, KT_METRICS_RELOAD_APPLIED, nc->hash);
                 conf_switch(kl, nc, 1);
         }
+        kt_metrics_zookeeper_enable(kl->km, kl->zk != NULL);
         if (kl->runtime_down)
                 kt_consumer_hold(kl->kc, 1);
         return 0;
@@ -832,6 +853,29 @@ static int wait_for_runtime(kt_loop_t *kl) {
         return 0;
 }
 
+/* ---------------------------------------------------------------- ZooKeeper discovery */
+
+/** kt_zk_broker_cb: a broker found in ZooKeeper becomes a bootstrap broker of both clients. */
+static void on_zk_broker(void *opaque, const char *hostport) {
+        kt_loop_t *kl = opaque;
+
+        kt_consumer_brokers_add(kl->kc, hostport);
+        if (kl->kp)
+                kt_produce_brokers_add(kl->kp, hostport);
+}
+
+/** Serve what ZooKeeper's threads handed over; after dispatch_ready (it resets the timer). */
+static void zk_poll(kt_loop_t *kl) {
+        const kt_zk_stats_t *st;
+
+        if (!kl->zk)
+                return;
+        wake_at(kl, kt_consumer_zk_poll(kl->zk));
+        st = kt_consumer_zk_stats(kl->zk);
+        kt_metrics_zookeeper_set(kl->km, st->connected, st->brokers, st->bad_registrations,
+                                 st->discovered);
+}
+
 /* ---------------------------------------------------------------- the loop */
 
 int kt_loop_run(kt_config_t **confp, kt_metrics_t *km) {
@@ -878,6 +922,11 @@ int kt_loop_run(kt_config_t **confp, kt_metrics_t *km) {
                 KT_ERR(FAC, "consumer: %s", errstr);
                 goto out;
         }
+        if (conf->zookeeper &&
+            !(kl.zk = kt_consumer_zk_new(conf, on_zk_broker, &kl, errstr, sizeof(errstr)))) {
+                KT_ERR(FAC, "zookeeper: %s", errstr);
+                goto out;
+        }
         KT_INFO(FAC, "forwarding to %s (ordering %s, at most %d in flight)", conf->runtime_url,
                 conf->ordering == KT_ORDER_PARTITION ? "partition"
                 : conf->ordering == KT_ORDER_KEY     ? "key"
@@ -886,10 +935,11 @@ int kt_loop_run(kt_config_t **confp, kt_metrics_t *km) {
         conf = NULL; /* from here on kl.conf: a reload replaces it */
 
         while (!stop && !kt_consumer_fatal(kl.kc) && !(kl.kp && kt_produce_fatal(kl.kp))) {
-                struct curl_waitfd fds[3] = {
+                struct curl_waitfd fds[4] = {
                     {kt_consumer_wakeup_fd(kl.kc), CURL_WAIT_POLLIN, 0},
                     {kl.sigfd, CURL_WAIT_POLLIN, 0},
                     {kl.kp ? kt_produce_wakeup_fd(kl.kp) : -1, CURL_WAIT_POLLIN, 0},
+                    {kl.zk ? kt_consumer_zk_wakeup_fd(kl.zk) : -1, CURL_WAIT_POLLIN, 0},
                 };
                 int more;
                 int64_t wait_ms;
@@ -917,6 +967,7 @@ int kt_loop_run(kt_config_t **confp, kt_metrics_t *km) {
                 dispatch_ready(&kl);
                 kt_dispatch_perform(kl.kd); /* start the calls just submitted */
                 revoke_progress(&kl);
+                zk_poll(&kl);
                 kt_metrics_gauges_set(km, kt_dispatch_in_flight(kl.kd),
                                       kt_consumer_assigned_cnt(kl.kc), kt_consumer_buffered(kl.kc));
                 kt_metrics_group_joined_set(km, kt_consumer_joined(kl.kc));
@@ -935,7 +986,8 @@ int kt_loop_run(kt_config_t **confp, kt_metrics_t *km) {
                         if (wait_ms > KT_LOOP_MAX_WAIT_MS)
                                 wait_ms = KT_LOOP_MAX_WAIT_MS;
                 }
-                kt_dispatch_wait(kl.kd, fds, kl.kp ? 3 : 2, (int)wait_ms);
+                /* poll(2) skips the -1 entries (no producer, no ZooKeeper). */
+                kt_dispatch_wait(kl.kd, fds, 4, (int)wait_ms);
         }
 
         if (kt_consumer_fatal(kl.kc) || (kl.kp && kt_produce_fatal(kl.kp))) {
@@ -949,6 +1001,7 @@ out:
         /* Closing the consumer revokes what is left (drained above: nothing in flight),
          * commits once more and leaves the group. */
         kl.stopping = 1;
+        kt_consumer_zk_destroy(kl.zk); /* first: its broker callback uses the clients */
         kt_consumer_destroy(kl.kc);
         kt_produce_destroy(kl.kp);
         kt_dispatch_destroy(kl.kd);

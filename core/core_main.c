@@ -115,9 +115,13 @@ int main(int argc, char **argv) {
                 if (print)
                         kt_config_print(conf, stdout);
                 if (check)
-                        printf("%s: OK: function %s, group %s, %zu topic(s), brokers %s\n",
+                        printf("%s: OK: function %s, group %s, %zu topic(s), brokers %s%s%s\n",
                                path ? path : "(environment)", conf->handler, conf->group_id,
-                               conf->topic_cnt, conf->brokers);
+                               conf->topic_cnt, conf->brokers,
+                               conf->zookeeper
+                                   ? (*conf->brokers ? " + ZooKeeper " : "from ZooKeeper ")
+                                   : "",
+                               conf->zookeeper ? conf->zookeeper : "");
                 kt_config_destroy(conf);
                 return 0;
         }

@@ -223,6 +223,12 @@ void kt_produce_poll(kt_produce_t *kp);
 /** @returns non-zero once the producer hit a fatal error (the loop must stop). */
 int kt_produce_fatal(const kt_produce_t *kp);
 
+/**
+ * @brief Add bootstrap brokers at run time (rd_kafka_brokers_add), e.g. found in ZooKeeper.
+ * @returns the number of brokers librdkafka added.
+ */
+int kt_produce_brokers_add(kt_produce_t *kp, const char *brokers);
+
 /** @returns dead letters produced and not yet reported. */
 int kt_produce_outstanding(const kt_produce_t *kp);
 

@@ -52,6 +52,10 @@ int kt_produce_fatal(const kt_produce_t *kp) {
         return kp->fatal;
 }
 
+int kt_produce_brokers_add(kt_produce_t *kp, const char *brokers) {
+        return rd_kafka_brokers_add(kp->rk, brokers);
+}
+
 static void log_cb(const rd_kafka_t *rk, int level, const char *fac, const char *buf) {
         char f[64];
 

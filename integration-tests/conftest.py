@@ -1,7 +1,7 @@
 """pytest fixtures for ktrigger's integration tests against a real Apache Kafka broker.
 
 Session: the broker (reused from KT_KAFKA_BOOTSTRAP or a running `kafka.sh`, else started
-here and stopped at the end).  Per test: unique topic/group names, a Kafka helper, factories
+here and stopped at the end); a ZooKeeper server, started only when a test asks for one.  Per test: unique topic/group names, a Kafka helper, factories
 for the runtimes (Python, Node.js, Ruby) and for ktrigger processes (all stopped by pid at test
 end), and the tail of every process log attached to the report of a failed test.
 """
@@ -43,6 +43,35 @@ def kafka_bootstrap():
         yield bootstrap
     finally:
         _kafka_sh('stop', 120)
+
+
+@pytest.fixture(scope='session')
+def zookeeper(tmp_path_factory):
+    """A standalone ZooKeeper server (zookeeper/zk.sh) for the session, started on first use;
+    tests keep apart by chroot."""
+    zk = kt.ZooKeeper(tmp_path_factory.mktemp('zookeeper'))
+    zk.start()
+    try:
+        yield zk
+    finally:
+        zk.stop()
+
+
+@pytest.fixture
+def zookeeper_factory(request, tmp_path):
+    """start(port=None) -> kt.ZooKeeper: more servers for one test (stopped at its end)."""
+    started = []
+
+    def start(port=None):
+        zk = kt.ZooKeeper(tmp_path / ('zookeeper-%d' % len(started)))
+        started.append(zk)
+        zk.start(port)
+        _register_log(request, 'zookeeper %s' % zk.address, zk.state_dir / 'zk.log')
+        return zk
+
+    yield start
+    for zk in started:
+        zk.stop()
 
 
 @pytest.fixture(scope='session')

@@ -1,5 +1,5 @@
-"""Helpers for ktrigger's integration tests: Kafka (topics, producing, offsets), the
-Kubeless-style runtimes (Python/Bottle, Node.js/Express, Ruby/Sinatra) running the recorder
+"""Helpers for ktrigger's integration tests: Kafka (topics, producing, offsets), ZooKeeper
+(servers, Kafka's broker registrations), the Kubeless-style runtimes (Python/Bottle, Node.js/Express, Ruby/Sinatra) running the recorder
 handler, ktrigger itself (config file, process, metrics) and polling with a deadline.
 
 Fixtures in conftest.py hand out instances of these classes; tests import the plain functions
@@ -26,6 +26,7 @@ from confluent_kafka.admin import NewTopic
 REPO = Path(__file__).resolve().parent.parent
 HERE = REPO / 'integration-tests'
 KAFKA_SH = HERE / 'kafka' / 'kafka.sh'
+ZK_SH = HERE / 'zookeeper' / 'zk.sh'
 RUNTIME_PY = HERE / 'runtimes' / 'python' / 'kubeless.py'
 HANDLERS_DIR = HERE / 'runtimes' / 'python' / 'handlers'
 PYTHON = '/usr/bin/python3'  # Debian's: has bottle and confluent_kafka
@@ -263,6 +264,67 @@ class Kafka:
         for c in self._consumers.values():
             c.close()
         self._consumers.clear()
+
+
+# --------------------------------------------------------------------------- ZooKeeper
+
+class ZooKeeper:
+    """A standalone ZooKeeper server run by zookeeper/zk.sh with its own state directory."""
+
+    def __init__(self, state_dir):
+        self.state_dir = Path(state_dir)
+        self.address = None  # host:port once started
+        self._clients = []
+
+    def _sh(self, *args, timeout=180):
+        env = dict(os.environ, KT_ZK_DIR=str(self.state_dir))
+        return subprocess.run(['bash', str(ZK_SH)] + [str(a) for a in args], env=env,
+                              capture_output=True, text=True, timeout=timeout)
+
+    def start(self, port=None):
+        """Start a fresh server (empty data) on port (a free one if None); returns host:port."""
+        r = self._sh('start', *([port] if port else []))
+        assert r.returncode == 0, 'zk.sh start failed (%d):\n%s\n%s' % (
+            r.returncode, r.stdout, r.stderr[-3000:])
+        self.address = r.stdout.strip().splitlines()[-1]
+        return self.address
+
+    def stop(self):
+        """Stop the server (its data is gone: a restart is a new, empty ensemble)."""
+        for c in self._clients:
+            try:
+                c.stop()
+                c.close()
+            except Exception:  # the server may be gone already
+                pass
+        self._clients = []
+        r = self._sh('stop', timeout=60)
+        assert r.returncode == 0, r.stderr
+
+    def client(self):
+        """A connected kazoo client (stopped with the server or by the caller)."""
+        from kazoo.client import KazooClient  # Debian's python3-kazoo
+        c = KazooClient(hosts=self.address, timeout=10)
+        c.start(timeout=30)
+        self._clients.append(c)
+        return c
+
+    def log(self):
+        return tail(self.state_dir / 'zk.log')
+
+
+def broker_registration(bootstrap, version=5, endpoints=None, protocol_map=None):
+    """Kafka's JSON for /brokers/ids/<id> (what a ZooKeeper-mode broker writes), as bytes.
+
+    bootstrap: 'host:port' of the PLAINTEXT listener; endpoints/protocol_map replace the
+    default ['PLAINTEXT://host:port'] and {'PLAINTEXT': 'PLAINTEXT'}.
+    """
+    host, port = bootstrap.rsplit(':', 1)
+    reg = {'listener_security_protocol_map': protocol_map or {'PLAINTEXT': 'PLAINTEXT'},
+           'endpoints': endpoints or ['PLAINTEXT://%s:%s' % (host, port)],
+           'jmx_port': -1, 'features': {}, 'host': host, 'port': int(port),
+           'timestamp': str(int(time.time() * 1000)), 'version': version}
+    return json.dumps(reg).encode()
 
 
 # --------------------------------------------------------------------------- runtime

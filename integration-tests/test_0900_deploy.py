@@ -868,7 +868,7 @@ def test_dockerfile_runtime_stage_installs_what_ktrigger_links(linked_packages):
     allowed = {'ca-certificates': 'CA bundle for TLS to brokers'}
     makefile = (REPO / 'Makefile').read_text()
     if '-lzookeeper_mt' in makefile:
-        # Linked by the Makefile, dropped by --as-needed until ZooKeeper discovery calls it.
+        # Linked by the Makefile; dropped by --as-needed if ZooKeeper discovery is not built in.
         allowed['libzookeeper-mt2'] = '-lzookeeper_mt'
         zk = '/usr/lib/x86_64-linux-gnu/libzookeeper_mt.so.2'
         if os.path.exists(zk):

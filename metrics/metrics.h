@@ -108,7 +108,20 @@ typedef enum kt_metrics_reload_result {
 /** @brief Count a reload and, unless it was invalid, label ktrigger_config_info with \p hash. */
 void kt_metrics_reload(kt_metrics_t *km, kt_metrics_reload_result_t result, const char *hash);
 
-/** @returns non-zero when /readyz should answer 200: joined and runtime up. */
+/**
+ * @brief Report ZooKeeper broker discovery (kafka.zookeeper): session connected, brokers known
+ *        from it now, bad registrations so far, and whether any broker was discovered yet
+ *        (until then, with kafka.zookeeper set, /readyz is not ready).
+ */
+void kt_metrics_zookeeper_set(kt_metrics_t *km, int connected, int brokers,
+                              uint64_t bad_registrations, int discovered);
+
+/** @brief Discovery is configured (\p on: not ready until a broker is discovered) or not,
+ *         after a reload re-joined with other kafka.* settings. */
+void kt_metrics_zookeeper_enable(kt_metrics_t *km, int on);
+
+/** @returns non-zero when /readyz should answer 200: joined, runtime up and, with
+ *  kafka.zookeeper, a broker discovered. */
 int kt_metrics_ready(kt_metrics_t *km);
 
 /** @brief Record that the loop is alive (called every loop iteration). */

@@ -59,12 +59,13 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *conn, const char
                              MHD_RESPMEM_PERSISTENT);
         }
         if (!strcmp(url, "/readyz")) {
+                static const char not_ready[] = "not ready: not in the group yet, the runtime is "
+                                                "down, or no broker discovered yet\n";
                 if (kt_metrics_ready(km))
                         return reply(conn, MHD_HTTP_OK, text, (char *)"OK\n", 3,
                                      MHD_RESPMEM_PERSISTENT);
-                return reply(conn, MHD_HTTP_SERVICE_UNAVAILABLE, text,
-                             (char *)"not ready: not in the group yet, or the runtime is down\n",
-                             56, MHD_RESPMEM_PERSISTENT);
+                return reply(conn, MHD_HTTP_SERVICE_UNAVAILABLE, text, (char *)not_ready,
+                             sizeof(not_ready) - 1, MHD_RESPMEM_PERSISTENT);
         }
         return reply(conn, MHD_HTTP_NOT_FOUND, text, (char *)"not found\n", 10,
                      MHD_RESPMEM_PERSISTENT);

@@ -48,6 +48,11 @@ struct kt_metrics {
         char *lag_lines;   /**< under lines_lock */
         char *error_lines; /**< under lines_lock */
         _Atomic int paused;
+        _Atomic int zk_on; /**< discovery configured (kafka.zookeeper) */
+        _Atomic int zk_connected;
+        _Atomic int zk_brokers;
+        _Atomic int zk_waiting; /**< kafka.zookeeper set and no broker discovered yet */
+        _Atomic uint64_t zk_bad;
         struct MHD_Daemon *server;
 };
 

@@ -36,6 +36,8 @@ kt_metrics_t *kt_metrics_new(const kt_config_t *conf) {
                 }
         atomic_store(&km->heartbeat_ms, kt_now_ms());
         atomic_store(&km->runtime_up, 1);
+        atomic_store(&km->zk_on, conf->zookeeper != NULL);
+        atomic_store(&km->zk_waiting, conf->zookeeper != NULL);
         return km;
 }
 
@@ -129,8 +131,26 @@ void kt_metrics_group_joined_set(kt_metrics_t *km, int joined) {
         SET(km->group_joined, joined);
 }
 
+void kt_metrics_zookeeper_set(kt_metrics_t *km, int connected, int brokers,
+                              uint64_t bad_registrations, int discovered) {
+        SET(km->zk_connected, connected);
+        SET(km->zk_brokers, brokers);
+        SET(km->zk_bad, bad_registrations);
+        SET(km->zk_waiting, !discovered);
+}
+
+void kt_metrics_zookeeper_enable(kt_metrics_t *km, int on) {
+        SET(km->zk_on, on);
+        SET(km->zk_waiting, on);
+        if (!on) {
+                SET(km->zk_connected, 0);
+                SET(km->zk_brokers, 0);
+        }
+}
+
 int kt_metrics_ready(kt_metrics_t *km) {
-        return GET(km->runtime_up) && GET(km->group_joined) && kt_metrics_healthy(km);
+        return GET(km->runtime_up) && GET(km->group_joined) && !GET(km->zk_waiting) &&
+               kt_metrics_healthy(km);
 }
 
 void kt_metrics_consumer_set(kt_metrics_t *km, uint64_t assigns, uint64_t revokes, uint64_t losts,
@@ -300,6 +320,22 @@ char *kt_metrics_format(kt_metrics_t *km, size_t *lenp) {
                         fprintf(f, "ktrigger_calls_total{outcome=\"%s\"} %llu\n", names[o],
                                 (unsigned long long)GET(km->outcomes[o]));
         }
+        if (GET(km->zk_on))
+                fprintf(f,
+                        "# HELP ktrigger_zookeeper_connected Whether the ZooKeeper session used "
+                        "for broker discovery is connected.\n"
+                        "# TYPE ktrigger_zookeeper_connected gauge\n"
+                        "ktrigger_zookeeper_connected %d\n"
+                        "# HELP ktrigger_zookeeper_brokers Brokers registered in ZooKeeper with "
+                        "a usable endpoint.\n"
+                        "# TYPE ktrigger_zookeeper_brokers gauge\n"
+                        "ktrigger_zookeeper_brokers %d\n"
+                        "# HELP ktrigger_zookeeper_bad_registrations_total Broker registrations "
+                        "skipped (malformed, or no endpoint for the protocol/listener).\n"
+                        "# TYPE ktrigger_zookeeper_bad_registrations_total counter\n"
+                        "ktrigger_zookeeper_bad_registrations_total %llu\n",
+                        GET(km->zk_connected), GET(km->zk_brokers),
+                        (unsigned long long)GET(km->zk_bad));
         fprintf(f,
                 "# HELP ktrigger_rebalances_total Rebalance events by type.\n"
                 "# TYPE ktrigger_rebalances_total counter\n"

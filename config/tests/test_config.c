@@ -315,6 +315,99 @@ static void test_references(void) {
         unlink("/tmp/kt-test-secret");
 }
 
+/* kafka.zookeeper: brokers from ZooKeeper only, unless kafka.brokers is given too. */
+static void test_zookeeper(void) {
+        static const struct {
+                const char *text;
+                const char *env_zk, *env_brokers;
+                const char *zookeeper, *listener, *brokers;
+        } good[] = {
+            {"kafka = { zookeeper = \"zk1:2181,zk2:2181/kafka\"; };\n", NULL, NULL,
+             "zk1:2181,zk2:2181/kafka", NULL, ""},
+            {"kafka = { zookeeper = \"[::1]:2181\"; zookeeper_listener = \"EXTERNAL\";\n"
+             "  brokers = \"b1:9092\"; };\n",
+             NULL, NULL, "[::1]:2181", "EXTERNAL", "b1:9092"},
+            {"kafka = { };\n", "zk:2181/a/b", NULL, "zk:2181/a/b", NULL, ""},
+            {"kafka = { };\n", "zk:2181", "k1:9092", "zk:2181", NULL, "k1:9092"},
+            /* The environment wins over the file. */
+            {"kafka = { zookeeper = \"file:2181\"; brokers = \"b:1\"; };\n", "env:2181", NULL,
+             "env:2181", NULL, "b:1"},
+            {"kafka = { brokers = \"b:1\"; };\n", NULL, NULL, NULL, NULL, "b:1"},
+        };
+        static const struct {
+                const char *text;
+                const char *want;
+        } bad[] = {
+            {"kafka = {\n zookeeper = \"zk\"; };\n",
+             ":3: kafka.zookeeper: 'zk' is not host:port[,host:port...][/chroot]: 'zk' is not "
+             "host:port"},
+            {"kafka = {\n zookeeper = \"zk:2181,\"; };\n",
+             ":3: kafka.zookeeper: 'zk:2181,' is not host:port"},
+            {"kafka = {\n zookeeper = \"zk:99999/x\"; };\n",
+             ":3: kafka.zookeeper: 'zk:99999/x' is not host:port[,host:port...][/chroot]: "
+             "'zk:99999' is not host:port with a port in 1..65535"},
+            {"kafka = {\n zookeeper = \"zk:2181/\"; };\n",
+             ":3: kafka.zookeeper: 'zk:2181/' is not host:port[,host:port...][/chroot]: the "
+             "chroot must not end with '/'"},
+            {"kafka = {\n zookeeper = \"zk:2181//a\"; };\n", "the chroot must be /name"},
+            {"kafka = {\n zookeeper = \"/chroot\"; };\n", "no host:port"},
+            {"kafka = {\n zookeeper = \"\"; };\n", ":3: kafka.zookeeper: '' is not"},
+            {"kafka = {\n zookeeper = 2181; };\n", ":3: kafka.zookeeper: must be a string"},
+            {"kafka = {\n zookeeper_listener = \"EXTERNAL\"; };\n",
+             ":3: kafka.zookeeper_listener: needs kafka.zookeeper"},
+            {"kafka = { zookeeper = \"zk:1\";\n zookeeper_listener = \"A B\"; };\n",
+             ":3: kafka.zookeeper_listener: 'A B' is not a listener name"},
+            {"kafka = {\n brokers = \"\"; };\n",
+             ":3: kafka.brokers: must not be empty (unless kafka.zookeeper is set)"},
+        };
+        char err[4096], text[512];
+
+        env_clear();
+        for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
+                kt_config_t *conf;
+
+                snprintf(text, sizeof(text), "function = { handler = \"m.f\"; };\n%s",
+                         good[i].text);
+                if (good[i].env_zk)
+                        setenv("KTRIGGER_KAFKA_ZOOKEEPER", good[i].env_zk, 1);
+                if (good[i].env_brokers)
+                        setenv("KAFKA_BROKERS", good[i].env_brokers, 1);
+                setenv("TOPIC_NAME", "t", 1);
+                conf = kt_config_load(write_conf(text), err, sizeof(err));
+                unlink(path);
+                env_clear();
+                KT_CHECK(conf != NULL, "good %zu: %s", i, err);
+                if (!conf)
+                        continue;
+                if (good[i].zookeeper)
+                        KT_CHECK_STR(conf->zookeeper, good[i].zookeeper);
+                else
+                        KT_CHECK(conf->zookeeper == NULL, "good %zu: zookeeper %s", i,
+                                 conf->zookeeper);
+                if (good[i].listener)
+                        KT_CHECK_STR(conf->zookeeper_listener, good[i].listener);
+                else
+                        KT_CHECK(conf->zookeeper_listener == NULL, "good %zu: listener", i);
+                KT_CHECK(conf->brokers && !strcmp(conf->brokers, good[i].brokers),
+                         "good %zu: brokers '%s', want '%s'", i, conf->brokers, good[i].brokers);
+                kt_config_destroy(conf);
+        }
+        for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+                kt_config_t *conf;
+
+                snprintf(text, sizeof(text), "function = { handler = \"m.f\"; };\n%s", bad[i].text);
+                setenv("TOPIC_NAME", "t", 1);
+                conf = kt_config_load(write_conf(text), err, sizeof(err));
+                unlink(path);
+                env_clear();
+                KT_CHECK(conf == NULL, "bad %zu should fail", i);
+                kt_config_destroy(conf);
+                /* Line 1 is the function group: the key is on line 3. */
+                KT_CHECK(strstr(err, bad[i].want) != NULL, "bad %zu: want '%s' in:\n%s", i,
+                         bad[i].want, err);
+        }
+}
+
 /** Replace the temporary file's path by "F" so expected messages can be written exactly. */
 static void unpath(char *err) {
         size_t plen = strlen(path);
@@ -340,14 +433,14 @@ static void test_errors_exact(void) {
              "  zookeeper = \"zk:2181,zk2/\"; };\nlog = { level = \"loud\"; };\n",
              "F:4: log.level: 'loud' is not one of: error, warning, notice, info, debug, err, "
              "warn\n"
-             "F:3: kafka.zookeeper: 'zk:2181,zk2/' is not host:port[,host:port...][/chroot] with "
-             "ports in 1..65535"},
+             "F:3: kafka.zookeeper: 'zk:2181,zk2/' is not host:port[,host:port...][/chroot]: "
+             "'zk2' is not host:port with a port in 1..65535"},
             {"function = { handler = \"m.f\"; };\nkafka = { topics = [\"t\"]; };\n"
              "dispatch = { retry = 5; };\nlogs = { level = \"info\"; };\n",
              "F:3: dispatch.retry: must be a group: { ... }\nF:4: logs: unknown section"},
             {"function = { handler = \"m.f\"; };\nkafka = { topics = [\"t\"]; brokers = \"\";\n"
              "properties = ( (\"fetch.wait.max.ms\", \"soon\") ); };\n",
-             "F:2: kafka.brokers: must not be empty (or set kafka.zookeeper)\n"
+             "F:2: kafka.brokers: must not be empty (unless kafka.zookeeper is set)\n"
              "F:3: kafka.properties: Invalid value for configuration property "
              "\"fetch.wait.max.ms\""},
         };
@@ -626,6 +719,7 @@ int main(void) {
         test_good_file_and_env();
         test_errors();
         test_errors_exact();
+        test_zookeeper();
         test_precedence();
         test_print_and_secrets();
         test_diff();

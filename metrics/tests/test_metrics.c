@@ -5,6 +5,45 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+/* With kafka.zookeeper: its metrics, and not ready before a broker was discovered. */
+static void test_zookeeper(void) {
+        char *topics[] = {"a"};
+        kt_config_t conf = {0};
+        kt_metrics_t *km;
+        char *text;
+
+        conf.handler = "m.f";
+        conf.topics = topics;
+        conf.topic_cnt = 1;
+        conf.zookeeper = "zk:2181";
+        if (!(km = kt_metrics_new(&conf))) {
+                KT_CHECK(0, "new");
+                return;
+        }
+        kt_metrics_group_joined_set(km, 1);
+        kt_metrics_runtime_up_set(km, 1);
+        KT_CHECK(!kt_metrics_ready(km), "ready before any ZooKeeper update");
+        kt_metrics_zookeeper_set(km, 1, 0, 2, 0);
+        KT_CHECK(!kt_metrics_ready(km), "ready with no broker discovered");
+        kt_metrics_zookeeper_set(km, 0, 0, 3, 1);
+        KT_CHECK(kt_metrics_ready(km), "not ready with a broker discovered");
+        kt_metrics_zookeeper_set(km, 1, 2, 3, 1);
+        text = kt_metrics_format(km, NULL);
+        KT_CHECK(text != NULL, "format");
+        if (text) {
+                static const char *const want[] = {
+                    "# TYPE ktrigger_zookeeper_connected gauge\nktrigger_zookeeper_connected 1\n",
+                    "# TYPE ktrigger_zookeeper_brokers gauge\nktrigger_zookeeper_brokers 2\n",
+                    "# TYPE ktrigger_zookeeper_bad_registrations_total counter\n"
+                    "ktrigger_zookeeper_bad_registrations_total 3\n",
+                };
+                for (size_t i = 0; i < sizeof(want) / sizeof(want[0]); i++)
+                        KT_CHECK(strstr(text, want[i]) != NULL, "missing: %s", want[i]);
+        }
+        free(text);
+        kt_metrics_destroy(km);
+}
+
 int main(void) {
         char *topics[] = {"a", "b"};
         kt_config_t conf = {0};
@@ -69,8 +108,10 @@ int main(void) {
                         KT_CHECK(strstr(text, want[i]) != NULL, "missing: %s", want[i]);
         }
         KT_CHECK(kt_metrics_healthy(km), "fresh loop is healthy");
+        KT_CHECK(!text || !strstr(text, "ktrigger_zookeeper"), "zookeeper metrics without it");
         free(text);
         kt_metrics_destroy(km);
         kt_metrics_destroy(NULL);
+        test_zookeeper();
         return kt_test_done("test_metrics");
 }
