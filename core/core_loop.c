@@ -11,9 +11,9 @@
  *      dispatch.on_failure (skip / dead-letter; block never gives up);
  *   3. start calls: retries that are due, then records whose lane is free (see
  *      dispatch_sched.c), while call slots (dispatch.max_in_flight) are free;
- *   4. sleep in curl_multi_poll() on curl's sockets, the Kafka and producer wake-up pipes and
- *      the signalfd, no longer than the next retry, the next runtime probe or 1 s (the health
- *      heartbeat). If the Kafka budget ran out, do not sleep: the wake-up pipe fires only on
+ *   4. sleep in epoll (kt_dispatch_wait) on curl's sockets, the Kafka and producer wake-up
+ *      pipes and the signalfd, no longer than the next retry, the next runtime probe or 1 s (the
+ *      health heartbeat). If the Kafka budget ran out, do not sleep: the wake-up pipe fires only on
  *      empty -> non-empty.
  *
  * The runtime being down (connection refused) is not a record failure: the record goes back
