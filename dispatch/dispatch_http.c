@@ -39,7 +39,7 @@
 
 typedef struct slot {
         CURL *easy;
-        struct curl_slist *headers;
+        kt_dispatch_hdrs_t hdrs; /**< request header lines, storage reused call after call */
         void *opaque;
         int busy;
         char error[CURL_ERROR_SIZE];
@@ -58,6 +58,7 @@ struct kt_dispatch {
         kt_dispatch_done_cb *cb;
         kt_dispatch_probe_cb *probe_cb;
         void *cbarg;
+        CURLU *url;  /**< runtime_url parsed once, shared read-only by the slots */
         CURL *probe; /**< health probe, in the multi while probe_busy */
         int probe_busy;
         int epfd;                         /**< curl's sockets and the loop's extra fds */
@@ -143,7 +144,11 @@ int64_t kt_dispatch_backoff_ms(const kt_config_t *conf, int attempts) {
 static int slot_setup(kt_dispatch_t *kd, slot_t *s) {
         if (!(s->easy = curl_easy_init()))
                 return -1;
-        curl_easy_setopt(s->easy, CURLOPT_URL, kd->conf->runtime_url);
+        /* Parsed once: with CURLOPT_URL curl parses the string again for every call. */
+        if (kd->url)
+                curl_easy_setopt(s->easy, CURLOPT_CURLU, kd->url);
+        else
+                curl_easy_setopt(s->easy, CURLOPT_URL, kd->conf->runtime_url);
         curl_easy_setopt(s->easy, CURLOPT_POST, 1L);
         curl_easy_setopt(s->easy, CURLOPT_NOSIGNAL, 1L);
         curl_easy_setopt(s->easy, CURLOPT_TCP_NODELAY, 1L);
@@ -186,6 +191,12 @@ kt_dispatch_t *kt_dispatch_new(const kt_config_t *conf, kt_dispatch_done_cb *cb,
         curl_multi_setopt(kd->multi, CURLMOPT_MAXCONNECTS, (long)kd->slot_cnt);
         curl_multi_setopt(kd->multi, CURLMOPT_SOCKETFUNCTION, socket_cb);
         curl_multi_setopt(kd->multi, CURLMOPT_SOCKETDATA, kd);
+        if ((kd->url = curl_url()) &&
+            curl_url_set(kd->url, CURLUPART_URL, conf->runtime_url, 0) != CURLUE_OK) {
+                /* Let CURLOPT_URL report what is wrong with it, call by call. */
+                curl_url_cleanup(kd->url);
+                kd->url = NULL;
+        }
         for (int i = kd->slot_cnt - 1; i >= 0; i--) {
                 if (slot_setup(kd, &kd->slots[i]))
                         goto nomem;
@@ -209,8 +220,7 @@ nomem:
 
 static void slot_release(kt_dispatch_t *kd, slot_t *s) {
         curl_multi_remove_handle(kd->multi, s->easy);
-        curl_slist_free_all(s->headers);
-        s->headers = NULL;
+        kt_dispatch_hdrs_reset(&s->hdrs);
         s->opaque = NULL;
         s->busy = 0;
         free(s->body);
@@ -229,6 +239,7 @@ void kt_dispatch_destroy(kt_dispatch_t *kd) {
                         slot_release(kd, s);
                 if (s->easy)
                         curl_easy_cleanup(s->easy);
+                kt_dispatch_hdrs_free(&s->hdrs);
         }
         if (kd->probe) {
                 if (kd->probe_busy)
@@ -237,6 +248,7 @@ void kt_dispatch_destroy(kt_dispatch_t *kd) {
         }
         if (kd->multi)
                 curl_multi_cleanup(kd->multi);
+        curl_url_cleanup(kd->url); /* after the easy handles that used it */
         if (kd->epfd != -1)
                 close(kd->epfd);
         free(kd->slots);
@@ -253,20 +265,15 @@ kt_err_t kt_dispatch_request_submit(kt_dispatch_t *kd, const kt_dispatch_req_t *
         if (!kd->free_cnt)
                 return KT_ERR_FULL;
         s = &kd->slots[kd->free_stack[kd->free_cnt - 1]];
-        s->headers = NULL;
-        if ((err = kt_dispatch_headers_build(req, &s->headers, droppedp))) {
-                curl_slist_free_all(s->headers);
-                s->headers = NULL;
+        if ((err = kt_dispatch_headers_build(req, &s->hdrs, droppedp)))
                 return err;
-        }
         s->error[0] = '\0';
-        curl_easy_setopt(s->easy, CURLOPT_HTTPHEADER, s->headers);
+        curl_easy_setopt(s->easy, CURLOPT_HTTPHEADER, s->hdrs.list);
         curl_easy_setopt(s->easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)req->len);
         curl_easy_setopt(s->easy, CURLOPT_POSTFIELDS, req->value ? (const char *)req->value : "");
         if ((mc = curl_multi_add_handle(kd->multi, s->easy)) != CURLM_OK) {
                 KT_ERR(FAC, "cannot start call: %s", curl_multi_strerror(mc));
-                curl_slist_free_all(s->headers);
-                s->headers = NULL;
+                kt_dispatch_hdrs_reset(&s->hdrs);
                 return KT_ERR_HTTP;
         }
         kd->free_cnt--;
