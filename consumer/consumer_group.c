@@ -486,8 +486,8 @@ kt_consumer_t *kt_consumer_new(const kt_config_t *conf, const kt_consumer_hooks_
              * throughput: librdkafka 2.0.2 fetches a partition again only when its broker
              * thread next wakes up, and with every partition over these bounds that is its
              * ~1 s timeout. */
-            {"queued.max.messages.kbytes", "1024"},
-            {"queued.min.messages", "2000"},
+            {"queued.max.messages.kbytes", "512"},
+            {"queued.min.messages", "1000"},
             /* Fetch responses are shared by their records: one record still buffered keeps
              * its whole response allocated. Smaller responses (at most 256 KiB a partition,
              * 1 MiB in all) bound that; a bigger record still comes through whole. */
