@@ -486,9 +486,19 @@ kt_consumer_t *kt_consumer_new(const kt_config_t *conf, const kt_consumer_hooks_
             {"partition.assignment.strategy", "cooperative-sticky"},
             {"enable.auto.commit", "true"},
             {"auto.commit.interval.ms", "1000"},
-            /* Per partition: each partition has its own queue (see DESIGN). */
-            {"queued.max.messages.kbytes", "2048"},
-            {"queued.min.messages", "2000"},
+            /* Prefetch, per partition: each partition has its own queue (see DESIGN). With
+             * the per-partition buffers (dispatch.partition_buffer_*) this keeps peak RSS
+             * under 40 MiB on 8 partitions whatever the lag (bench/README.md). Smaller costs
+             * throughput: librdkafka 2.0.2 fetches a partition again only when its broker
+             * thread next wakes up, and with every partition over these bounds that is its
+             * ~1 s timeout. */
+            {"queued.max.messages.kbytes", "512"},
+            {"queued.min.messages", "1000"},
+            /* Fetch responses are shared by their records: one record still buffered keeps
+             * its whole response allocated. Smaller responses (at most 256 KiB a partition,
+             * 1 MiB in all) bound that; a bigger record still comes through whole. */
+            {"fetch.message.max.bytes", "262144"},
+            {"fetch.max.bytes", "1048576"},
             {"client.id", "ktrigger"},
             {"statistics.interval.ms", "5000"}, /* consumer lag for /metrics */
         };

@@ -11,9 +11,9 @@
  *      dispatch.on_failure (skip / dead-letter; block never gives up);
  *   3. start calls: retries that are due, then records whose lane is free (see
  *      dispatch_sched.c), while call slots (dispatch.max_in_flight) are free;
- *   4. sleep in curl_multi_poll() on curl's sockets, the Kafka and producer wake-up pipes and
- *      the signalfd, no longer than the next retry, the next runtime probe or 1 s (the health
- *      heartbeat). If the Kafka budget ran out, do not sleep: the wake-up pipe fires only on
+ *   4. sleep in epoll (kt_dispatch_wait) on curl's sockets, the Kafka and producer wake-up
+ *      pipes and the signalfd, no longer than the next retry, the next runtime probe or 1 s (the
+ *      health heartbeat). If the Kafka budget ran out, do not sleep: the wake-up pipe fires only on
  *      empty -> non-empty.
  *
  * The runtime being down (connection refused) is not a record failure: the record goes back
@@ -694,6 +694,7 @@ static int rejoin(kt_loop_t *kl) {
         kl->kc = NULL;
         kt_produce_destroy(kl->kp);
         kl->kp = NULL;
+        kt_dispatch_wait_reset(kl->kd); /* their wake-up fds are closed; numbers get reused */
         kl->stopping = 0;
         kl->next_due_ms = INT64_MAX;
         if (kafka_build(kl, nc, 0, errstr, sizeof(errstr))) {
@@ -730,6 +731,7 @@ static void apply_before_join(kt_loop_t *kl, kt_config_t *nc) {
                 return;
         }
         kt_produce_destroy(kp);
+        kt_dispatch_wait_reset(kl->kd);
         kt_metrics_reload(kl->km, KT_METRICS_RELOAD_APPLIED, nc->hash);
         conf_switch(kl, nc, 1);
 }

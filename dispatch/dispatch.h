@@ -105,6 +105,12 @@ int kt_dispatch_slots_free(const kt_dispatch_t *kd);
 void kt_dispatch_perform(kt_dispatch_t *kd);
 
 /**
+ * @brief Forget the extra fds registered by earlier waits: call after closing any of them (a
+ *        new one may reuse the number, and epoll dropped the old one when it was closed).
+ */
+void kt_dispatch_wait_reset(kt_dispatch_t *kd);
+
+/**
  * @brief Sleep until a transfer, one of \p extra fds, or \p timeout_ms (capped by curl's own
  *        timers) wants attention.
  */
@@ -135,15 +141,38 @@ kt_outcome_t kt_dispatch_outcome_classify(long status);
 #define KT_MAX_KEY_PLAIN_BYTES    4096
 
 /**
+ * Storage for one request's header lines, reused call after call, so that building them
+ * allocates nothing once it has grown to the usual size. Plain data, owned by its user.
+ * \p list is what CURLOPT_HTTPHEADER takes; its nodes and strings live here (never pass it
+ * to curl_slist_free_all()). Zero-initialize before first use.
+ */
+typedef struct kt_dispatch_hdrs {
+        struct curl_slist *list; /**< the first line, NULL if none */
+        struct curl_slist *nodes;
+        size_t cnt, cap;
+        char *buf; /**< the lines, NUL-terminated, one after another */
+        size_t len, size;
+} kt_dispatch_hdrs_t;
+
+/** Storage a kt_dispatch_hdrs_t keeps between calls; more is freed by kt_dispatch_hdrs_reset(). */
+#define KT_HDRS_KEEP_BYTES (16 * 1024)
+
+/**
  * @brief Build the request headers for \p req (the event contract: Kubeless event headers,
- *        key, partition, offset, timestamp, record headers), appended to \p *headersp.
+ *        key, partition, offset, timestamp, record headers) into \p h, replacing what it held.
  *        Nothing from the record reaches a header line unless it is safe to; unsafe values
  *        are base64-encoded, names that are not HTTP tokens and oversized values are dropped.
  * @param droppedp incremented for every record header dropped.
- * @returns KT_OK or KT_ERR_NOMEM (then \p *headersp may hold a partial list to free).
+ * @returns KT_OK or KT_ERR_NOMEM (then \p h->list is NULL).
  */
-kt_err_t kt_dispatch_headers_build(const kt_dispatch_req_t *req, struct curl_slist **headersp,
+kt_err_t kt_dispatch_headers_build(const kt_dispatch_req_t *req, kt_dispatch_hdrs_t *h,
                                    int *droppedp);
+
+/** @brief Forget the lines of \p h; keep its storage unless it grew over KT_HDRS_KEEP_BYTES. */
+void kt_dispatch_hdrs_reset(kt_dispatch_hdrs_t *h);
+
+/** @brief Free the storage of \p h (it may be used again, empty). */
+void kt_dispatch_hdrs_free(kt_dispatch_hdrs_t *h);
 
 /** @returns non-zero if \p value is one whole JSON object or array. */
 int kt_dispatch_value_is_json(const void *value, size_t len);

@@ -14,6 +14,7 @@
 #include <cjson/cJSON.h>
 #include <ctype.h>
 #include <inttypes.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -150,22 +151,109 @@ static void base64(const unsigned char *in, size_t len, char *out) {
         out[o] = '\0';
 }
 
-/** RFC 3339 UTC with milliseconds: 2023-11-14T22:13:20.123Z. */
+/** RFC 3339 UTC with milliseconds: 2023-11-14T22:13:20.123Z. The date and time part is kept
+ *  for the last second formatted: records of one batch mostly share it. */
 static void format_rfc3339(int64_t ms, char *buf, size_t size) {
-        time_t sec = (time_t)(ms / 1000);
-        struct tm tm;
-        size_t n;
+        static int64_t last_sec = INT64_MIN;
+        static char last[32];
+        static size_t last_len;
+        int64_t sec = ms / 1000 - (ms % 1000 < 0);
+        int msec = (int)(ms - sec * 1000);
 
-        gmtime_r(&sec, &tm);
-        n = strftime(buf, size, "%Y-%m-%dT%H:%M:%S", &tm);
-        snprintf(buf + n, size - n, ".%03dZ", (int)(ms % 1000));
+        if (sec != last_sec) {
+                time_t t = (time_t)sec;
+                struct tm tm;
+                gmtime_r(&t, &tm);
+                last_len = strftime(last, sizeof(last), "%Y-%m-%dT%H:%M:%S", &tm);
+                last_sec = sec;
+        }
+        if (size < last_len + 6)
+                return;
+        memcpy(buf, last, last_len);
+        buf[last_len] = '.';
+        buf[last_len + 1] = (char)('0' + msec / 100);
+        buf[last_len + 2] = (char)('0' + msec / 10 % 10);
+        buf[last_len + 3] = (char)('0' + msec % 10);
+        buf[last_len + 4] = 'Z';
+        buf[last_len + 5] = '\0';
 }
 
-static kt_err_t add(struct curl_slist **headersp, const char *line) {
-        struct curl_slist *n = curl_slist_append(*headersp, line);
-        if (!n)
-                return KT_ERR_NOMEM;
-        *headersp = n;
+/* ---------------------------------------------------------------- line storage */
+
+void kt_dispatch_hdrs_reset(kt_dispatch_hdrs_t *h) {
+        h->list = NULL;
+        h->cnt = 0;
+        h->len = 0;
+        if (h->size + h->cap * sizeof(*h->nodes) > KT_HDRS_KEEP_BYTES)
+                kt_dispatch_hdrs_free(h); /* one big request must not pin its memory */
+}
+
+void kt_dispatch_hdrs_free(kt_dispatch_hdrs_t *h) {
+        free(h->nodes);
+        free(h->buf);
+        memset(h, 0, sizeof(*h));
+}
+
+/** Append \p n bytes to the line being built. */
+static kt_err_t put(kt_dispatch_hdrs_t *h, const char *s, size_t n) {
+        if (h->len + n + 1 > h->size) {
+                size_t size = h->size ? h->size : 1024;
+                char *b;
+                while (size < h->len + n + 1)
+                        size *= 2;
+                if (!(b = realloc(h->buf, size)))
+                        return KT_ERR_NOMEM;
+                h->buf = b;
+                h->size = size;
+        }
+        memcpy(h->buf + h->len, s, n);
+        h->len += n;
+        return KT_OK;
+}
+
+static kt_err_t puts_(kt_dispatch_hdrs_t *h, const char *s) {
+        return put(h, s, strlen(s));
+}
+
+static kt_err_t put_i64(kt_dispatch_hdrs_t *h, int64_t v) {
+        char tmp[24], *e = tmp + sizeof(tmp), *p = e;
+        uint64_t u = v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v;
+
+        do
+                *--p = (char)('0' + u % 10);
+        while ((u /= 10));
+        if (v < 0)
+                *--p = '-';
+        return put(h, p, (size_t)(e - p));
+}
+
+/** Start a line at the current end of the buffer. */
+static kt_err_t line_begin(kt_dispatch_hdrs_t *h) {
+        if (h->cnt == h->cap) {
+                size_t cap = h->cap ? h->cap * 2 : 16;
+                struct curl_slist *n = realloc(h->nodes, cap * sizeof(*n));
+                if (!n)
+                        return KT_ERR_NOMEM;
+                h->nodes = n;
+                h->cap = cap;
+        }
+        /* The buffer may still move: keep the offset, turned into a pointer at the end. */
+        h->nodes[h->cnt].data = (char *)(uintptr_t)h->len;
+        return KT_OK;
+}
+
+static kt_err_t line_end(kt_dispatch_hdrs_t *h) {
+        kt_err_t err = put(h, "", 1); /* NUL (put reserves room for it) */
+        if (!err)
+                h->cnt++;
+        return err;
+}
+
+/** Append one whole line. */
+static kt_err_t add(kt_dispatch_hdrs_t *h, const char *line) {
+        kt_err_t err;
+        if ((err = line_begin(h)) || (err = puts_(h, line)) || (err = line_end(h)))
+                return err;
         return KT_OK;
 }
 
@@ -198,8 +286,8 @@ static const char *content_type(const kt_dispatch_req_t *req, char *buf, size_t 
         return "application/octet-stream";
 }
 
-static kt_err_t add_record_headers(const kt_dispatch_req_t *req, struct curl_slist **headersp,
-                                   char *line, int *droppedp) {
+static kt_err_t add_record_headers(const kt_dispatch_req_t *req, kt_dispatch_hdrs_t *h, char *line,
+                                   int *droppedp) {
         const char *name;
         const void *v;
         size_t len;
@@ -231,23 +319,46 @@ static kt_err_t add_record_headers(const kt_dispatch_req_t *req, struct curl_sli
                         n = snprintf(line, LINE_MAX_BYTES, "event-headerb64-%s: ", name);
                         base64(v, len, line + n);
                 }
-                if ((err = add(headersp, line)))
+                if ((err = add(h, line)))
                         return err;
         }
         return KT_OK;
 }
 
-kt_err_t kt_dispatch_headers_build(const kt_dispatch_req_t *req, struct curl_slist **headersp,
+kt_err_t kt_dispatch_headers_build(const kt_dispatch_req_t *req, kt_dispatch_hdrs_t *h,
                                    int *droppedp) {
         /* On the stack (about 11 KiB): no allocation per call for the line buffer. */
         char line[LINE_MAX_BYTES], tbuf[64], ctbuf[256];
         const char *type = content_type(req, ctbuf, sizeof(ctbuf));
         kt_err_t err = KT_ERR_NOMEM;
 
-#define ADDF(...)                                                                                  \
+        kt_dispatch_hdrs_reset(h);
+
+/* The hot, fixed lines are put piece by piece (no printf); PUT/PUTS/PUTI stop at the first
+ * error. */
+#define BEGIN()                                                                                    \
         do {                                                                                       \
-                snprintf(line, LINE_MAX_BYTES, __VA_ARGS__);                                       \
-                if ((err = add(headersp, line)))                                                   \
+                if ((err = line_begin(h)))                                                         \
+                        goto out;                                                                  \
+        } while (0)
+#define PUTS(str)                                                                                  \
+        do {                                                                                       \
+                if ((err = puts_(h, str)))                                                         \
+                        goto out;                                                                  \
+        } while (0)
+#define PUTI(v)                                                                                    \
+        do {                                                                                       \
+                if ((err = put_i64(h, v)))                                                         \
+                        goto out;                                                                  \
+        } while (0)
+#define END()                                                                                      \
+        do {                                                                                       \
+                if ((err = line_end(h)))                                                           \
+                        goto out;                                                                  \
+        } while (0)
+#define LINE(str)                                                                                  \
+        do {                                                                                       \
+                if ((err = add(h, str)))                                                           \
                         goto out;                                                                  \
         } while (0)
 
@@ -255,58 +366,124 @@ kt_err_t kt_dispatch_headers_build(const kt_dispatch_req_t *req, struct curl_sli
                        sizeof(tbuf));
         if (req->format == KT_EVENT_CLOUDEVENTS) {
                 /* CloudEvents 1.0, HTTP binary content mode. */
-                ADDF("ce-specversion: 1.0");
-                ADDF("ce-id: %s/%" PRId32 "/%" PRId64, req->topic, req->partition, req->offset);
-                ADDF("ce-source: kafka://%s", req->topic);
-                ADDF("ce-type: dev.ktrigger.kafka.record");
-                ADDF("ce-subject: partition:%" PRId32 "#%" PRId64, req->partition, req->offset);
-                if (req->timestamp_ms >= 0)
-                        ADDF("ce-time: %s", tbuf);
-                ADDF("Content-Type: %s", type);
+                LINE("ce-specversion: 1.0");
+                BEGIN();
+                PUTS("ce-id: ");
+                PUTS(req->topic);
+                PUTS("/");
+                PUTI(req->partition);
+                PUTS("/");
+                PUTI(req->offset);
+                END();
+                BEGIN();
+                PUTS("ce-source: kafka://");
+                PUTS(req->topic);
+                END();
+                LINE("ce-type: dev.ktrigger.kafka.record");
+                BEGIN();
+                PUTS("ce-subject: partition:");
+                PUTI(req->partition);
+                PUTS("#");
+                PUTI(req->offset);
+                END();
+                if (req->timestamp_ms >= 0) {
+                        BEGIN();
+                        PUTS("ce-time: ");
+                        PUTS(tbuf);
+                        END();
+                }
+                BEGIN();
+                PUTS("Content-Type: ");
+                PUTS(type);
+                END();
                 if (!req->value)
-                        ADDF("ce-kafkatombstone: true");
+                        LINE("ce-kafkatombstone: true");
         } else {
-                ADDF("event-id: %s/%" PRId32 "/%" PRId64, req->topic, req->partition, req->offset);
-                ADDF("event-time: %s", tbuf);
+                BEGIN();
+                PUTS("event-id: ");
+                PUTS(req->topic);
+                PUTS("/");
+                PUTI(req->partition);
+                PUTS("/");
+                PUTI(req->offset);
+                END();
+                BEGIN();
+                PUTS("event-time: ");
+                PUTS(tbuf);
+                END();
                 if (req->timestamp_ms >= 0 && req->timestamp_type == RD_KAFKA_TIMESTAMP_CREATE_TIME)
-                        ADDF("event-timestamp-type: create");
+                        LINE("event-timestamp-type: create");
                 else if (req->timestamp_ms >= 0 &&
                          req->timestamp_type == RD_KAFKA_TIMESTAMP_LOG_APPEND_TIME)
-                        ADDF("event-timestamp-type: log-append");
-                ADDF("event-type: %s", type);
-                ADDF("Content-Type: %s", type);
-                ADDF("event-namespace: kafkatriggers.kubeless.io");
-                ADDF("event-topic: %s", req->topic);
-                ADDF("event-partition: %" PRId32, req->partition);
-                ADDF("event-offset: %" PRId64, req->offset);
+                        LINE("event-timestamp-type: log-append");
+                BEGIN();
+                PUTS("event-type: ");
+                PUTS(type);
+                END();
+                BEGIN();
+                PUTS("Content-Type: ");
+                PUTS(type);
+                END();
+                LINE("event-namespace: kafkatriggers.kubeless.io");
+                BEGIN();
+                PUTS("event-topic: ");
+                PUTS(req->topic);
+                END();
+                BEGIN();
+                PUTS("event-partition: ");
+                PUTI(req->partition);
+                END();
+                BEGIN();
+                PUTS("event-offset: ");
+                PUTI(req->offset);
+                END();
                 if (!req->value)
-                        ADDF("event-tombstone: true");
+                        LINE("event-tombstone: true");
         }
         if (req->key) {
                 /* CloudEvents' partitioning extension carries the key. */
                 const char *kname =
                     req->format == KT_EVENT_CLOUDEVENTS ? "ce-partitionkey" : "event-key";
-                if (req->key_len == 0)
-                        ADDF("%s;", kname); /* curl's form for an empty value */
-                else if (req->key_len <= KT_MAX_KEY_PLAIN_BYTES &&
-                         value_printable(req->key, req->key_len))
-                        ADDF("%s: %.*s", kname, (int)req->key_len, (const char *)req->key);
-                else if (req->key_len <= KT_MAX_HEADER_VALUE_BYTES) {
+                if (req->key_len == 0) {
+                        BEGIN();
+                        PUTS(kname);
+                        PUTS(";"); /* curl's form for an empty value */
+                        END();
+                } else if (req->key_len <= KT_MAX_KEY_PLAIN_BYTES &&
+                           value_printable(req->key, req->key_len)) {
+                        BEGIN();
+                        PUTS(kname);
+                        PUTS(": ");
+                        if ((err = put(h, req->key, req->key_len)))
+                                goto out;
+                        END();
+                } else if (req->key_len <= KT_MAX_HEADER_VALUE_BYTES) {
                         int n = snprintf(line, LINE_MAX_BYTES, "%s: ", kname);
                         base64(req->key, req->key_len, line + n);
-                        if ((err = add(headersp, line)) ||
-                            (err = add(headersp, req->format == KT_EVENT_CLOUDEVENTS
-                                                     ? "ce-partitionkeyencoding: base64"
-                                                     : "event-key-encoding: base64")))
-                                goto out;
+                        LINE(line);
+                        LINE(req->format == KT_EVENT_CLOUDEVENTS ? "ce-partitionkeyencoding: base64"
+                                                                 : "event-key-encoding: base64");
                 } else
                         (*droppedp)++;
         }
-        if ((err = add_record_headers(req, headersp, line, droppedp)))
+        if ((err = add_record_headers(req, h, line, droppedp)))
                 goto out;
         /* No "Expect: 100-continue" round trip for large bodies. */
-        err = add(headersp, "Expect:");
-#undef ADDF
+        LINE("Expect:");
+#undef BEGIN
+#undef PUTS
+#undef PUTI
+#undef END
+#undef LINE
+        for (size_t i = 0; i < h->cnt; i++) {
+                h->nodes[i].data = h->buf + (uintptr_t)h->nodes[i].data;
+                h->nodes[i].next = i + 1 < h->cnt ? &h->nodes[i + 1] : NULL;
+        }
+        h->list = h->cnt ? h->nodes : NULL;
+        return KT_OK;
 out:
+        h->list = NULL;
+        h->cnt = 0;
+        h->len = 0;
         return err;
 }

@@ -89,6 +89,7 @@ static rd_kafka_headers_t *hdrs(void) {
 }
 
 static void test_headers(void) {
+        kt_dispatch_hdrs_t hs = {0};
         struct curl_slist *h = NULL;
         kt_dispatch_req_t req = {
             "orders",    3, 1234, 1700000000123LL,  RD_KAFKA_TIMESTAMP_CREATE_TIME, "k1", 2,
@@ -97,7 +98,8 @@ static void test_headers(void) {
         char big[KT_MAX_HEADER_VALUE_BYTES + 1];
         int dropped = 0;
 
-        KT_CHECK(kt_dispatch_headers_build(&req, &h, &dropped) == KT_OK, "build");
+        KT_CHECK(kt_dispatch_headers_build(&req, &hs, &dropped) == KT_OK, "build");
+        h = hs.list;
         KT_CHECK_STR(find(h, "event-id"), "event-id: orders/3/1234");
         KT_CHECK_STR(find(h, "event-time"), "event-time: 2023-11-14T22:13:20.123Z");
         KT_CHECK_STR(find(h, "event-timestamp-type"), "event-timestamp-type: create");
@@ -112,17 +114,16 @@ static void test_headers(void) {
         KT_CHECK(!find(h, "event-tombstone"), "not a tombstone");
         KT_CHECK(find(h, "Expect") != NULL, "Expect: removed");
         KT_CHECK(dropped == 0, "dropped %d", dropped);
-        curl_slist_free_all(h);
 
         /* Plain text, no timestamp, binary key, record headers good and bad. */
-        h = NULL;
         req.value = "plain text";
         req.len = 10;
         req.timestamp_ms = -1;
         req.key = "\x00\xff";
         req.key_len = 2;
         req.headers = rh;
-        KT_CHECK(kt_dispatch_headers_build(&req, &h, &dropped) == KT_OK, "build");
+        KT_CHECK(kt_dispatch_headers_build(&req, &hs, &dropped) == KT_OK, "build");
+        h = hs.list;
         KT_CHECK_STR(find(h, "Content-Type"), "Content-Type: text/plain; charset=utf-8");
         KT_CHECK(find(h, "event-time") && strchr(find(h, "event-time"), 'Z'),
                  "event-time falls back to now");
@@ -153,57 +154,56 @@ static void test_headers(void) {
                 KT_CHECK(empty == 1 && nullv == 1, "empty %d null %d sent as empty values", empty,
                          nullv);
         }
-        curl_slist_free_all(h);
 
         /* Content-Type from the record's header; binary value; tombstone; oversized header. */
-        h = NULL;
         dropped = 0;
         rd_kafka_header_add(rh, "CONTENT-TYPE", -1, "text/csv", -1);
         memset(big, 'a', sizeof(big));
         rd_kafka_header_add(rh, "big", -1, big, sizeof(big));
         req.value = "a,b\n";
         req.len = 4;
-        KT_CHECK(kt_dispatch_headers_build(&req, &h, &dropped) == KT_OK, "build");
+        KT_CHECK(kt_dispatch_headers_build(&req, &hs, &dropped) == KT_OK, "build");
+        h = hs.list;
         KT_CHECK_STR(find(h, "Content-Type"), "Content-Type: text/csv");
         KT_CHECK(!find(h, "event-header-big"), "oversized header dropped");
         KT_CHECK(dropped == 3, "dropped %d", dropped);
-        curl_slist_free_all(h);
         rd_kafka_headers_destroy(rh);
 
-        h = NULL;
         req.headers = NULL;
         req.value = "\x00\xff\xfe";
         req.len = 3;
         req.key = NULL;
-        KT_CHECK(kt_dispatch_headers_build(&req, &h, &dropped) == KT_OK, "build");
+        KT_CHECK(kt_dispatch_headers_build(&req, &hs, &dropped) == KT_OK, "build");
+        h = hs.list;
         KT_CHECK_STR(find(h, "Content-Type"), "Content-Type: application/octet-stream");
         KT_CHECK(!find(h, "event-key"), "no key, no header");
-        curl_slist_free_all(h);
 
-        h = NULL;
         req.value = NULL;
         req.len = 0;
-        KT_CHECK(kt_dispatch_headers_build(&req, &h, &dropped) == KT_OK, "build");
+        KT_CHECK(kt_dispatch_headers_build(&req, &hs, &dropped) == KT_OK, "build");
+        h = hs.list;
         KT_CHECK_STR(find(h, "event-tombstone"), "event-tombstone: true");
         KT_CHECK_STR(find(h, "Content-Type"), "Content-Type: application/octet-stream");
-        curl_slist_free_all(h);
 
-        h = NULL;
         req.value = "";
-        KT_CHECK(kt_dispatch_headers_build(&req, &h, &dropped) == KT_OK, "build");
+        KT_CHECK(kt_dispatch_headers_build(&req, &hs, &dropped) == KT_OK, "build");
+        h = hs.list;
         KT_CHECK(!find(h, "event-tombstone"), "empty is not a tombstone");
         KT_CHECK_STR(find(h, "Content-Type"), "Content-Type: text/plain; charset=utf-8");
-        curl_slist_free_all(h);
+        KT_CHECK(hs.buf && hs.size <= KT_HDRS_KEEP_BYTES, "storage kept for the next call");
+        kt_dispatch_hdrs_free(&hs);
 }
 
 static void test_cloudevents(void) {
+        kt_dispatch_hdrs_t hs = {0};
         struct curl_slist *h = NULL;
         kt_dispatch_req_t req = {
             "orders", 3, 1234, 1700000000123LL,     RD_KAFKA_TIMESTAMP_CREATE_TIME, "k1", 2,
             "[1]",    3, NULL, KT_EVENT_CLOUDEVENTS};
         int dropped = 0;
 
-        KT_CHECK(kt_dispatch_headers_build(&req, &h, &dropped) == KT_OK, "build");
+        KT_CHECK(kt_dispatch_headers_build(&req, &hs, &dropped) == KT_OK, "build");
+        h = hs.list;
         KT_CHECK_STR(find(h, "ce-specversion"), "ce-specversion: 1.0");
         KT_CHECK_STR(find(h, "ce-id"), "ce-id: orders/3/1234");
         KT_CHECK_STR(find(h, "ce-source"), "ce-source: kafka://orders");
@@ -213,7 +213,7 @@ static void test_cloudevents(void) {
         KT_CHECK_STR(find(h, "Content-Type"), "Content-Type: application/json");
         KT_CHECK_STR(find(h, "ce-partitionkey"), "ce-partitionkey: k1");
         KT_CHECK(!find(h, "event-id") && !find(h, "event-key"), "no Kubeless headers");
-        curl_slist_free_all(h);
+        kt_dispatch_hdrs_free(&hs);
 }
 
 static void test_outcomes(void) {
