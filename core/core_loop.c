@@ -71,6 +71,8 @@
 /** Runtime health probes back off from the first to the second. */
 #define KT_PROBE_MIN_MS 100
 #define KT_PROBE_MAX_MS 5000
+/** After an allocation failure in the dispatch path, start nothing for this long. */
+#define KT_NOMEM_PAUSE_MS 100
 
 typedef struct kt_loop {
         kt_config_t *conf;
@@ -80,6 +82,7 @@ typedef struct kt_loop {
         int reload_asked;
         kt_config_t *rejoin_conf; /**< a reload waiting for the buffers to empty, or NULL */
         int64_t rejoin_deadline_ms;
+        int64_t nomem_until_ms; /**< start no call before (an allocation failed) */
         kt_consumer_t *kc;
         kt_dispatch_t *kd;
         kt_metrics_t *km;
@@ -108,8 +111,11 @@ static void wake_at(kt_loop_t *kl, int64_t at_ms) {
 
 static void retry_later(kt_loop_t *kl, kt_record_t *rec, int64_t delay_ms) {
         if (kt_sched_retry_at(kl->ks, rec, kt_now_ms() + delay_ms)) {
-                /* No memory for the timer: try again at once rather than lose track. */
+                /* No memory for the timer: keep the record at the front rather than lose
+                 * track, and start nothing for a while (else dispatch_ready would spin on it). */
                 kt_sched_requeue(kl->ks, rec);
+                kl->nomem_until_ms = kt_now_ms() + KT_NOMEM_PAUSE_MS;
+                wake_at(kl, kl->nomem_until_ms);
                 return;
         }
         wake_at(kl, rec->retry_at_ms);
@@ -272,6 +278,10 @@ static void dispatch_ready(kt_loop_t *kl) {
         }
         if (kl->stopping)
                 return;
+        if (now < kl->nomem_until_ms) {
+                wake_at(kl, kl->nomem_until_ms);
+                return;
+        }
         /* A slot frees only through a completion, which wakes the loop. */
         while (kt_dispatch_slots_free(kl->kd) && (rec = kt_sched_next(kl->ks))) {
                 if (rec->part->revoking)
@@ -682,9 +692,9 @@ static int rejoin(kt_loop_t *kl) {
         kl->rejoin_conf = NULL;
         if (left)
                 KT_WARN(FAC,
-                        "reload: drain timeout (%d ms) with %zu records not done: those not "
-                        "committed are delivered again after the re-join",
-                        kl->conf->drain_timeout_ms, left);
+                        "reload: %s with %zu records not done: those not committed are "
+                        "delivered again after the re-join",
+                        kl->runtime_down ? "the runtime is down" : "drain timeout", left);
         if (drain_all(kl))
                 KT_WARN(FAC, "reload: the commit before re-joining failed: records finished "
                              "since the last commit may be delivered again");
@@ -953,8 +963,10 @@ int kt_loop_run(kt_config_t **confp, kt_metrics_t *km) {
                 }
                 if (kl.reload_asked)
                         reload(&kl);
-                if (kl.rejoin_conf &&
-                    (!kt_consumer_buffered(kl.kc) || kt_now_ms() >= kl.rejoin_deadline_ms)) {
+                /* A re-join waits for the buffers to be done; not while the runtime is down
+                 * (nothing can finish) or past the drain timeout. */
+                if (kl.rejoin_conf && (!kt_consumer_buffered(kl.kc) || kl.runtime_down ||
+                                       kt_now_ms() >= kl.rejoin_deadline_ms)) {
                         if (rejoin(&kl)) {
                                 status = 1;
                                 goto out;

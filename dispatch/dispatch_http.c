@@ -190,6 +190,9 @@ static int slot_setup(kt_dispatch_t *kd, slot_t *s) {
         curl_easy_setopt(s->easy, CURLOPT_TCP_NODELAY, 1L);
         curl_easy_setopt(s->easy, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_1_1);
         curl_easy_setopt(s->easy, CURLOPT_CONNECTTIMEOUT_MS, 5000L);
+        /* The runtime is beside us: never through an http_proxy/HTTP_PROXY from the pod's
+         * environment ("" overrides the variables). */
+        curl_easy_setopt(s->easy, CURLOPT_PROXY, "");
         curl_easy_setopt(s->easy, CURLOPT_ERRORBUFFER, s->error);
         curl_easy_setopt(s->easy, CURLOPT_PRIVATE, s);
         curl_easy_setopt(s->easy, CURLOPT_PROTOCOLS_STR, "http,https");
@@ -287,6 +290,7 @@ kt_dispatch_t *kt_dispatch_new(const kt_config_t *conf, kt_dispatch_done_cb *cb,
                 goto nomem;
         curl_easy_setopt(kd->probe, CURLOPT_URL, conf->runtime_health_url);
         curl_easy_setopt(kd->probe, CURLOPT_NOSIGNAL, 1L);
+        curl_easy_setopt(kd->probe, CURLOPT_PROXY, "");
         curl_easy_setopt(kd->probe, CURLOPT_TIMEOUT_MS, 2000L);
         curl_easy_setopt(kd->probe, CURLOPT_WRITEFUNCTION, discard_cb);
         curl_easy_setopt(kd->probe, CURLOPT_PROTOCOLS_STR, "http,https");
