@@ -698,6 +698,19 @@ static void test_example_file(void) {
         fclose(m);
         conf = kt_config_load(KT_EXAMPLE_CONF, err, sizeof(err));
         KT_CHECK(conf != NULL, "example: %s", err);
+        /* The values it writes are the defaults it documents, except these examples. */
+        {
+                char *sets[] = {"function.handler=hello.handler", "kafka.topics=hello-topic"};
+                kt_config_t *def = kt_config_load_with(NULL, sets, 2, err, sizeof(err));
+                char changed[512] = "";
+                KT_CHECK(def != NULL, "defaults: %s", err);
+                if (conf && def)
+                        kt_config_diff(def, conf, changed, sizeof(changed));
+                KT_CHECK(!strcmp(changed, "kafka.brokers, kafka.properties, "
+                                          "kafka.producer_properties"),
+                         "the example file differs from the defaults in: %s", changed);
+                kt_config_destroy(def);
+        }
         kt_config_destroy(conf);
         for (size_t i = 0; i < kt_config_key_cnt; i++) {
                 const kt_config_key_t *k = &kt_config_keys[i];
