@@ -110,6 +110,7 @@ typedef struct kt_partition {
         int revoking;          /**< being revoked: dispatch nothing new */
         int64_t stored;        /**< last offset stored for commit, -1 if none */
         int64_t lag;           /**< consumer lag from librdkafka's statistics, -1 if unknown */
+        int64_t went_back_to;  /**< the last backwards offset warned about, -1 if none */
 } kt_partition_t;
 
 /** Counters the consumer keeps for the metrics (read by the loop). */

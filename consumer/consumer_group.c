@@ -162,6 +162,7 @@ static kt_partition_t *part_add(kt_consumer_t *kc, const char *topic, int32_t pa
         }
         p->stored = -1;
         p->lag = -1;
+        p->went_back_to = -1;
         p->lane_cnt = kc->conf->ordering == KT_ORDER_PARTITION ? 1
                       : kc->conf->ordering == KT_ORDER_KEY     ? KT_KEY_LANES + 1
                                                                : 0;
@@ -654,7 +655,20 @@ static void buffer_record(kt_consumer_t *kc, rd_kafka_message_t *rkm) {
         }
         if (p->q.tail && rkm->offset <= p->q.tail->offset) {
                 /* Already buffered (it came through the consumer queue before the partition's
-                 * own queue was set up): never twice, never out of order. */
+                 * own queue was set up): never twice, never out of order. Below everything
+                 * buffered it is not that but the log going back (an offset reset, an unclean
+                 * leader election): say so, once per jump. */
+                if (rkm->offset < p->q.head->offset &&
+                    (p->went_back_to < 0 || rkm->offset < p->went_back_to)) {
+                        p->went_back_to = rkm->offset;
+                        KT_WARN(FAC,
+                                "%s [%d]: the log went back to offset %lld while %lld..%lld are "
+                                "buffered (offset reset or unclean leader election?): records "
+                                "up to %lld are skipped until the buffer is done",
+                                p->topic, p->partition, (long long)rkm->offset,
+                                (long long)p->q.head->offset, (long long)p->q.tail->offset,
+                                (long long)p->q.tail->offset);
+                }
                 free(rec);
                 rd_kafka_message_destroy(rkm);
                 return;
