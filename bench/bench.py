@@ -385,6 +385,7 @@ def run_throughput(kafka, workdir, sc, topic, records, url, run_no):
                 break
             time.sleep(0.02)
         t_calls = time.monotonic()
+        committed = kafka.committed(c, topic, sc['partitions'])
         while time.monotonic() < deadline:
             committed = kafka.committed(c, topic, sc['partitions'])
             if committed == end:
