@@ -644,7 +644,11 @@ def main():
                     kc.append(kcat_ceiling(kafka.bootstrap, sc['topic'], records))
                 ng0 = nginx.cpu_s()
                 if lat:
-                    res = run_latency(kafka, workdir, sc, sc['topic'], sink, sc['rate'],
+                    # A topic per run: a new group starts from the earliest offset, and the
+                    # records of an earlier run would be delivered (and timed) again.
+                    topic = f'{sc["topic"]}-run{r}'
+                    kafka.create_topic(topic, sc['partitions'])
+                    res = run_latency(kafka, workdir, sc, topic, sink, sc['rate'],
                                       sc['seconds'], r)
                 else:
                     res = run_throughput(kafka, workdir, sc, sc['topic'], records, url, r)

@@ -479,7 +479,7 @@ static int set_text(kt_config_t *conf, const kt_config_key_t *k, const char *tex
                 int entry = 0;
                 while (*p) {
                         size_t len = strcspn(p, ";\n");
-                        const char *eq = memchr(p, '=', len);
+                        const char *eq;
                         char *raw;
 
                         while (len && isspace((unsigned char)*p)) {

@@ -483,7 +483,7 @@ static int drain(kt_loop_t *kl, kt_partition_t **parts, size_t cnt) {
         return 0;
 }
 
-/** kt_consumer_hooks_t.revoke: the drain happened before (revoke_progress, shutdown_all). */
+/** kt_consumer_hooks_t.revoke: the drain happened before (revoke_progress, drain_all). */
 static void on_revoke(void *opaque, kt_partition_t **parts, size_t cnt, int lost) {
         kt_loop_t *kl = opaque;
 
@@ -592,10 +592,6 @@ static int drain_all(kt_loop_t *kl) {
         return kt_consumer_commit(kl->kc) == KT_OK ? 0 : -1;
 }
 
-static int shutdown_all(kt_loop_t *kl) {
-        return drain_all(kl);
-}
-
 /* ---------------------------------------------------------------- reload */
 
 /** Map the configuration's topics to their metrics. @returns 0, -1 out of memory. */
@@ -628,23 +624,33 @@ static void log_lines(int level, const char *prefix, const char *text) {
 
 static void on_zk_broker(void *opaque, const char *hostport);
 
-/** Make the producer (if \p c needs one) and, unless \p before_join, the consumer of \p c
- *  (and its ZooKeeper discovery).
- *  @returns 0, or -1 with nothing made and the reason in \p errstr. */
-static int kafka_build(kt_loop_t *kl, const kt_config_t *c, int before_join, char *errstr,
-                       size_t errstr_size) {
+/** Make the producer if \p c needs one. @returns 0, or -1 with the reason in \p errstr. */
+static int producer_build(kt_loop_t *kl, const kt_config_t *c, char *errstr, size_t errstr_size) {
         if (needs_producer(c) &&
             !(kl->kp = kt_produce_new(c, on_produced, kl, errstr, errstr_size)))
                 return -1;
-        if (!before_join && !(kl->kc = kt_consumer_new(c, &kl->hooks, errstr, errstr_size))) {
-                kt_produce_destroy(kl->kp);
-                kl->kp = NULL;
+        return 0;
+}
+
+/** Make the consumer of \p c and its ZooKeeper discovery. @returns 0, or -1 with nothing
+ *  made and the reason in \p errstr. */
+static int consumer_build(kt_loop_t *kl, const kt_config_t *c, char *errstr, size_t errstr_size) {
+        if (!(kl->kc = kt_consumer_new(c, &kl->hooks, errstr, errstr_size)))
                 return -1;
-        }
-        if (!before_join && c->zookeeper &&
+        if (c->zookeeper &&
             !(kl->zk = kt_consumer_zk_new(c, on_zk_broker, kl, errstr, errstr_size))) {
                 kt_consumer_destroy(kl->kc);
                 kl->kc = NULL;
+                return -1;
+        }
+        return 0;
+}
+
+/** Both, for a re-join. @returns 0, or -1 with nothing made. */
+static int kafka_build(kt_loop_t *kl, const kt_config_t *c, char *errstr, size_t errstr_size) {
+        if (producer_build(kl, c, errstr, errstr_size))
+                return -1;
+        if (consumer_build(kl, c, errstr, errstr_size)) {
                 kt_produce_destroy(kl->kp);
                 kl->kp = NULL;
                 return -1;
@@ -707,12 +713,12 @@ static int rejoin(kt_loop_t *kl) {
         kt_dispatch_wait_reset(kl->kd); /* their wake-up fds are closed; numbers get reused */
         kl->stopping = 0;
         kl->next_due_ms = INT64_MAX;
-        if (kafka_build(kl, nc, 0, errstr, sizeof(errstr))) {
+        if (kafka_build(kl, nc, errstr, sizeof(errstr))) {
                 KT_ERR(FAC, "reload: %s: joining again with the running configuration (config %s)",
                        errstr, kl->conf->hash);
                 kt_metrics_reload(kl->km, KT_METRICS_RELOAD_INVALID, NULL);
                 kt_config_destroy(nc);
-                if (kafka_build(kl, kl->conf, 0, errstr2, sizeof(errstr2))) {
+                if (kafka_build(kl, kl->conf, errstr2, sizeof(errstr2))) {
                         KT_ERR(FAC, "consumer: %s", errstr2);
                         return -1;
                 }
@@ -732,7 +738,7 @@ static void apply_before_join(kt_loop_t *kl, kt_config_t *nc) {
         char errstr[512];
 
         kl->kp = NULL;
-        if (kafka_build(kl, nc, 1, errstr, sizeof(errstr))) {
+        if (producer_build(kl, nc, errstr, sizeof(errstr))) {
                 KT_ERR(FAC, "reload: %s: still running on the previous configuration (config %s)",
                        errstr, kl->conf->hash);
                 kl->kp = kp;
@@ -920,8 +926,7 @@ int kt_loop_run(kt_config_t **confp, kt_metrics_t *km) {
                 KT_ERR(FAC, "dispatcher: %s", errstr);
                 goto out;
         }
-        if ((conf->on_failure == KT_FAIL_DEAD_LETTER || conf->reply_topic) &&
-            !(kl.kp = kt_produce_new(conf, on_produced, &kl, errstr, sizeof(errstr)))) {
+        if (producer_build(&kl, conf, errstr, sizeof(errstr))) {
                 KT_ERR(FAC, "producer: %s", errstr);
                 goto out;
         }
@@ -930,13 +935,8 @@ int kt_loop_run(kt_config_t **confp, kt_metrics_t *km) {
                 goto out;
         }
         conf = kl.conf; /* a reload while waiting may have replaced it */
-        if (!(kl.kc = kt_consumer_new(conf, &kl.hooks, errstr, sizeof(errstr)))) {
+        if (consumer_build(&kl, conf, errstr, sizeof(errstr))) {
                 KT_ERR(FAC, "consumer: %s", errstr);
-                goto out;
-        }
-        if (conf->zookeeper &&
-            !(kl.zk = kt_consumer_zk_new(conf, on_zk_broker, &kl, errstr, sizeof(errstr)))) {
-                KT_ERR(FAC, "zookeeper: %s", errstr);
                 goto out;
         }
         KT_INFO(FAC, "forwarding to %s (ordering %s, at most %d in flight)", conf->runtime_url,
@@ -1009,7 +1009,7 @@ int kt_loop_run(kt_config_t **confp, kt_metrics_t *km) {
                 kl.stopping = 1;
                 goto out;
         }
-        status = shutdown_all(&kl) == 0 ? 0 : 1;
+        status = drain_all(&kl) == 0 ? 0 : 1;
 
 out:
         /* Closing the consumer revokes what is left (drained above: nothing in flight),
