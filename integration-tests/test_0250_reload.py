@@ -191,3 +191,32 @@ def test_rejoin_that_cannot_start_falls_back(kafka, names, config, runtime_facto
     assert sorted(c.offset for c in calls) == list(range(10)), 'lost or repeated records'
     ktr.assert_running()
     assert ktr.stop() == 0
+
+
+def test_changed_back_while_rejoin_waits(kafka, names, config, runtime_factory,
+                                         ktrigger_factory):
+    """A re-join waits for the buffered records; a second SIGHUP with the original file
+    cancels it: no re-join happens, fetching resumes, nothing is lost or repeated."""
+    kafka.create_topic(names.topic, 1)
+    kafka.create_topic(names.topic + '-b', 1)
+    rt = runtime_factory(delay_ms=20)
+    conf = config(rt.port)
+    ktr = ktrigger_factory(conf)
+    first = kafka.produce(names.topic, [(0, 'first %d' % i) for i in range(200)])
+    kt.wait_for(lambda: len(rt.calls()) >= 20, 60, '20 calls')
+
+    original = ktr.config_path.read_text()
+    changed = dict(conf, kafka=dict(conf['kafka'], topics=[names.topic, names.topic + '-b']))
+    rewrite_and_hup(ktr, changed)
+    kt.wait_for(lambda: 're-joining the group' in ktr.log(), 20, 'the re-join to wait')
+    assert len(rt.calls()) < 200, 'the buffer was done before the second reload: test too slow'
+    rewrite_and_hup(ktr, original)
+    kt.wait_for(lambda: 're-join is cancelled' in ktr.log(), 20, 'the re-join to be cancelled',
+                describe=lambda: kt.tail(ktr.log_path, 10))
+    more = kafka.produce(names.topic, [(0, 'more %d' % i) for i in range(20)])
+    kt.wait_for(lambda: len(rt.calls()) >= 220, 60, '220 calls',
+                describe=lambda: len(rt.calls()))
+    kt.assert_exactly_once_in_order(rt.calls(), kt.expected_by_partition(first + more), 1,
+                                    'records around a cancelled re-join')
+    assert 'left the group' not in ktr.log(), 'the cancelled re-join left the group'
+    assert ktr.stop() == 0
