@@ -15,33 +15,10 @@ set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
 state=${KT_KAFKA_DIR:-/tmp/ktrigger-kafka-$(id -u)}
-libs=$here/libs
 start_timeout=${KT_KAFKA_START_TIMEOUT:-60}
-
-die() { echo "kafka.sh: $*" >&2; exit 1; }
-
-running() {
-  [ -f "$state/pid" ] || return 1
-  local pid
-  pid=$(cat "$state/pid")
-  kill -0 "$pid" 2>/dev/null || return 1
-  # The pid must still be our java process, not a recycled pid.
-  grep -q 'kafka.Kafka' "/proc/$pid/cmdline" 2>/dev/null
-}
-
-fetch_jars() {
-  if [ -f "$libs/.complete" ]; then return 0; fi
-  command -v mvn >/dev/null || die "mvn not found: run scripts/install-deps"
-  echo "kafka.sh: fetching Kafka jars with Maven (cached in ~/.m2)" >&2
-  rm -rf "$libs"
-  mvn -q -B -f "$here/pom.xml" dependency:copy-dependencies -DoutputDirectory="$libs" >&2 ||
-    die "mvn dependency:copy-dependencies failed"
-  touch "$libs/.complete"
-}
-
-free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
+svc=kafka.sh main_class=kafka.Kafka addr_file=bootstrap
+# shellcheck source=../jvm-service.sh
+. "$here/../jvm-service.sh"
 
 start() {
   if running; then
@@ -119,33 +96,9 @@ EOF
   echo "$bootstrap"
 }
 
-# SIGTERM our broker (by its pid) and wait up to 30 s, then SIGKILL it.
-kill_broker() {
-  local pid i
-  pid=$(cat "$state/pid")
-  kill -TERM "$pid"
-  for i in $(seq 1 150); do
-    kill -0 "$pid" 2>/dev/null || return 0
-    sleep 0.2
-  done
-  echo "kafka.sh: broker $pid did not stop in 30 s, killing it" >&2
-  kill -KILL "$pid" 2>/dev/null || true
-}
-
-stop() {
-  if ! running; then
-    rm -rf "$state"
-    echo "kafka.sh: not running"
-    return 0
-  fi
-  kill_broker
-  rm -rf "$state"
-  echo "kafka.sh: stopped"
-}
-
 pause() {
   running || die "not running"
-  kill_broker
+  kill_service 300
   rm -f "$state/pid"
   echo "kafka.sh: paused (data kept in $state)"
 }
@@ -167,18 +120,9 @@ resume() {
   echo "$bootstrap"
 }
 
-status() {
-  if running; then
-    cat "$state/bootstrap" 2>/dev/null || die "broker running but not ready"
-  else
-    echo "kafka.sh: not running" >&2
-    return 1
-  fi
-}
-
 case "${1:-}" in
   start) start ;;
-  stop) stop ;;
+  stop) stop 300 ;;
   status) status ;;
   pause) pause ;;
   resume) resume ;;

@@ -14,36 +14,10 @@ set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
 state=${KT_ZK_DIR:-/tmp/ktrigger-zk-$(id -u)}
-libs=$here/libs
 start_timeout=${KT_ZK_START_TIMEOUT:-60}
-
-die() { echo "zk.sh: $*" >&2; exit 1; }
-
-running() {
-  [ -f "$state/pid" ] || return 1
-  local pid
-  pid=$(cat "$state/pid")
-  kill -0 "$pid" 2>/dev/null || return 1
-  # The pid must still be our java process, not a recycled pid.
-  grep -q 'ZooKeeperServerMain' "/proc/$pid/cmdline" 2>/dev/null
-}
-
-fetch_jars() {
-  # Fetched again when pom.xml changed since.
-  local want
-  want=$(sha256sum "$here/pom.xml" | cut -d' ' -f1)
-  if [ -f "$libs/.complete" ] && [ "$(cat "$libs/.complete")" = "$want" ]; then return 0; fi
-  command -v mvn >/dev/null || die "mvn not found: run scripts/install-deps"
-  echo "zk.sh: fetching ZooKeeper jars with Maven (cached in ~/.m2)" >&2
-  rm -rf "$libs"
-  mvn -q -B -f "$here/pom.xml" dependency:copy-dependencies -DoutputDirectory="$libs" >&2 ||
-    die "mvn dependency:copy-dependencies failed"
-  echo "$want" >"$libs/.complete"
-}
-
-free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
+svc=zk.sh main_class=ZooKeeperServerMain addr_file=address
+# shellcheck source=../jvm-service.sh
+. "$here/../jvm-service.sh"
 
 # The four-letter "srvr" says "Mode: standalone" once the server serves requests ("ruok" answers
 # "imok" as soon as the process listens, even if the server failed to start).
@@ -105,39 +79,9 @@ CFG
   echo "127.0.0.1:$port"
 }
 
-stop() {
-  if ! running; then
-    rm -rf "$state"
-    echo "zk.sh: not running"
-    return 0
-  fi
-  local pid i
-  pid=$(cat "$state/pid")
-  kill -TERM "$pid"
-  for i in $(seq 1 100); do
-    kill -0 "$pid" 2>/dev/null || break
-    sleep 0.1
-  done
-  if kill -0 "$pid" 2>/dev/null; then
-    echo "zk.sh: server $pid did not stop in 10 s, killing it" >&2
-    kill -KILL "$pid" 2>/dev/null || true
-  fi
-  rm -rf "$state"
-  echo "zk.sh: stopped"
-}
-
-status() {
-  if running; then
-    cat "$state/address" 2>/dev/null || die "server running but not ready"
-  else
-    echo "zk.sh: not running" >&2
-    return 1
-  fi
-}
-
 case "${1:-}" in
   start) start "${2:-}" ;;
-  stop) stop ;;
+  stop) stop 100 ;;
   status) status ;;
   fetch) fetch_jars ;;
   *) echo "usage: $0 start [PORT]|stop|status|fetch" >&2; exit 2 ;;
