@@ -325,6 +325,18 @@ static kt_err_t add_record_headers(const kt_dispatch_req_t *req, kt_dispatch_hdr
         return KT_OK;
 }
 
+/** One line "<name>topic/partition/offset" (event-id, ce-id). */
+static kt_err_t line_record_id(kt_dispatch_hdrs_t *h, const char *name,
+                               const kt_dispatch_req_t *req) {
+        kt_err_t err;
+
+        if ((err = line_begin(h)) || (err = puts_(h, name)) || (err = puts_(h, req->topic)) ||
+            (err = puts_(h, "/")) || (err = put_i64(h, req->partition)) || (err = puts_(h, "/")) ||
+            (err = put_i64(h, req->offset)))
+                return err;
+        return line_end(h);
+}
+
 kt_err_t kt_dispatch_headers_build(const kt_dispatch_req_t *req, kt_dispatch_hdrs_t *h,
                                    int *droppedp) {
         /* On the stack (about 11 KiB): no allocation per call for the line buffer. */
@@ -334,47 +346,25 @@ kt_err_t kt_dispatch_headers_build(const kt_dispatch_req_t *req, kt_dispatch_hdr
 
         kt_dispatch_hdrs_reset(h);
 
-/* The hot, fixed lines are put piece by piece (no printf); PUT/PUTS/PUTI stop at the first
+/* The hot, fixed lines are put piece by piece (no printf); each step stops at the first
  * error. */
-#define BEGIN()                                                                                    \
+#define TRY(call)                                                                                  \
         do {                                                                                       \
-                if ((err = line_begin(h)))                                                         \
+                if ((err = (call)))                                                                \
                         goto out;                                                                  \
         } while (0)
-#define PUTS(str)                                                                                  \
-        do {                                                                                       \
-                if ((err = puts_(h, str)))                                                         \
-                        goto out;                                                                  \
-        } while (0)
-#define PUTI(v)                                                                                    \
-        do {                                                                                       \
-                if ((err = put_i64(h, v)))                                                         \
-                        goto out;                                                                  \
-        } while (0)
-#define END()                                                                                      \
-        do {                                                                                       \
-                if ((err = line_end(h)))                                                           \
-                        goto out;                                                                  \
-        } while (0)
-#define LINE(str)                                                                                  \
-        do {                                                                                       \
-                if ((err = add(h, str)))                                                           \
-                        goto out;                                                                  \
-        } while (0)
+#define BEGIN()   TRY(line_begin(h))
+#define PUTS(str) TRY(puts_(h, str))
+#define PUTI(v)   TRY(put_i64(h, v))
+#define END()     TRY(line_end(h))
+#define LINE(str) TRY(add(h, str))
 
         format_rfc3339(req->timestamp_ms >= 0 ? req->timestamp_ms : kt_wallclock_ms(), tbuf,
                        sizeof(tbuf));
         if (req->format == KT_EVENT_CLOUDEVENTS) {
                 /* CloudEvents 1.0, HTTP binary content mode. */
                 LINE("ce-specversion: 1.0");
-                BEGIN();
-                PUTS("ce-id: ");
-                PUTS(req->topic);
-                PUTS("/");
-                PUTI(req->partition);
-                PUTS("/");
-                PUTI(req->offset);
-                END();
+                TRY(line_record_id(h, "ce-id: ", req));
                 BEGIN();
                 PUTS("ce-source: kafka://");
                 PUTS(req->topic);
@@ -399,14 +389,7 @@ kt_err_t kt_dispatch_headers_build(const kt_dispatch_req_t *req, kt_dispatch_hdr
                 if (!req->value)
                         LINE("ce-kafkatombstone: true");
         } else {
-                BEGIN();
-                PUTS("event-id: ");
-                PUTS(req->topic);
-                PUTS("/");
-                PUTI(req->partition);
-                PUTS("/");
-                PUTI(req->offset);
-                END();
+                TRY(line_record_id(h, "event-id: ", req));
                 BEGIN();
                 PUTS("event-time: ");
                 PUTS(tbuf);
@@ -470,6 +453,7 @@ kt_err_t kt_dispatch_headers_build(const kt_dispatch_req_t *req, kt_dispatch_hdr
                 goto out;
         /* No "Expect: 100-continue" round trip for large bodies. */
         LINE("Expect:");
+#undef TRY
 #undef BEGIN
 #undef PUTS
 #undef PUTI
