@@ -111,6 +111,9 @@ typedef struct kt_partition {
         int64_t stored;        /**< last offset stored for commit, -1 if none */
         int64_t lag;           /**< consumer lag from librdkafka's statistics, -1 if unknown */
         int64_t went_back_to;  /**< the last backwards offset warned about, -1 if none */
+        int64_t next_offset;   /**< the offset after the last record read, -1 if none yet */
+        size_t burst_cnt;      /**< records read from its queue since it was last seen empty */
+        size_t burst_bytes;    /**< and their value + key bytes */
 } kt_partition_t;
 
 /** Counters the consumer keeps for the metrics (read by the loop). */
@@ -125,8 +128,9 @@ typedef struct kt_consumer_stats {
                 uint64_t count;
         } errors[16];
         int error_codes;
-        int errors_updated; /**< the loop clears it */
-        int paused;         /**< partitions paused now */
+        int errors_updated;     /**< the loop clears it */
+        int paused;             /**< partitions paused now */
+        uint64_t fetch_wakeups; /**< seeks that woke a fetcher over its prefetch bounds */
 } kt_consumer_stats_t;
 
 typedef struct kt_consumer kt_consumer_t;

@@ -20,6 +20,18 @@
  *   Pause is still used while the runtime is down and for partitions being revoked. Pausing makes
  * librdkafka drop what it had prefetched for it and fetch again from the last record handed to us
  * on resume.
+ * - Waking the fetcher. librdkafka 2.0.2 decides whether to fetch a partition only when its broker
+ *   thread wakes up (an op, a response, or its 1 s timeout). Once a response has put a partition
+ *   over its prefetch bounds, reading its queue down does not wake anything, and when every
+ *   partition is over them (the normal state while we are the slower side) nothing is in flight
+ *   either: the partition runs dry and waits up to 1 s. One producer batch alone (up to 1 MB)
+ *   can be over the bounds. So each partition counts what it read since its queue was last seen
+ *   empty; when the queue is empty again and that reached queued.min.messages or
+ *   queued.max.messages.kbytes, we seek the partition to the offset after the last record we
+ *   read. rd_kafka_seek() bumps the partition's version at once (a response still in flight is
+ *   dropped, never handed to us) and wakes the broker thread, which fetches from that offset.
+ *   The queue is empty, so nothing prefetched is thrown away; at worst a response in flight is
+ *   fetched twice, at most once per queued.min.messages records.
  * - On revoke the partitions stop taking records at once; the loop keeps polling while their
  *   calls finish (see on_revoke), then we commit what is done synchronously, drop the rest
  *   (never committed: the next owner gets them) and hand the partitions back. On lost
@@ -49,12 +61,14 @@ struct kt_consumer {
         kt_partition_t ***by_id; /**< [topic_idx][partition] -> partition, for O(1) lookup */
         int32_t *by_id_size;     /**< per topic */
         int fatal;
-        int hold;         /**< every partition paused (runtime down) */
-        int joined;       /**< holds an assignment (possibly empty) from the group */
-        int closing;      /**< in consumer_close(): revokes finish at once */
-        int more;         /**< a full partition got room: poll again without sleeping */
-        int brokers_down; /**< librdkafka reported all brokers down; cleared when one is up */
-        size_t buffered;  /**< records in all trackers */
+        int hold;              /**< every partition paused (runtime down) */
+        int joined;            /**< holds an assignment (possibly empty) from the group */
+        int closing;           /**< in consumer_close(): revokes finish at once */
+        int more;              /**< a full partition got room: poll again without sleeping */
+        int brokers_down;      /**< librdkafka reported all brokers down; cleared when one is up */
+        size_t prefetch_msgs;  /**< librdkafka's queued.min.messages, for waking the fetcher */
+        size_t prefetch_bytes; /**< and queued.max.messages.kbytes in bytes */
+        size_t buffered;       /**< records in all trackers */
         rd_kafka_topic_partition_list_t *pending; /**< a revoke waiting for its drain */
         kt_partition_t **pending_parts;
         size_t pending_cnt;
@@ -163,6 +177,7 @@ static kt_partition_t *part_add(kt_consumer_t *kc, const char *topic, int32_t pa
         p->stored = -1;
         p->lag = -1;
         p->went_back_to = -1;
+        p->next_offset = -1;
         p->lane_cnt = kc->conf->ordering == KT_ORDER_PARTITION ? 1
                       : kc->conf->ordering == KT_ORDER_KEY     ? KT_KEY_LANES + 1
                                                                : 0;
@@ -468,6 +483,21 @@ static int conf_set(rd_kafka_conf_t *rkconf, const char *name, const char *value
         return -1;
 }
 
+/** @returns the integer property \p name times \p unit (SIZE_MAX if it cannot be read). */
+static size_t conf_size(rd_kafka_conf_t *rkconf, const char *name, size_t unit) {
+        char buf[32];
+        size_t len = sizeof(buf);
+        char *end;
+        unsigned long long v;
+
+        if (rd_kafka_conf_get(rkconf, name, buf, &len) != RD_KAFKA_CONF_OK)
+                return SIZE_MAX;
+        v = strtoull(buf, &end, 10);
+        if (*end || v > SIZE_MAX / unit)
+                return SIZE_MAX;
+        return (size_t)v * unit;
+}
+
 void kt_consumer_conf_set(kt_consumer_t *kc, const kt_config_t *conf) {
         kc->conf = conf;
         for (kt_partition_t *p = kc->parts; p; p = p->next)
@@ -489,10 +519,9 @@ kt_consumer_t *kt_consumer_new(const kt_config_t *conf, const kt_consumer_hooks_
             {"auto.commit.interval.ms", "1000"},
             /* Prefetch, per partition: each partition has its own queue (see DESIGN). With
              * the per-partition buffers (dispatch.partition_buffer_*) this keeps peak RSS
-             * under 40 MiB on 8 partitions whatever the lag (bench/README.md). Smaller costs
-             * throughput: librdkafka 2.0.2 fetches a partition again only when its broker
-             * thread next wakes up, and with every partition over these bounds that is its
-             * ~1 s timeout. */
+             * near 40 MiB on 8 partitions whatever the lag (bench/README.md). A partition
+             * that goes over them is fetched again when we have read it empty (see DESIGN:
+             * waking the fetcher). */
             {"queued.max.messages.kbytes", "512"},
             {"queued.min.messages", "1000"},
             /* Fetch responses are shared by their records: one record still buffered keeps
@@ -550,6 +579,8 @@ kt_consumer_t *kt_consumer_new(const kt_config_t *conf, const kt_consumer_hooks_
         rd_kafka_conf_set_offset_commit_cb(rkconf, commit_cb);
         rd_kafka_conf_set_stats_cb(rkconf, stats_cb);
 
+        kc->prefetch_msgs = conf_size(rkconf, "queued.min.messages", 1);
+        kc->prefetch_bytes = conf_size(rkconf, "queued.max.messages.kbytes", 1024);
         kc->rk = rd_kafka_new(RD_KAFKA_CONSUMER, rkconf, rkerr, sizeof(rkerr));
         if (!kc->rk) {
                 snprintf(errstr, errstr_size, "%s", rkerr);
@@ -681,6 +712,9 @@ static void buffer_record(kt_consumer_t *kc, rd_kafka_message_t *rkm) {
         kt_tracker_push(&p->q, rec);
         kc->buffered++;
         p->bytes += rkm->len + rkm->key_len;
+        p->next_offset = rkm->offset + 1;
+        p->burst_cnt++;
+        p->burst_bytes += rkm->len + rkm->key_len;
 
         if (!p->full && (p->q.cnt >= (size_t)kc->conf->partition_buffer_records ||
                          p->bytes >= (size_t)kc->conf->partition_buffer_bytes)) {
@@ -705,6 +739,23 @@ static void message_serve(kt_consumer_t *kc, rd_kafka_message_t *rkm) {
                 return;
         }
         buffer_record(kc, rkm);
+}
+
+/** \p p's queue was just read empty: wake its fetcher if it may be waiting (see DESIGN). */
+static void fetch_wakeup(kt_consumer_t *kc, kt_partition_t *p) {
+        rd_kafka_resp_err_t err;
+
+        if (p->burst_cnt < kc->prefetch_msgs && p->burst_bytes < kc->prefetch_bytes)
+                return;
+        p->burst_cnt = p->burst_bytes = 0;
+        if (p->next_offset < 0 || p->paused || p->revoking)
+                return;
+        err = rd_kafka_seek(p->rkt, p->partition, p->next_offset, 0 /* async */);
+        if (err)
+                KT_DBG(FAC, "%s [%d]: waking the fetcher at %lld failed: %s", p->topic,
+                       p->partition, (long long)p->next_offset, rd_kafka_err2str(err));
+        else
+                kc->stats.fetch_wakeups++;
 }
 
 int kt_consumer_poll(kt_consumer_t *kc, int max) {
@@ -744,6 +795,8 @@ int kt_consumer_poll(kt_consumer_t *kc, int max) {
                         message_serve(kc, batch[i]);
                 /* A full batch means there may be more; an empty queue will wake us. */
                 p->more = got > 0 && (size_t)got == room;
+                if (got >= 0 && (size_t)got < room)
+                        fetch_wakeup(kc, p);
                 if (p->more && !p->full)
                         more = 1;
                 n += got > 0 ? (int)got : 0;

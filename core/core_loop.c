@@ -528,7 +528,7 @@ static void metrics_update(kt_loop_t *kl) {
         FILE *f;
 
         kt_metrics_consumer_set(kl->km, st->assigns, st->revokes, st->losts, st->commits,
-                                st->commit_failures, st->kafka_errors);
+                                st->commit_failures, st->kafka_errors, st->fetch_wakeups);
         kt_metrics_paused_set(kl->km, st->paused);
         if (st->errors_updated && (f = open_memstream(&buf, &len))) {
                 st->errors_updated = 0;

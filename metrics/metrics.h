@@ -81,9 +81,11 @@ void kt_metrics_runtime_up_set(kt_metrics_t *km, int up);
 /** @brief Report whether the consumer is in the group with an assignment (possibly empty). */
 void kt_metrics_group_joined_set(kt_metrics_t *km, int joined);
 
-/** @brief Set the consumer's counters: rebalances by type, commits, commit failures, errors. */
+/** @brief Set the consumer's counters: rebalances by type, commits, commit failures, errors,
+ *  fetcher wake-ups. */
 void kt_metrics_consumer_set(kt_metrics_t *km, uint64_t assigns, uint64_t revokes, uint64_t losts,
-                             uint64_t commits, uint64_t commit_failures, uint64_t kafka_errors);
+                             uint64_t commits, uint64_t commit_failures, uint64_t kafka_errors,
+                             uint64_t fetch_wakeups);
 
 /**
  * @brief Replace the per-partition consumer lag samples.

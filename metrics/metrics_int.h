@@ -44,6 +44,7 @@ struct kt_metrics {
         _Atomic int assigned;
         _Atomic uint64_t buffered;
         _Atomic uint64_t assigns, revokes, losts, commits, commit_failures, kafka_errors;
+        _Atomic uint64_t fetch_wakeups;
         pthread_mutex_t lines_lock;
         char *lag_lines;   /**< under lines_lock */
         char *error_lines; /**< under lines_lock */

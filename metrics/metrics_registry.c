@@ -154,13 +154,15 @@ int kt_metrics_ready(kt_metrics_t *km) {
 }
 
 void kt_metrics_consumer_set(kt_metrics_t *km, uint64_t assigns, uint64_t revokes, uint64_t losts,
-                             uint64_t commits, uint64_t commit_failures, uint64_t kafka_errors) {
+                             uint64_t commits, uint64_t commit_failures, uint64_t kafka_errors,
+                             uint64_t fetch_wakeups) {
         SET(km->assigns, assigns);
         SET(km->revokes, revokes);
         SET(km->losts, losts);
         SET(km->commits, commits);
         SET(km->commit_failures, commit_failures);
         SET(km->kafka_errors, kafka_errors);
+        SET(km->fetch_wakeups, fetch_wakeups);
 }
 
 void kt_metrics_paused_set(kt_metrics_t *km, int paused) {
@@ -351,6 +353,10 @@ char *kt_metrics_format(kt_metrics_t *km, size_t *lenp) {
                 "# HELP ktrigger_kafka_errors_all_total Errors reported by librdkafka.\n"
                 "# TYPE ktrigger_kafka_errors_all_total counter\n"
                 "ktrigger_kafka_errors_all_total %llu\n"
+                "# HELP ktrigger_fetch_wakeups_total Partitions whose fetcher was woken after "
+                "going over its prefetch bounds.\n"
+                "# TYPE ktrigger_fetch_wakeups_total counter\n"
+                "ktrigger_fetch_wakeups_total %llu\n"
                 "# HELP ktrigger_paused_partitions Partitions paused (runtime down, revoking).\n"
                 "# TYPE ktrigger_paused_partitions gauge\n"
                 "ktrigger_paused_partitions %d\n"
@@ -360,7 +366,8 @@ char *kt_metrics_format(kt_metrics_t *km, size_t *lenp) {
                 (unsigned long long)GET(km->assigns), (unsigned long long)GET(km->revokes),
                 (unsigned long long)GET(km->losts), (unsigned long long)GET(km->commits),
                 (unsigned long long)GET(km->commit_failures),
-                (unsigned long long)GET(km->kafka_errors), GET(km->paused));
+                (unsigned long long)GET(km->kafka_errors),
+                (unsigned long long)GET(km->fetch_wakeups), GET(km->paused));
         pthread_mutex_lock(&km->lines_lock);
         if (km->lag_lines)
                 fputs(km->lag_lines, f);
