@@ -43,7 +43,17 @@ typedef struct kt_lane {
 typedef struct kt_record {
         struct kt_record *next;
         struct kt_partition *part;
-        rd_kafka_message_t *rkm; /**< owned; NULL in unit tests */
+        /* The record itself, copied out of librdkafka's message, which is freed at once: a
+         * message kept alive keeps its whole fetch response (a producer batch, up to 1 MB)
+         * and a ~300-byte op allocated. key and value live in the record's own allocation;
+         * NULL is a null key / a null value (tombstone). */
+        const void *key;
+        size_t key_len;
+        const void *value;
+        size_t len;
+        int64_t timestamp_ms;        /**< -1 if none */
+        int timestamp_type;          /**< rd_kafka_timestamp_type_t */
+        rd_kafka_headers_t *headers; /**< owned (detached from the message), NULL if none */
         int64_t offset;
         kt_record_state_t state;
         int attempts;        /**< calls made so far */

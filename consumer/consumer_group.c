@@ -195,8 +195,8 @@ static kt_partition_t *part_add(kt_consumer_t *kc, const char *topic, int32_t pa
 }
 
 static void record_free(kt_record_t *rec) {
-        if (rec->rkm)
-                rd_kafka_message_destroy(rec->rkm);
+        if (rec->headers)
+                rd_kafka_headers_destroy(rec->headers);
         free(rec->last_error);
         free(rec->reply);
         free(rec->reply_type);
@@ -667,14 +667,17 @@ int kt_consumer_wakeup_fd(const kt_consumer_t *kc) {
 
 static void buffer_record(kt_consumer_t *kc, rd_kafka_message_t *rkm) {
         kt_partition_t *p = part_find(kc, rd_kafka_topic_name(rkm->rkt), rkm->partition);
+        size_t key_len = rkm->key ? rkm->key_len : 0, len = rkm->payload ? rkm->len : 0;
+        rd_kafka_timestamp_type_t tstype;
         kt_record_t *rec;
+        char *data;
 
         if (!p || p->revoking) {
                 /* A late record of a partition we no longer own: the owner will get it. */
                 rd_kafka_message_destroy(rkm);
                 return;
         }
-        if (!(rec = calloc(1, sizeof(*rec)))) {
+        if (!(rec = calloc(1, sizeof(*rec) + key_len + len))) {
                 /* Cannot buffer it, so nothing after it may ever be committed: stop taking
                  * this partition and stop the daemon; the record is fetched again later. */
                 KT_ERR(FAC, "out of memory buffering %s [%d] @%lld: stopping", p->topic,
@@ -704,17 +707,28 @@ static void buffer_record(kt_consumer_t *kc, rd_kafka_message_t *rkm) {
                 rd_kafka_message_destroy(rkm);
                 return;
         }
-        rec->rkm = rkm;
+        data = (char *)(rec + 1);
+        if (rkm->key)
+                rec->key = memcpy(data, rkm->key, key_len);
+        rec->key_len = key_len;
+        if (rkm->payload)
+                rec->value = memcpy(data + key_len, rkm->payload, len);
+        rec->len = len;
+        rec->timestamp_ms = rd_kafka_message_timestamp(rkm, &tstype);
+        rec->timestamp_type = (int)tstype;
+        if (rd_kafka_message_detach_headers(rkm, &rec->headers))
+                rec->headers = NULL; /* none */
         rec->part = p;
         rec->offset = rkm->offset;
+        rd_kafka_message_destroy(rkm);
         rec->state = KT_REC_QUEUED;
         rec->heap_idx = SIZE_MAX;
         kt_tracker_push(&p->q, rec);
         kc->buffered++;
-        p->bytes += rkm->len + rkm->key_len;
-        p->next_offset = rkm->offset + 1;
+        p->bytes += len + key_len;
+        p->next_offset = rec->offset + 1;
         p->burst_cnt++;
-        p->burst_bytes += rkm->len + rkm->key_len;
+        p->burst_bytes += len + key_len;
 
         if (!p->full && (p->q.cnt >= (size_t)kc->conf->partition_buffer_records ||
                          p->bytes >= (size_t)kc->conf->partition_buffer_bytes)) {
@@ -815,7 +829,7 @@ void kt_consumer_record_done(kt_consumer_t *kc, kt_record_t *rec) {
 
         rec->state = KT_REC_DONE;
         while ((done = kt_tracker_pop_done(&p->q))) {
-                p->bytes -= (done->rkm ? done->rkm->len + done->rkm->key_len : 0) + done->reply_len;
+                p->bytes -= done->len + done->key_len + done->reply_len;
                 record_free(done);
                 kc->buffered--;
                 popped++;

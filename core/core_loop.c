@@ -220,9 +220,6 @@ static void on_produced(void *opaque, rd_kafka_resp_err_t err, void *cbarg) {
 
 static void record_start(kt_loop_t *kl, kt_record_t *rec) {
         kt_partition_t *p = rec->part;
-        const rd_kafka_message_t *rkm = rec->rkm;
-        rd_kafka_timestamp_type_t tstype;
-        rd_kafka_headers_t *headers = NULL;
         kt_dispatch_req_t req;
         kt_err_t err;
         int dropped = 0;
@@ -230,13 +227,13 @@ static void record_start(kt_loop_t *kl, kt_record_t *rec) {
         req.topic = p->topic;
         req.partition = p->partition;
         req.offset = rec->offset;
-        req.timestamp_ms = rd_kafka_message_timestamp(rkm, &tstype);
-        req.timestamp_type = (int)tstype;
-        req.key = rkm->key;
-        req.key_len = rkm->key_len;
-        req.value = rkm->payload;
-        req.len = rkm->len;
-        req.headers = rd_kafka_message_headers(rkm, &headers) ? NULL : headers;
+        req.timestamp_ms = rec->timestamp_ms;
+        req.timestamp_type = rec->timestamp_type;
+        req.key = rec->key;
+        req.key_len = rec->key_len;
+        req.value = rec->value;
+        req.len = rec->len;
+        req.headers = rec->headers;
         req.format = kl->conf->event_format;
 
         err = kt_dispatch_request_submit(kl->kd, &req, rec, &rec->call, &dropped);

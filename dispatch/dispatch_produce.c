@@ -191,7 +191,6 @@ static void hdr(rd_kafka_headers_t *h, const char *name, const char *fmt, ...) {
 }
 
 kt_err_t kt_produce_reply(kt_produce_t *kp, const kt_record_t *rec, void *opaque) {
-        const rd_kafka_message_t *rkm = rec->rkm;
         rd_kafka_headers_t *h = rd_kafka_headers_new(6);
         rd_kafka_resp_err_t err;
 
@@ -202,7 +201,7 @@ kt_err_t kt_produce_reply(kt_produce_t *kp, const kt_record_t *rec, void *opaque
         hdr(h, "ktrigger-original-offset", "%" PRId64, rec->offset);
         hdr(h, "ktrigger-function", "%s", kp->conf->handler);
         err = rd_kafka_producev(
-            kp->rk, RD_KAFKA_V_TOPIC(kp->conf->reply_topic), RD_KAFKA_V_KEY(rkm->key, rkm->key_len),
+            kp->rk, RD_KAFKA_V_TOPIC(kp->conf->reply_topic), RD_KAFKA_V_KEY(rec->key, rec->key_len),
             RD_KAFKA_V_VALUE(rec->reply, rec->reply_len), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
             RD_KAFKA_V_HEADERS(h), RD_KAFKA_V_OPAQUE(opaque), RD_KAFKA_V_END);
         if (err) {
@@ -216,19 +215,17 @@ kt_err_t kt_produce_reply(kt_produce_t *kp, const kt_record_t *rec, void *opaque
 }
 
 kt_err_t kt_produce_dead_letter(kt_produce_t *kp, const kt_record_t *rec, void *opaque) {
-        const rd_kafka_message_t *rkm = rec->rkm;
-        rd_kafka_headers_t *orig = NULL, *h;
-        rd_kafka_timestamp_type_t tstype;
+        rd_kafka_headers_t *h;
         rd_kafka_resp_err_t err;
 
-        if (!rd_kafka_message_headers(rkm, &orig) && orig)
-                h = rd_kafka_headers_copy(orig);
+        if (rec->headers)
+                h = rd_kafka_headers_copy(rec->headers);
         else
                 h = rd_kafka_headers_new(8);
         hdr(h, "ktrigger-original-topic", "%s", rec->part->topic);
         hdr(h, "ktrigger-original-partition", "%" PRId32, rec->part->partition);
         hdr(h, "ktrigger-original-offset", "%" PRId64, rec->offset);
-        hdr(h, "ktrigger-original-timestamp", "%" PRId64, rd_kafka_message_timestamp(rkm, &tstype));
+        hdr(h, "ktrigger-original-timestamp", "%" PRId64, rec->timestamp_ms);
         hdr(h, "ktrigger-attempts", "%d", rec->attempts);
         if (rec->last_status)
                 hdr(h, "ktrigger-last-status", "%ld", rec->last_status);
@@ -237,8 +234,9 @@ kt_err_t kt_produce_dead_letter(kt_produce_t *kp, const kt_record_t *rec, void *
         hdr(h, "ktrigger-function", "%s", kp->conf->handler);
 
         err = rd_kafka_producev(kp->rk, RD_KAFKA_V_TOPIC(kp->conf->dead_letter_topic),
-                                RD_KAFKA_V_KEY(rkm->key, rkm->key_len),
-                                RD_KAFKA_V_VALUE(rkm->payload, rkm->len),
+                                RD_KAFKA_V_KEY(rec->key, rec->key_len),
+                                /* copied (F_COPY): never written */
+                                RD_KAFKA_V_VALUE((void *)rec->value, rec->len),
                                 RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_HEADERS(h),
                                 RD_KAFKA_V_OPAQUE(opaque), RD_KAFKA_V_END);
         if (err) {

@@ -96,15 +96,13 @@ static uint32_t key_hash(const unsigned char *key, size_t len) {
 
 static kt_lane_t *lane_of(const kt_sched_t *ks, kt_record_t *rec) {
         kt_partition_t *p = rec->part;
-        const rd_kafka_message_t *rkm = rec->rkm;
-
         switch (ks->conf->ordering) {
         case KT_ORDER_PARTITION:
                 return &p->lanes[0];
         case KT_ORDER_KEY:
-                if (!rkm || !rkm->key)
+                if (!rec->key)
                         return &p->lanes[0]; /* records without a key: in order among themselves */
-                return &p->lanes[1 + key_hash(rkm->key, rkm->key_len) % KT_KEY_LANES];
+                return &p->lanes[1 + key_hash(rec->key, rec->key_len) % KT_KEY_LANES];
         case KT_ORDER_NONE:
                 break;
         }
