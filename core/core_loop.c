@@ -970,13 +970,16 @@ int kt_loop_run(kt_config_t **confp, kt_metrics_t *km) {
                         }
                         continue;
                 }
-                more = kt_consumer_poll(kl.kc, KT_LOOP_KAFKA_BUDGET);
-                produce_poll(&kl);
-                /* Completions first: they free slots and schedule retries that the dispatch
-                 * pass then sees. */
+                /* Calls first, so a finished call's successor (one call at a time per
+                 * partition in `partition` ordering) is sent before anything else is done.
+                 * Completions before the dispatch pass: they free slots and schedule retries
+                 * that it then sees. Records read from Kafka below go out on the next pass,
+                 * which does not sleep while records are ready. */
                 kt_dispatch_perform(kl.kd);
                 dispatch_ready(&kl);
                 kt_dispatch_perform(kl.kd); /* start the calls just submitted */
+                more = kt_consumer_poll(kl.kc, KT_LOOP_KAFKA_BUDGET);
+                produce_poll(&kl);
                 revoke_progress(&kl);
                 zk_poll(&kl);
                 kt_metrics_gauges_set(km, kt_dispatch_in_flight(kl.kd),
