@@ -31,7 +31,10 @@
  *   read. rd_kafka_seek() bumps the partition's version at once (a response still in flight is
  *   dropped, never handed to us) and wakes the broker thread, which fetches from that offset.
  *   The queue is empty, so nothing prefetched is thrown away; at worst a response in flight is
- *   fetched twice, at most once per queued.min.messages records.
+ *   fetched twice, at most once per queued.min.messages records. (librdkafka keeps one fetch in
+ *   flight per broker: while another partition's long-poll fetch waits at the broker, the new
+ *   fetch waits for it, at most fetch.wait.max.ms.) Bytes are counted as value + key, a little
+ *   more than librdkafka counts, so we may wake a fetcher that was still fetching: harmless.
  * - On revoke the partitions stop taking records at once; the loop keeps polling while their
  *   calls finish (see on_revoke), then we commit what is done synchronously, drop the rest
  *   (never committed: the next owner gets them) and hand the partitions back. On lost
@@ -677,7 +680,7 @@ static void buffer_record(kt_consumer_t *kc, rd_kafka_message_t *rkm) {
                 rd_kafka_message_destroy(rkm);
                 return;
         }
-        if (!(rec = calloc(1, sizeof(*rec) + key_len + len))) {
+        if (!(rec = malloc(sizeof(*rec) + key_len + len))) {
                 /* Cannot buffer it, so nothing after it may ever be committed: stop taking
                  * this partition and stop the daemon; the record is fetched again later. */
                 KT_ERR(FAC, "out of memory buffering %s [%d] @%lld: stopping", p->topic,
@@ -707,6 +710,7 @@ static void buffer_record(kt_consumer_t *kc, rd_kafka_message_t *rkm) {
                 rd_kafka_message_destroy(rkm);
                 return;
         }
+        memset(rec, 0, sizeof(*rec)); /* not the data: it is copied over */
         data = (char *)(rec + 1);
         if (rkm->key)
                 rec->key = memcpy(data, rkm->key, key_len);
@@ -759,10 +763,12 @@ static void message_serve(kt_consumer_t *kc, rd_kafka_message_t *rkm) {
 static void fetch_wakeup(kt_consumer_t *kc, kt_partition_t *p) {
         rd_kafka_resp_err_t err;
 
-        if (p->burst_cnt < kc->prefetch_msgs && p->burst_bytes < kc->prefetch_bytes)
-                return;
+        int over = p->burst_cnt >= kc->prefetch_msgs || p->burst_bytes >= kc->prefetch_bytes;
+
+        /* Whatever librdkafka's queue held at any moment was read between two empty reads:
+         * if this burst stayed under the bounds, so did the queue. */
         p->burst_cnt = p->burst_bytes = 0;
-        if (p->next_offset < 0 || p->paused || p->revoking)
+        if (!over || p->next_offset < 0 || p->paused || p->revoking)
                 return;
         err = rd_kafka_seek(p->rkt, p->partition, p->next_offset, 0 /* async */);
         if (err)

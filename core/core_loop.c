@@ -3,14 +3,16 @@
  * dead-letter producer, every record and every offset; nothing here is locked because nothing
  * here is shared.
  *
- * One iteration:
- *   1. serve Kafka (records into partition buffers and into the scheduler, rebalance
- *      callbacks, logs), bounded; serve the dead-letter producer's delivery reports;
- *   2. drive libcurl: a finished call resolves its record (done -> the consumer stores the
+ * One iteration (calls first: with one partition in `partition` ordering the time from a
+ * response to its successor's request is what bounds throughput):
+ *   1. drive libcurl: a finished call resolves its record (done -> the consumer stores the
  *      offset its partition is finished up to), or schedules a retry, or gives up on it by
  *      dispatch.on_failure (skip / dead-letter; block never gives up);
- *   3. start calls: retries that are due, then records whose lane is free (see
- *      dispatch_sched.c), while call slots (dispatch.max_in_flight) are free;
+ *   2. start calls: retries that are due, then records whose lane is free (see
+ *      dispatch_sched.c), while call slots (dispatch.max_in_flight) are free, and send them;
+ *   3. serve Kafka (records into partition buffers and into the scheduler, rebalance
+ *      callbacks, logs), bounded; serve the dead-letter producer's delivery reports; the
+ *      records read here are started on the next pass, which does not sleep;
  *   4. sleep in epoll (kt_dispatch_wait) on curl's sockets, the Kafka and producer wake-up
  *      pipes and the signalfd, no longer than the next retry, the next runtime probe or 1 s (the
  *      health heartbeat). If the Kafka budget ran out, do not sleep: the wake-up pipe fires only on
@@ -989,7 +991,7 @@ int kt_loop_run(kt_config_t **confp, kt_metrics_t *km) {
 
                 if (more || kt_consumer_more(kl.kc) ||
                     (kt_sched_has_ready(kl.ks) && kt_dispatch_slots_free(kl.kd) &&
-                     !kl.runtime_down))
+                     !kl.runtime_down && kt_now_ms() >= kl.nomem_until_ms))
                         wait_ms = 0;
                 else {
                         int64_t now = kt_now_ms();
