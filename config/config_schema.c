@@ -84,7 +84,7 @@ const kt_config_key_t kt_config_keys[] = {
      NOENUM, KT_RELOAD_LIVE, NULL, "how long calls may finish at revoke, reload and shutdown"},
     {"dispatch.partition_buffer_records", KT_CONF_INT, OFF(partition_buffer_records), NOCNT, "1000",
      1, 1000000, NOENUM, KT_RELOAD_LIVE, NULL, "records buffered per partition"},
-    {"dispatch.partition_buffer_bytes", KT_CONF_INT, OFF(partition_buffer_bytes), NOCNT, "1048576",
+    {"dispatch.partition_buffer_bytes", KT_CONF_INT, OFF(partition_buffer_bytes), NOCNT, "524288",
      1024, 1073741824, NOENUM, KT_RELOAD_LIVE, NULL, "bytes buffered per partition"},
     {"dispatch.retry.initial_backoff_ms", KT_CONF_INT, OFF(retry_initial_backoff_ms), NOCNT, "100",
      1, 3600000, NOENUM, KT_RELOAD_LIVE, NULL, "first retry back-off"},
