@@ -140,7 +140,7 @@ typedef struct kt_consumer_stats {
         int error_codes;
         int errors_updated;     /**< the loop clears it */
         int paused;             /**< partitions paused now */
-        uint64_t fetch_wakeups; /**< seeks that woke a fetcher over its prefetch bounds */
+        uint64_t fetch_wakeups; /**< seeks made to wake a fetcher over its prefetch bounds */
 } kt_consumer_stats_t;
 
 typedef struct kt_consumer kt_consumer_t;

@@ -521,8 +521,9 @@ kt_consumer_t *kt_consumer_new(const kt_config_t *conf, const kt_consumer_hooks_
             {"enable.auto.commit", "true"},
             {"auto.commit.interval.ms", "1000"},
             /* Prefetch, per partition: each partition has its own queue (see DESIGN). With
-             * the per-partition buffers (dispatch.partition_buffer_*) this keeps peak RSS
-             * near 40 MiB on 8 partitions whatever the lag (bench/README.md). A partition
+             * the per-partition buffers (dispatch.partition_buffer_*) this is the memory
+             * ktrigger decides; with lag a whole producer batch per partition (~300 bytes of
+             * librdkafka op per record) comes on top (bench/README.md). A partition
              * that goes over them is fetched again when we have read it empty (see DESIGN:
              * waking the fetcher). */
             {"queued.max.messages.kbytes", "512"},
@@ -761,9 +762,8 @@ static void message_serve(kt_consumer_t *kc, rd_kafka_message_t *rkm) {
 
 /** \p p's queue was just read empty: wake its fetcher if it may be waiting (see DESIGN). */
 static void fetch_wakeup(kt_consumer_t *kc, kt_partition_t *p) {
-        rd_kafka_resp_err_t err;
-
         int over = p->burst_cnt >= kc->prefetch_msgs || p->burst_bytes >= kc->prefetch_bytes;
+        rd_kafka_resp_err_t err;
 
         /* Whatever librdkafka's queue held at any moment was read between two empty reads:
          * if this burst stayed under the bounds, so did the queue. */
