@@ -19,6 +19,12 @@ def chroot(tag):
     return '/t0300%s-%s' % (tag, uuid.uuid4().hex[:8])
 
 
+def register_broker(zk, root, bootstrap):
+    """Register the test broker as id 1 under root, as Kafka would (ephemeral)."""
+    zk.create(root + '/brokers/ids/1', kt.broker_registration(bootstrap), ephemeral=True,
+              makepath=True)
+
+
 def zk_conf(config, runtime_port, zookeeper):
     """The test config with brokers from ZooKeeper only."""
     conf = config(runtime_port)
@@ -59,9 +65,7 @@ def test_discovers_the_broker_from_its_registration(kafka, kafka_bootstrap, name
                                                     zookeeper, runtime_factory,
                                                     ktrigger_factory):
     root = chroot('a')
-    zk = zookeeper.client()
-    zk.create(root + '/brokers/ids/1', kt.broker_registration(kafka_bootstrap), ephemeral=True,
-              makepath=True)
+    register_broker(zookeeper.client(), root, kafka_bootstrap)
     produced = produce(kafka, names, 'a')
     rt = runtime_factory()
     ktr = ktrigger_factory(zk_conf(config, rt.port, zookeeper.address + root))
@@ -148,9 +152,7 @@ def test_zookeeper_down_at_start_and_back_empty(kafka, kafka_bootstrap, names, c
     zks = zookeeper_factory(port)
     kt.wait_for(lambda: zk_metrics(ktr)['connected'] == 1, 30, 'connected to ZooKeeper',
                 describe=lambda: zk_metrics(ktr))
-    zk = zks.client()
-    zk.create(root + '/brokers/ids/1', kt.broker_registration(kafka_bootstrap), ephemeral=True,
-              makepath=True)
+    register_broker(zks.client(), root, kafka_bootstrap)
     assert_all_delivered(kafka, names, rt, produced, 'records once ZooKeeper is up')
     kt.wait_for(lambda: readyz(ktr) == 200, 10, 'ready')
 
@@ -165,9 +167,7 @@ def test_zookeeper_down_at_start_and_back_empty(kafka, kafka_bootstrap, names, c
     kt.wait_for(lambda: zk_metrics(ktr)['connected'] == 1, 60, 'a new session',
                 describe=lambda: zk_metrics(ktr))
     kt.wait_for(lambda: zk_metrics(ktr)['brokers'] == 0, 10, 'no broker registered now')
-    zk = zks.client()
-    zk.create(root + '/brokers/ids/1', kt.broker_registration(kafka_bootstrap), ephemeral=True,
-              makepath=True)
+    register_broker(zks.client(), root, kafka_bootstrap)
     kt.wait_for(lambda: zk_metrics(ktr)['brokers'] == 1, 20, 'the broker registered again')
     assert ktr.stop() == 0
     log = ktr.log()
@@ -181,9 +181,7 @@ def test_reload_rejoin_discovers_again(kafka, kafka_bootstrap, names, config, zo
     """A reload that re-joins (here: another topic) makes a new consumer, which has no broker
     but the ones discovery gives it: discovery must start again with it."""
     root = chroot('r')
-    zk = zookeeper.client()
-    zk.create(root + '/brokers/ids/1', kt.broker_registration(kafka_bootstrap), ephemeral=True,
-              makepath=True)
+    register_broker(zookeeper.client(), root, kafka_bootstrap)
     produced = produce(kafka, names, 'r')
     rt = runtime_factory()
     conf = zk_conf(config, rt.port, zookeeper.address + root)
