@@ -100,6 +100,24 @@ kt_record_t *kt_tracker_pop_done(kt_tracker_t *kt);
 /** @brief Pop the head whatever its state (dropping a revoked partition). */
 kt_record_t *kt_tracker_pop(kt_tracker_t *kt);
 
+/**
+ * The life of an assigned partition. It moves only through part_state_set()
+ * (consumer_group.c), which keeps the paused flag and counters that depend on it:
+ *
+ *   ACTIVE --revoke--> DRAINING --drained or drain deadline--> RELEASED --committed--> (gone)
+ *      \____________________lost, or consumer closing____________^
+ *
+ * DRAINING: fetching is paused, nothing new is read, but its buffered records keep being
+ * started and retried until every one is done (drain means done, in every ordering) or the
+ * drain deadline passes. RELEASED: the loop cancelled what was still running (those records
+ * are not done: never committed); it waits only for the final commit, then is freed.
+ */
+typedef enum kt_partition_state {
+        KT_PART_ACTIVE,
+        KT_PART_DRAINING,
+        KT_PART_RELEASED
+} kt_partition_state_t;
+
 /** An assigned partition. */
 typedef struct kt_partition {
         struct kt_partition *next; /**< next assigned partition */
@@ -113,23 +131,28 @@ typedef struct kt_partition {
         size_t bytes;     /**< value + key bytes buffered */
         kt_lane_t *lanes; /**< per ordering mode: 1 (partition), KT_KEY_LANES + 1 (key), none */
         int lane_cnt;
-        rd_kafka_queue_t *rkq; /**< its own queue (not forwarded to the consumer's) */
-        int paused;            /**< paused by us (runtime down, revoking) */
-        int full;              /**< buffer over its record or byte bound: its queue is not read */
-        int more;              /**< its queue may hold records we have not read */
-        int revoking;          /**< being revoked: dispatch nothing new */
-        int64_t stored;        /**< last offset stored for commit, -1 if none */
-        int64_t lag;           /**< consumer lag from librdkafka's statistics, -1 if unknown */
-        int64_t went_back_to;  /**< the last backwards offset warned about, -1 if none */
-        int64_t next_offset;   /**< the offset after the last record read, -1 if none yet */
-        size_t burst_cnt;      /**< records read from its queue since it was last seen empty */
-        size_t burst_bytes;    /**< and their value + key bytes */
+        rd_kafka_queue_t *rkq;      /**< its own queue (not forwarded to the consumer's) */
+        kt_partition_state_t state; /**< see kt_partition_state_t; read-only outside consumer/ */
+        int paused;                 /**< paused by us (runtime down, draining) */
+        int full;             /**< buffer over its record or byte bound: its queue is not read */
+        int more;             /**< its queue may hold records we have not read */
+        int64_t stored;       /**< offset to commit (all before it done), -1 if none */
+        int64_t committed;    /**< the offset last committed successfully, -1 if none */
+        int dirty;            /**< a record finished since the last commit started */
+        void *done_map;       /**< kt_offsetmap_t: records the previous owner finished above the
+                                   committed offset (from the commit metadata), NULL if none */
+        int64_t lag;          /**< consumer lag from librdkafka's statistics, -1 if unknown */
+        int64_t went_back_to; /**< the last backwards offset warned about, -1 if none */
+        int64_t next_offset;  /**< the offset after the last record read, -1 if none yet */
+        size_t burst_cnt;     /**< records read from its queue since it was last seen empty */
+        size_t burst_bytes;   /**< and their value + key bytes */
 } kt_partition_t;
 
 /** Counters the consumer keeps for the metrics (read by the loop). */
 typedef struct kt_consumer_stats {
         uint64_t assigns, revokes, losts; /**< rebalance callbacks */
         uint64_t commits, commit_failures;
+        uint64_t already_done; /**< records skipped: finished by a previous owner (offset map) */
         uint64_t kafka_errors;
         int lag_updated; /**< partitions' lag changed since the loop last looked; it clears it */
         /** Errors by librdkafka error code (the first KT_MAX_ERROR_CODES distinct ones). */
@@ -148,13 +171,12 @@ typedef struct kt_consumer kt_consumer_t;
 /** Calls the consumer makes into the loop. */
 typedef struct kt_consumer_hooks {
         /**
-         * Partitions are being handed back: the hook must cancel whatever of theirs is still
-         * in flight and forget their records (the loop drained them before, see
-         * kt_consumer_revoke_pending; \p lost: they already belong to someone else).
-         * Afterwards the consumer commits what is done (unless lost), drops the rest and
-         * hands the partitions back.
+         * \p p is being released (its drain ended, or it was lost, or the consumer closes):
+         * the hook must cancel whatever of its records is still running and forget them in
+         * the scheduler. Its records stay in the tracker (not done ones are never committed)
+         * until the partition is freed. Called once per partition, before it is RELEASED.
          */
-        void (*revoke)(void *opaque, kt_partition_t **parts, size_t cnt, int lost);
+        void (*release)(void *opaque, kt_partition_t *p, int lost);
         /** A record was buffered. */
         void (*record)(void *opaque, kt_record_t *rec);
         void *opaque;
@@ -211,17 +233,45 @@ kt_consumer_stats_t *kt_consumer_stats(kt_consumer_t *kc);
 void kt_consumer_hold(kt_consumer_t *kc, int hold);
 
 /**
- * @brief A revoke waiting for its partitions to drain (their p->revoking is set).
- * @returns 1 and the partitions and the drain deadline (kt_now_ms) if one is pending, else 0.
+ * @brief Drive the pending revoke (partitions DRAINING): once each is drained (no record
+ *        left that is not done) or the drain deadline passed, release them (hook), commit
+ *        (asynchronously; a refused commit is tried again until the deadline), then hand
+ *        them back to the group.
+ * @returns the kt_now_ms() time it wants to be called again, INT64_MAX if none pending.
  */
-int kt_consumer_revoke_pending(kt_consumer_t *kc, kt_partition_t ***partsp, size_t *cntp,
-                               int64_t *deadlinep);
+int64_t kt_consumer_revoke_step(kt_consumer_t *kc);
 
-/** @brief Finish the pending revoke: release, commit, hand the partitions back. */
-void kt_consumer_revoke_finish(kt_consumer_t *kc);
+/** @returns records of DRAINING partitions that are not done yet (0 if no revoke pends). */
+size_t kt_consumer_draining(const kt_consumer_t *kc);
 
-/** @brief Commit all stored offsets synchronously. */
-kt_err_t kt_consumer_commit(kt_consumer_t *kc);
+/** @returns records not done yet of partitions not RELEASED (0: a drain of all is over). */
+size_t kt_consumer_undone(const kt_consumer_t *kc);
+
+/** @brief Release every partition (hook), e.g. at the end of a shutdown or re-join drain. */
+void kt_consumer_release_all(kt_consumer_t *kc);
+
+/**
+ * @brief Start an asynchronous commit of every partition's done offset, with the offsets
+ *        finished above it in the commit metadata (a completed-offset map), unless one is in
+ *        flight (then another follows it). The result arrives through kt_consumer_poll().
+ * @returns the sequence number of the commit that will cover everything done now.
+ */
+uint64_t kt_consumer_commit_start(kt_consumer_t *kc);
+
+/** Where the commit with sequence number \p seq stands. */
+typedef enum kt_commit_status {
+        KT_COMMIT_PENDING, /**< started or waiting to start */
+        KT_COMMIT_DONE,    /**< it (or a later one) succeeded */
+        KT_COMMIT_FAILED   /**< it failed (a later one may still succeed: start again) */
+} kt_commit_status_t;
+
+/** @returns the status of commit \p seq, with the error of a failed one in \p errp. */
+kt_commit_status_t kt_consumer_commit_status(const kt_consumer_t *kc, uint64_t seq,
+                                             rd_kafka_resp_err_t *errp);
+
+/** @returns records finished since the last successful commit covered them (an upper bound of
+ *  what a new owner would deliver again if no further commit succeeds). */
+uint64_t kt_consumer_uncommitted_done(const kt_consumer_t *kc);
 
 /** @returns non-zero once librdkafka reported a fatal error (the loop must stop). */
 int kt_consumer_fatal(const kt_consumer_t *kc);

@@ -66,16 +66,29 @@ struct kt_consumer {
         int fatal;
         int hold;              /**< every partition paused (runtime down) */
         int joined;            /**< holds an assignment (possibly empty) from the group */
-        int closing;           /**< in consumer_close(): revokes finish at once */
+        int closing;           /**< in consumer_close(): revokes finish at once, no commit */
         int more;              /**< a full partition got room: poll again without sleeping */
         int brokers_down;      /**< librdkafka reported all brokers down; cleared when one is up */
         size_t prefetch_msgs;  /**< librdkafka's queued.min.messages, for waking the fetcher */
         size_t prefetch_bytes; /**< and queued.max.messages.kbytes in bytes */
         size_t buffered;       /**< records in all trackers */
-        rd_kafka_topic_partition_list_t *pending; /**< a revoke waiting for its drain */
-        kt_partition_t **pending_parts;
-        size_t pending_cnt;
-        int64_t pending_deadline;
+        /* The pending revoke: its partitions are DRAINING, then RELEASED (see revoke_step). A
+         * second revoke while one pends joins it (same deadline). */
+        rd_kafka_topic_partition_list_t *pending; /**< NULL if no revoke pends */
+        int64_t pending_deadline;                 /**< drain (and commit) deadline, kt_now_ms */
+        uint64_t pending_commit;                  /**< the commit it waits for; 0 while draining */
+        int64_t pending_retry_at;                 /**< a refused commit is started again then */
+        /* The commits that end a drain: ours, asynchronous, one in flight at a time (see
+         * kt_consumer_commit_start); librdkafka's auto-commit runs beside them. */
+        uint64_t commit_seq;            /**< the last commit started */
+        uint64_t commit_ok_seq;         /**< the last one that succeeded */
+        uint64_t commit_done_seq;       /**< the last one that finished, either way */
+        rd_kafka_resp_err_t commit_err; /**< how commit_done_seq ended */
+        int commit_inflight;
+        int commit_again;        /**< asked for while one was in flight: start one after it */
+        uint64_t done_cnt;       /**< records that became done, ever */
+        uint64_t done_at_start;  /**< done_cnt when the commit in flight started */
+        uint64_t done_committed; /**< done_cnt covered by the last successful commit */
         kt_consumer_stats_t stats;
 };
 
@@ -97,6 +110,32 @@ static void set_paused(kt_consumer_t *kc, kt_partition_t *p, int pause) {
                 p->paused = pause;
                 kc->stats.paused += pause ? 1 : -1;
         }
+}
+
+/**
+ * The one transition function of a partition's life (kt_partition_state_t): every pause and
+ * hook that depends on the state happens here.
+ */
+static void part_state_set(kt_consumer_t *kc, kt_partition_t *p, kt_partition_state_t state,
+                           int lost) {
+        static const char *const names[] = {"active", "draining", "released"};
+
+        if (p->state == state)
+                return;
+        KT_DBG(FAC, "%s [%d]: %s -> %s", p->topic, p->partition, names[p->state], names[state]);
+        switch (state) {
+        case KT_PART_ACTIVE:
+                break; /* only ever the state it is made in */
+        case KT_PART_DRAINING:
+                set_paused(kc, p, 1); /* fetch nothing more; what is buffered goes on */
+                break;
+        case KT_PART_RELEASED:
+                set_paused(kc, p, 1);
+                if (kc->hooks.release)
+                        kc->hooks.release(kc->hooks.opaque, p, lost);
+                break;
+        }
+        p->state = state;
 }
 
 static void log_cb(const rd_kafka_t *rk, int level, const char *fac, const char *buf) {
@@ -177,7 +216,9 @@ static kt_partition_t *part_add(kt_consumer_t *kc, const char *topic, int32_t pa
                 free(p);
                 return NULL;
         }
+        p->state = KT_PART_ACTIVE;
         p->stored = -1;
+        p->committed = -1;
         p->lag = -1;
         p->went_back_to = -1;
         p->next_offset = -1;
@@ -239,27 +280,6 @@ static void part_remove(kt_consumer_t *kc, kt_partition_t *p) {
         free(p);
 }
 
-/** Commit the stored offsets of \p parts synchronously. */
-static void commit_parts(kt_consumer_t *kc, kt_partition_t **parts, size_t cnt) {
-        rd_kafka_topic_partition_list_t *offsets = rd_kafka_topic_partition_list_new((int)cnt);
-        rd_kafka_resp_err_t err;
-
-        for (size_t i = 0; i < cnt; i++)
-                if (parts[i]->stored >= 0)
-                        rd_kafka_topic_partition_list_add(offsets, parts[i]->topic,
-                                                          parts[i]->partition)
-                            ->offset = parts[i]->stored;
-        if (offsets->cnt > 0) {
-                err = rd_kafka_commit(kc->rk, offsets, 0 /*sync*/);
-                if (err)
-                        KT_WARN(FAC, "commit of %d revoked partitions failed: %s", offsets->cnt,
-                                rd_kafka_err2str(err));
-                else
-                        KT_INFO(FAC, "committed %d revoked partitions", offsets->cnt);
-        }
-        rd_kafka_topic_partition_list_destroy(offsets);
-}
-
 static void on_assign(kt_consumer_t *kc, rd_kafka_topic_partition_list_t *tps) {
         rd_kafka_error_t *error = NULL;
         rd_kafka_resp_err_t err = RD_KAFKA_RESP_ERR_NO_ERROR;
@@ -309,20 +329,18 @@ static void on_assign(kt_consumer_t *kc, rd_kafka_topic_partition_list_t *tps) {
         }
 }
 
-/** Release \p parts (hook), commit what is done unless lost, forget them, hand them back. */
-static void revoke_finish(kt_consumer_t *kc, rd_kafka_topic_partition_list_t *tps,
-                          kt_partition_t **parts, size_t cnt, int lost) {
+/** Release (if not yet) and forget the partitions of \p tps, and hand them back. */
+static void handback(kt_consumer_t *kc, rd_kafka_topic_partition_list_t *tps, int lost) {
         rd_kafka_error_t *error = NULL;
         rd_kafka_resp_err_t err = RD_KAFKA_RESP_ERR_NO_ERROR;
 
-        if (cnt && kc->hooks.revoke)
-                kc->hooks.revoke(kc->hooks.opaque, parts, cnt, lost);
-        /* Offsets of records finished during the drain were stored by record_done(). */
-        if (cnt && !lost)
-                commit_parts(kc, parts, cnt);
-        for (size_t i = 0; i < cnt; i++)
-                part_remove(kc, parts[i]);
-
+        for (int i = 0; i < tps->cnt; i++) {
+                kt_partition_t *p = part_find(kc, tps->elems[i].topic, tps->elems[i].partition);
+                if (!p)
+                        continue;
+                part_state_set(kc, p, KT_PART_RELEASED, lost);
+                part_remove(kc, p);
+        }
         if (!strcmp(rd_kafka_rebalance_protocol(kc->rk), "COOPERATIVE"))
                 error = rd_kafka_incremental_unassign(kc->rk, tps);
         else
@@ -334,69 +352,232 @@ static void revoke_finish(kt_consumer_t *kc, rd_kafka_topic_partition_list_t *tp
                 KT_ERR(FAC, "unassign failed: %s", rd_kafka_err2str(err));
 }
 
+/** Add to \p dst the partitions of \p src it does not hold. */
+static void list_merge(rd_kafka_topic_partition_list_t *dst,
+                       const rd_kafka_topic_partition_list_t *src) {
+        for (int i = 0; i < src->cnt; i++)
+                if (!rd_kafka_topic_partition_list_find(dst, src->elems[i].topic,
+                                                        src->elems[i].partition))
+                        rd_kafka_topic_partition_list_add(dst, src->elems[i].topic,
+                                                          src->elems[i].partition);
+}
+
 /*
- * A clean revoke needs the partitions' in-flight calls to finish first, which may take as
+ * A clean revoke must let the partitions' buffered records finish first, which may take as
  * long as the function does. Waiting inside the rebalance callback would stop polling for
  * that long and get the member evicted (max.poll.interval.ms), so the revoke is only started
- * here: the partitions stop taking records and the loop keeps polling; the loop finishes the
- * revoke (kt_consumer_revoke_finish) once they are drained or the drain timeout passed.
- * librdkafka holds the rebalance until we unassign. Lost partitions and the final revoke of
- * consumer_close() are finished at once (the loop drained everything before closing).
+ * here: the partitions become DRAINING (paused, their records go on) and the loop keeps
+ * polling and calling kt_consumer_revoke_step(), which releases, commits and hands them back
+ * (librdkafka holds the rebalance until we unassign). A second revoke while one pends joins
+ * it: one set, one deadline, nothing freed while the loop still refers to it. Lost partitions
+ * and the final revoke of consumer_close() are handed back at once, without a commit (lost:
+ * they belong to someone else; closing: the loop committed before closing), together with a
+ * pending revoke's partitions.
  */
 static void on_revoke(kt_consumer_t *kc, rd_kafka_topic_partition_list_t *tps) {
         int lost = rd_kafka_assignment_lost(kc->rk);
-        kt_partition_t **parts = calloc((size_t)tps->cnt + 1, sizeof(*parts));
-        size_t cnt = 0;
 
-        for (int i = 0; parts && i < tps->cnt; i++) {
-                kt_partition_t *p = part_find(kc, tps->elems[i].topic, tps->elems[i].partition);
-                if (p) {
-                        p->revoking = 1;
-                        parts[cnt++] = p;
-                }
-        }
         KT_INFO(FAC, "%s %d partitions", lost ? "lost" : "revoking", tps->cnt);
         if (lost) {
                 kc->joined = 0;
                 kc->stats.losts++;
         } else
                 kc->stats.revokes++;
-        if (lost || kc->closing || !parts || kc->pending) {
-                revoke_finish(kc, tps, parts, cnt, lost);
-                free(parts);
+        if (lost || kc->closing) {
+                if (kc->pending) {
+                        list_merge(kc->pending, tps);
+                        handback(kc, kc->pending, lost);
+                        rd_kafka_topic_partition_list_destroy(kc->pending);
+                        kc->pending = NULL;
+                } else
+                        handback(kc, tps, lost);
                 return;
         }
-        for (size_t i = 0; i < cnt; i++)
-                set_paused(kc, parts[i], 1); /* fetch nothing more for them */
-        kc->pending = rd_kafka_topic_partition_list_copy(tps);
-        kc->pending_parts = parts;
-        kc->pending_cnt = cnt;
-        kc->pending_deadline = kt_now_ms() + kc->conf->drain_timeout_ms;
-}
-
-int kt_consumer_revoke_pending(kt_consumer_t *kc, kt_partition_t ***partsp, size_t *cntp,
-                               int64_t *deadlinep) {
-        if (!kc->pending)
-                return 0;
-        *partsp = kc->pending_parts;
-        *cntp = kc->pending_cnt;
-        *deadlinep = kc->pending_deadline;
-        return 1;
-}
-
-void kt_consumer_revoke_finish(kt_consumer_t *kc) {
-        rd_kafka_topic_partition_list_t *tps = kc->pending;
-        kt_partition_t **parts = kc->pending_parts;
-        size_t cnt = kc->pending_cnt;
-
-        if (!tps)
+        for (int i = 0; i < tps->cnt; i++) {
+                kt_partition_t *p = part_find(kc, tps->elems[i].topic, tps->elems[i].partition);
+                if (p && p->state == KT_PART_ACTIVE)
+                        part_state_set(kc, p, KT_PART_DRAINING, 0);
+        }
+        if (kc->pending) {
+                list_merge(kc->pending, tps);
                 return;
+        }
+        kc->pending = rd_kafka_topic_partition_list_copy(tps);
+        kc->pending_deadline = kt_now_ms() + kc->conf->drain_timeout_ms;
+        kc->pending_commit = 0;
+}
+
+/** @returns the records of \p p not done yet (0: drained). */
+static size_t part_undone(const kt_partition_t *p) {
+        return p->q.cnt; /* the head is never done (it would have been popped) */
+}
+
+size_t kt_consumer_draining(const kt_consumer_t *kc) {
+        size_t n = 0;
+
+        for (const kt_partition_t *p = kc->parts; p; p = p->next)
+                if (p->state == KT_PART_DRAINING)
+                        n += part_undone(p);
+        return n;
+}
+
+size_t kt_consumer_undone(const kt_consumer_t *kc) {
+        size_t n = 0;
+
+        for (const kt_partition_t *p = kc->parts; p; p = p->next)
+                if (p->state != KT_PART_RELEASED)
+                        n += part_undone(p);
+        return n;
+}
+
+void kt_consumer_release_all(kt_consumer_t *kc) {
+        for (kt_partition_t *p = kc->parts; p; p = p->next)
+                part_state_set(kc, p, KT_PART_RELEASED, 0);
+}
+
+/** Shortest pause before a refused commit is tried again. */
+#define KT_COMMIT_RETRY_MS 250
+/** A drained revoke or shutdown waits at least this long for its commit's answer. */
+#define KT_COMMIT_MIN_WAIT_MS 2000
+
+int64_t kt_consumer_revoke_step(kt_consumer_t *kc) {
+        int64_t now = kt_now_ms();
+        rd_kafka_resp_err_t err = RD_KAFKA_RESP_ERR_NO_ERROR;
+        kt_commit_status_t st;
+        size_t left = 0;
+
+        if (!kc->pending)
+                return INT64_MAX;
+        if (!kc->pending_commit) {
+                for (int i = 0; i < kc->pending->cnt; i++) {
+                        kt_partition_t *p = part_find(kc, kc->pending->elems[i].topic,
+                                                      kc->pending->elems[i].partition);
+                        if (p && p->state == KT_PART_DRAINING)
+                                left += part_undone(p);
+                }
+                if (left && now < kc->pending_deadline)
+                        return kc->pending_deadline; /* completions wake the loop before */
+                if (left)
+                        KT_WARN(FAC,
+                                "drain timeout (%d ms): %zu records of revoked partitions not "
+                                "done; they are not committed and their next owner delivers "
+                                "them again",
+                                kc->conf->drain_timeout_ms, left);
+                for (int i = 0; i < kc->pending->cnt; i++) {
+                        kt_partition_t *p = part_find(kc, kc->pending->elems[i].topic,
+                                                      kc->pending->elems[i].partition);
+                        if (p)
+                                part_state_set(kc, p, KT_PART_RELEASED, 0);
+                }
+                kc->pending_commit = kt_consumer_commit_start(kc);
+                if (kc->pending_deadline < now + KT_COMMIT_MIN_WAIT_MS)
+                        kc->pending_deadline = now + KT_COMMIT_MIN_WAIT_MS;
+        }
+        st = kt_consumer_commit_status(kc, kc->pending_commit, &err);
+        if (st == KT_COMMIT_FAILED && now < kc->pending_deadline) {
+                if (now < kc->pending_retry_at)
+                        return kc->pending_retry_at;
+                kc->pending_commit = kt_consumer_commit_start(kc);
+                kc->pending_retry_at = now + KT_COMMIT_RETRY_MS;
+                return kc->pending_retry_at;
+        }
+        if (st == KT_COMMIT_PENDING && now < kc->pending_deadline)
+                return kc->pending_deadline; /* the answer wakes the loop before */
+        if (st != KT_COMMIT_DONE)
+                KT_WARN(FAC,
+                        "commit of revoked partitions not completed (%s): records finished "
+                        "since the last commit are delivered again by their next owner",
+                        st == KT_COMMIT_FAILED ? rd_kafka_err2str(err) : "no answer in time");
+        else
+                KT_INFO(FAC, "committed, handing back %d partitions", kc->pending->cnt);
+        handback(kc, kc->pending, 0);
+        rd_kafka_topic_partition_list_destroy(kc->pending);
         kc->pending = NULL;
-        kc->pending_parts = NULL;
-        kc->pending_cnt = 0;
-        revoke_finish(kc, tps, parts, cnt, 0);
-        rd_kafka_topic_partition_list_destroy(tps);
-        free(parts);
+        return INT64_MAX;
+}
+
+/* ---------------------------------------------------------------- commits */
+
+/** The commit metadata of \p p: its completed-offset map (see consumer_offsetmap.c).
+ *  @returns a malloc'd NUL-terminated blob (librdkafka frees it with the list), NULL if none. */
+static char *part_metadata(const kt_partition_t *p, size_t *lenp);
+
+static char *part_metadata(const kt_partition_t *p, size_t *lenp) {
+        (void)p;
+        *lenp = 0;
+        return NULL;
+}
+
+static void commit_done_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
+                           rd_kafka_topic_partition_list_t *offsets, void *opaque);
+
+/** Start one asynchronous commit of every partition that has something done. */
+static void commit_send(kt_consumer_t *kc) {
+        rd_kafka_topic_partition_list_t *offsets =
+            rd_kafka_topic_partition_list_new(kc->part_cnt > 0 ? kc->part_cnt : 1);
+        rd_kafka_resp_err_t err;
+
+        kc->commit_seq++;
+        kc->commit_again = 0;
+        kc->done_at_start = kc->done_cnt;
+        for (kt_partition_t *p = kc->parts; p; p = p->next) {
+                rd_kafka_topic_partition_t *tp;
+                size_t len = 0;
+                char *md;
+
+                p->dirty = 0;
+                if (p->stored < 0)
+                        continue;
+                tp = rd_kafka_topic_partition_list_add(offsets, p->topic, p->partition);
+                tp->offset = p->stored;
+                if ((md = part_metadata(p, &len))) {
+                        tp->metadata = md;
+                        tp->metadata_size = len;
+                }
+        }
+        if (!offsets->cnt) {
+                /* Nothing to commit is a commit that succeeded. */
+                rd_kafka_topic_partition_list_destroy(offsets);
+                kc->commit_ok_seq = kc->commit_done_seq = kc->commit_seq;
+                kc->done_committed = kc->done_at_start;
+                return;
+        }
+        /* Asynchronous: the answer is served by kt_consumer_poll() (the consumer queue). */
+        err = rd_kafka_commit_queue(kc->rk, offsets, kc->rkq, commit_done_cb, kc);
+        rd_kafka_topic_partition_list_destroy(offsets);
+        if (err) {
+                kc->commit_done_seq = kc->commit_seq;
+                kc->commit_err = err;
+                kc->stats.commit_failures++;
+                KT_WARN(FAC, "cannot start a commit: %s", rd_kafka_err2str(err));
+                return;
+        }
+        kc->commit_inflight = 1;
+}
+
+uint64_t kt_consumer_commit_start(kt_consumer_t *kc) {
+        if (kc->commit_inflight) {
+                kc->commit_again = 1;
+                return kc->commit_seq + 1;
+        }
+        commit_send(kc);
+        return kc->commit_seq;
+}
+
+kt_commit_status_t kt_consumer_commit_status(const kt_consumer_t *kc, uint64_t seq,
+                                             rd_kafka_resp_err_t *errp) {
+        if (kc->commit_ok_seq >= seq)
+                return KT_COMMIT_DONE;
+        if (kc->commit_done_seq >= seq) {
+                if (errp)
+                        *errp = kc->commit_err;
+                return KT_COMMIT_FAILED;
+        }
+        return KT_COMMIT_PENDING;
+}
+
+uint64_t kt_consumer_uncommitted_done(const kt_consumer_t *kc) {
+        return kc->done_cnt - kc->done_committed;
 }
 
 static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
@@ -414,6 +595,8 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
         }
 }
 
+/** The answer to one of librdkafka's auto-commits (and, as librdkafka may also report them
+ *  here, ours): counted. */
 static void commit_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
                       rd_kafka_topic_partition_list_t *offsets, void *opaque) {
         kt_consumer_t *kc = opaque;
@@ -429,6 +612,39 @@ static void commit_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
                 kc->stats.commits++;
                 kc->brokers_down = 0; /* the coordinator answered */
         }
+}
+
+/** The answer to commit_send()'s commit. */
+static void commit_done_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
+                           rd_kafka_topic_partition_list_t *offsets, void *opaque) {
+        kt_consumer_t *kc = opaque;
+
+        (void)rk;
+        for (int i = 0; !err && offsets && i < offsets->cnt; i++)
+                if (offsets->elems[i].err)
+                        err = offsets->elems[i].err;
+        if (err == RD_KAFKA_RESP_ERR__NO_OFFSET)
+                err = RD_KAFKA_RESP_ERR_NO_ERROR; /* nothing new to commit */
+        kc->commit_inflight = 0;
+        kc->commit_done_seq = kc->commit_seq;
+        kc->commit_err = err;
+        if (err) {
+                kc->stats.commit_failures++;
+                KT_WARN(FAC, "offset commit failed: %s", rd_kafka_err2str(err));
+        } else {
+                kc->stats.commits++;
+                kc->brokers_down = 0;
+                kc->commit_ok_seq = kc->commit_seq;
+                kc->done_committed = kc->done_at_start;
+                for (int i = 0; offsets && i < offsets->cnt; i++) {
+                        kt_partition_t *p =
+                            part_find(kc, offsets->elems[i].topic, offsets->elems[i].partition);
+                        if (p)
+                                p->committed = offsets->elems[i].offset;
+                }
+        }
+        if (kc->commit_again)
+                commit_send(kc);
 }
 
 /** librdkafka's statistics JSON: take each assigned partition's consumer_lag. */
@@ -518,6 +734,10 @@ kt_consumer_t *kt_consumer_new(const kt_config_t *conf, const kt_consumer_hooks_
          * from kafka.properties except the ones config/ refuses. */
         static const char *const defaults[][2] = {
             {"partition.assignment.strategy", "cooperative-sticky"},
+            /* librdkafka commits the offsets we store (only finished ones) every second, and
+             * only while the group is steady: a commit with a generation in flux is answered
+             * ILLEGAL_GENERATION, which librdkafka takes as the assignment lost. The commits
+             * that end a drain are ours (commit_send), with the completed-offset map. */
             {"enable.auto.commit", "true"},
             {"auto.commit.interval.ms", "1000"},
             /* Prefetch, per partition: each partition has its own queue (see DESIGN). With
@@ -622,33 +842,26 @@ void kt_consumer_destroy(kt_consumer_t *kc) {
                 return;
         if (kc->rk) {
                 rd_kafka_resp_err_t err;
-                kt_consumer_revoke_finish(kc);
-                kc->closing = 1;
+                kc->closing = 1; /* the loop committed before: revokes now hand back at once */
+                if (kc->pending) {
+                        handback(kc, kc->pending, 0);
+                        rd_kafka_topic_partition_list_destroy(kc->pending);
+                        kc->pending = NULL;
+                }
                 if (kc->rkq) {
                         /* librdkafka wants the consumer queue handle gone before close. */
                         rd_kafka_queue_io_event_enable(kc->rkq, -1, NULL, 0);
                         rd_kafka_queue_destroy(kc->rkq);
                         kc->rkq = NULL;
                 }
-                /* Triggers the final revoke (hook, commit, unassign) and leaves the group. */
+                /* Triggers the final revoke (release, unassign) and leaves the group. */
                 err = rd_kafka_consumer_close(kc->rk);
                 if (err)
                         KT_WARN(FAC, "consumer close: %s", rd_kafka_err2str(err));
                 /* After a fatal error close() revokes without the rebalance callback: release
                  * what is left through the hook (as lost) so nothing still points at it. */
-                if (kc->parts && kc->hooks.revoke) {
-                        size_t cnt = 0;
-                        kt_partition_t **parts;
-                        for (kt_partition_t *p = kc->parts; p; p = p->next)
-                                cnt++;
-                        if ((parts = calloc(cnt, sizeof(*parts)))) {
-                                cnt = 0;
-                                for (kt_partition_t *p = kc->parts; p; p = p->next)
-                                        parts[cnt++] = p;
-                                kc->hooks.revoke(kc->hooks.opaque, parts, cnt, 1);
-                                free(parts);
-                        }
-                }
+                for (kt_partition_t *p = kc->parts; p; p = p->next)
+                        part_state_set(kc, p, KT_PART_RELEASED, 1);
                 while (kc->parts)
                         part_remove(kc, kc->parts);
                 rd_kafka_destroy(kc->rk);
@@ -676,7 +889,7 @@ static void buffer_record(kt_consumer_t *kc, rd_kafka_message_t *rkm) {
         kt_record_t *rec;
         char *data;
 
-        if (!p || p->revoking) {
+        if (!p || p->state != KT_PART_ACTIVE) {
                 /* A late record of a partition we no longer own: the owner will get it. */
                 rd_kafka_message_destroy(rkm);
                 return;
@@ -686,7 +899,7 @@ static void buffer_record(kt_consumer_t *kc, rd_kafka_message_t *rkm) {
                  * this partition and stop the daemon; the record is fetched again later. */
                 KT_ERR(FAC, "out of memory buffering %s [%d] @%lld: stopping", p->topic,
                        p->partition, (long long)rkm->offset);
-                p->revoking = 1;
+                part_state_set(kc, p, KT_PART_DRAINING, 0); /* nothing after it is read */
                 kc->fatal = 1;
                 rd_kafka_message_destroy(rkm);
                 return;
@@ -768,7 +981,7 @@ static void fetch_wakeup(kt_consumer_t *kc, kt_partition_t *p) {
         /* Whatever librdkafka's queue held at any moment was read between two empty reads:
          * if this burst stayed under the bounds, so did the queue. */
         p->burst_cnt = p->burst_bytes = 0;
-        if (!over || p->next_offset < 0 || p->paused || p->revoking)
+        if (!over || p->next_offset < 0 || p->paused || p->state != KT_PART_ACTIVE)
                 return;
         err = rd_kafka_seek(p->rkt, p->partition, p->next_offset, 0 /* async */);
         if (err)
@@ -804,7 +1017,7 @@ int kt_consumer_poll(kt_consumer_t *kc, int max) {
                 size_t room;
                 ssize_t got;
 
-                if (!p->rkq || p->full || p->revoking || (!woke && !p->more) ||
+                if (!p->rkq || p->full || p->state != KT_PART_ACTIVE || (!woke && !p->more) ||
                     p->q.cnt >= (size_t)kc->conf->partition_buffer_records) /* lowered live */
                         continue;
                 room = (size_t)kc->conf->partition_buffer_records - p->q.cnt;
@@ -834,6 +1047,8 @@ void kt_consumer_record_done(kt_consumer_t *kc, kt_record_t *rec) {
         int popped = 0;
 
         rec->state = KT_REC_DONE;
+        kc->done_cnt++;
+        p->dirty = 1;
         while ((done = kt_tracker_pop_done(&p->q))) {
                 p->bytes -= done->len + done->key_len + done->reply_len;
                 record_free(done);
@@ -842,7 +1057,7 @@ void kt_consumer_record_done(kt_consumer_t *kc, kt_record_t *rec) {
         }
         if (!popped)
                 return;
-        /* rd_kafka_offset_store() stores offset + 1. */
+        /* rd_kafka_offset_store() stores offset + 1; librdkafka's auto-commit commits it. */
         if (rd_kafka_offset_store(p->rkt, p->partition, p->q.commit_offset - 1) ==
             RD_KAFKA_RESP_ERR_NO_ERROR)
                 p->stored = p->q.commit_offset;
@@ -864,7 +1079,7 @@ void kt_consumer_record_done(kt_consumer_t *kc, kt_record_t *rec) {
 void kt_consumer_hold(kt_consumer_t *kc, int hold) {
         kc->hold = hold;
         for (kt_partition_t *p = kc->parts; p; p = p->next)
-                set_paused(kc, p, hold || p->revoking);
+                set_paused(kc, p, hold || p->state != KT_PART_ACTIVE);
 }
 
 int kt_consumer_more(kt_consumer_t *kc) {
@@ -875,15 +1090,6 @@ int kt_consumer_more(kt_consumer_t *kc) {
 
 kt_consumer_stats_t *kt_consumer_stats(kt_consumer_t *kc) {
         return &kc->stats;
-}
-
-kt_err_t kt_consumer_commit(kt_consumer_t *kc) {
-        rd_kafka_resp_err_t err = rd_kafka_commit(kc->rk, NULL, 0 /*sync*/);
-
-        if (err == RD_KAFKA_RESP_ERR_NO_ERROR || err == RD_KAFKA_RESP_ERR__NO_OFFSET)
-                return KT_OK;
-        KT_WARN(FAC, "commit failed: %s", rd_kafka_err2str(err));
-        return KT_ERR_KAFKA;
 }
 
 int kt_consumer_fatal(const kt_consumer_t *kc) {

@@ -76,14 +76,47 @@
 /** After an allocation failure in the dispatch path, start nothing for this long. */
 #define KT_NOMEM_PAUSE_MS 100
 
+/**
+ * The loop's life. One transition function (loop_state_set) logs every change.
+ *
+ *   RUNNING --SIGHUP needing a re-join--> REJOIN_DRAIN --drained--> REJOIN_COMMIT --> RUNNING
+ *      |                                      |  (new consumer)          |
+ *      +--SIGTERM/SIGINT--> SHUTDOWN_DRAIN <--+ --drained--> SHUTDOWN_COMMIT <-+--> STOPPED
+ *
+ * *_DRAIN: fetching is held (every partition paused), the buffered records keep being
+ * started, retried and finished until none is left that is not done, the drain deadline
+ * (dispatch.drain_timeout_ms) passes, or the runtime is down (nothing could finish).
+ * "drained": the rest is released (calls cancelled: never committed) and one commit of all
+ * partitions, with the completed-offset map, starts. *_COMMIT: nothing starts; the commit is
+ * tried again while the group refuses it (a rebalance in progress) until the deadline (at
+ * least KT_LOOP_COMMIT_MIN_MS after the drain). A commit that never completes is a WARN
+ * saying how many finished records may come again; a shutdown still exits 0.
+ */
+typedef enum kt_loop_state {
+        KT_LOOP_RUNNING,
+        KT_LOOP_REJOIN_DRAIN,
+        KT_LOOP_REJOIN_COMMIT,
+        KT_LOOP_SHUTDOWN_DRAIN,
+        KT_LOOP_SHUTDOWN_COMMIT,
+        KT_LOOP_STOPPED
+} kt_loop_state_t;
+
+/** A drained shutdown or re-join waits at least this long for its commit to complete. */
+#define KT_LOOP_COMMIT_MIN_MS 2000
+/** A refused final commit is tried again after this long. */
+#define KT_LOOP_COMMIT_RETRY_MS 250
+
 typedef struct kt_loop {
+        kt_loop_state_t state;
         kt_config_t *conf;
         kt_config_t **confp; /**< the caller's pointer: updated on reload */
         kt_consumer_hooks_t hooks;
         size_t *topic_map; /**< conf->topics index -> metrics topic index */
         int reload_asked;
-        kt_config_t *rejoin_conf; /**< a reload waiting for the buffers to empty, or NULL */
-        int64_t rejoin_deadline_ms;
+        kt_config_t *rejoin_conf;  /**< REJOIN_*: the configuration to join with */
+        int64_t drain_deadline_ms; /**< *_DRAIN and *_COMMIT: when to give up waiting */
+        uint64_t final_commit;     /**< *_COMMIT: the commit waited for */
+        int64_t commit_retry_at_ms;
         int64_t nomem_until_ms; /**< start no call before (an allocation failed) */
         kt_consumer_t *kc;
         kt_dispatch_t *kd;
@@ -92,7 +125,6 @@ typedef struct kt_loop {
         kt_produce_t *kp; /**< NULL unless on_failure = dead-letter or a reply_topic is set */
         kt_zk_t *zk;      /**< NULL unless kafka.zookeeper is set */
         int sigfd;
-        int stopping;
         int64_t next_due_ms; /**< earliest timer (retry or probe), INT64_MAX if none */
         int runtime_down;
         int probing;
@@ -166,7 +198,8 @@ static void on_probe(int up, void *cbarg) {
         }
         kl->runtime_down = 0;
         kt_metrics_runtime_up_set(kl->km, 1);
-        kt_consumer_hold(kl->kc, kl->rejoin_conf != NULL); /* a re-join keeps fetching off */
+        /* A drain (re-join, shutdown) keeps fetching off. */
+        kt_consumer_hold(kl->kc, kl->state != KT_LOOP_RUNNING);
         KT_INFO(FAC, "runtime answers again: consumption resumed");
 }
 
@@ -275,16 +308,17 @@ static void dispatch_ready(kt_loop_t *kl) {
                         wake_at(kl, kl->probe_at_ms);
                 return;
         }
-        if (kl->stopping)
-                return;
+        if (kl->state == KT_LOOP_REJOIN_COMMIT || kl->state == KT_LOOP_SHUTDOWN_COMMIT ||
+            kl->state == KT_LOOP_STOPPED)
+                return; /* everything was released */
         if (now < kl->nomem_until_ms) {
                 wake_at(kl, kl->nomem_until_ms);
                 return;
         }
         /* A slot frees only through a completion, which wakes the loop. */
         while (kt_dispatch_slots_free(kl->kd) && (rec = kt_sched_next(kl->ks))) {
-                if (rec->part->revoking)
-                        continue; /* dropped with its partition */
+                /* Draining partitions go on too: a drain means done. (A released one's records
+                 * left the scheduler when it was released.) */
                 if (rec->state == KT_REC_PRODUCING)
                         produce(kl, rec); /* an earlier write failed */
                 else
@@ -340,8 +374,7 @@ static void on_call_done(void *opaque, const kt_dispatch_result_t *res, void *cb
                 /* Nothing listens: not this record's fault, and not an attempt. */
                 rec->attempts--;
                 rec->state = KT_REC_QUEUED;
-                if (!p->revoking)
-                        kt_sched_requeue(kl->ks, rec);
+                kt_sched_requeue(kl->ks, rec); /* its partition is not released: it was running */
                 runtime_down_enter(kl);
                 return;
         }
@@ -390,10 +423,6 @@ static void on_call_done(void *opaque, const kt_dispatch_result_t *res, void *cb
                 snprintf(why, sizeof(why), "runtime answered %ld", res->status);
         else
                 snprintf(why, sizeof(why), "%s", res->error);
-        if (p->revoking) {
-                rec->state = KT_REC_QUEUED; /* dropped with its partition, redelivered */
-                return;
-        }
         if (kl->conf->on_failure != KT_FAIL_BLOCK &&
             (res->outcome == KT_OUTCOME_PERMANENT ||
              rec->attempts >= kl->conf->retry_max_attempts)) {
@@ -415,31 +444,27 @@ static void on_call_done(void *opaque, const kt_dispatch_result_t *res, void *cb
 
 /* ---------------------------------------------------------------- drain, revoke, shutdown */
 
-static int parts_busy(kt_partition_t **parts, size_t cnt) {
-        int n = 0;
-        for (size_t i = 0; i < cnt; i++)
-                n += parts[i]->in_flight + parts[i]->producing;
-        return n;
-}
+/** kt_consumer_hooks_t.release: cancel \p p's calls, orphan its replies and dead letters in
+ *  flight (their reports are ignored) and forget its records in the scheduler. Its records
+ *  that are not done stay so: never committed, delivered again by the next owner. */
+static void on_release(void *opaque, kt_partition_t *p, int lost) {
+        kt_loop_t *kl = opaque;
 
-/** Cancel calls and orphan dead letters of \p parts, and forget their records. */
-static void parts_release(kt_loop_t *kl, kt_partition_t **parts, size_t cnt) {
-        for (size_t i = 0; i < cnt; i++) {
-                for (kt_record_t *rec = parts[i]->q.head; rec; rec = rec->next) {
-                        if (rec->state == KT_REC_IN_FLIGHT) {
-                                kt_dispatch_request_cancel(kl->kd, rec->call);
-                                rec->call = NULL;
-                                rec->state = KT_REC_QUEUED;
-                                parts[i]->in_flight--;
-                        }
-                        if (rec->produce) {
-                                ((ticket_t *)rec->produce)->rec = NULL;
-                                rec->produce = NULL;
-                                parts[i]->producing--;
-                        }
+        (void)lost;
+        for (kt_record_t *rec = p->q.head; rec; rec = rec->next) {
+                if (rec->state == KT_REC_IN_FLIGHT) {
+                        kt_dispatch_request_cancel(kl->kd, rec->call);
+                        rec->call = NULL;
+                        rec->state = KT_REC_QUEUED;
+                        p->in_flight--;
                 }
-                kt_sched_partition_drop(kl->ks, parts[i]);
+                if (rec->produce) {
+                        ((ticket_t *)rec->produce)->rec = NULL;
+                        rec->produce = NULL;
+                        p->producing--;
+                }
         }
+        kt_sched_partition_drop(kl->ks, p);
 }
 
 static void produce_poll(kt_loop_t *kl) {
@@ -447,70 +472,114 @@ static void produce_poll(kt_loop_t *kl) {
                 kt_produce_poll(kl->kp);
 }
 
-/**
- * Let the calls and dead letters of \p parts finish (no new ones start) until
- * dispatch.drain_timeout_ms. Completions of other partitions are handled normally.
- * @returns what is still unfinished (then abandoned by parts_release()).
- */
-static int drain(kt_loop_t *kl, kt_partition_t **parts, size_t cnt) {
-        int64_t deadline = kt_now_ms() + kl->conf->drain_timeout_ms;
-        struct curl_waitfd fds[1];
-        unsigned nfds = 0;
-        int left;
+static const char *loop_state_name(kt_loop_state_t st) {
+        static const char *const names[] = {"running",        "rejoin-drain",    "rejoin-commit",
+                                            "shutdown-drain", "shutdown-commit", "stopped"};
+        return names[st];
+}
 
-        if (kl->kp) {
-                fds[0].fd = kt_produce_wakeup_fd(kl->kp);
-                fds[0].events = CURL_WAIT_POLLIN;
-                fds[0].revents = 0;
-                nfds = 1;
-        }
-        while ((left = parts_busy(parts, cnt)) > 0) {
-                int64_t now = kt_now_ms();
-                if (now >= deadline) {
-                        KT_WARN(FAC,
-                                "drain timeout (%d ms): abandoning %d calls/dead letters; their "
-                                "records are not committed and will be delivered again",
-                                kl->conf->drain_timeout_ms, left);
-                        return left;
+/** The one transition function of the loop's life (see kt_loop_state_t). */
+static void loop_state_set(kt_loop_t *kl, kt_loop_state_t st) {
+        if (kl->state == st)
+                return;
+        KT_DBG(FAC, "loop: %s -> %s", loop_state_name(kl->state), loop_state_name(st));
+        switch (st) {
+        case KT_LOOP_RUNNING:
+                kl->final_commit = 0;
+                kt_consumer_hold(kl->kc, kl->runtime_down);
+                break;
+        case KT_LOOP_REJOIN_DRAIN:
+        case KT_LOOP_SHUTDOWN_DRAIN:
+                if (kl->state == KT_LOOP_RUNNING)
+                        kl->drain_deadline_ms = kt_now_ms() + kl->conf->drain_timeout_ms;
+                kt_consumer_hold(kl->kc, 1);
+                break;
+        case KT_LOOP_REJOIN_COMMIT:
+        case KT_LOOP_SHUTDOWN_COMMIT:
+                if (kl->state == KT_LOOP_REJOIN_DRAIN || kl->state == KT_LOOP_SHUTDOWN_DRAIN) {
+                        int64_t min = kt_now_ms() + KT_LOOP_COMMIT_MIN_MS;
+                        kt_consumer_release_all(kl->kc);
+                        kl->final_commit = kt_consumer_commit_start(kl->kc);
+                        kl->commit_retry_at_ms = kt_now_ms() + KT_LOOP_COMMIT_RETRY_MS;
+                        if (kl->drain_deadline_ms < min)
+                                kl->drain_deadline_ms = min;
                 }
-                kt_dispatch_wait(kl->kd, fds, nfds,
-                                 (int)(deadline - now < 100 ? deadline - now : 100));
-                kt_dispatch_perform(kl->kd);
-                produce_poll(kl);
-                kt_metrics_heartbeat(kl->km);
+                break;
+        case KT_LOOP_STOPPED:
+                break;
         }
-        return 0;
+        kl->state = st;
 }
 
-/** kt_consumer_hooks_t.revoke: the drain happened before (revoke_progress, drain_all). */
-static void on_revoke(void *opaque, kt_partition_t **parts, size_t cnt, int lost) {
-        kt_loop_t *kl = opaque;
-
-        (void)lost;
-        parts_release(kl, parts, cnt);
+/** SIGTERM/SIGINT: drain what is buffered, commit, leave (a re-join waiting is dropped). */
+static void shutdown_begin(kt_loop_t *kl) {
+        switch (kl->state) {
+        case KT_LOOP_RUNNING:
+        case KT_LOOP_REJOIN_DRAIN:
+                KT_INFO(FAC, "finishing %zu buffered records (at most %d ms), then committing",
+                        kt_consumer_undone(kl->kc), kl->conf->drain_timeout_ms);
+                loop_state_set(kl, KT_LOOP_SHUTDOWN_DRAIN);
+                break;
+        case KT_LOOP_REJOIN_COMMIT:
+                loop_state_set(kl, KT_LOOP_SHUTDOWN_COMMIT);
+                break;
+        default:
+                break; /* already shutting down */
+        }
+        kt_config_destroy(kl->rejoin_conf);
+        kl->rejoin_conf = NULL;
 }
 
-/** Finish a pending revoke once its partitions are drained or the drain timeout passed. The
- *  loop keeps polling meanwhile, so a slow function never exceeds max.poll.interval.ms. */
-static void revoke_progress(kt_loop_t *kl) {
-        kt_partition_t **parts;
-        size_t cnt;
-        int64_t deadline;
-        int busy;
+/** *_DRAIN: @returns non-zero once the drain is over (then the state moved to *_COMMIT). */
+static int drain_step(kt_loop_t *kl) {
+        size_t left = kt_consumer_undone(kl->kc);
+        int64_t now = kt_now_ms();
+        int rejoin = kl->state == KT_LOOP_REJOIN_DRAIN;
 
-        if (!kt_consumer_revoke_pending(kl->kc, &parts, &cnt, &deadline))
-                return;
-        busy = parts_busy(parts, cnt);
-        if (busy && kt_now_ms() < deadline) {
-                wake_at(kl, deadline);
-                return;
+        if (left && !kl->runtime_down && now < kl->drain_deadline_ms) {
+                wake_at(kl, kl->drain_deadline_ms);
+                return 0;
         }
-        if (busy)
+        if (left)
                 KT_WARN(FAC,
-                        "drain timeout (%d ms): abandoning %d calls/dead letters of revoked "
-                        "partitions; their records are not committed and will be delivered again",
-                        kl->conf->drain_timeout_ms, busy);
-        kt_consumer_revoke_finish(kl->kc);
+                        "%s: %zu records not done (%s): they are not committed and are delivered "
+                        "again%s",
+                        rejoin ? "reload" : "shutdown", left,
+                        kl->runtime_down ? "the runtime is down" : "drain timeout",
+                        rejoin ? " after the re-join" : " by the next owner");
+        loop_state_set(kl, rejoin ? KT_LOOP_REJOIN_COMMIT : KT_LOOP_SHUTDOWN_COMMIT);
+        return 1;
+}
+
+/** *_COMMIT: @returns non-zero once the final commit completed or will not. */
+static int commit_step(kt_loop_t *kl) {
+        rd_kafka_resp_err_t err = RD_KAFKA_RESP_ERR_NO_ERROR;
+        kt_commit_status_t st = kt_consumer_commit_status(kl->kc, kl->final_commit, &err);
+        int64_t now = kt_now_ms();
+
+        if (st == KT_COMMIT_DONE)
+                return 1;
+        if (now < kl->drain_deadline_ms) {
+                if (st == KT_COMMIT_PENDING) {
+                        wake_at(kl, kl->drain_deadline_ms); /* the answer wakes us before */
+                        return 0;
+                }
+                /* Refused, typically while the group rebalances (a member died, another
+                 * joined): librdkafka re-joins as we poll; try again. */
+                if (now >= kl->commit_retry_at_ms) {
+                        KT_INFO(FAC, "commit refused (%s): trying again", rd_kafka_err2str(err));
+                        kl->final_commit = kt_consumer_commit_start(kl->kc);
+                        kl->commit_retry_at_ms = now + KT_LOOP_COMMIT_RETRY_MS;
+                }
+                wake_at(kl, kl->commit_retry_at_ms);
+                return 0;
+        }
+        KT_WARN(FAC,
+                "the final commit did not complete in time (%s): up to %llu finished records "
+                "will be delivered again",
+                st == KT_COMMIT_FAILED ? rd_kafka_err2str(err) : "no answer",
+                (unsigned long long)kt_consumer_uncommitted_done(kl->kc));
+        return 1;
 }
 
 /** kt_consumer_hooks_t.record */
@@ -567,28 +636,6 @@ static int signals_read(kt_loop_t *kl) {
                 stop = 1;
         }
         return stop;
-}
-
-/** Drain every partition (no new call starts meanwhile), then commit synchronously.
- *  @returns 0 if the commit succeeded. */
-static int drain_all(kt_loop_t *kl) {
-        size_t cnt = 0;
-        kt_partition_t **parts;
-
-        kl->stopping = 1;
-        for (kt_partition_t *p = kt_consumer_partitions(kl->kc); p; p = p->next)
-                cnt++;
-        if (!(parts = calloc(cnt + 1, sizeof(*parts))))
-                return -1;
-        cnt = 0;
-        for (kt_partition_t *p = kt_consumer_partitions(kl->kc); p; p = p->next)
-                parts[cnt++] = p;
-        KT_INFO(FAC, "draining %d calls/dead letters (at most %d ms)", parts_busy(parts, cnt),
-                kl->conf->drain_timeout_ms);
-        if (drain(kl, parts, cnt))
-                parts_release(kl, parts, cnt);
-        free(parts);
-        return kt_consumer_commit(kl->kc) == KT_OK ? 0 : -1;
 }
 
 /* ---------------------------------------------------------------- reload */
@@ -686,23 +733,14 @@ static void conf_switch(kt_loop_t *kl, kt_config_t *nc, int new_sched) {
         kt_config_destroy(old);
 }
 
-/** Once the buffers are done (or the drain timeout passed): commit, leave, join again with
+/** REJOIN_COMMIT is over (drained, committed or given up): leave, join again with
  *  kl->rejoin_conf. If its consumer cannot be made, join again with the running
  *  configuration. @returns 0, -1 if no consumer could be made at all (the loop stops). */
 static int rejoin(kt_loop_t *kl) {
         kt_config_t *nc = kl->rejoin_conf;
         char errstr[512], errstr2[512];
-        size_t left = kt_consumer_buffered(kl->kc);
 
         kl->rejoin_conf = NULL;
-        if (left)
-                KT_WARN(FAC,
-                        "reload: %s with %zu records not done: those not committed are "
-                        "delivered again after the re-join",
-                        kl->runtime_down ? "the runtime is down" : "drain timeout", left);
-        if (drain_all(kl))
-                KT_WARN(FAC, "reload: the commit before re-joining failed: records finished "
-                             "since the last commit may be delivered again");
         kt_consumer_zk_destroy(kl->zk); /* first: its broker callback uses the clients */
         kl->zk = NULL;
         kt_consumer_destroy(kl->kc); /* leaves the group; its partitions were drained */
@@ -710,7 +748,6 @@ static int rejoin(kt_loop_t *kl) {
         kt_produce_destroy(kl->kp);
         kl->kp = NULL;
         kt_dispatch_wait_reset(kl->kd); /* their wake-up fds are closed; numbers get reused */
-        kl->stopping = 0;
         kl->next_due_ms = INT64_MAX;
         if (kafka_build(kl, nc, errstr, sizeof(errstr))) {
                 KT_ERR(FAC, "reload: %s: joining again with the running configuration (config %s)",
@@ -726,8 +763,7 @@ static int rejoin(kt_loop_t *kl) {
                 conf_switch(kl, nc, 1);
         }
         kt_metrics_zookeeper_enable(kl->km, kl->zk != NULL);
-        if (kl->runtime_down)
-                kt_consumer_hold(kl->kc, 1);
+        loop_state_set(kl, KT_LOOP_RUNNING); /* holds the new consumer if the runtime is down */
         return 0;
 }
 
@@ -751,12 +787,12 @@ static void apply_before_join(kt_loop_t *kl, kt_config_t *nc) {
         conf_switch(kl, nc, 1);
 }
 
-/** A waiting re-join is no longer wanted: fetch again. */
+/** A re-join still draining is no longer wanted: fetch again. */
 static void rejoin_cancel(kt_loop_t *kl) {
         KT_INFO(FAC, "reload: the waiting re-join is cancelled");
         kt_config_destroy(kl->rejoin_conf);
         kl->rejoin_conf = NULL;
-        kt_consumer_hold(kl->kc, kl->runtime_down);
+        loop_state_set(kl, KT_LOOP_RUNNING);
 }
 
 /** SIGHUP: read the configuration again and apply what changed (a re-join: once the buffers
@@ -767,6 +803,10 @@ static void reload(kt_loop_t *kl) {
         int cls;
 
         kl->reload_asked = 0;
+        if (kl->state == KT_LOOP_SHUTDOWN_DRAIN || kl->state == KT_LOOP_SHUTDOWN_COMMIT) {
+                KT_INFO(FAC, "reload: ignored while shutting down");
+                return;
+        }
         nc = kt_config_load_with(kl->conf->path, kl->conf->sets, kl->conf->set_cnt, errstr,
                                  sizeof(errstr));
         if (!nc) {
@@ -782,7 +822,9 @@ static void reload(kt_loop_t *kl) {
         cls = kt_config_diff(kl->conf, nc, changed, sizeof(changed));
         if (needs_producer(kl->conf) != needs_producer(nc))
                 cls = KT_RELOAD_REJOIN;
-        if (kl->rejoin_conf && cls < KT_RELOAD_REJOIN)
+        if (kl->state == KT_LOOP_REJOIN_COMMIT)
+                cls = KT_RELOAD_REJOIN; /* released already: the re-join happens, with nc */
+        if (kl->state == KT_LOOP_REJOIN_DRAIN && cls < KT_RELOAD_REJOIN)
                 rejoin_cancel(kl); /* changed back while a re-join waited */
         if (cls < 0) {
                 KT_INFO(FAC, "reload: no setting changed (config %s)", nc->hash);
@@ -809,13 +851,12 @@ static void reload(kt_loop_t *kl) {
                 KT_INFO(FAC,
                         "reload: %s changed: finishing %zu buffered records (at most %d ms), "
                         "then committing and re-joining the group (config %s -> %s)",
-                        changed, kt_consumer_buffered(kl->kc), kl->conf->drain_timeout_ms,
+                        changed, kt_consumer_undone(kl->kc), kl->conf->drain_timeout_ms,
                         kl->conf->hash, nc->hash);
-                if (!kl->rejoin_conf)
-                        kl->rejoin_deadline_ms = kt_now_ms() + kl->conf->drain_timeout_ms;
                 kt_config_destroy(kl->rejoin_conf); /* a newer reload replaces a waiting one */
                 kl->rejoin_conf = nc;
-                kt_consumer_hold(kl->kc, 1);
+                if (kl->state == KT_LOOP_RUNNING)
+                        loop_state_set(kl, KT_LOOP_REJOIN_DRAIN);
                 return;
         }
         KT_INFO(FAC, "reload: %s changed: applied (config %s -> %s)", changed, kl->conf->hash,
@@ -900,11 +941,11 @@ int kt_loop_run(kt_config_t **confp, kt_metrics_t *km) {
         kt_config_t *conf = *confp; /* only until the loop runs: then kl.conf */
         char errstr[512];
         sigset_t mask;
-        int status = 1, stop = 0;
+        int status = 1;
 
         kl.conf = conf;
         kl.confp = confp;
-        kl.hooks = (kt_consumer_hooks_t){on_revoke, on_record, &kl};
+        kl.hooks = (kt_consumer_hooks_t){on_release, on_record, &kl};
         kl.km = km;
         kl.sigfd = -1;
         kl.next_due_ms = INT64_MAX;
@@ -945,7 +986,8 @@ int kt_loop_run(kt_config_t **confp, kt_metrics_t *km) {
                 conf->max_in_flight);
         conf = NULL; /* from here on kl.conf: a reload replaces it */
 
-        while (!stop && !kt_consumer_fatal(kl.kc) && !(kl.kp && kt_produce_fatal(kl.kp))) {
+        while (kl.state != KT_LOOP_STOPPED && !kt_consumer_fatal(kl.kc) &&
+               !(kl.kp && kt_produce_fatal(kl.kp))) {
                 struct curl_waitfd fds[4] = {
                     {kt_consumer_wakeup_fd(kl.kc), CURL_WAIT_POLLIN, 0},
                     {kl.sigfd, CURL_WAIT_POLLIN, 0},
@@ -956,22 +998,10 @@ int kt_loop_run(kt_config_t **confp, kt_metrics_t *km) {
                 int64_t wait_ms;
 
                 kt_metrics_heartbeat(km);
-                if (signals_read(&kl)) {
-                        stop = 1;
-                        break;
-                }
+                if (signals_read(&kl))
+                        shutdown_begin(&kl);
                 if (kl.reload_asked)
                         reload(&kl);
-                /* A re-join waits for the buffers to be done; not while the runtime is down
-                 * (nothing can finish) or past the drain timeout. */
-                if (kl.rejoin_conf && (!kt_consumer_buffered(kl.kc) || kl.runtime_down ||
-                                       kt_now_ms() >= kl.rejoin_deadline_ms)) {
-                        if (rejoin(&kl)) {
-                                status = 1;
-                                goto out;
-                        }
-                        continue;
-                }
                 /* Calls first, so a finished call's successor (one call at a time per
                  * partition in `partition` ordering) is sent before anything else is done.
                  * Completions before the dispatch pass: they free slots and schedule retries
@@ -982,8 +1012,29 @@ int kt_loop_run(kt_config_t **confp, kt_metrics_t *km) {
                 kt_dispatch_perform(kl.kd); /* start the calls just submitted */
                 more = kt_consumer_poll(kl.kc, KT_LOOP_KAFKA_BUDGET);
                 produce_poll(&kl);
-                revoke_progress(&kl);
+                wake_at(&kl, kt_consumer_revoke_step(kl.kc));
                 zk_poll(&kl);
+                switch (kl.state) {
+                case KT_LOOP_REJOIN_DRAIN:
+                case KT_LOOP_SHUTDOWN_DRAIN:
+                        if (!drain_step(&kl))
+                                break;
+                        continue; /* commit_step next, without sleeping */
+                case KT_LOOP_REJOIN_COMMIT:
+                        if (!commit_step(&kl))
+                                break;
+                        if (rejoin(&kl)) {
+                                status = 1;
+                                goto out;
+                        }
+                        continue;
+                case KT_LOOP_SHUTDOWN_COMMIT:
+                        if (commit_step(&kl))
+                                loop_state_set(&kl, KT_LOOP_STOPPED);
+                        break;
+                default:
+                        break;
+                }
                 kt_metrics_gauges_set(km, kt_dispatch_in_flight(kl.kd),
                                       kt_consumer_assigned_cnt(kl.kc), kt_consumer_buffered(kl.kc));
                 kt_metrics_group_joined_set(km, kt_consumer_joined(kl.kc));
@@ -1006,17 +1057,16 @@ int kt_loop_run(kt_config_t **confp, kt_metrics_t *km) {
                 kt_dispatch_wait(kl.kd, fds, 4, (int)wait_ms);
         }
 
-        if (kt_consumer_fatal(kl.kc) || (kl.kp && kt_produce_fatal(kl.kp))) {
+        if (kl.state != KT_LOOP_STOPPED) {
                 KT_ERR(FAC, "stopping after a fatal Kafka error");
-                kl.stopping = 1;
                 goto out;
         }
-        status = drain_all(&kl) == 0 ? 0 : 1;
+        status = 0; /* a clean shutdown, whether or not its last commit completed */
 
 out:
-        /* Closing the consumer revokes what is left (drained above: nothing in flight),
-         * commits once more and leaves the group. */
-        kl.stopping = 1;
+        /* Closing the consumer releases what is left (cancelling it: not done, not
+         * committed) and leaves the group; it commits nothing more. */
+        kl.state = KT_LOOP_STOPPED;
         kt_consumer_zk_destroy(kl.zk); /* first: its broker callback uses the clients */
         kt_consumer_destroy(kl.kc);
         kt_produce_destroy(kl.kp);
