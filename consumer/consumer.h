@@ -379,6 +379,13 @@ kt_err_t kt_consumer_offsetmap_decode(const char *blob, size_t len, int64_t comm
 /** @returns non-zero if \p om lists \p offset as done (0 for a NULL map). O(log runs). */
 int kt_consumer_offsetmap_done(const kt_offsetmap_t *om, int64_t offset);
 
+/**
+ * @returns the lowest offset >= \p offset that \p om lists, -1 if none (or NULL): to walk the
+ *          map, e.g. to list again, in the next commit's map, the inherited offsets not yet
+ *          fetched (otherwise a second hand-over before they are reached would redo them).
+ */
+int64_t kt_consumer_offsetmap_next(const kt_offsetmap_t *om, int64_t offset);
+
 /** @returns the highest offset \p om lists, -1 if none (or NULL): past it the map is of no
  *  more use and can be destroyed. */
 int64_t kt_consumer_offsetmap_last(const kt_offsetmap_t *om);

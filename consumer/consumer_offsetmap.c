@@ -536,13 +536,10 @@ kt_err_t kt_consumer_offsetmap_decode(const char *blob, size_t len, int64_t comm
         return KT_OK;
 }
 
-int kt_consumer_offsetmap_done(const kt_offsetmap_t *om, int64_t offset) {
-        size_t lo = 0, hi;
+/** @returns the index of the first run whose last is >= \p offset (run_cnt if none). */
+static size_t run_find(const kt_offsetmap_t *om, int64_t offset) {
+        size_t lo = 0, hi = om->run_cnt;
 
-        if (!om)
-                return 0;
-        hi = om->run_cnt;
-        /* the first run whose last is >= offset */
         while (lo < hi) {
                 size_t mid = lo + (hi - lo) / 2;
 
@@ -551,7 +548,27 @@ int kt_consumer_offsetmap_done(const kt_offsetmap_t *om, int64_t offset) {
                 else
                         hi = mid;
         }
-        return lo < om->run_cnt && om->runs[lo].first <= offset;
+        return lo;
+}
+
+int kt_consumer_offsetmap_done(const kt_offsetmap_t *om, int64_t offset) {
+        size_t i;
+
+        if (!om)
+                return 0;
+        i = run_find(om, offset);
+        return i < om->run_cnt && om->runs[i].first <= offset;
+}
+
+int64_t kt_consumer_offsetmap_next(const kt_offsetmap_t *om, int64_t offset) {
+        size_t i;
+
+        if (!om)
+                return -1;
+        i = run_find(om, offset);
+        if (i == om->run_cnt)
+                return -1;
+        return om->runs[i].first > offset ? om->runs[i].first : offset;
 }
 
 int64_t kt_consumer_offsetmap_last(const kt_offsetmap_t *om) {

@@ -62,6 +62,18 @@ static int map_is_prefix(const kt_offsetmap_t *om, const int64_t *x, size_t cnt,
                 return 0;
         if (kt_consumer_offsetmap_last(om) != (k ? x[k - 1] : -1))
                 return 0;
+        {
+                /* walking it with next() gives x[0..k) */
+                int64_t o = kt_consumer_offsetmap_next(om, INT64_MIN);
+
+                for (size_t i = 0; i < k; i++) {
+                        if (o != x[i])
+                                return 0;
+                        o = x[i] == INT64_MAX ? -1 : kt_consumer_offsetmap_next(om, x[i] + 1);
+                }
+                if (o != -1)
+                        return 0;
+        }
         for (size_t i = 0; i < cnt; i++) {
                 if (kt_consumer_offsetmap_done(om, x[i]) != (i < k))
                         return 0;
@@ -346,6 +358,15 @@ static void test_malformed(void) {
                                      (o == 102 || (o >= 104 && o <= 108) || (o >= 110 && o <= 112)),
                                  "offset %" PRId64, o);
                 KT_CHECK(kt_consumer_offsetmap_last(om) == 112, "last");
+                {
+                        static const int64_t from[] = {0, 102, 103, 104, 106, 109, 112, 113},
+                                             want[] = {102, 102, 104, 104, 106, 110, 112, -1};
+
+                        for (size_t i = 0; i < sizeof(from) / sizeof(from[0]); i++)
+                                KT_CHECK(kt_consumer_offsetmap_next(om, from[i]) == want[i],
+                                         "next(%" PRId64 ") = %" PRId64 ", want %" PRId64, from[i],
+                                         kt_consumer_offsetmap_next(om, from[i]), want[i]);
+                }
                 kt_consumer_offsetmap_destroy(om);
 
                 seal("kt1:100:4:bBmQ", blob, sizeof(blob)); /* 102: 100110 010000 */
@@ -382,7 +403,8 @@ static void test_malformed(void) {
                 KT_CHECK(kt_consumer_offsetmap_decode("", 1, 5, &om, NULL, 0) == KT_OK && !om,
                          "a lone NUL");
                 KT_CHECK(!kt_consumer_offsetmap_done(NULL, 6) && !kt_consumer_offsetmap_cnt(NULL) &&
-                             kt_consumer_offsetmap_last(NULL) == -1,
+                             kt_consumer_offsetmap_last(NULL) == -1 &&
+                             kt_consumer_offsetmap_next(NULL, 0) == -1,
                          "NULL map");
                 kt_consumer_offsetmap_destroy(NULL);
         }
