@@ -363,10 +363,12 @@ kt_err_t kt_consumer_offsetmap_encode(int64_t commit_offset, const int64_t *done
 /**
  * @brief Decode the blob committed with \p commit_offset.
  *
- * Strict: a blob that is not exactly what kt_consumer_offsetmap_encode() writes for
- * \p commit_offset (other version, other commit offset, bad characters, bad checksum, cut,
- * numbers overflowing, offsets above INT64_MAX, more than KT_OFFSETMAP_MAX_OFFSETS offsets,
- * longer than KT_OFFSETMAP_MAX_BYTES) is refused as a whole, never half-trusted.
+ * Strict: a blob that does not follow the format exactly (other version, other commit offset,
+ * bad characters, bad checksum, cut, numbers overflowing or not minimal, offsets above
+ * INT64_MAX, a count that is not what the body lists, more than KT_OFFSETMAP_MAX_OFFSETS
+ * offsets, longer than KT_OFFSETMAP_MAX_BYTES) is refused as a whole, never half-trusted.
+ * Memory: at most 16 bytes per run listed (worst case ~3 MB for a KT_OFFSETMAP_MAX_BYTES
+ * bitset of alternating bits, ~200 KB for a 4000-byte one).
  * @param len bytes of \p blob, without a terminator (one trailing NUL is tolerated).
  * @param mapp receives the map (NULL if \p blob is NULL or empty: no map, not an error;
  *        NULL on error too).
