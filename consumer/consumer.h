@@ -369,4 +369,83 @@ kt_err_t kt_consumer_zk_broker_parse(const char *json, size_t len, const char *p
                                      const char *listener, char *hostport, size_t size,
                                      char *errstr, size_t errstr_size);
 
+/* ------------------------------------------------ completed-offset map (consumer_offsetmap.c) */
+
+/**
+ * The completed-offset map travels in a commit's metadata: the offsets finished above the
+ * committed (contiguous) offset, so that a new owner of the partition skips them. Text, at
+ * most KT_OFFSETMAP_MAX_BYTES; the format is described at the top of consumer_offsetmap.c.
+ */
+
+/** The longest blob encoded or decoded (a longer one is not ours). The broker's own cap is
+ *  offset.metadata.max.bytes (4096 by default): callers pass a size under it. */
+#define KT_OFFSETMAP_MAX_BYTES 65536
+
+/** The most offsets one map lists; the encoder lists a prefix of at most this many, the
+ *  decoder refuses a map that claims more. */
+#define KT_OFFSETMAP_MAX_OFFSETS 1000000
+
+/** A decoded map: which offsets above its commit offset were done. Opaque. */
+typedef struct kt_offsetmap kt_offsetmap_t;
+
+/**
+ * @brief Encode the offsets done above \p commit_offset as a NUL-terminated, printable-ASCII
+ *        blob that fits in \p size bytes (NUL included).
+ *
+ * If not all of \p done fits (in \p size, KT_OFFSETMAP_MAX_BYTES or KT_OFFSETMAP_MAX_OFFSETS),
+ * the lowest offsets are listed: a prefix, possibly ending inside a run of consecutive ones.
+ * @param commit_offset the offset committed with the blob (>= 0).
+ * @param done offsets finished, strictly increasing, each > \p commit_offset; may be NULL if
+ *        \p done_cnt is 0.
+ * @param lenp receives strlen(buf) (0: nothing is listed, commit without metadata).
+ * @param coveredp receives the offset up to which the blob is complete: every offset in
+ *        (commit_offset, *coveredp] is listed iff it is in \p done; it is the highest offset
+ *        listed, \p commit_offset if none is. The blob lists nothing above it, so
+ *        `done_cnt && *coveredp < done[done_cnt - 1]` means it was cut. May be NULL.
+ * @returns KT_OK, or KT_ERR_INVALID if the arguments break the rules above (buf NULL,
+ *          size 0, commit_offset < 0, done not increasing or not above commit_offset); then
+ *          buf is "" if size allows and nothing is listed.
+ * @remark Pure: no I/O, no allocation, any thread.
+ */
+kt_err_t kt_consumer_offsetmap_encode(int64_t commit_offset, const int64_t *done, size_t done_cnt,
+                                      char *buf, size_t size, size_t *lenp, int64_t *coveredp);
+
+/**
+ * @brief Decode the blob committed with \p commit_offset.
+ *
+ * Strict: a blob that does not follow the format exactly (other version, other commit offset,
+ * bad characters, bad checksum, cut, numbers overflowing or not minimal, offsets above
+ * INT64_MAX, a count that is not what the body lists, more than KT_OFFSETMAP_MAX_OFFSETS
+ * offsets, longer than KT_OFFSETMAP_MAX_BYTES) is refused as a whole, never half-trusted.
+ * Memory: at most 16 bytes per run listed (worst case ~3 MB for a KT_OFFSETMAP_MAX_BYTES
+ * bitset of alternating bits, ~200 KB for a 4000-byte one).
+ * @param len bytes of \p blob, without a terminator (one trailing NUL is tolerated).
+ * @param mapp receives the map (NULL if \p blob is NULL or empty: no map, not an error;
+ *        NULL on error too).
+ * @returns KT_OK, KT_ERR_INVALID with the reason in \p errstr, or KT_ERR_NOMEM.
+ * @remark The caller owns *mapp (kt_consumer_offsetmap_destroy). Pure, any thread.
+ */
+kt_err_t kt_consumer_offsetmap_decode(const char *blob, size_t len, int64_t commit_offset,
+                                      kt_offsetmap_t **mapp, char *errstr, size_t errstr_size);
+
+/** @returns non-zero if \p om lists \p offset as done (0 for a NULL map). O(log runs). */
+int kt_consumer_offsetmap_done(const kt_offsetmap_t *om, int64_t offset);
+
+/**
+ * @returns the lowest offset >= \p offset that \p om lists, -1 if none (or NULL): to walk the
+ *          map, e.g. to list again, in the next commit's map, the inherited offsets not yet
+ *          fetched (otherwise a second hand-over before they are reached would redo them).
+ */
+int64_t kt_consumer_offsetmap_next(const kt_offsetmap_t *om, int64_t offset);
+
+/** @returns the highest offset \p om lists, -1 if none (or NULL): past it the map is of no
+ *  more use and can be destroyed. */
+int64_t kt_consumer_offsetmap_last(const kt_offsetmap_t *om);
+
+/** @returns the number of offsets \p om lists (0 for NULL). */
+size_t kt_consumer_offsetmap_cnt(const kt_offsetmap_t *om);
+
+/** @brief Free \p om. NULL is a no-op. */
+void kt_consumer_offsetmap_destroy(kt_offsetmap_t *om);
+
 #endif /* KT_CONSUMER_H */
