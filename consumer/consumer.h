@@ -63,9 +63,10 @@ typedef struct kt_record {
         int replying;        /**< PRODUCING a reply (else a dead letter) */
         char *reply;         /**< the function's answer to produce to dispatch.reply_topic */
         size_t reply_len;
-        char *reply_type; /**< its Content-Type, NULL if none */
-        long last_status; /**< last HTTP status, 0 if none */
-        char *last_error; /**< last transfer error, NULL if none */
+        char *reply_type;         /**< its Content-Type, NULL if none */
+        long last_status;         /**< last HTTP status, 0 if none */
+        int64_t failing_since_ms; /**< kt_now_ms() of its first failure, 0 if none yet */
+        char *last_error;         /**< last transfer error, NULL if none */
         /* scheduler bookkeeping */
         kt_lane_t *lane;              /**< NULL in `none` ordering */
         struct kt_record *lane_next;  /**< next record of its lane */

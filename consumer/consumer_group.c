@@ -276,9 +276,12 @@ static void part_remove(kt_consumer_t *kc, kt_partition_t *p) {
         }
         if (p->rkt)
                 rd_kafka_topic_destroy(p->rkt);
+        kt_consumer_offsetmap_destroy(p->done_map);
         free(p->lanes);
         free(p);
 }
+
+static void done_maps_load(kt_consumer_t *kc, const rd_kafka_topic_partition_list_t *tps);
 
 static void on_assign(kt_consumer_t *kc, rd_kafka_topic_partition_list_t *tps) {
         rd_kafka_error_t *error = NULL;
@@ -296,6 +299,8 @@ static void on_assign(kt_consumer_t *kc, rd_kafka_topic_partition_list_t *tps) {
                 }
                 KT_INFO(FAC, "assigned %s [%d]", tps->elems[i].topic, tps->elems[i].partition);
         }
+        if (tps->cnt)
+                done_maps_load(kc, tps); /* before any record of them is fetched */
         if (!strcmp(rd_kafka_rebalance_protocol(kc->rk), "COOPERATIVE"))
                 error = rd_kafka_incremental_assign(kc->rk, tps);
         else
@@ -502,10 +507,113 @@ int64_t kt_consumer_revoke_step(kt_consumer_t *kc) {
  *  @returns a malloc'd NUL-terminated blob (librdkafka frees it with the list), NULL if none. */
 static char *part_metadata(const kt_partition_t *p, size_t *lenp);
 
+/** Room for the completed-offset map in a commit: under the broker's default
+ *  offset.metadata.max.bytes (4096). What does not fit is left out (done again, never lost). */
+#define KT_COMMIT_METADATA_BYTES 4000
+/** Offsets handed to the encoder at most (far more than KT_COMMIT_METADATA_BYTES can hold). */
+#define KT_COMMIT_METADATA_OFFSETS 65536
+
+/** @returns the offset to commit for \p p: the one after the last popped record, or else its
+ *  oldest buffered record (everything before it was never ours to deliver), -1 if none. */
+static int64_t part_commit_offset(const kt_partition_t *p) {
+        if (p->stored >= 0)
+                return p->stored;
+        return p->q.head ? p->q.head->offset : -1;
+}
+
+/** @returns non-zero if a record of \p p is done (above its unfinished head). */
+static int part_has_done(const kt_partition_t *p) {
+        for (const kt_record_t *rec = p->q.head; rec; rec = rec->next)
+                if (rec->state == KT_REC_DONE)
+                        return 1;
+        return 0;
+}
+
 static char *part_metadata(const kt_partition_t *p, size_t *lenp) {
-        (void)p;
+        int64_t commit = part_commit_offset(p);
+        char buf[KT_COMMIT_METADATA_BYTES];
+        int64_t *done, covered, off;
+        size_t n = 0, len = 0;
+        char *md = NULL;
+
         *lenp = 0;
-        return NULL;
+        if (commit < 0 || !(done = malloc(KT_COMMIT_METADATA_OFFSETS * sizeof(*done))))
+                return NULL;
+        /* Finished above the watermark: ours, then what a previous owner finished that we
+         * have not read yet (the rest of its map is ours now, in the tracker). */
+        for (const kt_record_t *rec = p->q.head; rec && n < KT_COMMIT_METADATA_OFFSETS;
+             rec = rec->next)
+                if (rec->state == KT_REC_DONE && rec->offset > commit)
+                        done[n++] = rec->offset;
+        off = p->next_offset > commit ? p->next_offset : commit + 1;
+        if (n)
+                off = done[n - 1] + 1 > off ? done[n - 1] + 1 : off;
+        while (p->done_map && n < KT_COMMIT_METADATA_OFFSETS &&
+               (off = kt_consumer_offsetmap_next(p->done_map, off)) >= 0)
+                done[n++] = off++;
+        if (n &&
+            kt_consumer_offsetmap_encode(commit, done, n, buf, sizeof(buf), &len, &covered) ==
+                KT_OK &&
+            len) {
+                if (covered < done[n - 1])
+                        KT_DBG(FAC,
+                               "%s [%d]: the offset map holds finished offsets up to %lld only",
+                               p->topic, p->partition, (long long)covered);
+                if ((md = malloc(len + 1))) {
+                        memcpy(md, buf, len + 1);
+                        *lenp = len;
+                }
+        }
+        free(done);
+        return md;
+}
+
+/** How long a new owner waits for the committed offsets' metadata. */
+#define KT_COMMITTED_TIMEOUT_MS 5000
+
+/**
+ * Read the completed-offset maps the previous owners of \p tps left in their commits, so the
+ * records they finished above the committed offset are not delivered again. A blob that does
+ * not parse is ignored (logged), never trusted; no map means every record is delivered.
+ */
+static void done_maps_load(kt_consumer_t *kc, const rd_kafka_topic_partition_list_t *tps) {
+        rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_copy(tps);
+        rd_kafka_resp_err_t err = rd_kafka_committed(kc->rk, l, KT_COMMITTED_TIMEOUT_MS);
+
+        if (err) {
+                KT_WARN(FAC,
+                        "cannot read the committed offsets' metadata (%s): records a previous "
+                        "owner finished above its committed offset may be delivered again",
+                        rd_kafka_err2str(err));
+                goto out;
+        }
+        for (int i = 0; i < l->cnt; i++) {
+                rd_kafka_topic_partition_t *tp = &l->elems[i];
+                kt_partition_t *p = part_find(kc, tp->topic, tp->partition);
+                kt_offsetmap_t *m = NULL;
+                char why[256];
+
+                if (!p || p->done_map || tp->err || !tp->metadata_size || tp->offset < 0)
+                        continue;
+                if (kt_consumer_offsetmap_decode(tp->metadata, tp->metadata_size, tp->offset, &m,
+                                                 why, sizeof(why)) != KT_OK) {
+                        KT_WARN(FAC,
+                                "%s [%d]: commit metadata at offset %lld ignored (not a "
+                                "completed-offset map ktrigger can trust: %s)",
+                                p->topic, p->partition, (long long)tp->offset, why);
+                        continue;
+                }
+                if (!m)
+                        continue;
+                p->done_map = m;
+                KT_INFO(FAC,
+                        "%s [%d]: %zu records above offset %lld were finished by the previous "
+                        "owner: they are not delivered again",
+                        p->topic, p->partition, kt_consumer_offsetmap_cnt(m),
+                        (long long)tp->offset);
+        }
+out:
+        rd_kafka_topic_partition_list_destroy(l);
 }
 
 static void commit_done_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
@@ -525,11 +633,13 @@ static void commit_send(kt_consumer_t *kc) {
                 size_t len = 0;
                 char *md;
 
+                int64_t commit = part_commit_offset(p);
+
                 p->dirty = 0;
-                if (p->stored < 0)
+                if (commit < 0 || (p->stored < 0 && !part_has_done(p)))
                         continue;
                 tp = rd_kafka_topic_partition_list_add(offsets, p->topic, p->partition);
-                tp->offset = p->stored;
+                tp->offset = commit;
                 if ((md = part_metadata(p, &len))) {
                         tp->metadata = md;
                         tp->metadata_size = len;
@@ -954,6 +1064,14 @@ static void buffer_record(kt_consumer_t *kc, rd_kafka_message_t *rkm) {
                 KT_DBG(FAC, "%s [%d]: buffer full (%zu records, %zu bytes)", p->topic, p->partition,
                        p->q.cnt, p->bytes);
         }
+        if (p->done_map && kt_consumer_offsetmap_done(p->done_map, rec->offset)) {
+                /* A previous owner finished it (its commit's offset map): done, not called. */
+                kc->stats.already_done++;
+                KT_DBG(FAC, "%s [%d] @%lld: finished by the previous owner", p->topic, p->partition,
+                       (long long)rec->offset);
+                kt_consumer_record_done(kc, rec); /* may free rec */
+                return;
+        }
         if (kc->hooks.record)
                 kc->hooks.record(kc->hooks.opaque, rec);
 }
@@ -1057,6 +1175,10 @@ void kt_consumer_record_done(kt_consumer_t *kc, kt_record_t *rec) {
         }
         if (!popped)
                 return;
+        if (p->done_map && p->q.commit_offset > kt_consumer_offsetmap_last(p->done_map)) {
+                kt_consumer_offsetmap_destroy(p->done_map); /* all of it is behind us */
+                p->done_map = NULL;
+        }
         /* rd_kafka_offset_store() stores offset + 1; librdkafka's auto-commit commits it. */
         if (rd_kafka_offset_store(p->rkt, p->partition, p->q.commit_offset - 1) ==
             RD_KAFKA_RESP_ERR_NO_ERROR)

@@ -156,6 +156,8 @@ static void retry_later(kt_loop_t *kl, kt_record_t *rec, int64_t delay_ms) {
 }
 
 static void record_error_set(kt_record_t *rec, long status, const char *error) {
+        if (!rec->failing_since_ms)
+                rec->failing_since_ms = kt_now_ms(); /* its partition is blocked from now */
         rec->last_status = status;
         free(rec->last_error);
         rec->last_error = error && *error ? strdup(error) : NULL;
@@ -598,6 +600,20 @@ static void metrics_update(kt_loop_t *kl) {
         kt_metrics_consumer_set(kl->km, st->assigns, st->revokes, st->losts, st->commits,
                                 st->commit_failures, st->kafka_errors, st->fetch_wakeups);
         kt_metrics_paused_set(kl->km, st->paused);
+        {
+                int64_t now = kt_now_ms(), longest = 0;
+                int blocked = 0;
+                for (kt_partition_t *p = kt_consumer_partitions(kl->kc); p; p = p->next) {
+                        const kt_record_t *head = p->q.head;
+                        if (!head || !head->failing_since_ms || p->state == KT_PART_RELEASED)
+                                continue;
+                        blocked++;
+                        if (now - head->failing_since_ms > longest)
+                                longest = now - head->failing_since_ms;
+                }
+                kt_metrics_delivery_set(kl->km, st->already_done, blocked,
+                                        (double)longest / 1000.0);
+        }
         if (st->errors_updated && (f = open_memstream(&buf, &len))) {
                 st->errors_updated = 0;
                 for (int i = 0; i < st->error_codes; i++)

@@ -94,6 +94,14 @@ void kt_metrics_consumer_set(kt_metrics_t *km, uint64_t assigns, uint64_t revoke
  */
 void kt_metrics_lag_set(kt_metrics_t *km, const char *lines);
 
+/**
+ * @brief The delivery contract's counters: records skipped because a previous owner finished
+ *        them (its commit's completed-offset map), partitions whose oldest unfinished record
+ *        has failed at least once (blocked on it), and how long the longest of those has been.
+ */
+void kt_metrics_delivery_set(kt_metrics_t *km, uint64_t already_done, int blocked,
+                             double blocked_max_s);
+
 /** @brief Set the number of partitions paused now. */
 void kt_metrics_paused_set(kt_metrics_t *km, int paused);
 

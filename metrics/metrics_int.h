@@ -45,6 +45,9 @@ struct kt_metrics {
         _Atomic uint64_t buffered;
         _Atomic uint64_t assigns, revokes, losts, commits, commit_failures, kafka_errors;
         _Atomic uint64_t fetch_wakeups;
+        _Atomic uint64_t already_done;
+        _Atomic int blocked;
+        _Atomic int64_t blocked_max_ms;
         pthread_mutex_t lines_lock;
         char *lag_lines;   /**< under lines_lock */
         char *error_lines; /**< under lines_lock */

@@ -165,6 +165,13 @@ void kt_metrics_consumer_set(kt_metrics_t *km, uint64_t assigns, uint64_t revoke
         SET(km->fetch_wakeups, fetch_wakeups);
 }
 
+void kt_metrics_delivery_set(kt_metrics_t *km, uint64_t already_done, int blocked,
+                             double blocked_max_s) {
+        SET(km->already_done, already_done);
+        SET(km->blocked, blocked);
+        SET(km->blocked_max_ms, (int64_t)(blocked_max_s * 1000.0));
+}
+
 void kt_metrics_paused_set(kt_metrics_t *km, int paused) {
         SET(km->paused, paused);
 }
@@ -338,36 +345,49 @@ char *kt_metrics_format(kt_metrics_t *km, size_t *lenp) {
                         "ktrigger_zookeeper_bad_registrations_total %llu\n",
                         GET(km->zk_connected), GET(km->zk_brokers),
                         (unsigned long long)GET(km->zk_bad));
-        fprintf(f,
-                "# HELP ktrigger_rebalances_total Rebalance events by type.\n"
-                "# TYPE ktrigger_rebalances_total counter\n"
-                "ktrigger_rebalances_total{type=\"assign\"} %llu\n"
-                "ktrigger_rebalances_total{type=\"revoke\"} %llu\n"
-                "ktrigger_rebalances_total{type=\"lost\"} %llu\n"
-                "# HELP ktrigger_commits_total Offset commits that succeeded.\n"
-                "# TYPE ktrigger_commits_total counter\n"
-                "ktrigger_commits_total %llu\n"
-                "# HELP ktrigger_commit_failures_total Offset commits that failed.\n"
-                "# TYPE ktrigger_commit_failures_total counter\n"
-                "ktrigger_commit_failures_total %llu\n"
-                "# HELP ktrigger_kafka_errors_all_total Errors reported by librdkafka.\n"
-                "# TYPE ktrigger_kafka_errors_all_total counter\n"
-                "ktrigger_kafka_errors_all_total %llu\n"
-                "# HELP ktrigger_fetch_wakeups_total Seeks made to wake a partition's fetcher "
-                "after its prefetch went over its bounds.\n"
-                "# TYPE ktrigger_fetch_wakeups_total counter\n"
-                "ktrigger_fetch_wakeups_total %llu\n"
-                "# HELP ktrigger_paused_partitions Partitions paused (runtime down, revoking).\n"
-                "# TYPE ktrigger_paused_partitions gauge\n"
-                "ktrigger_paused_partitions %d\n"
-                "# HELP ktrigger_consumer_lag Records behind the end of the partition "
-                "(librdkafka statistics, every 5 s).\n"
-                "# TYPE ktrigger_consumer_lag gauge\n",
-                (unsigned long long)GET(km->assigns), (unsigned long long)GET(km->revokes),
-                (unsigned long long)GET(km->losts), (unsigned long long)GET(km->commits),
-                (unsigned long long)GET(km->commit_failures),
-                (unsigned long long)GET(km->kafka_errors),
-                (unsigned long long)GET(km->fetch_wakeups), GET(km->paused));
+        fprintf(
+            f,
+            "# HELP ktrigger_rebalances_total Rebalance events by type.\n"
+            "# TYPE ktrigger_rebalances_total counter\n"
+            "ktrigger_rebalances_total{type=\"assign\"} %llu\n"
+            "ktrigger_rebalances_total{type=\"revoke\"} %llu\n"
+            "ktrigger_rebalances_total{type=\"lost\"} %llu\n"
+            "# HELP ktrigger_commits_total Offset commits that succeeded.\n"
+            "# TYPE ktrigger_commits_total counter\n"
+            "ktrigger_commits_total %llu\n"
+            "# HELP ktrigger_commit_failures_total Offset commits that failed.\n"
+            "# TYPE ktrigger_commit_failures_total counter\n"
+            "ktrigger_commit_failures_total %llu\n"
+            "# HELP ktrigger_kafka_errors_all_total Errors reported by librdkafka.\n"
+            "# TYPE ktrigger_kafka_errors_all_total counter\n"
+            "ktrigger_kafka_errors_all_total %llu\n"
+            "# HELP ktrigger_fetch_wakeups_total Seeks made to wake a partition's fetcher "
+            "after its prefetch went over its bounds.\n"
+            "# TYPE ktrigger_fetch_wakeups_total counter\n"
+            "ktrigger_fetch_wakeups_total %llu\n"
+            "# HELP ktrigger_records_already_done_total Records not called because a "
+            "previous owner of their partition finished them (commit metadata).\n"
+            "# TYPE ktrigger_records_already_done_total counter\n"
+            "ktrigger_records_already_done_total %llu\n"
+            "# HELP ktrigger_partitions_blocked Partitions whose oldest unfinished record "
+            "has failed at least once: nothing behind it is committed.\n"
+            "# TYPE ktrigger_partitions_blocked gauge\n"
+            "ktrigger_partitions_blocked %d\n"
+            "# HELP ktrigger_partition_blocked_seconds_max How long the longest-blocked "
+            "partition has been blocked on one record.\n"
+            "# TYPE ktrigger_partition_blocked_seconds_max gauge\n"
+            "ktrigger_partition_blocked_seconds_max %.3f\n"
+            "# HELP ktrigger_paused_partitions Partitions paused (runtime down, draining).\n"
+            "# TYPE ktrigger_paused_partitions gauge\n"
+            "ktrigger_paused_partitions %d\n"
+            "# HELP ktrigger_consumer_lag Records behind the end of the partition "
+            "(librdkafka statistics, every 5 s).\n"
+            "# TYPE ktrigger_consumer_lag gauge\n",
+            (unsigned long long)GET(km->assigns), (unsigned long long)GET(km->revokes),
+            (unsigned long long)GET(km->losts), (unsigned long long)GET(km->commits),
+            (unsigned long long)GET(km->commit_failures), (unsigned long long)GET(km->kafka_errors),
+            (unsigned long long)GET(km->fetch_wakeups), (unsigned long long)GET(km->already_done),
+            GET(km->blocked), (double)GET(km->blocked_max_ms) / 1000.0, GET(km->paused));
         pthread_mutex_lock(&km->lines_lock);
         if (km->lag_lines)
                 fputs(km->lag_lines, f);

@@ -13,6 +13,8 @@ demand in each way ktrigger's dispatch engine must survive.
                      HANDLER_DELAY_MS) before answering that body, e.g. past ktrigger's timeout
   DROP_BODIES        comma-separated bodies: close the connection without any response
                      (the client sees an empty reply)
+  FAIL_TIMES         comma-separated body=n pairs: answer 503 to the first n calls of that body,
+                     then as usual (Python runtime only)
   REPLY_BODY         answer this string with Content-Type: application/json (default: "ok")
 
 Sleeping comes first, then: drop, else FAIL_* (500), else STATUS_BODIES, else 200.
@@ -45,7 +47,7 @@ import time
 
 _lock = threading.Lock()
 _fd = None
-_state = {'seq': 0, 'in_progress': 0}
+_state = {'seq': 0, 'in_progress': 0, 'fail_times': {}}
 
 
 class InjectedFailure(Exception):
@@ -178,7 +180,12 @@ def _handle(event, context, arrival, seq, concurrent):
         finish(500)
         raise InjectedFailure('failing on purpose: call %d, body %r, key %r' % (seq, body, key))
 
-    status = _pairs('STATUS_BODIES').get(body, 200)
+    times = _pairs('FAIL_TIMES').get(body, 0)
+    with _lock:
+        failed_before = _state['fail_times'].get(body, 0)
+        if failed_before < times:
+            _state['fail_times'][body] = failed_before + 1
+    status = 503 if failed_before < times else _pairs('STATUS_BODIES').get(body, 200)
     response.status = status
     if status in (429, 503) and os.environ.get('RETRY_AFTER'):
         response.set_header('Retry-After', os.environ['RETRY_AFTER'])

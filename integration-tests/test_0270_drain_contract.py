@@ -1,0 +1,107 @@
+"""The delivery contract of a clean shutdown, in every ordering (partition, key, none).
+
+A drain means done: on SIGTERM the records already buffered keep being started and retried
+until they are done or dispatch.drain_timeout_ms passes; only then is the partition committed.
+Records finished above one that is still unfinished at the drain timeout travel in the
+commit's metadata (the completed-offset map), so the next owner does not call them again.
+Either way a clean shutdown exits 0 and no record that got a 2xx is delivered twice.
+"""
+
+import collections
+
+import pytest
+
+import kthelpers as kt
+
+ORDERINGS = ('partition', 'key', 'none')
+OTHERS = 50
+
+
+def produce(kafka, topic, first):
+    """`first` at offset 0, then OTHERS quick records; each with its own key."""
+    recs = [(0, first, 'k-first')] + [(0, 'r%02d' % i, 'k%02d' % i) for i in range(OTHERS)]
+    return kafka.produce(topic, recs)
+
+
+def conf_for(config, port, ordering, drain_timeout_ms):
+    conf = config(port)
+    conf['dispatch'].update({'ordering': ordering, 'max_in_flight': 8,
+                             'drain_timeout_ms': drain_timeout_ms, 'on_failure': 'block'})
+    conf['dispatch']['retry'] = {'initial_backoff_ms': 300, 'max_backoff_ms': 300}
+    return conf
+
+
+def ok_bodies(runtimes):
+    return collections.Counter(c.body for rt in runtimes for c in rt.calls() if not c.failed)
+
+
+@pytest.mark.parametrize('ordering', ORDERINGS)
+def test_sigterm_finishes_a_retrying_record(kafka, names, config, runtime_factory,
+                                            ktrigger_factory, tmp_path, ordering):
+    """The first record fails twice (503) then succeeds. SIGTERM comes while it waits for its
+    retry: the drain retries it, so everything is done and committed and a second replica in
+    the group gets nothing again."""
+    kafka.create_topic(names.topic, 1)
+    produce(kafka, names.topic, 'flaky')
+    rt = runtime_factory(record_file=tmp_path / 'records-1.jsonl',
+                         env={'FAIL_TIMES': 'flaky=2'})
+    conf = conf_for(config, rt.port, ordering, 10000)
+    first = ktrigger_factory(conf)
+    kt.wait_for(lambda: any(c.body == 'flaky' and c.failed for c in rt.calls()), 30,
+                'the first failure of the flaky record')
+    if ordering != 'partition':
+        kt.wait_for(lambda: sum(1 for c in rt.calls() if c.body.startswith('r')) >= OTHERS,
+                    30, 'the other records answered')
+    assert first.stop() == 0
+    assert ok_bodies([rt])['flaky'] == 1, 'the drain did not retry the record to success'
+    end = kafka.end_offsets(names.topic)
+    assert kafka.committed(names.group, names.topic) == end, 'not committed to the end'
+
+    rt2 = runtime_factory(record_file=tmp_path / 'records-2.jsonl')
+    second = ktrigger_factory(conf_for(config, rt2.port, ordering, 10000))
+    kt.wait_for(lambda: kt.metric_sum(second.metrics(),
+                                      'ktrigger_assigned_partitions') == 1, 30,
+                'the second replica assigned')
+    assert second.stop() == 0
+    counts = ok_bodies([rt, rt2])
+    dups = sorted(b for b, n in counts.items() if n > 1)
+    assert not dups, '%s ordering: delivered again after a clean SIGTERM: %s' % (ordering, dups)
+    assert set(counts) == {'flaky'} | {'r%02d' % i for i in range(OTHERS)}
+
+
+@pytest.mark.parametrize('ordering', ORDERINGS)
+def test_drain_timeout_keeps_finished_records(kafka, names, config, runtime_factory,
+                                              ktrigger_factory, tmp_path, ordering):
+    """The first record keeps failing (503) past the drain timeout while the others are
+    answered. SIGTERM: exit 0, the committed offset stays at the stuck record, and the
+    records finished above it are in the commit's offset map: the next replica calls only the
+    stuck one."""
+    kafka.create_topic(names.topic, 1)
+    produce(kafka, names.topic, 'stuck')
+    rt = runtime_factory(record_file=tmp_path / 'records-1.jsonl',
+                         status_bodies={'stuck': 503})
+    first = ktrigger_factory(conf_for(config, rt.port, ordering, 1500))
+    kt.wait_for(lambda: any(c.body == 'stuck' for c in rt.calls()), 30, 'the stuck record')
+    if ordering != 'partition':
+        kt.wait_for(lambda: sum(1 for c in rt.calls() if c.body.startswith('r')) >= OTHERS,
+                    30, 'the other records answered')
+    assert first.stop() == 0, 'a drain timeout is still a clean shutdown'
+    assert 'drain timeout' in first.log()
+    assert kafka.committed(names.group, names.topic) == {0: 0} or \
+        kafka.committed(names.group, names.topic) == {0: None}, 'committed past the stuck record'
+
+    rt2 = runtime_factory(record_file=tmp_path / 'records-2.jsonl')
+    second = ktrigger_factory(conf_for(config, rt2.port, ordering, 10000))
+    end = kafka.end_offsets(names.topic)
+    kt.wait_for(lambda: kafka.committed(names.group, names.topic) == end, 30,
+                'the second replica committed to the end',
+                describe=lambda: [c.body for c in rt2.calls()][:10])
+    metrics = second.metrics()
+    assert second.stop() == 0
+    counts = ok_bodies([rt, rt2])
+    dups = sorted(b for b, n in counts.items() if n > 1)
+    assert not dups, '%s ordering: delivered again after a drain timeout: %s' % (ordering, dups)
+    assert set(counts) == {'stuck'} | {'r%02d' % i for i in range(OTHERS)}
+    skipped = kt.metric_sum(metrics, 'ktrigger_records_already_done_total')
+    answered_first = len([c for c in rt.calls() if not c.failed])
+    assert skipped == answered_first, (skipped, answered_first)
