@@ -162,7 +162,9 @@ static void slot_apply(kt_dispatch_t *kd, slot_t *s) {
                 curl_easy_setopt(s->easy, CURLOPT_CURLU, NULL);
                 curl_easy_setopt(s->easy, CURLOPT_URL, kd->conf->runtime_url);
         }
-        curl_easy_setopt(s->easy, CURLOPT_TIMEOUT_MS, (long)kd->conf->timeout_s * 1000L);
+        /* Past the runtime's own FUNC_TIMEOUT, so its 408 is what we see, not our timeout. */
+        curl_easy_setopt(s->easy, CURLOPT_TIMEOUT_MS,
+                         (long)kd->conf->timeout_s * 1000L + kd->conf->timeout_grace_ms);
         if (kd->conf->reply_topic) {
                 curl_easy_setopt(s->easy, CURLOPT_WRITEFUNCTION, keep_cb);
                 curl_easy_setopt(s->easy, CURLOPT_WRITEDATA, s);
