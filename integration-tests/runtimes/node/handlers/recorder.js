@@ -2,8 +2,8 @@
  * Test handler for the Node.js runtime: the twin of runtimes/python/handlers/recorder.py.
  * Same environment variables (RECORD_FILE, FAIL_BODIES, FAIL_NTH, FAIL_KEYS, STATUS_BODIES,
  * RETRY_AFTER, HANDLER_DELAY_MS, SLEEP_BODIES, DROP_BODIES, REPLY_BODY, ARRIVAL_FILE) and the
- * same JSON line per call (body, body_b64, headers, header_list, time, done, seq, concurrent, status, failed,
- * dropped, slept_ms); see recorder.py for their meaning.  No raw_headers_b64: node's parser
+ * same JSON line per call (body, body_b64, headers, header_list, time, done, seq, concurrent,
+ * status, failed, dropped, slept_ms); see recorder.py for their meaning.  No raw_headers_b64: node's parser
  * hands over parsed headers only (req.rawHeaders, in order and with their case).
  */
 'use strict';

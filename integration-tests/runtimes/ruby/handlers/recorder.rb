@@ -3,8 +3,8 @@
 # Test handler for the Ruby runtime: the twin of runtimes/python/handlers/recorder.py.
 # Same environment variables (RECORD_FILE, FAIL_BODIES, FAIL_NTH, FAIL_KEYS, STATUS_BODIES,
 # RETRY_AFTER, HANDLER_DELAY_MS, SLEEP_BODIES, DROP_BODIES, REPLY_BODY, ARRIVAL_FILE) and the
-# same JSON line per call (body, body_b64, headers, header_list, raw_headers_b64, time, done, seq, concurrent,
-# status, failed, dropped, slept_ms); see recorder.py for their meaning.  A call cut by the
+# same JSON line per call (body, body_b64, headers, header_list, raw_headers_b64, time, done,
+# seq, concurrent, status, failed, dropped, slept_ms); see recorder.py for their meaning.  A call cut by the
 # runtime's Timeout is recorded (status 408) when it is interrupted.
 
 require 'base64'
