@@ -128,8 +128,9 @@ typedef struct kt_config {
         char *runtime_host;
         int runtime_port;
         char *runtime_path;
-        char *runtime_url; /**< derived: http://host:port/path */
-        int timeout_s;     /**< per call */
+        char *runtime_url;    /**< derived: http://host:port/path */
+        int timeout_s;        /**< per call: the runtime's FUNC_TIMEOUT */
+        int timeout_grace_ms; /**< added to timeout_s for ktrigger's own call timeout */
         char *runtime_health_path;
         int runtime_wait_at_start; /**< join the group only once the runtime answers */
         char *runtime_health_url;  /**< derived: http://host:port/health_path */

@@ -382,6 +382,11 @@ static void on_call_done(void *opaque, const kt_dispatch_result_t *res, void *cb
         }
         kt_metrics_call_observe(kl->km, kl->topic_map[p->topic_idx], res->seconds,
                                 res->outcome != KT_OUTCOME_SUCCESS);
+        if (res->sends > 1) {
+                /* curl re-sent it after a reused connection died: the runtime got each one. */
+                rec->attempts += res->sends - 1;
+                kt_metrics_call_resends_add(kl->km, kl->topic_map[p->topic_idx], res->sends - 1);
+        }
 
         if (res->outcome == KT_OUTCOME_SUCCESS && !res->body_too_big) {
                 KT_DBG(FAC, "%s [%d] @%lld: %ld in %.3f s", p->topic, p->partition,

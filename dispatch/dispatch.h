@@ -41,8 +41,11 @@ typedef enum kt_outcome {
 typedef struct kt_dispatch_result {
         kt_outcome_t outcome;
         long status;            /**< HTTP status, 0 if none was received */
-        int runtime_down;       /**< nothing listens: not the record's fault */
-        int timed_out;          /**< runtime.timeout_s passed without an answer */
+        int runtime_down;       /**< nothing listens, no request was sent: not the record's
+                                     fault */
+        int timed_out;          /**< runtime.timeout_s + timeout_grace_ms passed, no answer */
+        int sends;              /**< requests sent: 0 if none, 2 when curl re-sent it on a fresh
+                                     connection after a reused one died before any answer */
         int64_t retry_after_ms; /**< from Retry-After, -1 if absent */
         const char *error;      /**< transfer error text, "" if none */
         double seconds;         /**< call duration */

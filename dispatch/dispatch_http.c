@@ -13,9 +13,16 @@
  * - The body points at the record's value (no copy); the consumer keeps the record alive until
  *   the callback ran or the call was cancelled.
  * - Response bodies are read and thrown away (the reply feature will keep them, capped).
- * - "Nothing listens" (connection refused) is reported as runtime_down, not as a failure of the
- *   record: the loop stops calling and probes the runtime's health path with a separate easy
- *   handle (not a slot) until it answers.
+ * - "Nothing listens" (connection refused before any request was sent) is reported as
+ *   runtime_down, not as a failure of the record: the loop stops calling and probes the
+ *   runtime's health path with a separate easy handle (not a slot) until it answers. A
+ *   request that was sent and then lost its connection is an attempt, also when curl's own
+ *   re-send of it then finds nothing listening (a runtime that exits after a 408).
+ * - curl re-sends a request by itself, once, when a reused keep-alive connection dies before
+ *   any answer: CURLOPT_PREREQFUNCTION counts the requests really sent (res.sends), so each
+ *   one counts as a call and an attempt.
+ * - The call timeout is runtime.timeout_s plus runtime.timeout_grace_ms: a Kubeless runtime
+ *   answers 408 at FUNC_TIMEOUT, and that answer should arrive before we give up.
  * - Event-driven, as in curl's docs/examples/ephiperfifo.c: curl tells us its sockets
  *   (CURLMOPT_SOCKETFUNCTION); we wait on them in one epoll set with the loop's own fds, hand
  *   curl only the sockets that are ready (curl_multi_socket_action) and run its timeouts when
@@ -48,6 +55,7 @@ typedef struct slot {
         void *opaque;
         int busy;
         char error[CURL_ERROR_SIZE];
+        int sends;  /**< requests sent for this call (curl re-sends on a dead reused connection) */
         char *body; /**< response body (reply mode only), at most KT_MAX_RESPONSE_BYTES */
         size_t body_len, body_cap;
         int body_too_big;
@@ -162,7 +170,9 @@ static void slot_apply(kt_dispatch_t *kd, slot_t *s) {
                 curl_easy_setopt(s->easy, CURLOPT_CURLU, NULL);
                 curl_easy_setopt(s->easy, CURLOPT_URL, kd->conf->runtime_url);
         }
-        curl_easy_setopt(s->easy, CURLOPT_TIMEOUT_MS, (long)kd->conf->timeout_s * 1000L);
+        /* Past the runtime's own FUNC_TIMEOUT, so its 408 is what we see, not our timeout. */
+        curl_easy_setopt(s->easy, CURLOPT_TIMEOUT_MS,
+                         (long)kd->conf->timeout_s * 1000L + kd->conf->timeout_grace_ms);
         if (kd->conf->reply_topic) {
                 curl_easy_setopt(s->easy, CURLOPT_WRITEFUNCTION, keep_cb);
                 curl_easy_setopt(s->easy, CURLOPT_WRITEDATA, s);
@@ -181,6 +191,20 @@ static void url_parse(kt_dispatch_t *kd) {
         }
 }
 
+/** CURLOPT_PREREQFUNCTION: runs once per request sent, also for curl's own re-send of a
+ *  request whose reused keep-alive connection died before any answer. */
+static int prereq_cb(void *clientp, char *primary_ip, char *local_ip, int primary_port,
+                     int local_port) {
+        slot_t *s = clientp;
+
+        (void)primary_ip;
+        (void)local_ip;
+        (void)primary_port;
+        (void)local_port;
+        s->sends++;
+        return CURL_PREREQFUNC_OK;
+}
+
 static int slot_setup(kt_dispatch_t *kd, slot_t *s) {
         if (!(s->easy = curl_easy_init()))
                 return -1;
@@ -195,6 +219,8 @@ static int slot_setup(kt_dispatch_t *kd, slot_t *s) {
         curl_easy_setopt(s->easy, CURLOPT_PROXY, "");
         curl_easy_setopt(s->easy, CURLOPT_ERRORBUFFER, s->error);
         curl_easy_setopt(s->easy, CURLOPT_PRIVATE, s);
+        curl_easy_setopt(s->easy, CURLOPT_PREREQFUNCTION, prereq_cb);
+        curl_easy_setopt(s->easy, CURLOPT_PREREQDATA, s);
         curl_easy_setopt(s->easy, CURLOPT_PROTOCOLS_STR, "http,https");
         curl_easy_setopt(s->easy, CURLOPT_USERAGENT, "ktrigger/" KT_VERSION);
         return 0;
@@ -359,6 +385,7 @@ kt_err_t kt_dispatch_request_submit(kt_dispatch_t *kd, const kt_dispatch_req_t *
         if ((err = kt_dispatch_headers_build(req, &s->hdrs, droppedp)))
                 return err;
         s->error[0] = '\0';
+        s->sends = 0;
         curl_easy_setopt(s->easy, CURLOPT_HTTPHEADER, s->hdrs.list);
         curl_easy_setopt(s->easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)req->len);
         curl_easy_setopt(s->easy, CURLOPT_POSTFIELDS, req->value ? (const char *)req->value : "");
@@ -428,7 +455,7 @@ void kt_dispatch_perform(kt_dispatch_t *kd) {
         while ((msg = curl_multi_info_read(kd->multi, &left))) {
                 slot_t *s = NULL;
                 kt_dispatch_result_t res = {0};
-                char error[CURL_ERROR_SIZE], ctype[256];
+                char error[CURL_ERROR_SIZE + 96], ctype[256];
                 const char *ct = NULL;
                 void *opaque;
 
@@ -447,6 +474,7 @@ void kt_dispatch_perform(kt_dispatch_t *kd) {
                 curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **)&s);
                 curl_easy_getinfo(s->easy, CURLINFO_TOTAL_TIME, &res.seconds);
                 res.retry_after_ms = -1;
+                res.sends = s->sends;
                 if (msg->data.result == CURLE_OK) {
                         curl_off_t retry_after = 0;
                         curl_easy_getinfo(s->easy, CURLINFO_RESPONSE_CODE, &res.status);
@@ -471,11 +499,22 @@ void kt_dispatch_perform(kt_dispatch_t *kd) {
                 } else {
                         res.status = 0;
                         res.timed_out = msg->data.result == CURLE_OPERATION_TIMEDOUT;
-                        res.runtime_down = msg->data.result == CURLE_COULDNT_CONNECT ||
-                                           msg->data.result == CURLE_COULDNT_RESOLVE_HOST;
+                        /* Only if no request went out: a connection that died after one was
+                         * sent (curl's re-send then found nothing listening) ran the handler,
+                         * maybe, and is an attempt. */
+                        res.runtime_down =
+                            s->sends == 0 && (msg->data.result == CURLE_COULDNT_CONNECT ||
+                                              msg->data.result == CURLE_COULDNT_RESOLVE_HOST);
                         /* Copied: the callback may reuse this slot for its next call. */
-                        snprintf(error, sizeof(error), "%s",
-                                 s->error[0] ? s->error : curl_easy_strerror(msg->data.result));
+                        /* curl keeps its first error: with a re-send, how the sent request
+                         * was lost. */
+                        snprintf(error, sizeof(error), "%s%s",
+                                 s->error[0] ? s->error : curl_easy_strerror(msg->data.result),
+                                 s->sends && (msg->data.result == CURLE_COULDNT_CONNECT ||
+                                              msg->data.result == CURLE_COULDNT_RESOLVE_HOST)
+                                     ? " (after the request was sent; its re-send found "
+                                       "nothing listening)"
+                                     : "");
                         res.error = error;
                 }
                 res.outcome = kt_dispatch_outcome_classify(res.status);

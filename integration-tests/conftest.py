@@ -111,7 +111,8 @@ def _register_log(request, label, path):
 def runtime_factory(request, tmp_path):
     """start(record_file=None, lang='python'|'node'|'ruby', port=None, **behaviours)
     -> kt.Runtime; behaviours as kt.start_runtime (fail_bodies, fail_nth, fail_keys,
-    status_bodies, retry_after, delay_ms, sleep_bodies, drop_bodies, reply_body, ...)."""
+    status_bodies, retry_after, delay_ms, sleep_bodies, drop_bodies, reply_body,
+    arrival_file, exit_after_timeout, ...)."""
     started = []
 
     def start(record_file=None, **kw):

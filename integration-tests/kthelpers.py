@@ -47,7 +47,7 @@ LANGS = tuple(RUNTIMES)
 # the environment a runtime is started with so only start_runtime's arguments decide.
 RECORDER_ENV_VARS = ('FAIL_BODIES', 'FAIL_NTH', 'FAIL_KEYS', 'STATUS_BODIES', 'RETRY_AFTER',
                      'HANDLER_DELAY_MS', 'SLEEP_BODIES', 'DROP_BODIES', 'REPLY_BODY',
-                     'MOD_ROOT_PATH')
+                     'MOD_ROOT_PATH', 'ARRIVAL_FILE', 'EXIT_AFTER_TIMEOUT')
 
 # Environment variables ktrigger reads on top of its config file (Kubeless names and its own);
 # scrubbed from the environment ktrigger is started with so the file alone decides.
@@ -430,9 +430,9 @@ def max_concurrent(calls):
 class Runtime:
     """A Kubeless-style runtime (lang: python, node or ruby) running the recorder handler."""
 
-    def __init__(self, proc, port, record_file, log_path, lang='python'):
+    def __init__(self, proc, port, record_file, log_path, lang='python', arrival_file=None):
         self.proc, self.port, self.record_file, self.log_path = proc, port, record_file, log_path
-        self.lang = lang
+        self.lang, self.arrival_file = lang, arrival_file
 
     @property
     def url(self):
@@ -448,6 +448,16 @@ class Runtime:
             return []
         # A line is written with one write(); only a fully written line counts.
         return [Call(json.loads(line)) for line in data.split('\n')[:-1] if line]
+
+    def arrivals(self):
+        """Every call that reached the handler ({'body', 'event-id', 'seq', 'time'} dicts, from
+        ARRIVAL_FILE, written at arrival: also the calls the runtime's exit cut short)."""
+        try:
+            with open(self.arrival_file, encoding='utf-8') as f:
+                data = f.read()
+        except (FileNotFoundError, TypeError):
+            return []
+        return [json.loads(line) for line in data.split('\n')[:-1] if line]
 
     def delivered(self):
         """Successful calls only."""
@@ -474,13 +484,16 @@ def _pairs(name, mapping):
 def start_runtime(tmp_path, record_file, port=None, fail_bodies=(), delay_ms=0,
                   func_timeout=None, name='runtime', startup_timeout=20, lang='python',
                   fail_nth=(), fail_keys=(), status_bodies=None, retry_after=None,
-                  sleep_bodies=None, drop_bodies=(), reply_body=None, env=None):
+                  sleep_bodies=None, drop_bodies=(), reply_body=None, env=None,
+                  arrival_file=None, exit_after_timeout=False):
     """Start a runtime of `lang` with the recorder handler writing to record_file; wait
     until its /healthz answers.  The behaviours map to the recorder's variables:
     fail_bodies -> FAIL_BODIES, fail_nth -> FAIL_NTH (call numbers), fail_keys -> FAIL_KEYS,
     status_bodies {body: status} -> STATUS_BODIES, retry_after (s) -> RETRY_AFTER,
     delay_ms -> HANDLER_DELAY_MS, sleep_bodies {body: ms} -> SLEEP_BODIES,
-    drop_bodies -> DROP_BODIES, reply_body -> REPLY_BODY; env: more variables.
+    drop_bodies -> DROP_BODIES, reply_body -> REPLY_BODY, arrival_file -> ARRIVAL_FILE;
+    exit_after_timeout -> the runtime's EXIT_AFTER_TIMEOUT=1 (408, then the process exits);
+    env: more variables.
     """
     assert lang in RUNTIMES, 'unknown runtime language %r' % lang
     argv, handlers_dir = RUNTIMES[lang]
@@ -499,6 +512,8 @@ def start_runtime(tmp_path, record_file, port=None, fail_bodies=(), delay_ms=0,
         'SLEEP_BODIES': _pairs('sleep_bodies', sleep_bodies) if sleep_bodies else None,
         'DROP_BODIES': _csv('drop_bodies', drop_bodies) if drop_bodies else None,
         'REPLY_BODY': reply_body,
+        'ARRIVAL_FILE': str(arrival_file) if arrival_file else None,
+        'EXIT_AFTER_TIMEOUT': '1' if exit_after_timeout else None,
     }
     environ.update({k: v for k, v in behaviours.items() if v is not None})
     environ.update(env or {})
@@ -506,7 +521,7 @@ def start_runtime(tmp_path, record_file, port=None, fail_bodies=(), delay_ms=0,
     with open(log_path, 'ab') as log:
         proc = subprocess.Popen(argv, env=environ, stdout=log, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL)
-    rt = Runtime(proc, port, record_file, log_path, lang)
+    rt = Runtime(proc, port, record_file, log_path, lang, arrival_file)
 
     def healthy():
         if proc.poll() is not None:

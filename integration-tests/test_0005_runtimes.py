@@ -3,11 +3,14 @@ Node.js, Ruby) with the recorder handler answers /healthz, records every call in
 format (exact body bytes, headers, seq, concurrent, status) and misbehaves exactly as told:
 FAIL_BODIES / FAIL_NTH / FAIL_KEYS (500), STATUS_BODIES with Retry-After on 429/503,
 SLEEP_BODIES (past FUNC_TIMEOUT: 408), DROP_BODIES (connection closed, no response) and
-REPLY_BODY (application/json).  The other tests rely on these behaviours."""
+REPLY_BODY (application/json); with EXIT_AFTER_TIMEOUT=1 the process exits once its 408 is
+written, cutting the calls in progress (as the real Go and Ruby runtimes do), and ARRIVAL_FILE
+shows every handler that ran, also those cut.  The other tests rely on these behaviours."""
 
 import base64
 import http.client
 import threading
+import time
 
 import pytest
 
@@ -99,3 +102,47 @@ def test_python_runtime_records_raw_header_block(runtime_factory):
     # Underscored names, which the WSGI environ drops, are kept.
     assert ['Event-Header-a_b', 'x y'] in call.header_list
     assert call.record_headers == [('a_b', b'x y')]
+
+
+@pytest.mark.parametrize('lang', kt.LANGS)
+def test_exit_after_timeout(lang, runtime_factory, tmp_path):
+    """EXIT_AFTER_TIMEOUT=1, as the real Go and Ruby runtimes: a call past FUNC_TIMEOUT is
+    answered 408 and then the process exits, cutting a call still in progress on another
+    connection (no answer at all); ARRIVAL_FILE shows that both handlers ran."""
+    rt = runtime_factory(lang=lang, func_timeout=1, sleep_bodies={'slow': 1500, 'cut': 4000},
+                         arrival_file=tmp_path / 'arrivals.jsonl', exit_after_timeout=True)
+    assert post(rt.port, b'fast')[0] == 200
+    assert rt.proc.poll() is None, 'exited after a 200'
+    results = {}
+
+    def call(body):
+        try:
+            results[body] = post(rt.port, body.encode())[0]
+        except (http.client.HTTPException, OSError) as e:
+            results[body] = e
+
+    def arrived(body):
+        return any(a['body'] == body for a in rt.arrivals())
+
+    threads = [threading.Thread(target=call, args=('slow',))]
+    threads[0].start()
+    kt.wait_for(lambda: arrived('slow'), 5, 'slow arrived')
+    # 'cut' starts well within slow's second: it is in progress (not past its own timeout)
+    # when slow's 408 makes the runtime exit.
+    time.sleep(0.3)
+    threads.append(threading.Thread(target=call, args=('cut',)))
+    threads[1].start()
+    kt.wait_for(lambda: arrived('cut'), 5, 'cut arrived')
+    kt.wait_for(lambda: rt.proc.poll() is not None, 5, 'the runtime to exit after its 408')
+    assert rt.proc.returncode == 0
+    for t in threads:
+        t.join(10)
+    assert results['slow'] == 408, results  # 1.5 s > FUNC_TIMEOUT 1 s
+    # The call in progress got no answer: the connection was closed under it.
+    assert isinstance(results['cut'], (http.client.RemoteDisconnected,
+                                       ConnectionResetError)), results
+    assert sorted(a['body'] for a in rt.arrivals()) == ['cut', 'fast', 'slow']
+    # Only ARRIVAL_FILE knows the cut call ran (Ruby's recorder writes slow's 408 line when
+    # Timeout interrupts it; the others never finish slow's sleep).
+    assert 'cut' not in [c.body for c in rt.calls()], rt.calls()
+    # Without the variable the runtime stays up after a 408 (test_recorder_behaviours).

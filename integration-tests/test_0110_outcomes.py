@@ -35,7 +35,9 @@ def test_dead_letter(kafka, kafka_bootstrap, names, config, runtime_factory, ktr
     rt = runtime_factory(fail_bodies=['always500'], status_bodies={'bad400': 400, 'r429': 429},
                          retry_after=1, sleep_bodies={'slow': 2500}, drop_bodies=['drop'])
     conf = config(rt.port)
-    conf['runtime']['timeout_s'] = 1
+    # ktrigger's own timeout, for a runtime that does not answer 408 at FUNC_TIMEOUT (this one
+    # has 180 s): 1 s, no grace ('slow' sleeps 2.5 s).
+    conf['runtime'].update({'timeout_s': 1, 'timeout_grace_ms': 0})
     conf['dispatch'].update({'ordering': 'key', 'on_failure': 'dead-letter',
                              'dead_letter_topic': dlq,
                              'retry': {'initial_backoff_ms': 50, 'max_backoff_ms': 5000,

@@ -45,6 +45,15 @@ size_t kt_metrics_topic_index(kt_metrics_t *km, const char *topic);
  *         ignored) that took \p seconds. */
 void kt_metrics_call_observe(kt_metrics_t *km, size_t topic_idx, double seconds, int failed);
 
+/**
+ * @brief Count \p n more calls of topic \p topic_idx: requests libcurl sent again by itself,
+ *        on a fresh connection, after a reused keep-alive one died before any answer. Each
+ *        reached the runtime (function_calls_total, and function_failures_total: it got no
+ *        answer) but has no duration of its own (not in function_duration_seconds), and counts
+ *        in ktrigger_call_resends_total.
+ */
+void kt_metrics_call_resends_add(kt_metrics_t *km, size_t topic_idx, int n);
+
 /** How a call ended, for ktrigger_calls_total{outcome}. */
 typedef enum kt_call_outcome {
         KT_CALL_SUCCESS,

@@ -32,6 +32,7 @@ struct kt_metrics {
         _Atomic uint64_t reloads[3]; /**< by kt_metrics_reload_result_t */
         char config_hash[17];        /**< under lines_lock */
         _Atomic uint64_t retries;
+        _Atomic uint64_t resends; /**< requests curl sent again on a fresh connection */
         _Atomic uint64_t outcomes[KT_CALL__CNT];
         _Atomic uint64_t dead_lettered;
         _Atomic uint64_t skipped;

@@ -99,6 +99,16 @@ void kt_metrics_call_observe(kt_metrics_t *km, size_t topic_idx, double seconds,
         INC(t->sum_us, (uint64_t)(seconds * 1e6));
 }
 
+void kt_metrics_call_resends_add(kt_metrics_t *km, size_t topic_idx, int n) {
+        if (n <= 0)
+                return;
+        INC(km->resends, (uint64_t)n);
+        if (topic_idx >= km->topic_cap)
+                return;
+        INC(km->topics[topic_idx].calls, (uint64_t)n);
+        INC(km->topics[topic_idx].failures, (uint64_t)n);
+}
+
 void kt_metrics_outcome_inc(kt_metrics_t *km, kt_call_outcome_t outcome) {
         INC(km->outcomes[outcome], 1);
 }
@@ -285,6 +295,10 @@ char *kt_metrics_format(kt_metrics_t *km, size_t *lenp) {
                 "# HELP ktrigger_retries_total Calls scheduled again after a failure.\n"
                 "# TYPE ktrigger_retries_total counter\n"
                 "ktrigger_retries_total %llu\n"
+                "# HELP ktrigger_call_resends_total Requests libcurl sent again on a fresh "
+                "connection after a reused one died before any answer.\n"
+                "# TYPE ktrigger_call_resends_total counter\n"
+                "ktrigger_call_resends_total %llu\n"
                 "# HELP ktrigger_dead_lettered_total Records written to the dead-letter topic.\n"
                 "# TYPE ktrigger_dead_lettered_total counter\n"
                 "ktrigger_dead_lettered_total %llu\n"
@@ -313,11 +327,11 @@ char *kt_metrics_format(kt_metrics_t *km, size_t *lenp) {
                 "# HELP ktrigger_build_info Build information.\n"
                 "# TYPE ktrigger_build_info gauge\n"
                 "ktrigger_build_info{version=\"%s\"} 1\n",
-                (unsigned long long)GET(km->retries), (unsigned long long)GET(km->dead_lettered),
-                (unsigned long long)GET(km->replies), (unsigned long long)GET(km->skipped),
-                (unsigned long long)GET(km->headers_dropped), GET(km->runtime_up),
-                GET(km->in_flight), GET(km->assigned), (unsigned long long)GET(km->buffered),
-                KT_VERSION);
+                (unsigned long long)GET(km->retries), (unsigned long long)GET(km->resends),
+                (unsigned long long)GET(km->dead_lettered), (unsigned long long)GET(km->replies),
+                (unsigned long long)GET(km->skipped), (unsigned long long)GET(km->headers_dropped),
+                GET(km->runtime_up), GET(km->in_flight), GET(km->assigned),
+                (unsigned long long)GET(km->buffered), KT_VERSION);
         {
                 static const char *const names[KT_CALL__CNT] = {
                     "success", "http_4xx",      "http_5xx",       "http_other",

@@ -174,6 +174,7 @@ static void test_good_file_and_env(void) {
                 KT_CHECK_STR(conf->brokers, "kafka.kubeless:9092");
                 KT_CHECK_STR(conf->runtime_url, "http://127.0.0.1:8080/");
                 KT_CHECK(conf->timeout_s == 180, "timeout %d", conf->timeout_s);
+                KT_CHECK(conf->timeout_grace_ms == 2000, "grace %d", conf->timeout_grace_ms);
                 KT_CHECK(conf->ordering == KT_ORDER_PARTITION, "default ordering");
                 KT_CHECK(conf->on_failure == KT_FAIL_BLOCK, "default on_failure");
                 KT_CHECK(conf->max_in_flight == 64, "default max_in_flight");
@@ -208,12 +209,15 @@ static void test_errors(void) {
               ":4: kafka.properties: ", "no.such.property", ":4: kafka.properties: element 2"}},
             /* Every error in one run. */
             {"function = { handler = 5; };\nkafka = { topics = [\"t\"]; };\n"
-             "runtime = { timeout_s = 0; port = \"x\"; };\nmetrics = { listen = \"nope\"; };\n"
+             "runtime = { timeout_s = 0; port = \"x\"; timeout_grace_ms = 60001; };\nmetrics = { "
+             "listen = \"nope\"; };\n"
              "dispatch = { retry = { initial_backoff_ms = 500; max_backoff_ms = 100; }; };\nextra "
              "= {};\n",
              {":1: function.handler: must be a string", ":3: runtime.timeout_s: 0 is outside",
-              ":3: runtime.port: must be an integer", ":4: metrics.listen: 'nope'",
-              ":5: dispatch.retry.max_backoff_ms: 100 is below", ":6: extra: unknown section"}},
+              ":3: runtime.port: must be an integer",
+              ":3: runtime.timeout_grace_ms: 60001 is outside 0..60000",
+              ":4: metrics.listen: 'nope'", ":5: dispatch.retry.max_backoff_ms: 100 is below",
+              ":6: extra: unknown section"}},
             {"function = { handler = };\n", {":1: syntax:"}},
             {"function = { handler = \"m.f\"; };\nkafka = { topics = [\"t\"];\n"
              "properties = ( (\"max.poll.interval.ms\", \"20000\") ); };\n"

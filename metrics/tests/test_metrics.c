@@ -62,6 +62,10 @@ int main(void) {
         kt_metrics_call_observe(km, 0, 0.2, 1);
         kt_metrics_call_observe(km, 0, 500, 0);
         kt_metrics_call_observe(km, 1, 0.001, 0);
+        /* curl's own re-sends: calls and failures, never durations. */
+        kt_metrics_call_resends_add(km, 1, 2);
+        kt_metrics_call_resends_add(km, 1, 0);
+        kt_metrics_call_resends_add(km, (size_t)-1, 1); /* no topic: only the total */
         kt_metrics_gauges_set(km, 3, 4, 5);
         /* A reload adds a topic: a new index; known topics keep theirs. */
         KT_CHECK(kt_metrics_topic_index(km, "b") == 1, "known topic");
@@ -76,9 +80,11 @@ int main(void) {
         if (text) {
                 static const char *const want[] = {
                     "function_calls_total{function=\"mod.fn\\\"x\",topic=\"a\"} 3\n",
-                    "function_calls_total{function=\"mod.fn\\\"x\",topic=\"b\"} 1\n",
+                    "function_calls_total{function=\"mod.fn\\\"x\",topic=\"b\"} 3\n",
                     "function_failures_total{function=\"mod.fn\\\"x\",topic=\"a\"} 1\n",
-                    "function_failures_total{function=\"mod.fn\\\"x\",topic=\"b\"} 0\n",
+                    "function_failures_total{function=\"mod.fn\\\"x\",topic=\"b\"} 2\n",
+                    "function_duration_seconds_count{function=\"mod.fn\\\"x\",topic=\"b\"} 1\n",
+                    "ktrigger_call_resends_total 3\n",
                     "function_duration_seconds_bucket{function=\"mod.fn\\\"x\",topic=\"a\",le=\"0."
                     "001\"} 0\n",
                     "function_duration_seconds_bucket{function=\"mod.fn\\\"x\",topic=\"a\",le=\"0."

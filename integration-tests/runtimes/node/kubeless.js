@@ -12,6 +12,9 @@
  *   FUNC_TIMEOUT    seconds a call may take, else 408                     default 180
  *   MOD_ROOT_PATH   directory the module is loaded from                   default ./handlers
  *   REQ_MB_LIMIT    largest request body in MiB                           default 8
+ *   EXIT_AFTER_TIMEOUT  1: once a 408 for a call past FUNC_TIMEOUT is written, the process
+ *                   exits (status 0), cutting the calls still in progress, as the real Go and
+ *                   Ruby Kubeless runtimes do (and node's own for a busy handler)
  *   FUNC_RUNTIME, FUNC_MEMORY_LIMIT   passed to the handler in its context
  *
  * The event is Kubeless' {data, 'event-id', 'event-type', 'event-time', 'event-namespace',
@@ -46,6 +49,7 @@ if (!modName || !funcName) {
 const modRoot = process.env.MOD_ROOT_PATH || path.join(__dirname, 'handlers');
 const funcPort = Number(process.env.FUNC_PORT || 8080);
 const funcTimeout = Number(process.env.FUNC_TIMEOUT || 180);
+const exitAfterTimeout = process.env.EXIT_AFTER_TIMEOUT === '1';
 const bodyLimit = Number(process.env.REQ_MB_LIMIT || 8) * 1024 * 1024;
 
 const mod = require(path.resolve(modRoot, modName + '.js'));
@@ -120,6 +124,12 @@ app.all(/.*/, async (req, res) => {
   }
   if (outcome.timeout) {
     calls.timeouts += 1;
+    if (exitAfterTimeout) {
+      res.on('finish', () => {
+        console.log('exiting after a 408 (EXIT_AFTER_TIMEOUT)');
+        process.exit(0);
+      });
+    }
     res.status(408).send('Timeout while processing the function');
   } else if (outcome.error !== undefined) {
     calls.failures += 1;

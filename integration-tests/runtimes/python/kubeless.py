@@ -10,6 +10,9 @@ handler(event, context) for a request on any path with any of GET/POST/PUT/PATCH
   FUNC_PORT       port to listen on (127.0.0.1)                         default 8080
   FUNC_TIMEOUT    seconds a call may take, else 408                     default 180
   MOD_ROOT_PATH   directory the module is imported from                 default ./handlers
+  EXIT_AFTER_TIMEOUT  1: once a 408 for a call past FUNC_TIMEOUT is written, the process
+                  exits (status 0), cutting the calls still in progress, as the real Go and
+                  Ruby Kubeless runtimes do
   FUNC_RUNTIME, FUNC_MEMORY_LIMIT   passed to the handler in its context
 
 The event is Kubeless' {'data', 'event-id', 'event-type', 'event-time', 'event-namespace',
@@ -63,6 +66,9 @@ def load_function():
 MOD_NAME, FUNC_NAME, FUNC = load_function()
 FUNC_PORT = int(os.environ.get('FUNC_PORT', '8080'))
 FUNC_TIMEOUT = float(os.environ.get('FUNC_TIMEOUT', '180'))
+EXIT_AFTER_TIMEOUT = os.environ.get('EXIT_AFTER_TIMEOUT') == '1'
+# Set in the thread that answered a 408 (bottle runs in the connection's thread).
+_exit_after = threading.local()
 
 CONTEXT = {
     'function-name': '%s.%s' % (MOD_NAME, FUNC_NAME),
@@ -173,6 +179,8 @@ def handler(path=None):
     outcome, value = call_with_timeout(event)
     if outcome == 'timeout':
         count('timeouts')
+        if EXIT_AFTER_TIMEOUT:
+            _exit_after.flag = True
         return bottle.HTTPResponse(status=408, body='Timeout while processing the function')
     if outcome == 'error':
         count('failures')
@@ -211,6 +219,13 @@ class QuietHandler(WSGIRequestHandler):
         finally:
             self.rfile = real
             self.raw_headers = b''.join(tee.lines)
+
+    def handle(self):
+        super().handle()
+        if getattr(_exit_after, 'flag', False):
+            self.wfile.flush()
+            print('exiting after a 408 (EXIT_AFTER_TIMEOUT)', flush=True)
+            os._exit(0)
 
     def get_environ(self):
         env = super().get_environ()

@@ -13,6 +13,9 @@
 #   FUNC_PORT       port to listen on (127.0.0.1)                          default 8080
 #   FUNC_TIMEOUT    seconds a call may take, else 408                      default 180
 #   MOD_ROOT_PATH   directory the file is loaded from                      default ./handlers
+#   EXIT_AFTER_TIMEOUT  1: once a 408 for a call past FUNC_TIMEOUT is written, the process
+#                   exits (status 0), cutting the calls still in progress, as the real Go
+#                   runtime and Ruby's function proxy do
 #   FUNC_RUNTIME, FUNC_MEMORY_LIMIT   passed to the handler in its context
 #
 # The event is Kubeless' {data:, 'event-id':, 'event-type':, 'event-time':, 'event-namespace':,
@@ -40,6 +43,7 @@ end
 MOD_ROOT_PATH = ENV['MOD_ROOT_PATH'] || File.join(__dir__, 'handlers')
 FUNC_PORT = Integer(ENV['FUNC_PORT'] || 8080)
 FUNC_TIMEOUT = Float(ENV['FUNC_TIMEOUT'] || 180)
+EXIT_AFTER_TIMEOUT = ENV['EXIT_AFTER_TIMEOUT'] == '1'
 
 FUNC_PATH = File.join(MOD_ROOT_PATH, "#{MOD_NAME}.rb")
 FUNC_MODULE = Module.new
@@ -65,6 +69,20 @@ module KubelessMetaVars
   end
 end
 WEBrick::HTTPRequest.prepend(KubelessMetaVars)
+
+# EXIT_AFTER_TIMEOUT: the connection's thread that answered 408 exits once the answer is out.
+module KubelessExitAfterTimeout
+  def send_response(socket)
+    super
+    return unless Thread.current[:kubeless_exit]
+
+    socket.flush
+    $stdout.puts 'exiting after a 408 (EXIT_AFTER_TIMEOUT)'
+    $stdout.flush
+    exit!(0)
+  end
+end
+WEBrick::HTTPResponse.prepend(KubelessExitAfterTimeout)
 
 # The Sinatra application calling the function.
 class KubelessApp < Sinatra::Base
@@ -122,6 +140,7 @@ class KubelessApp < Sinatra::Base
         result = Timeout.timeout(FUNC_TIMEOUT) { FUNC_MODULE.send(FUNC_HANDLER, event, CONTEXT) }
       rescue Timeout::Error
         KubelessApp.count('timeouts')
+        Thread.current[:kubeless_exit] = true if EXIT_AFTER_TIMEOUT
         halt 408, 'Timeout while processing the function'
       rescue StandardError, ScriptError => e
         KubelessApp.count('failures')

@@ -1,9 +1,9 @@
 /*
  * Test handler for the Node.js runtime: the twin of runtimes/python/handlers/recorder.py.
  * Same environment variables (RECORD_FILE, FAIL_BODIES, FAIL_NTH, FAIL_KEYS, STATUS_BODIES,
- * RETRY_AFTER, HANDLER_DELAY_MS, SLEEP_BODIES, DROP_BODIES, REPLY_BODY) and the same JSON line
- * per call (body, body_b64, headers, header_list, time, done, seq, concurrent, status, failed,
- * dropped, slept_ms); see recorder.py for their meaning.  No raw_headers_b64: node's parser
+ * RETRY_AFTER, HANDLER_DELAY_MS, SLEEP_BODIES, DROP_BODIES, REPLY_BODY, ARRIVAL_FILE) and the
+ * same JSON line per call (body, body_b64, headers, header_list, time, done, seq, concurrent,
+ * status, failed, dropped, slept_ms); see recorder.py for their meaning.  No raw_headers_b64: node's parser
  * hands over parsed headers only (req.rawHeaders, in order and with their case).
  */
 'use strict';
@@ -26,6 +26,12 @@ function pairs(name) {
     out.set(item.slice(0, i), Number(item.slice(i + 1)));
   }
   return out;
+}
+
+function recordArrival(body, headers, seq, arrival) {
+  if (!process.env.ARRIVAL_FILE) return;
+  const line = { body, 'event-id': headers['event-id'] || null, seq, time: arrival };
+  fs.appendFileSync(process.env.ARRIVAL_FILE, JSON.stringify(line) + '\n');
 }
 
 function record(line) {
@@ -118,6 +124,7 @@ async function handle(event, context, arrival, seq, concurrent) {
     concurrent,
   };
 
+  recordArrival(body, headers, seq, arrival);
   const sleepMs = Number(process.env.HANDLER_DELAY_MS || 0)
     + (pairs('SLEEP_BODIES').get(body) || 0);
   if (sleepMs > 0) {

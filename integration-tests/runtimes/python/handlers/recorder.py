@@ -16,6 +16,9 @@ demand in each way ktrigger's dispatch engine must survive.
   FAIL_TIMES         comma-separated body=n pairs: answer 503 to the first n calls of that body,
                      then as usual (Python runtime only)
   REPLY_BODY         answer this string with Content-Type: application/json (default: "ok")
+  ARRIVAL_FILE       also append {"body", "event-id", "seq", "time"} to this file at arrival,
+                     before any sleep: a call cut short by the runtime's exit (it never reaches
+                     RECORD_FILE) is still seen to have run
 
 Sleeping comes first, then: drop, else FAIL_* (500), else STATUS_BODIES, else 200.
 
@@ -75,6 +78,19 @@ def _record(line):
         if _fd is None:
             _fd = os.open(os.environ['RECORD_FILE'], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         os.write(_fd, data)
+
+
+def _record_arrival(body, headers, seq, arrival):
+    path = os.environ.get('ARRIVAL_FILE')
+    if not path:
+        return
+    data = (json.dumps({'body': body, 'event-id': headers.get('event-id'), 'seq': seq,
+                        'time': arrival}, sort_keys=True) + '\n').encode('utf-8')
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, data)
+    finally:
+        os.close(fd)
 
 
 def _text(raw):
@@ -148,6 +164,7 @@ def _handle(event, context, arrival, seq, concurrent):
         line['raw_headers_b64'] = base64.b64encode(
             request.environ['kubeless.raw_headers']).decode('ascii')
 
+    _record_arrival(body, headers, seq, arrival)
     sleep_ms = float(os.environ.get('HANDLER_DELAY_MS') or 0) + _pairs('SLEEP_BODIES').get(body, 0)
     if sleep_ms > 0:
         line['slept_ms'] = sleep_ms

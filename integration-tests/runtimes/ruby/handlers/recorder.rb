@@ -2,9 +2,9 @@
 
 # Test handler for the Ruby runtime: the twin of runtimes/python/handlers/recorder.py.
 # Same environment variables (RECORD_FILE, FAIL_BODIES, FAIL_NTH, FAIL_KEYS, STATUS_BODIES,
-# RETRY_AFTER, HANDLER_DELAY_MS, SLEEP_BODIES, DROP_BODIES, REPLY_BODY) and the same JSON line
-# per call (body, body_b64, headers, header_list, raw_headers_b64, time, done, seq, concurrent,
-# status, failed, dropped, slept_ms); see recorder.py for their meaning.  A call cut by the
+# RETRY_AFTER, HANDLER_DELAY_MS, SLEEP_BODIES, DROP_BODIES, REPLY_BODY, ARRIVAL_FILE) and the
+# same JSON line per call (body, body_b64, headers, header_list, raw_headers_b64, time, done,
+# seq, concurrent, status, failed, dropped, slept_ms); see recorder.py for their meaning.  A call cut by the
 # runtime's Timeout is recorded (status 408) when it is interrupted.
 
 require 'base64'
@@ -61,6 +61,15 @@ def parse_raw_headers(raw)
   out
 end
 
+def record_arrival(body, headers, seq, arrival)
+  path = ENV['ARRIVAL_FILE']
+  return if path.nil? || path.empty?
+
+  line = "#{JSON.generate('body' => body, 'event-id' => headers['event-id'], 'seq' => seq,
+                          'time' => arrival)}\n"
+  File.open(path, File::WRONLY | File::APPEND | File::CREAT, 0o644) { |f| f.syswrite(line) }
+end
+
 def handler(event, context)
   arrival = Time.now.to_f
   seq = concurrent = nil
@@ -93,6 +102,7 @@ def recorder_handle(event, context, arrival, seq, concurrent)
            'header_list' => header_list, 'time' => arrival, 'seq' => seq,
            'concurrent' => concurrent,
            'raw_headers_b64' => Base64.strict_encode64(request.env['kubeless.raw_headers'].to_s) }
+  record_arrival(body, headers, seq, arrival)
   recorded = false
   finish = lambda do |status, extra = {}|
     timeout = context.is_a?(Hash) ? context[:timeout] : nil
