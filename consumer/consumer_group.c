@@ -35,10 +35,19 @@
  *   flight per broker: while another partition's long-poll fetch waits at the broker, the new
  *   fetch waits for it, at most fetch.wait.max.ms.) Bytes are counted as value + key, a little
  *   more than librdkafka counts, so we may wake a fetcher that was still fetching: harmless.
- * - On revoke the partitions stop taking records at once; the loop keeps polling while their
- *   calls finish (see on_revoke), then we commit what is done synchronously, drop the rest
- *   (never committed: the next owner gets them) and hand the partitions back. On lost
+ * - On revoke the partitions stop taking records at once (DRAINING); the loop keeps polling
+ *   and finishing their buffered records (see on_revoke), then they are RELEASED, committed
+ *   with our own asynchronous commit (kt_consumer_commit_start) and handed back. On lost
  *   partitions nothing is committed.
+ * - Commits. librdkafka's auto-commit commits the offsets we store every
+ *   auto.commit.interval.ms, and only while the group is steady. The commit that ends a drain
+ *   is ours (rd_kafka_commit_queue, answered on the consumer queue): it carries per partition
+ *   the completed-offset map (consumer_offsetmap.c) of what finished above the committed
+ *   offset, which librdkafka 2.0.2 can send only with an explicit partition list. We do not
+ *   commit that way periodically: a manual commit sent while the generation is in flux is
+ *   answered ILLEGAL_GENERATION, and librdkafka then takes the whole assignment as lost.
+ *   A new owner reads the maps with rd_kafka_committed() in the assign callback, before the
+ *   partitions are fetched, and a record in its partition's map is done without a call.
  */
 #define _POSIX_C_SOURCE 200809L
 #include "consumer.h"

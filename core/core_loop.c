@@ -22,11 +22,13 @@
  * to the front without its attempt counting, every partition is held paused, /readyz turns
  * not-ready, and the health path is probed with back-off until it answers 2xx.
  *
- * Revocation: the affected partitions start nothing new, the loop goes on (polling Kafka, so
- * a slow function never exceeds max.poll.interval.ms) until their calls and dead letters
- * finished or dispatch.drain_timeout_ms passed; then the rest is cancelled (redelivered: never
- * committed), the consumer commits synchronously and hands them back (revoke_progress()).
- * Shutdown drains every partition the same way, in drain(), then commits and leaves.
+ * Drains (a drain means done, in every ordering). Revocation: the partitions become DRAINING
+ * (consumer_group.c): nothing more is fetched for them, but their buffered records keep being
+ * started and retried here like any other, and the loop goes on polling Kafka (so a slow
+ * function never exceeds max.poll.interval.ms) until none of theirs is left that is not done
+ * or dispatch.drain_timeout_ms passed; kt_consumer_revoke_step() then releases them (on_release
+ * cancels what still runs: not done, never committed), commits and hands them back. Shutdown
+ * and re-join drain every partition the same way, as loop states (kt_loop_state_t below).
  *
  * Reload (SIGHUP): the file, environment and --set flags are read again into a new
  * configuration; if it is invalid every error is logged and the running one stays. Otherwise
@@ -35,13 +37,10 @@
  *     every module is pointed at the new configuration between two iterations, the dispatcher
  *     grows its slots if max_in_flight grew;
  *   - re-join: kafka.*, the handler, dispatch.ordering, or a producer needed/no longer needed:
- *     fetching stops (every partition held) while the loop runs on, so every record already
- *     buffered is delivered and done, within drain_timeout_ms: with key or none ordering
- *     records finish out of order, and only a fully done buffer leaves no finished record
- *     above the committed offset. Then the offsets are committed synchronously, the consumer
- *     leaves the group, and a new consumer (and scheduler, and producer) is made from the new
- *     configuration. Nothing is lost; nothing finished is delivered twice unless the drain
- *     timed out (logged);
+ *     the loop goes to REJOIN_DRAIN (fetching held, the buffer finished, as above), commits,
+ *     the consumer leaves the group, and a new consumer (and scheduler, and producer) is made
+ *     from the new configuration. Nothing is lost; nothing finished is delivered twice (what
+ *     finished above an unfinished record at a drain timeout is in the commit's offset map);
  *   - restart: metrics.listen is logged as needing a restart.
  * The old configuration is freed once nothing points into it.
  *
