@@ -135,13 +135,15 @@ typedef struct kt_partition {
         rd_kafka_queue_t *rkq;      /**< its own queue (not forwarded to the consumer's) */
         kt_partition_state_t state; /**< see kt_partition_state_t; read-only outside consumer/ */
         int paused;                 /**< paused by us (runtime down, draining) */
-        int full;             /**< buffer over its record or byte bound: its queue is not read */
-        int more;             /**< its queue may hold records we have not read */
-        int64_t stored;       /**< offset to commit (all before it done), -1 if none */
-        int64_t committed;    /**< the offset last committed successfully, -1 if none */
-        int dirty;            /**< a record finished since the last commit started */
-        void *done_map;       /**< kt_offsetmap_t: records the previous owner finished above the
-                                   committed offset (from the commit metadata), NULL if none */
+        int full;          /**< buffer over its record or byte bound: its queue is not read */
+        int more;          /**< its queue may hold records we have not read */
+        int64_t stored;    /**< offset to commit (all before it done), -1 if none */
+        int64_t committed; /**< the offset last committed successfully, -1 if none */
+        int dirty;         /**< a record finished since the last commit started */
+        struct kt_offsetmap *done_map; /**< offsets a previous owner finished above the
+                                            committed offset (commit metadata), or NULL */
+        int64_t done_floor;   /**< records below it were finished by us before the partition
+                                   was lost and came back (not committed yet), -1 if none */
         int64_t lag;          /**< consumer lag from librdkafka's statistics, -1 if unknown */
         int64_t went_back_to; /**< the last backwards offset warned about, -1 if none */
         int64_t next_offset;  /**< the offset after the last record read, -1 if none yet */
@@ -265,6 +267,10 @@ typedef enum kt_commit_status {
         KT_COMMIT_DONE,    /**< it (or a later one) succeeded */
         KT_COMMIT_FAILED   /**< it failed (a later one may still succeed: start again) */
 } kt_commit_status_t;
+
+/** @returns non-zero if a failed commit may be tried again now: it did not fail because the
+ *  group was re-joining, or the group has handed out an assignment since. */
+int kt_consumer_commit_retry_ready(const kt_consumer_t *kc);
 
 /** @returns the status of commit \p seq, with the error of a failed one in \p errp. */
 kt_commit_status_t kt_consumer_commit_status(const kt_consumer_t *kc, uint64_t seq,

@@ -94,12 +94,52 @@ struct kt_consumer {
         uint64_t commit_done_seq;       /**< the last one that finished, either way */
         rd_kafka_resp_err_t commit_err; /**< how commit_done_seq ended */
         int commit_inflight;
-        int commit_again;        /**< asked for while one was in flight: start one after it */
-        uint64_t done_cnt;       /**< records that became done, ever */
-        uint64_t done_at_start;  /**< done_cnt when the commit in flight started */
-        uint64_t done_committed; /**< done_cnt covered by the last successful commit */
+        int commit_again;         /**< asked for while one was in flight: start one after it */
+        uint64_t done_cnt;        /**< records that became done, ever */
+        uint64_t done_at_start;   /**< done_cnt when the commit in flight started */
+        uint64_t done_committed;  /**< done_cnt covered by the last successful commit */
+        uint64_t assigns_at_fail; /**< stats.assigns when the last commit failed */
+        int join_safe;       /**< 1: the group join state lets a commit through, 0: a JoinGroup or
+                                  SyncGroup is in flight, -1: unknown (no cgrp debug line yet) */
+        struct carry *carry; /**< see carry_save() */
+        size_t carry_cnt, carry_size;
         kt_consumer_stats_t stats;
 };
+
+/**
+ * What a partition handed back without a successful final commit had finished (its commit
+ * offset and offset map). A commit sent while the group re-joins waits at the broker behind
+ * the JoinGroup and is then refused with the old generation (ILLEGAL_GENERATION), which
+ * librdkafka takes as the assignment lost: the partitions are gone before we could commit.
+ * Their progress is kept here and committed once the group is stable again (the next assign),
+ * whoever owns them then: a commit never covers a record that is not done, so at worst the
+ * new owner, if it read the old offset first, delivers again what we had finished. If one of
+ * them comes back to us, its records below the carried offset or in its map are done.
+ */
+typedef struct carry {
+        char *topic;
+        int32_t partition;
+        int64_t offset;
+        char *md; /**< offset map blob, NULL if none */
+        size_t md_len;
+        uint64_t in_commit; /**< the commit that carries it, 0 if none yet */
+} carry_t;
+
+/** Partitions' progress kept at most (one entry per partition). */
+#define KT_CARRY_MAX 4096
+
+static carry_t *carry_find(kt_consumer_t *kc, const char *topic, int32_t partition) {
+        for (size_t i = 0; i < kc->carry_cnt; i++)
+                if (kc->carry[i].partition == partition && !strcmp(kc->carry[i].topic, topic))
+                        return &kc->carry[i];
+        return NULL;
+}
+
+static void carry_drop(kt_consumer_t *kc, carry_t *c) {
+        free(c->topic);
+        free(c->md);
+        *c = kc->carry[--kc->carry_cnt];
+}
 
 /** Pause or resume one partition in librdkafka; no-op if already in that state. */
 static void set_paused(kt_consumer_t *kc, kt_partition_t *p, int pause) {
@@ -147,10 +187,40 @@ static void part_state_set(kt_consumer_t *kc, kt_partition_t *p, kt_partition_st
         p->state = state;
 }
 
+/**
+ * Follow librdkafka's group join state from its `cgrp` debug lines ("... changed join state
+ * steady -> wait-join ..."): no other API tells it. While a JoinGroup or SyncGroup is in
+ * flight (init, wait-join, wait-metadata, wait-sync) a commit would wait at the broker behind
+ * it and then be refused with the old generation, which librdkafka takes as the assignment
+ * lost; commit_send() waits for a safe state instead (librdkafka's own auto-commit waits the
+ * same way). The lines arrive through the consumer queue, served in kt_consumer_poll(), so
+ * they are at most one loop pass late.
+ */
+static void join_state_follow(kt_consumer_t *kc, const char *buf) {
+        static const char *const unsafe[] = {"init", "wait-join", "wait-metadata", "wait-sync"};
+        const char *to = strstr(buf, " -> ");
+        size_t len;
+
+        if (!to)
+                return;
+        to += 4;
+        len = strcspn(to, " ");
+        kc->join_safe = 1;
+        for (size_t i = 0; i < sizeof(unsafe) / sizeof(unsafe[0]); i++)
+                if (strlen(unsafe[i]) == len && !strncmp(to, unsafe[i], len))
+                        kc->join_safe = 0;
+}
+
 static void log_cb(const rd_kafka_t *rk, int level, const char *fac, const char *buf) {
+        kt_consumer_t *kc = rd_kafka_opaque(rk);
         char f[64];
 
-        (void)rk;
+        if (!strcmp(fac, "CGRPJOINSTATE") && kc) {
+                join_state_follow(kc, buf);
+                if (!kt_log_enabled(KT_LOG_DEBUG))
+                        return;
+        } else if (level >= KT_LOG_DEBUG && !kt_log_enabled(KT_LOG_DEBUG))
+                return; /* the cgrp debug lines we asked for */
         snprintf(f, sizeof(f), "KAFKA-%s", fac);
         kt_log(level, f, "%s", buf);
 }
@@ -226,6 +296,7 @@ static kt_partition_t *part_add(kt_consumer_t *kc, const char *topic, int32_t pa
                 return NULL;
         }
         p->state = KT_PART_ACTIVE;
+        p->done_floor = -1;
         p->stored = -1;
         p->committed = -1;
         p->lag = -1;
@@ -343,6 +414,8 @@ static void on_assign(kt_consumer_t *kc, rd_kafka_topic_partition_list_t *tps) {
         }
 }
 
+static void carry_save(kt_consumer_t *kc, const kt_partition_t *p);
+
 /** Release (if not yet) and forget the partitions of \p tps, and hand them back. */
 static void handback(kt_consumer_t *kc, rd_kafka_topic_partition_list_t *tps, int lost) {
         rd_kafka_error_t *error = NULL;
@@ -353,6 +426,7 @@ static void handback(kt_consumer_t *kc, rd_kafka_topic_partition_list_t *tps, in
                 if (!p)
                         continue;
                 part_state_set(kc, p, KT_PART_RELEASED, lost);
+                carry_save(kc, p);
                 part_remove(kc, p);
         }
         if (!strcmp(rd_kafka_rebalance_protocol(kc->rk), "COOPERATIVE"))
@@ -489,8 +563,11 @@ int64_t kt_consumer_revoke_step(kt_consumer_t *kc) {
         }
         st = kt_consumer_commit_status(kc, kc->pending_commit, &err);
         if (st == KT_COMMIT_FAILED && now < kc->pending_deadline) {
-                if (now < kc->pending_retry_at)
+                if (now < kc->pending_retry_at || !kt_consumer_commit_retry_ready(kc)) {
+                        if (kc->pending_retry_at <= now)
+                                kc->pending_retry_at = now + KT_COMMIT_RETRY_MS;
                         return kc->pending_retry_at;
+                }
                 kc->pending_commit = kt_consumer_commit_start(kc);
                 kc->pending_retry_at = now + KT_COMMIT_RETRY_MS;
                 return kc->pending_retry_at;
@@ -602,6 +679,25 @@ static void done_maps_load(kt_consumer_t *kc, const rd_kafka_topic_partition_lis
                 kt_offsetmap_t *m = NULL;
                 char why[256];
 
+                carry_t *c = p ? carry_find(kc, tp->topic, tp->partition) : NULL;
+
+                if (c && !tp->err && tp->offset > c->offset) {
+                        carry_drop(kc, c); /* committed further since: ours is behind */
+                        c = NULL;
+                }
+                if (c && !p->done_map) {
+                        /* Ours before it was lost, not committed yet: done up to there. */
+                        p->done_floor = c->offset;
+                        if (c->md &&
+                            kt_consumer_offsetmap_decode(c->md, c->md_len, c->offset, &p->done_map,
+                                                         why, sizeof(why)) != KT_OK)
+                                p->done_map = NULL;
+                        KT_INFO(FAC,
+                                "%s [%d]: back to us: what we finished before (below %lld, "
+                                "and its offset map) is not delivered again",
+                                p->topic, p->partition, (long long)c->offset);
+                        continue;
+                }
                 if (!p || p->done_map || tp->err || !tp->metadata_size || tp->offset < 0)
                         continue;
                 if (kt_consumer_offsetmap_decode(tp->metadata, tp->metadata_size, tp->offset, &m,
@@ -628,31 +724,109 @@ out:
 static void commit_done_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
                            rd_kafka_topic_partition_list_t *offsets, void *opaque);
 
-/** Start one asynchronous commit of every partition that has something done. */
+/** \p p is handed back: keep what it finished unless our last commit covered it. */
+static void carry_save(kt_consumer_t *kc, const kt_partition_t *p) {
+        int64_t offset = part_commit_offset(p);
+        carry_t *c;
+        size_t len = 0;
+        char *md;
+
+        if (offset < 0 || (p->stored < 0 && !part_has_done(p)) ||
+            (p->committed == offset && !p->dirty))
+                return; /* nothing of ours, or our last commit covered it */
+        if (!(c = carry_find(kc, p->topic, p->partition))) {
+                if (kc->carry_cnt == kc->carry_size) {
+                        size_t n = kc->carry_size ? kc->carry_size * 2 : 16;
+                        carry_t *a = n <= KT_CARRY_MAX ? realloc(kc->carry, n * sizeof(*a)) : NULL;
+                        if (!a) {
+                                KT_WARN(FAC,
+                                        "%s [%d]: cannot keep its uncommitted progress (offset "
+                                        "%lld): its next owner delivers it again",
+                                        p->topic, p->partition, (long long)offset);
+                                return;
+                        }
+                        kc->carry = a;
+                        kc->carry_size = n;
+                }
+                c = &kc->carry[kc->carry_cnt];
+                memset(c, 0, sizeof(*c));
+                if (!(c->topic = strdup(p->topic)))
+                        return;
+                c->partition = p->partition;
+                kc->carry_cnt++;
+        } else if (c->offset > offset)
+                return; /* what we kept is further */
+        md = part_metadata(p, &len);
+        free(c->md);
+        c->md = md;
+        c->md_len = len;
+        c->offset = offset;
+        c->in_commit = 0;
+        KT_INFO(FAC,
+                "%s [%d]: handed back before its progress was committed: offset %lld kept, "
+                "committed once the group is stable again",
+                p->topic, p->partition, (long long)offset);
+}
+
+/** Add \p offset and a copy of \p md to \p offsets. */
+static void commit_add(rd_kafka_topic_partition_list_t *offsets, const char *topic,
+                       int32_t partition, int64_t offset, char *md, size_t len) {
+        rd_kafka_topic_partition_t *tp =
+            rd_kafka_topic_partition_list_add(offsets, topic, partition);
+
+        tp->offset = offset;
+        if (md) {
+                tp->metadata = md; /* freed with the list */
+                tp->metadata_size = len;
+        }
+}
+
+static char *blob_dup(const char *md, size_t len) {
+        char *copy = md ? malloc(len + 1) : NULL;
+
+        if (copy)
+                memcpy(copy, md, len + 1);
+        return copy;
+}
+
+/** Start one asynchronous commit of every partition that has something done, and of the
+ *  progress kept from partitions handed back uncommitted (carry_save). */
 static void commit_send(kt_consumer_t *kc) {
-        rd_kafka_topic_partition_list_t *offsets =
-            rd_kafka_topic_partition_list_new(kc->part_cnt > 0 ? kc->part_cnt : 1);
+        rd_kafka_topic_partition_list_t *offsets = rd_kafka_topic_partition_list_new(
+            kc->part_cnt + (int)kc->carry_cnt > 0 ? kc->part_cnt + (int)kc->carry_cnt : 1);
         rd_kafka_resp_err_t err;
 
         kc->commit_seq++;
         kc->commit_again = 0;
         kc->done_at_start = kc->done_cnt;
         for (kt_partition_t *p = kc->parts; p; p = p->next) {
-                rd_kafka_topic_partition_t *tp;
+                int64_t commit = part_commit_offset(p);
+                carry_t *c = carry_find(kc, p->topic, p->partition);
                 size_t len = 0;
                 char *md;
 
-                int64_t commit = part_commit_offset(p);
-
                 p->dirty = 0;
+                if (c && c->offset >= commit) {
+                        /* It came back to us and has not got past what we kept. */
+                        c->in_commit = kc->commit_seq;
+                        commit_add(offsets, c->topic, c->partition, c->offset,
+                                   blob_dup(c->md, c->md_len), c->md_len);
+                        continue;
+                }
                 if (commit < 0 || (p->stored < 0 && !part_has_done(p)))
                         continue;
-                tp = rd_kafka_topic_partition_list_add(offsets, p->topic, p->partition);
-                tp->offset = commit;
-                if ((md = part_metadata(p, &len))) {
-                        tp->metadata = md;
-                        tp->metadata_size = len;
-                }
+                md = part_metadata(p, &len); /* before len is read */
+                commit_add(offsets, p->topic, p->partition, commit, md, len);
+                if (c)
+                        c->in_commit = kc->commit_seq; /* ours is further: it covers it */
+        }
+        for (size_t i = 0; i < kc->carry_cnt; i++) {
+                carry_t *c = &kc->carry[i];
+                if (part_find(kc, c->topic, c->partition))
+                        continue; /* above */
+                c->in_commit = kc->commit_seq;
+                commit_add(offsets, c->topic, c->partition, c->offset, blob_dup(c->md, c->md_len),
+                           c->md_len);
         }
         if (!offsets->cnt) {
                 /* Nothing to commit is a commit that succeeded. */
@@ -667,6 +841,7 @@ static void commit_send(kt_consumer_t *kc) {
         if (err) {
                 kc->commit_done_seq = kc->commit_seq;
                 kc->commit_err = err;
+                kc->assigns_at_fail = kc->stats.assigns;
                 kc->stats.commit_failures++;
                 KT_WARN(FAC, "cannot start a commit: %s", rd_kafka_err2str(err));
                 return;
@@ -674,8 +849,22 @@ static void commit_send(kt_consumer_t *kc) {
         kc->commit_inflight = 1;
 }
 
+int kt_consumer_commit_retry_ready(const kt_consumer_t *kc) {
+        switch (kc->commit_err) {
+        case RD_KAFKA_RESP_ERR_ILLEGAL_GENERATION:
+        case RD_KAFKA_RESP_ERR_UNKNOWN_MEMBER_ID:
+        case RD_KAFKA_RESP_ERR_REBALANCE_IN_PROGRESS:
+        case RD_KAFKA_RESP_ERR__ASSIGNMENT_LOST:
+                /* Sent again now it would wait behind the JoinGroup and fail the same way. */
+                return kc->stats.assigns > kc->assigns_at_fail;
+        default:
+                return 1;
+        }
+}
+
 uint64_t kt_consumer_commit_start(kt_consumer_t *kc) {
-        if (kc->commit_inflight) {
+        if (kc->commit_inflight || !kc->join_safe) {
+                /* Sent once the one in flight answered / the group join state allows. */
                 kc->commit_again = 1;
                 return kc->commit_seq + 1;
         }
@@ -749,11 +938,20 @@ static void commit_done_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
         kc->commit_err = err;
         if (err) {
                 kc->stats.commit_failures++;
+                kc->assigns_at_fail = kc->stats.assigns;
                 KT_WARN(FAC, "offset commit failed: %s", rd_kafka_err2str(err));
         } else {
                 kc->stats.commits++;
                 kc->brokers_down = 0;
                 kc->commit_ok_seq = kc->commit_seq;
+                for (size_t i = kc->carry_cnt; i-- > 0;)
+                        if (kc->carry[i].in_commit && kc->carry[i].in_commit <= kc->commit_seq) {
+                                KT_INFO(FAC,
+                                        "%s [%d]: the progress kept (offset %lld) is committed",
+                                        kc->carry[i].topic, kc->carry[i].partition,
+                                        (long long)kc->carry[i].offset);
+                                carry_drop(kc, &kc->carry[i]);
+                        }
                 kc->done_committed = kc->done_at_start;
                 for (int i = 0; offsets && i < offsets->cnt; i++) {
                         kt_partition_t *p =
@@ -762,7 +960,7 @@ static void commit_done_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
                                 p->committed = offsets->elems[i].offset;
                 }
         }
-        if (kc->commit_again)
+        if (kc->commit_again && kc->join_safe)
                 commit_send(kc);
 }
 
@@ -819,6 +1017,19 @@ static int conf_set(rd_kafka_conf_t *rkconf, const char *name, const char *value
                 return 0;
         snprintf(errstr, errstr_size, "%s: %s", name, err);
         return -1;
+}
+
+/** Add librdkafka's `cgrp` debug context to what the user set (see join_state_follow()). */
+static int debug_cgrp(rd_kafka_conf_t *rkconf, char *errstr, size_t errstr_size) {
+        char cur[512], want[600];
+        size_t len = sizeof(cur);
+
+        if (rd_kafka_conf_get(rkconf, "debug", cur, &len) != RD_KAFKA_CONF_OK)
+                cur[0] = '\0';
+        if (strstr(cur, "cgrp") || strstr(cur, "all"))
+                return 0;
+        snprintf(want, sizeof(want), "%s%scgrp", cur, *cur ? "," : "");
+        return conf_set(rkconf, "debug", want, errstr, errstr_size);
 }
 
 /** @returns the integer property \p name times \p unit (SIZE_MAX if it cannot be read). */
@@ -884,6 +1095,7 @@ kt_consumer_t *kt_consumer_new(const kt_config_t *conf, const kt_consumer_hooks_
         if (hooks)
                 kc->hooks = *hooks;
         kc->wake[0] = kc->wake[1] = -1;
+        kc->join_safe = -1;
         kc->by_id = calloc(conf->topic_cnt, sizeof(*kc->by_id));
         kc->by_id_size = calloc(conf->topic_cnt, sizeof(*kc->by_id_size));
         if (!kc->by_id || !kc->by_id_size) {
@@ -912,6 +1124,7 @@ kt_consumer_t *kt_consumer_new(const kt_config_t *conf, const kt_consumer_hooks_
             conf_set(rkconf, "enable.auto.offset.store", "false", errstr, errstr_size) ||
             conf_set(rkconf, "enable.partition.eof", "false", errstr, errstr_size) ||
             conf_set(rkconf, "log.queue", "true", errstr, errstr_size) ||
+            debug_cgrp(rkconf, errstr, errstr_size) ||
             (conf->instance_id &&
              conf_set(rkconf, "group.instance.id", conf->instance_id, errstr, errstr_size)))
                 goto fail_conf;
@@ -986,6 +1199,14 @@ void kt_consumer_destroy(kt_consumer_t *kc) {
                 rd_kafka_destroy(kc->rk);
                 KT_INFO(FAC, "left the group");
         }
+        if (kc->carry_cnt)
+                KT_WARN(FAC,
+                        "the progress of %zu partitions handed back could not be committed: "
+                        "their next owners deliver again what was finished there",
+                        kc->carry_cnt);
+        while (kc->carry_cnt)
+                carry_drop(kc, &kc->carry[0]);
+        free(kc->carry);
         for (size_t i = 0; kc->by_id && i < kc->conf->topic_cnt; i++)
                 free(kc->by_id[i]);
         free(kc->by_id);
@@ -1073,7 +1294,8 @@ static void buffer_record(kt_consumer_t *kc, rd_kafka_message_t *rkm) {
                 KT_DBG(FAC, "%s [%d]: buffer full (%zu records, %zu bytes)", p->topic, p->partition,
                        p->q.cnt, p->bytes);
         }
-        if (p->done_map && kt_consumer_offsetmap_done(p->done_map, rec->offset)) {
+        if (rec->offset < p->done_floor ||
+            (p->done_map && kt_consumer_offsetmap_done(p->done_map, rec->offset))) {
                 /* A previous owner finished it (its commit's offset map): done, not called. */
                 kc->stats.already_done++;
                 KT_DBG(FAC, "%s [%d] @%lld: finished by the previous owner", p->topic, p->partition,
@@ -1137,6 +1359,8 @@ int kt_consumer_poll(kt_consumer_t *kc, int max) {
         }
         if (n >= max)
                 more = 1;
+        if (kc->commit_again && !kc->commit_inflight && kc->join_safe)
+                commit_send(kc); /* deferred while the group was joining */
         /* Records, from each partition with room: after a wake-up (it does not say which
          * queue) all of them, else those known to hold more (p->more: a partition left
          * unread while full, or cut short by the batch size, gets no new wake-up). */

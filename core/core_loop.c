@@ -572,7 +572,7 @@ static int commit_step(kt_loop_t *kl) {
                 }
                 /* Refused, typically while the group rebalances (a member died, another
                  * joined): librdkafka re-joins as we poll; try again. */
-                if (now >= kl->commit_retry_at_ms) {
+                if (now >= kl->commit_retry_at_ms && kt_consumer_commit_retry_ready(kl->kc)) {
                         KT_INFO(FAC, "commit refused (%s): trying again", rd_kafka_err2str(err));
                         kl->final_commit = kt_consumer_commit_start(kl->kc);
                         kl->commit_retry_at_ms = now + KT_LOOP_COMMIT_RETRY_MS;

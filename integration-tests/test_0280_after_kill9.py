@@ -1,0 +1,66 @@
+"""Clean events right after a member of the group was killed with -9: the group is then
+rebalancing (a new member joined) and waits up to session.timeout.ms for the dead one. A
+SIGTERM of a survivor in that window still drains, commits (trying again while the group
+refuses it) and exits 0, and no record that got a 2xx is delivered twice, in every ordering.
+"""
+
+import collections
+import signal
+import time
+
+import pytest
+
+import kthelpers as kt
+
+PARTITIONS = 6
+
+
+@pytest.mark.parametrize('ordering', ('partition', 'key', 'none'))
+def test_sigterm_while_the_group_waits_for_a_dead_member(kafka, names, config, runtime_factory,
+                                                          ktrigger_factory, tmp_path, ordering):
+    kafka.create_topic(names.topic, PARTITIONS)
+    produced = kafka.produce(names.topic, [(i % PARTITIONS, 'rec %05d' % i, 'k%d' % (i % 7))
+                                           for i in range(3000)])
+    runtimes = [runtime_factory(record_file=tmp_path / ('records-%d.jsonl' % i), delay_ms=3)
+                for i in range(3)]
+    props = {'session.timeout.ms': '10000', 'heartbeat.interval.ms': '500'}
+
+    def conf(rt):
+        c = config(rt.port, properties=props)
+        c['dispatch'].update({'ordering': ordering, 'max_in_flight': 16,
+                              'partition_buffer_records': 40, 'drain_timeout_ms': 15000})
+        return c
+
+    a = ktrigger_factory(conf(runtimes[0]))
+    b = ktrigger_factory(conf(runtimes[1]))
+    kt.wait_for(lambda: all(len(rt.calls()) > 100 for rt in runtimes[:2]), 60,
+                'both replicas working', describe=lambda: [len(rt.calls()) for rt in runtimes])
+    b.proc.send_signal(signal.SIGKILL)
+    b.proc.wait(10)
+    b_calls = len([c for c in runtimes[1].calls() if not c.failed])
+    # A new member joins: the group rebalances and waits for the dead one's session to end.
+    c = ktrigger_factory(conf(runtimes[2]))
+    time.sleep(1)
+    t0 = time.monotonic()
+    assert a.stop(timeout=40) == 0, 'a clean SIGTERM must exit 0'
+    took = time.monotonic() - t0
+    a_log = a.log()
+    end = kafka.end_offsets(names.topic)
+    kt.wait_for(lambda: kafka.committed(names.group, names.topic) == end, 120,
+                'the last member committed everything')
+    assert c.stop() == 0
+    counts = collections.Counter(x.body for rt in runtimes for x in rt.calls() if not x.failed)
+    lost = {r.value for r in produced} - set(counts)
+    assert not lost, '%d lost' % len(lost)
+    # Duplicates may only come from b's crash: what it had in flight or finished since its
+    # last commit (1 s of auto-commit at most). Everything a delivered before its clean stop
+    # must not come again: count duplicates of a's records.
+    a_bodies = {x.body for x in runtimes[0].calls() if not x.failed}
+    a_dups = sorted(body for body in a_bodies
+                    if counts[body] > 1 and body not in
+                    {x.body for x in runtimes[1].calls() if not x.failed})
+    print('%s: SIGTERM took %.1f s; duplicates of records a finished: %d; b delivered %d'
+          % (ordering, took, len(a_dups), b_calls))
+    assert 'final commit did not complete' not in a_log, a_log[-2000:]
+    assert not a_dups, '%d records a finished were delivered again: %s' % (len(a_dups),
+                                                                            a_dups[:5])
