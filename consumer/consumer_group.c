@@ -48,6 +48,12 @@
  *   answered ILLEGAL_GENERATION, and librdkafka then takes the whole assignment as lost.
  *   A new owner reads the maps with rd_kafka_committed() in the assign callback, before the
  *   partitions are fetched, and a record in its partition's map is done without a call.
+ * - Our commits are sent only while librdkafka's join state lets them through (followed from
+ *   its cgrp debug lines, join_state_follow): while our JoinGroup waits at the broker, which
+ *   it does for up to session.timeout.ms after a member died, a commit would wait behind it
+ *   and be refused with the old generation, and librdkafka would drop the assignment. A
+ *   partition handed back uncommitted all the same keeps its progress (carry_save), which is
+ *   committed with the next commit once the group is stable again.
  */
 #define _POSIX_C_SOURCE 200809L
 #include "consumer.h"

@@ -18,7 +18,8 @@ OTHERS = 50
 
 
 def produce(kafka, topic, first):
-    """`first` at offset 0, then OTHERS quick records; each with its own key."""
+    """`first` at offset 0, then OTHERS quick records; each with its own key (k-first and
+    k00..k49 fall in different key lanes, so in `key` ordering none waits behind `first`)."""
     recs = [(0, first, 'k-first')] + [(0, 'r%02d' % i, 'k%02d' % i) for i in range(OTHERS)]
     return kafka.produce(topic, recs)
 
@@ -105,3 +106,42 @@ def test_drain_timeout_keeps_finished_records(kafka, names, config, runtime_fact
     skipped = kt.metric_sum(metrics, 'ktrigger_records_already_done_total')
     answered_first = len([c for c in rt.calls() if not c.failed])
     assert skipped == answered_first, (skipped, answered_first)
+
+
+@pytest.mark.parametrize('ordering', ORDERINGS)
+def test_revoke_keeps_finished_records(kafka, names, config, runtime_factory, ktrigger_factory,
+                                       tmp_path, ordering):
+    """Scale-up: a second replica joins, and the first hands one of its two partitions over
+    (a cooperative revoke) while that partition's first record keeps failing past the drain
+    timeout. The records finished above it are in the revoke's commit: the new owner calls
+    only the stuck record, and nothing that got a 2xx is called again."""
+    kafka.create_topic(names.topic, 2)
+    recs = []
+    for p in range(2):
+        recs += [(p, 'stuck-%d' % p, 'k-first')]  # no kNN shares its key lane
+        recs += [(p, 'p%d-r%02d' % (p, i), 'k%02d' % i) for i in range(OTHERS)]
+    kafka.produce(names.topic, recs)
+    rt = runtime_factory(record_file=tmp_path / 'records-1.jsonl',
+                         status_bodies={'stuck-0': 503, 'stuck-1': 503})
+    first = ktrigger_factory(conf_for(config, rt.port, ordering, 1500))
+    answered = 2 * OTHERS if ordering != 'partition' else 0
+    kt.wait_for(lambda: len([c for c in rt.calls() if not c.failed]) >= answered and
+                {'stuck-0', 'stuck-1'} <= {c.body for c in rt.calls()}, 30,
+                'the others answered, both stuck records tried')
+    rt2 = runtime_factory(record_file=tmp_path / 'records-2.jsonl')
+    second = ktrigger_factory(conf_for(config, rt2.port, ordering, 10000))
+    kt.wait_for(lambda: any(c.body.startswith('stuck') and not c.failed for c in rt2.calls()),
+                60, 'the new owner got a stuck record through',
+                describe=lambda: [c.body for c in rt2.calls()][:5])
+    moved = [c.body for c in rt2.calls() if c.body.startswith('stuck')][0][-1]
+    kt.wait_for(lambda: kafka.committed(names.group, names.topic).get(int(moved)) ==
+                1 + OTHERS, 30, 'the moved partition committed to its end')
+    metrics = second.metrics()
+    assert second.stop() == 0
+    assert first.stop() == 0
+    counts = ok_bodies([rt, rt2])
+    dups = sorted(b for b, n in counts.items() if n > 1)
+    assert not dups, '%s ordering: delivered again after a clean revoke: %s' % (ordering, dups)
+    moved_answered = len([c for c in rt.calls() if not c.failed and
+                          c.body.startswith('p%s-' % moved)])
+    assert kt.metric_sum(metrics, 'ktrigger_records_already_done_total') == moved_answered
