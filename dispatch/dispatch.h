@@ -53,8 +53,8 @@ typedef struct kt_dispatch_result {
         const char *content_type; /**< response Content-Type, NULL if none */
 } kt_dispatch_result_t;
 
-/** The largest response body kept for a reply. */
-#define KT_MAX_RESPONSE_BYTES (1024 * 1024)
+/* KT_MAX_RESPONSE_BYTES, the largest response body kept for a reply, is in config.h: the
+ * configuration checks a producer's message.max.bytes against it. */
 
 /** Called once per finished call with the \p opaque given at submit. */
 typedef void(kt_dispatch_done_cb)(void *opaque, const kt_dispatch_result_t *res, void *cbarg);
@@ -231,6 +231,10 @@ typedef void(kt_produce_done_cb)(void *opaque, rd_kafka_resp_err_t err, void *cb
 
 /**
  * @brief Create the idempotent dead-letter producer (acks=all) on conf->brokers.
+ *        Unless kafka.producer_properties sets message.max.bytes, it is sized so that any
+ *        record the consumer can hand over (its receive.message.max.bytes) and any reply
+ *        (KT_MAX_RESPONSE_BYTES) fit with KT_PRODUCE_HEADER_ROOM: the topic's own
+ *        max.message.bytes is then what decides.
  * @returns NULL on failure with the reason in \p errstr.
  */
 kt_produce_t *kt_produce_new(const kt_config_t *conf, kt_produce_done_cb *cb, void *cbarg,

@@ -6,6 +6,12 @@
  * producer (acks=all). The original offset may be committed only after the delivery report
  * says the dead letter is written; a failed write is reported to the loop, which tries again.
  *
+ * Sizes: librdkafka's producer refuses, by default, anything over 1,000,000 bytes, while the
+ * consumer hands over records up to its receive.message.max.bytes (Kafka returns a batch
+ * bigger than the fetch sizes so that a consumer can make progress) and a reply may be
+ * KT_MAX_RESPONSE_BYTES. So the producer's message.max.bytes is raised to the larger of the
+ * two plus the headers' room, unless the user set it: the topic's max.message.bytes decides.
+ *
  * Delivery reports (and the producer's logs) arrive on the producer's main queue, whose
  * io-event writes to a pipe the loop sleeps on, like the consumer's.
  */
@@ -72,6 +78,51 @@ static void dr_msg_cb(rd_kafka_t *rk, const rd_kafka_message_t *rkm, void *opaqu
         kp->cb(rkm->_private, rkm->err, kp->cbarg);
 }
 
+/** librdkafka's own ceiling for message.max.bytes. */
+#define KT_PRODUCE_MAX_MESSAGE_BYTES 1000000000
+
+/** The largest record the consumer can hand over: its receive.message.max.bytes (set in
+ *  kafka.properties, else librdkafka's default). */
+static long long consumer_max_bytes(const kt_config_t *conf) {
+        char v[64];
+        size_t vsize = sizeof(v);
+        rd_kafka_conf_t *c;
+        long long n = 0;
+
+        for (size_t i = 0; i < conf->prop_cnt; i++)
+                if (!strcmp(conf->props[i].name, "receive.message.max.bytes") &&
+                    conf->props[i].value)
+                        n = strtoll(conf->props[i].value, NULL, 10);
+        if (n > 0)
+                return n;
+        c = rd_kafka_conf_new();
+        if (rd_kafka_conf_get(c, "receive.message.max.bytes", v, &vsize) == RD_KAFKA_CONF_OK)
+                n = strtoll(v, NULL, 10);
+        rd_kafka_conf_destroy(c);
+        return n > 0 ? n : 100000000;
+}
+
+/** Set message.max.bytes so any record and any reply fit, unless the user set it. */
+static int size_set(const kt_config_t *conf, rd_kafka_conf_t *rkconf, char *errstr,
+                    size_t errstr_size) {
+        long long n = consumer_max_bytes(conf);
+        char v[32];
+
+        for (size_t i = 0; i < conf->producer_prop_cnt; i++)
+                if (!strcmp(conf->producer_props[i].name, "message.max.bytes"))
+                        return 0; /* checked against the reply cap by the configuration */
+        if (n < KT_MAX_RESPONSE_BYTES)
+                n = KT_MAX_RESPONSE_BYTES;
+        n += KT_PRODUCE_HEADER_ROOM;
+        if (n > KT_PRODUCE_MAX_MESSAGE_BYTES)
+                n = KT_PRODUCE_MAX_MESSAGE_BYTES;
+        snprintf(v, sizeof(v), "%lld", n);
+        if (rd_kafka_conf_set(rkconf, "message.max.bytes", v, errstr, errstr_size))
+                return -1;
+        KT_DBG(FAC, "message.max.bytes = %s", v);
+        return 0;
+}
+
 kt_produce_t *kt_produce_new(const kt_config_t *conf, kt_produce_done_cb *cb, void *cbarg,
                              char *errstr, size_t errstr_size) {
         kt_produce_t *kp = calloc(1, sizeof(*kp));
@@ -99,6 +150,10 @@ kt_produce_t *kt_produce_new(const kt_config_t *conf, kt_produce_done_cb *cb, vo
                 goto fail;
         }
         rkconf = rd_kafka_conf_new();
+        if (size_set(conf, rkconf, err, sizeof(err))) {
+                snprintf(errstr, errstr_size, "message.max.bytes: %s", err);
+                goto fail;
+        }
         for (size_t i = 0; i < conf->producer_prop_cnt; i++)
                 if (rd_kafka_conf_set(rkconf, conf->producer_props[i].name,
                                       conf->producer_props[i].value, err, sizeof(err))) {
