@@ -63,9 +63,11 @@ typedef struct kt_record {
         int replying;        /**< PRODUCING a reply (else a dead letter) */
         char *reply;         /**< the function's answer to produce to dispatch.reply_topic */
         size_t reply_len;
-        char *reply_type; /**< its Content-Type, NULL if none */
-        long last_status; /**< last HTTP status, 0 if none */
-        char *last_error; /**< last transfer error, NULL if none */
+        char *reply_type;     /**< its Content-Type, NULL if none */
+        int produce_attempts; /**< times Kafka refused its reply or dead letter so far */
+        int reply_refused;    /**< rd_kafka_resp_err_t: Kafka refused its reply for good */
+        long last_status;     /**< last HTTP status, 0 if none */
+        char *last_error;     /**< last transfer error, NULL if none */
         /* scheduler bookkeeping */
         kt_lane_t *lane;              /**< NULL in `none` ordering */
         struct kt_record *lane_next;  /**< next record of its lane */

@@ -226,7 +226,8 @@ void kt_sched_partition_drop(kt_sched_t *ks, const kt_partition_t *p);
 
 typedef struct kt_produce kt_produce_t;
 
-/** Called for each dead letter with Kafka's verdict (RD_KAFKA_RESP_ERR_NO_ERROR: written). */
+/** Called for each reply or dead letter with Kafka's verdict (RD_KAFKA_RESP_ERR_NO_ERROR:
+ *  written). */
 typedef void(kt_produce_done_cb)(void *opaque, rd_kafka_resp_err_t err, void *cbarg);
 
 /**
@@ -266,19 +267,40 @@ int kt_produce_brokers_add(kt_produce_t *kp, const char *brokers);
 int kt_produce_outstanding(const kt_produce_t *kp);
 
 /**
+ * @brief Whether Kafka refusing a reply or dead letter with \p err is for good: trying the
+ *        same message again cannot succeed until an operator changes something (the topic,
+ *        its max.message.bytes, the ACLs). Permanent: MSG_SIZE_TOO_LARGE (the broker's or
+ * librdkafka's), RECORD_LIST_TOO_LARGE, INVALID_RECORD, UNKNOWN_TOPIC_OR_PART, _UNKNOWN_TOPIC,
+ *        _UNKNOWN_PARTITION, TOPIC_EXCEPTION, TOPIC_AUTHORIZATION_FAILED,
+ *        CLUSTER_AUTHORIZATION_FAILED, POLICY_VIOLATION, UNSUPPORTED_FOR_MESSAGE_FORMAT,
+ *        INVALID_REQUIRED_ACKS, _INVALID_ARG. Everything else
+ *        (timeouts, the broker down, queue full, leader changes, purges, INVALID_MSG (a corrupt
+ * batch), authentication) is transient.
+ * @returns non-zero if permanent.
+ */
+int kt_produce_err_permanent(rd_kafka_resp_err_t err);
+
+/**
  * @brief Produce \p rec with its key, value, headers and the error headers
  *        (ktrigger-original-topic/-partition/-offset/-timestamp, ktrigger-attempts,
- *        ktrigger-last-status, ktrigger-last-error, ktrigger-function).
- * @returns KT_OK (the callback will run with \p opaque) or KT_ERR_KAFKA (try again later).
+ *        ktrigger-last-status, ktrigger-last-error, ktrigger-function, and
+ *        ktrigger-reply-error when Kafka refused its reply for good).
+ * @param errp receives librdkafka's error when KT_ERR_KAFKA is returned.
+ * @returns KT_OK (the callback will run with \p opaque) or KT_ERR_KAFKA (refused at once:
+ *          classify *errp with kt_produce_err_permanent()).
  */
-kt_err_t kt_produce_dead_letter(kt_produce_t *kp, const kt_record_t *rec, void *opaque);
+kt_err_t kt_produce_dead_letter(kt_produce_t *kp, const kt_record_t *rec, void *opaque,
+                                rd_kafka_resp_err_t *errp);
 
 /**
  * @brief Produce the function's answer to \p rec (rec->reply) to dispatch.reply_topic with the
  *        record's key and the headers content-type, ktrigger-original-topic/-partition/-offset,
  *        ktrigger-function.
- * @returns KT_OK (the callback will run with \p opaque) or KT_ERR_KAFKA (try again later).
+ * @param errp receives librdkafka's error when KT_ERR_KAFKA is returned.
+ * @returns KT_OK (the callback will run with \p opaque) or KT_ERR_KAFKA (refused at once:
+ *          classify *errp with kt_produce_err_permanent()).
  */
-kt_err_t kt_produce_reply(kt_produce_t *kp, const kt_record_t *rec, void *opaque);
+kt_err_t kt_produce_reply(kt_produce_t *kp, const kt_record_t *rec, void *opaque,
+                          rd_kafka_resp_err_t *errp);
 
 #endif /* KT_DISPATCH_H */

@@ -4,7 +4,8 @@
  * Dead letters: a record whose retries are exhausted is produced to dispatch.dead_letter_topic
  * with its original key, value and headers plus ktrigger's error headers, by an idempotent
  * producer (acks=all). The original offset may be committed only after the delivery report
- * says the dead letter is written; a failed write is reported to the loop, which tries again.
+ * says the dead letter is written; a failed write is reported to the loop, which classifies
+ * it (kt_produce_err_permanent) and applies its policy (core_loop.c, produce_failed()).
  *
  * Sizes: librdkafka's producer refuses, by default, anything over 1,000,000 bytes, while the
  * consumer hands over records up to its receive.message.max.bytes (Kafka returns a batch
@@ -121,6 +122,27 @@ static int size_set(const kt_config_t *conf, rd_kafka_conf_t *rkconf, char *errs
                 return -1;
         KT_DBG(FAC, "message.max.bytes = %s", v);
         return 0;
+}
+
+int kt_produce_err_permanent(rd_kafka_resp_err_t err) {
+        switch (err) {
+        case RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE:
+        case RD_KAFKA_RESP_ERR_RECORD_LIST_TOO_LARGE:
+        case RD_KAFKA_RESP_ERR_INVALID_RECORD:
+        case RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART:
+        case RD_KAFKA_RESP_ERR__UNKNOWN_TOPIC:
+        case RD_KAFKA_RESP_ERR__UNKNOWN_PARTITION:
+        case RD_KAFKA_RESP_ERR_TOPIC_EXCEPTION:
+        case RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED:
+        case RD_KAFKA_RESP_ERR_CLUSTER_AUTHORIZATION_FAILED:
+        case RD_KAFKA_RESP_ERR_POLICY_VIOLATION:
+        case RD_KAFKA_RESP_ERR_UNSUPPORTED_FOR_MESSAGE_FORMAT:
+        case RD_KAFKA_RESP_ERR_INVALID_REQUIRED_ACKS:
+        case RD_KAFKA_RESP_ERR__INVALID_ARG:
+                return 1;
+        default:
+                return 0;
+        }
 }
 
 kt_produce_t *kt_produce_new(const kt_config_t *conf, kt_produce_done_cb *cb, void *cbarg,
@@ -245,7 +267,8 @@ static void hdr(rd_kafka_headers_t *h, const char *name, const char *fmt, ...) {
         rd_kafka_header_add(h, name, -1, v, n < (int)sizeof(v) ? n : (int)sizeof(v) - 1);
 }
 
-kt_err_t kt_produce_reply(kt_produce_t *kp, const kt_record_t *rec, void *opaque) {
+kt_err_t kt_produce_reply(kt_produce_t *kp, const kt_record_t *rec, void *opaque,
+                          rd_kafka_resp_err_t *errp) {
         rd_kafka_headers_t *h = rd_kafka_headers_new(6);
         rd_kafka_resp_err_t err;
 
@@ -260,16 +283,16 @@ kt_err_t kt_produce_reply(kt_produce_t *kp, const kt_record_t *rec, void *opaque
             RD_KAFKA_V_VALUE(rec->reply, rec->reply_len), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
             RD_KAFKA_V_HEADERS(h), RD_KAFKA_V_OPAQUE(opaque), RD_KAFKA_V_END);
         if (err) {
-                rd_kafka_headers_destroy(h);
-                KT_WARN(FAC, "cannot produce to %s: %s", kp->conf->reply_topic,
-                        rd_kafka_err2str(err));
+                rd_kafka_headers_destroy(h); /* not taken over on failure */
+                *errp = err;                 /* the loop logs it, naming the record */
                 return KT_ERR_KAFKA;
         }
         kp->outstanding++;
         return KT_OK;
 }
 
-kt_err_t kt_produce_dead_letter(kt_produce_t *kp, const kt_record_t *rec, void *opaque) {
+kt_err_t kt_produce_dead_letter(kt_produce_t *kp, const kt_record_t *rec, void *opaque,
+                                rd_kafka_resp_err_t *errp) {
         rd_kafka_headers_t *h;
         rd_kafka_resp_err_t err;
 
@@ -286,6 +309,9 @@ kt_err_t kt_produce_dead_letter(kt_produce_t *kp, const kt_record_t *rec, void *
                 hdr(h, "ktrigger-last-status", "%ld", rec->last_status);
         if (rec->last_error)
                 hdr(h, "ktrigger-last-error", "%s", rec->last_error);
+        if (rec->reply_refused)
+                hdr(h, "ktrigger-reply-error", "%s",
+                    rd_kafka_err2name((rd_kafka_resp_err_t)rec->reply_refused));
         hdr(h, "ktrigger-function", "%s", kp->conf->handler);
 
         err = rd_kafka_producev(kp->rk, RD_KAFKA_V_TOPIC(kp->conf->dead_letter_topic),
@@ -296,8 +322,7 @@ kt_err_t kt_produce_dead_letter(kt_produce_t *kp, const kt_record_t *rec, void *
                                 RD_KAFKA_V_OPAQUE(opaque), RD_KAFKA_V_END);
         if (err) {
                 rd_kafka_headers_destroy(h); /* not taken over on failure */
-                KT_WARN(FAC, "cannot produce to %s: %s", kp->conf->dead_letter_topic,
-                        rd_kafka_err2str(err));
+                *errp = err;                 /* the loop logs it, naming the record */
                 return KT_ERR_KAFKA;
         }
         kp->outstanding++;
