@@ -104,6 +104,7 @@ typedef struct kt_loop {
  *  then rec is NULLed and the report is ignored. */
 typedef struct ticket {
         kt_record_t *rec;
+        char *reply; /**< the reply librdkafka borrows (owned here until the report), or NULL */
 } ticket_t;
 
 static void wake_at(kt_loop_t *kl, int64_t at_ms) {
@@ -189,6 +190,7 @@ static void reply_release(kt_record_t *rec) {
         free(rec->reply);
         rec->reply = NULL;
         p->bytes -= rec->reply_len;
+        p->reply_bytes -= rec->reply_len;
         rec->reply_len = 0;
 }
 
@@ -211,6 +213,11 @@ static void produce(kt_loop_t *kl, kt_record_t *rec) {
                 return;
         }
         t->rec = rec;
+        /* librdkafka borrows the reply until the report: the ticket owns it meanwhile, so it
+         * outlives the record if that is dropped (revoked) first. */
+        t->reply = rec->replying ? rec->reply : NULL;
+        if (rec->replying)
+                rec->reply = NULL;
         rec->produce = t;
         rec->part->producing++;
 }
@@ -275,12 +282,17 @@ static void on_produced(void *opaque, rd_kafka_resp_err_t err, void *cbarg) {
         kt_loop_t *kl = cbarg;
         ticket_t *t = opaque;
         kt_record_t *rec = t->rec;
+        char *reply = t->reply;
 
         free(t);
-        if (!rec)
+        if (!rec) {
+                free(reply);
                 return; /* its partition was revoked meanwhile: not committed, redelivered */
+        }
         rec->produce = NULL;
         rec->part->producing--;
+        if (rec->replying)
+                rec->reply = reply; /* back from librdkafka: to produce again, or free */
         if (err) {
                 produce_failed(kl, rec, err);
                 return;
@@ -438,12 +450,18 @@ static void on_call_done(void *opaque, const kt_dispatch_result_t *res, void *cb
                         rec->reply = res->body;
                         rec->reply_len = res->body_len;
                         rec->last_status = res->status; /* for a dead letter if refused */
-                        p->bytes += res->body_len;      /* held until Kafka acks it: bounded */
+                        /* Held until Kafka acks it; the reply bound (kt_sched_next) keeps it
+                         * under dispatch.partition_buffer_bytes. */
+                        p->bytes += res->body_len;
+                        p->reply_bytes += res->body_len;
+                        kt_sched_reply_observe(p, res->body_len);
                         rec->reply_type = res->content_type ? strdup(res->content_type) : NULL;
                         rec->replying = 1;
                         produce(kl, rec);
                         return;
                 }
+                if (kl->conf->reply_topic)
+                        kt_sched_reply_observe(p, 0);
                 free(res->body);
                 rec->state = KT_REC_DONE;
                 kt_consumer_record_done(kl->kc, rec); /* may free rec */

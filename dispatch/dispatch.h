@@ -194,13 +194,25 @@ void kt_sched_conf_set(kt_sched_t *ks, const kt_config_t *conf);
 /** @brief Free. Records are not touched (the consumer owns them). NULL is a no-op. */
 void kt_sched_destroy(kt_sched_t *ks);
 
+/**
+ * @brief Learn the size of a reply \p len of partition \p p (0: the call answered nothing),
+ *        for the reply bound: see kt_sched_next().
+ */
+void kt_sched_reply_observe(kt_partition_t *p, size_t len);
+
 /** @brief Take a newly buffered record: startable now if its lane is free, else queued. */
 void kt_sched_record_add(kt_sched_t *ks, kt_record_t *rec);
 
-/** @returns the next record that may start (removed from the ready queue), or NULL. */
+/**
+ * @returns the next record that may start (removed from the ready queue), or NULL.
+ * @remark With dispatch.reply_topic, a record whose partition holds replies (p->reply_bytes)
+ *         which, with the replies expected from its calls in flight, reach
+ *         dispatch.partition_buffer_bytes does not start: it is parked until they are under
+ *         again. A partition with no call in flight may always start one.
+ */
 kt_record_t *kt_sched_next(kt_sched_t *ks);
 
-/** @returns non-zero if a record may start. */
+/** @returns non-zero if a record may start (a parked one included, once it may). */
 int kt_sched_has_ready(const kt_sched_t *ks);
 
 /** @brief \p rec is finished with (done, skipped, or dead-lettering): free its lane. */
@@ -219,7 +231,7 @@ kt_err_t kt_sched_retry_at(kt_sched_t *ks, kt_record_t *rec, int64_t at_ms);
 int64_t kt_sched_due(kt_sched_t *ks, int64_t now_ms);
 
 /** @brief Forget every record of \p p (being revoked). */
-void kt_sched_partition_drop(kt_sched_t *ks, const kt_partition_t *p);
+void kt_sched_partition_drop(kt_sched_t *ks, kt_partition_t *p);
 
 /* ---------------------------------------------------------------- dead letters
  * (dispatch_produce.c) */
@@ -299,6 +311,9 @@ kt_err_t kt_produce_dead_letter(kt_produce_t *kp, const kt_record_t *rec, void *
  * @param errp receives librdkafka's error when KT_ERR_KAFKA is returned.
  * @returns KT_OK (the callback will run with \p opaque) or KT_ERR_KAFKA (refused at once:
  *          classify *errp with kt_produce_err_permanent()).
+ * @remark Not copied: librdkafka borrows rec->reply, which must stay valid (and unchanged)
+ *         until the callback ran, even if the record is dropped meanwhile: the caller hands
+ *         it to its \p opaque.
  */
 kt_err_t kt_produce_reply(kt_produce_t *kp, const kt_record_t *rec, void *opaque,
                           rd_kafka_resp_err_t *errp);

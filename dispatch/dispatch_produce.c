@@ -13,6 +13,12 @@
  * KT_MAX_RESPONSE_BYTES. So the producer's message.max.bytes is raised to the larger of the
  * two plus the headers' room, unless the user set it: the topic's max.message.bytes decides.
  *
+ * Replies are not copied: the body the call brought back is the one librdkafka sends (no
+ * RD_KAFKA_MSG_F_COPY), and it stays the caller's, so a refused reply can be produced again
+ * without calling the function again. Dead letters are copied (F_COPY): the record they come
+ * from may be dropped (revoked) before the delivery report, and a revoked record's memory is
+ * the consumer's.
+ *
  * Delivery reports (and the producer's logs) arrive on the producer's main queue, whose
  * io-event writes to a pipe the loop sleeps on, like the consumer's.
  */
@@ -221,8 +227,13 @@ void kt_produce_destroy(kt_produce_t *kp) {
                 return;
         if (kp->rk) {
                 /* The loop waited for its dead letters; whatever is left here had its record
-                 * dropped uncommitted, so it is only a duplicate-to-be. */
+                 * dropped uncommitted, so it is only a duplicate-to-be. What is still not
+                 * written is purged, and its reports served, so that every borrowed reply
+                 * goes back to the loop to be freed. */
                 rd_kafka_flush(kp->rk, 5000);
+                rd_kafka_purge(kp->rk, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
+                for (int i = 0; i < 100 && kp->outstanding > 0; i++)
+                        rd_kafka_poll(kp->rk, 10);
                 if (kp->rkq)
                         rd_kafka_queue_destroy(kp->rkq);
                 rd_kafka_destroy(kp->rk);
@@ -280,7 +291,8 @@ kt_err_t kt_produce_reply(kt_produce_t *kp, const kt_record_t *rec, void *opaque
         hdr(h, "ktrigger-function", "%s", kp->conf->handler);
         err = rd_kafka_producev(
             kp->rk, RD_KAFKA_V_TOPIC(kp->conf->reply_topic), RD_KAFKA_V_KEY(rec->key, rec->key_len),
-            RD_KAFKA_V_VALUE(rec->reply, rec->reply_len), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+            /* borrowed (no flag): the caller keeps it until the report */
+            RD_KAFKA_V_VALUE(rec->reply, rec->reply_len), RD_KAFKA_V_MSGFLAGS(0),
             RD_KAFKA_V_HEADERS(h), RD_KAFKA_V_OPAQUE(opaque), RD_KAFKA_V_END);
         if (err) {
                 rd_kafka_headers_destroy(h); /* not taken over on failure */
