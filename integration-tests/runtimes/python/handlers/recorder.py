@@ -14,6 +14,8 @@ demand in each way ktrigger's dispatch engine must survive.
   DROP_BODIES        comma-separated bodies: close the connection without any response
                      (the client sees an empty reply)
   REPLY_BODY         answer this string with Content-Type: application/json (default: "ok")
+  REPLY_BYTES        answer this many bytes ("x" repeated) with Content-Type: application/json
+                     instead (a body too big for an environment variable)
 
 Sleeping comes first, then: drop, else FAIL_* (500), else STATUS_BODIES, else 200.
 
@@ -183,6 +185,8 @@ def _handle(event, context, arrival, seq, concurrent):
     if status in (429, 503) and os.environ.get('RETRY_AFTER'):
         response.set_header('Retry-After', os.environ['RETRY_AFTER'])
     reply = os.environ.get('REPLY_BODY')
+    if os.environ.get('REPLY_BYTES'):
+        reply = 'x' * int(os.environ['REPLY_BYTES'])
     if reply is not None:
         response.content_type = 'application/json'
     finish(status)
