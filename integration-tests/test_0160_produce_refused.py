@@ -163,6 +163,37 @@ def test_refused_dead_letter_blocks_with_backoff(kafka, names, config, runtime_f
     assert ktr.stop() == 0
 
 
+def test_dead_letter_to_a_missing_topic_blocks(kafka, names, config, runtime_factory,
+                                               ktrigger_factory):
+    """A dead-letter topic that does not exist (the test broker does not create topics) is a
+    permanent refusal too: the partition stays blocked, the refusal is counted as permanent
+    and logged as an ERROR naming the record. librdkafka reports the unknown topic after
+    topic.metadata.propagation.max.ms, shortened here."""
+    dlq = names.topic + '-missing-dlq'
+    kafka.create_topic(names.topic, 1)
+    kafka.produce(names.topic, [(0, 'ok-0'), (0, 'bad'), (0, 'ok-2')])
+    rt = runtime_factory(fail_bodies=['bad'])
+    conf = config(rt.port)
+    conf['dispatch'].update({'on_failure': 'dead-letter', 'dead_letter_topic': dlq,
+                             'retry': {'initial_backoff_ms': 100, 'max_backoff_ms': 2000,
+                                       'max_attempts': 1}})
+    ktr = ktrigger_factory(conf, env={
+        'KTRIGGER_KAFKA_PRODUCER_PROPERTIES': 'topic.metadata.propagation.max.ms=500'})
+    where = '%s [0] @1' % names.topic
+
+    def refused():
+        ktr.assert_running()
+        n = kt.metric_sum(ktr.metrics(), 'ktrigger_produce_failures_total', kind='dead_letter',
+                          error='permanent')
+        return n and n >= 2
+
+    kt.wait_for(refused, 30, 'two permanent refusals of the dead letter')
+    assert kafka.committed(names.group, names.topic) in ({0: None}, {0: 1})
+    lines = _lines(ktr.log(), where, 'dead letter to %s' % dlq)
+    assert lines and all(' ERROR ' in line for line in lines), lines[:3]
+    assert ktr.stop() == 0
+
+
 def test_big_record_is_dead_lettered(kafka, kafka_bootstrap, names, config, runtime_factory,
                                      ktrigger_factory):
     """A record over 1,000,000 bytes that a Node runtime answers 413 (its 1 MiB body limit)
