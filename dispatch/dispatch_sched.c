@@ -23,8 +23,11 @@
  * call, KT_MAX_RESPONSE_BYTES before the first (so the first call of a partition runs alone).
  * Without the expectation, max_in_flight calls could start at once and bring back
  * max_in_flight replies. One call per partition may always run, so a partition whose single
- * reply is over the bound still makes progress. Records reading stops at partition_buffer_bytes
- * too (p->bytes counts the replies held), so a partition holds about twice the bound at most.
+ * reply is over the bound still makes progress. Reading stops at partition_buffer_bytes too
+ * (p->bytes counts the replies held), so a partition holds about twice the bound: its records,
+ * and its replies, plus one record and one reply past it. The expectation can be low: calls
+ * already in flight when replies suddenly grow overshoot it once (at most one 1 MiB reply
+ * each), then the estimate has grown.
  */
 #include "dispatch.h"
 
