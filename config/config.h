@@ -16,6 +16,13 @@
 #include <stddef.h>
 #include <stdio.h>
 
+/** The largest response body kept for a reply (dispatch.reply_topic). */
+#define KT_MAX_RESPONSE_BYTES (1024 * 1024)
+
+/** Room for the headers ktrigger adds to a reply or dead letter, and the record framing: the
+ *  producer's message.max.bytes must leave it above the largest value. */
+#define KT_PRODUCE_HEADER_ROOM (16 * 1024)
+
 /** Where a new consumer group starts reading (auto.offset.reset). */
 typedef enum kt_start_from { KT_START_EARLIEST, KT_START_LATEST } kt_start_from_t;
 

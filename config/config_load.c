@@ -1169,6 +1169,34 @@ static void warn_secrets(kt_config_t *conf, const char *path) {
                 }
 }
 
+/** A message.max.bytes set for the producer that a reply may not fit: the producer refuses
+ *  such a reply for good, and dispatch.on_failure decides (by default the producer is sized
+ *  to fit, see kt_produce_new). */
+static void warn_producer_size(kt_config_t *conf, const char *path) {
+        for (size_t i = 0; conf->reply_topic && i < conf->producer_prop_cnt; i++) {
+                const kt_config_prop_t *p = &conf->producer_props[i];
+                long long n;
+
+                if (strcmp(p->name, "message.max.bytes") || !p->value)
+                        continue;
+                n = strtoll(p->value, NULL, 10);
+                if (n >= KT_MAX_RESPONSE_BYTES + KT_PRODUCE_HEADER_ROOM)
+                        continue;
+                if (p->src.origin == KT_ORIGIN_FILE && path)
+                        warn(conf,
+                             "%s:%d: kafka.producer_properties: message.max.bytes: %lld is under "
+                             "the largest reply (%d bytes and %d for headers): a larger reply "
+                             "is refused and handled by dispatch.on_failure",
+                             path, p->line, n, KT_MAX_RESPONSE_BYTES, KT_PRODUCE_HEADER_ROOM);
+                else
+                        warn(conf,
+                             "kafka.producer_properties: message.max.bytes: %lld is under the "
+                             "largest reply (%d bytes and %d for headers): a larger reply is "
+                             "refused and handled by dispatch.on_failure",
+                             n, KT_MAX_RESPONSE_BYTES, KT_PRODUCE_HEADER_ROOM);
+        }
+}
+
 /* ---------------------------------------------------------------- loading */
 
 kt_config_t *kt_config_load(const char *path, char *errstr, size_t errstr_size) {
@@ -1218,6 +1246,7 @@ kt_config_t *kt_config_load_with(const char *path, char *const *sets, size_t set
                 return NULL;
         }
         warn_secrets(conf, path);
+        warn_producer_size(conf, path);
         hash_set(conf);
         return conf;
 }

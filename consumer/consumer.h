@@ -64,6 +64,8 @@ typedef struct kt_record {
         char *reply;         /**< the function's answer to produce to dispatch.reply_topic */
         size_t reply_len;
         char *reply_type;         /**< its Content-Type, NULL if none */
+        int produce_attempts;     /**< times Kafka refused its reply or dead letter so far */
+        int reply_refused;        /**< rd_kafka_resp_err_t: Kafka refused its reply for good */
         long last_status;         /**< last HTTP status, 0 if none */
         int64_t failing_since_ms; /**< kt_now_ms() of its first failure, 0 if none yet */
         char *last_error;         /**< last transfer error, NULL if none */
@@ -149,6 +151,14 @@ typedef struct kt_partition {
         int64_t next_offset;  /**< the offset after the last record read, -1 if none yet */
         size_t burst_cnt;     /**< records read from its queue since it was last seen empty */
         size_t burst_bytes;   /**< and their value + key bytes */
+        /* reply bound (the loop and dispatch_sched.c) */
+        size_t reply_bytes;               /**< of bytes: replies held until Kafka acks them */
+        size_t reply_est;                 /**< expected size of a reply, once reply_seen */
+        int reply_seen;                   /**< a call of it answered (with a reply topic) */
+        struct kt_record *parked_head;    /**< startable records held back by the bound */
+        struct kt_record *parked_tail;    /**< (linked through ready_next) */
+        struct kt_partition *parked_next; /**< next partition with parked records */
+        int parked;                       /**< it is in the scheduler's parked list */
 } kt_partition_t;
 
 /** Counters the consumer keeps for the metrics (read by the loop). */

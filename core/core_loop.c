@@ -131,10 +131,11 @@ typedef struct kt_loop {
         int probe_backoff_ms;
 } kt_loop_t;
 
-/** A dead letter in flight. The record may be dropped (revoked) before Kafka answers; then
- *  rec is NULLed and the report is ignored. */
+/** A reply or dead letter in flight. The record may be dropped (revoked) before Kafka answers;
+ *  then rec is NULLed and the report is ignored. */
 typedef struct ticket {
         kt_record_t *rec;
+        char *reply; /**< the reply librdkafka borrows (owned here until the report), or NULL */
 } ticket_t;
 
 static void wake_at(kt_loop_t *kl, int64_t at_ms) {
@@ -204,22 +205,110 @@ static void on_probe(int up, void *cbarg) {
         KT_INFO(FAC, "runtime answers again: consumption resumed");
 }
 
-/* ---------------------------------------------------------------- replies, dead letters */
+/* ---------------------------------------------------------------- replies, dead letters
+ *
+ * Kafka refusing a reply or dead letter (kt_produce_err_permanent() says whether for good):
+ *   transient           -> produced again after a back-off that grows with the record's
+ *                          produce attempts (like calls), one WARN per attempt;
+ *   reply, permanent    -> dispatch.on_failure: dead-letter (the record, with a
+ *                          ktrigger-reply-error header), skip (done, counted, one ERROR), or
+ *                          block (produced again with back-off, one ERROR per attempt);
+ *   dead letter, perm.  -> blocks its partition with back-off and one ERROR per attempt:
+ *                          nothing is committed that is not done.
+ */
+
+/** Forget the reply of \p rec (written, or not wanted any more): its bytes are no longer held. */
+static void reply_release(kt_record_t *rec) {
+        kt_partition_t *p = rec->part;
+
+        free(rec->reply);
+        rec->reply = NULL;
+        p->bytes -= rec->reply_len;
+        p->reply_bytes -= rec->reply_len;
+        rec->reply_len = 0;
+}
+
+static void produce_failed(kt_loop_t *kl, kt_record_t *rec, rd_kafka_resp_err_t err);
 
 /** Produce the record's reply (rec->replying) or dead letter; done when Kafka acks it. */
 static void produce(kt_loop_t *kl, kt_record_t *rec) {
         ticket_t *t = malloc(sizeof(*t));
+        rd_kafka_resp_err_t err = RD_KAFKA_RESP_ERR_NO_ERROR;
 
         rec->state = KT_REC_PRODUCING;
-        if (!t || (rec->replying ? kt_produce_reply(kl->kp, rec, t)
-                                 : kt_produce_dead_letter(kl->kp, rec, t))) {
-                free(t);
+        if (!t) {
                 retry_later(kl, rec, kt_dispatch_backoff_ms(kl->conf, 1));
                 return;
         }
+        if (rec->replying ? kt_produce_reply(kl->kp, rec, t, &err)
+                          : kt_produce_dead_letter(kl->kp, rec, t, &err)) {
+                free(t);
+                produce_failed(kl, rec, err);
+                return;
+        }
         t->rec = rec;
+        /* librdkafka borrows the reply until the report: the ticket owns it meanwhile, so it
+         * outlives the record if that is dropped (revoked) first. */
+        t->reply = rec->replying ? rec->reply : NULL;
+        if (rec->replying)
+                rec->reply = NULL;
         rec->produce = t;
         rec->part->producing++;
+}
+
+/** Kafka refused \p rec's reply for good and on_failure is not block. */
+static void reply_refused(kt_loop_t *kl, kt_record_t *rec, rd_kafka_resp_err_t err) {
+        kt_partition_t *p = rec->part;
+        char why[512];
+
+        reply_release(rec);
+        snprintf(why, sizeof(why), "reply to %s refused by Kafka: %s", kl->conf->reply_topic,
+                 rd_kafka_err2str(err));
+        if (kl->conf->on_failure == KT_FAIL_SKIP) {
+                kt_metrics_skip_inc(kl->km);
+                KT_ERR(FAC, "%s [%d] @%lld: %s: skipped (dispatch.on_failure = skip)", p->topic,
+                       p->partition, (long long)rec->offset, why);
+                kt_consumer_record_done(kl->kc, rec); /* may free rec */
+                return;
+        }
+        KT_ERR(FAC, "%s [%d] @%lld: %s: writing the record to dead-letter topic %s", p->topic,
+               p->partition, (long long)rec->offset, why, kl->conf->dead_letter_topic);
+        record_error_set(rec, rec->last_status, why);
+        rec->reply_refused = (int)err;
+        rec->replying = 0;
+        rec->produce_attempts = 0;
+        produce(kl, rec);
+}
+
+/** Kafka refused \p rec's reply or dead letter (at once, or in its delivery report). */
+static void produce_failed(kt_loop_t *kl, kt_record_t *rec, rd_kafka_resp_err_t err) {
+        kt_partition_t *p = rec->part;
+        int permanent = kt_produce_err_permanent(err);
+        const char *topic = rec->replying ? kl->conf->reply_topic : kl->conf->dead_letter_topic;
+        int64_t backoff;
+
+        kt_metrics_produce_failure_inc(kl->km, !rec->replying, permanent);
+        if (permanent && rec->replying && kl->conf->on_failure != KT_FAIL_BLOCK) {
+                reply_refused(kl, rec, err);
+                return;
+        }
+        rec->produce_attempts++;
+        backoff = kt_dispatch_backoff_ms(kl->conf, rec->produce_attempts);
+        if (permanent)
+                KT_ERR(FAC,
+                       "%s [%d] @%lld: %s to %s refused by Kafka for good (%s): the partition "
+                       "is blocked at this record until it is written; attempt %d, next in "
+                       "%lld ms",
+                       p->topic, p->partition, (long long)rec->offset,
+                       rec->replying ? "reply" : "dead letter", topic, rd_kafka_err2str(err),
+                       rec->produce_attempts, (long long)backoff);
+        else
+                KT_WARN(FAC,
+                        "%s [%d] @%lld: %s to %s not written (%s): attempt %d, next in %lld ms",
+                        p->topic, p->partition, (long long)rec->offset,
+                        rec->replying ? "reply" : "dead letter", topic, rd_kafka_err2str(err),
+                        rec->produce_attempts, (long long)backoff);
+        retry_later(kl, rec, backoff);
 }
 
 /** kt_produce_done_cb */
@@ -227,28 +316,32 @@ static void on_produced(void *opaque, rd_kafka_resp_err_t err, void *cbarg) {
         kt_loop_t *kl = cbarg;
         ticket_t *t = opaque;
         kt_record_t *rec = t->rec;
+        char *reply = t->reply;
 
         free(t);
-        if (!rec)
+        if (!rec) {
+                free(reply);
                 return; /* its partition was revoked meanwhile: not committed, redelivered */
+        }
         rec->produce = NULL;
         rec->part->producing--;
+        if (rec->replying)
+                rec->reply = reply; /* back from librdkafka: to produce again, or free */
         if (err) {
-                KT_WARN(FAC, "%s [%d] @%lld: %s not written: %s; trying again", rec->part->topic,
-                        rec->part->partition, (long long)rec->offset,
-                        rec->replying ? "reply" : "dead letter", rd_kafka_err2str(err));
-                retry_later(kl, rec, kt_dispatch_backoff_ms(kl->conf, 2));
+                produce_failed(kl, rec, err);
                 return;
         }
         if (rec->replying) {
+                reply_release(rec); /* its record may wait for earlier ones: free it now */
                 kt_metrics_reply_inc(kl->km);
                 kt_consumer_record_done(kl->kc, rec); /* may free rec */
                 return;
         }
         kt_metrics_dead_letter_inc(kl->km);
-        KT_WARN(FAC, "%s [%d] @%lld: written to dead-letter topic %s after %d attempts",
+        KT_WARN(FAC, "%s [%d] @%lld: written to dead-letter topic %s after %d attempts%s",
                 rec->part->topic, rec->part->partition, (long long)rec->offset,
-                kl->conf->dead_letter_topic, rec->attempts);
+                kl->conf->dead_letter_topic, rec->attempts,
+                rec->reply_refused ? " (its reply was refused)" : "");
         kt_consumer_record_done(kl->kc, rec); /* may free rec */
 }
 
@@ -395,12 +488,19 @@ static void on_call_done(void *opaque, const kt_dispatch_result_t *res, void *cb
                         /* The answer goes to the reply topic before the record is done. */
                         rec->reply = res->body;
                         rec->reply_len = res->body_len;
-                        p->bytes += res->body_len; /* held until Kafka acks it: bounded */
+                        rec->last_status = res->status; /* for a dead letter if refused */
+                        /* Held until Kafka acks it; the reply bound (kt_sched_next) keeps it
+                         * under dispatch.partition_buffer_bytes. */
+                        p->bytes += res->body_len;
+                        p->reply_bytes += res->body_len;
+                        kt_sched_reply_observe(p, res->body_len);
                         rec->reply_type = res->content_type ? strdup(res->content_type) : NULL;
                         rec->replying = 1;
                         produce(kl, rec);
                         return;
                 }
+                if (kl->conf->reply_topic)
+                        kt_sched_reply_observe(p, 0);
                 free(res->body);
                 rec->state = KT_REC_DONE;
                 kt_consumer_record_done(kl->kc, rec); /* may free rec */

@@ -56,8 +56,8 @@ typedef struct kt_dispatch_result {
         const char *content_type; /**< response Content-Type, NULL if none */
 } kt_dispatch_result_t;
 
-/** The largest response body kept for a reply. */
-#define KT_MAX_RESPONSE_BYTES (1024 * 1024)
+/* KT_MAX_RESPONSE_BYTES, the largest response body kept for a reply, is in config.h: the
+ * configuration checks a producer's message.max.bytes against it. */
 
 /** Called once per finished call with the \p opaque given at submit. */
 typedef void(kt_dispatch_done_cb)(void *opaque, const kt_dispatch_result_t *res, void *cbarg);
@@ -197,13 +197,25 @@ void kt_sched_conf_set(kt_sched_t *ks, const kt_config_t *conf);
 /** @brief Free. Records are not touched (the consumer owns them). NULL is a no-op. */
 void kt_sched_destroy(kt_sched_t *ks);
 
+/**
+ * @brief Learn the size of a reply \p len of partition \p p (0: the call answered nothing),
+ *        for the reply bound: see kt_sched_next().
+ */
+void kt_sched_reply_observe(kt_partition_t *p, size_t len);
+
 /** @brief Take a newly buffered record: startable now if its lane is free, else queued. */
 void kt_sched_record_add(kt_sched_t *ks, kt_record_t *rec);
 
-/** @returns the next record that may start (removed from the ready queue), or NULL. */
+/**
+ * @returns the next record that may start (removed from the ready queue), or NULL.
+ * @remark With dispatch.reply_topic, a record whose partition holds replies (p->reply_bytes)
+ *         which, with the replies expected from its calls in flight, reach
+ *         dispatch.partition_buffer_bytes does not start: it is parked until they are under
+ *         again. A partition with no call in flight may always start one.
+ */
 kt_record_t *kt_sched_next(kt_sched_t *ks);
 
-/** @returns non-zero if a record may start. */
+/** @returns non-zero if a record may start (a parked one included, once it may). */
 int kt_sched_has_ready(const kt_sched_t *ks);
 
 /** @brief \p rec is finished with (done, skipped, or dead-lettering): free its lane. */
@@ -222,18 +234,23 @@ kt_err_t kt_sched_retry_at(kt_sched_t *ks, kt_record_t *rec, int64_t at_ms);
 int64_t kt_sched_due(kt_sched_t *ks, int64_t now_ms);
 
 /** @brief Forget every record of \p p (being revoked). */
-void kt_sched_partition_drop(kt_sched_t *ks, const kt_partition_t *p);
+void kt_sched_partition_drop(kt_sched_t *ks, kt_partition_t *p);
 
 /* ---------------------------------------------------------------- dead letters
  * (dispatch_produce.c) */
 
 typedef struct kt_produce kt_produce_t;
 
-/** Called for each dead letter with Kafka's verdict (RD_KAFKA_RESP_ERR_NO_ERROR: written). */
+/** Called for each reply or dead letter with Kafka's verdict (RD_KAFKA_RESP_ERR_NO_ERROR:
+ *  written). */
 typedef void(kt_produce_done_cb)(void *opaque, rd_kafka_resp_err_t err, void *cbarg);
 
 /**
  * @brief Create the idempotent dead-letter producer (acks=all) on conf->brokers.
+ *        Unless kafka.producer_properties sets message.max.bytes, it is sized so that any
+ *        record the consumer can hand over (its receive.message.max.bytes) and any reply
+ *        (KT_MAX_RESPONSE_BYTES) fit with KT_PRODUCE_HEADER_ROOM: the topic's own
+ *        max.message.bytes is then what decides.
  * @returns NULL on failure with the reason in \p errstr.
  */
 kt_produce_t *kt_produce_new(const kt_config_t *conf, kt_produce_done_cb *cb, void *cbarg,
@@ -265,19 +282,43 @@ int kt_produce_brokers_add(kt_produce_t *kp, const char *brokers);
 int kt_produce_outstanding(const kt_produce_t *kp);
 
 /**
+ * @brief Whether Kafka refusing a reply or dead letter with \p err is for good: trying the
+ *        same message again cannot succeed until an operator changes something (the topic,
+ *        its max.message.bytes, the ACLs). Permanent: MSG_SIZE_TOO_LARGE (the broker's or
+ * librdkafka's), RECORD_LIST_TOO_LARGE, INVALID_RECORD, UNKNOWN_TOPIC_OR_PART, _UNKNOWN_TOPIC,
+ *        _UNKNOWN_PARTITION, TOPIC_EXCEPTION, TOPIC_AUTHORIZATION_FAILED,
+ *        CLUSTER_AUTHORIZATION_FAILED, POLICY_VIOLATION, UNSUPPORTED_FOR_MESSAGE_FORMAT,
+ *        INVALID_REQUIRED_ACKS, _INVALID_ARG. Everything else
+ *        (timeouts, the broker down, queue full, leader changes, purges, INVALID_MSG (a corrupt
+ * batch), authentication) is transient.
+ * @returns non-zero if permanent.
+ */
+int kt_produce_err_permanent(rd_kafka_resp_err_t err);
+
+/**
  * @brief Produce \p rec with its key, value, headers and the error headers
  *        (ktrigger-original-topic/-partition/-offset/-timestamp, ktrigger-attempts,
- *        ktrigger-last-status, ktrigger-last-error, ktrigger-function).
- * @returns KT_OK (the callback will run with \p opaque) or KT_ERR_KAFKA (try again later).
+ *        ktrigger-last-status, ktrigger-last-error, ktrigger-function, and
+ *        ktrigger-reply-error when Kafka refused its reply for good).
+ * @param errp receives librdkafka's error when KT_ERR_KAFKA is returned.
+ * @returns KT_OK (the callback will run with \p opaque) or KT_ERR_KAFKA (refused at once:
+ *          classify *errp with kt_produce_err_permanent()).
  */
-kt_err_t kt_produce_dead_letter(kt_produce_t *kp, const kt_record_t *rec, void *opaque);
+kt_err_t kt_produce_dead_letter(kt_produce_t *kp, const kt_record_t *rec, void *opaque,
+                                rd_kafka_resp_err_t *errp);
 
 /**
  * @brief Produce the function's answer to \p rec (rec->reply) to dispatch.reply_topic with the
  *        record's key and the headers content-type, ktrigger-original-topic/-partition/-offset,
  *        ktrigger-function.
- * @returns KT_OK (the callback will run with \p opaque) or KT_ERR_KAFKA (try again later).
+ * @param errp receives librdkafka's error when KT_ERR_KAFKA is returned.
+ * @returns KT_OK (the callback will run with \p opaque) or KT_ERR_KAFKA (refused at once:
+ *          classify *errp with kt_produce_err_permanent()).
+ * @remark Not copied: librdkafka borrows rec->reply, which must stay valid (and unchanged)
+ *         until the callback ran, even if the record is dropped meanwhile: the caller hands
+ *         it to its \p opaque.
  */
-kt_err_t kt_produce_reply(kt_produce_t *kp, const kt_record_t *rec, void *opaque);
+kt_err_t kt_produce_reply(kt_produce_t *kp, const kt_record_t *rec, void *opaque,
+                          rd_kafka_resp_err_t *errp);
 
 #endif /* KT_DISPATCH_H */

@@ -4,7 +4,20 @@
  * Dead letters: a record whose retries are exhausted is produced to dispatch.dead_letter_topic
  * with its original key, value and headers plus ktrigger's error headers, by an idempotent
  * producer (acks=all). The original offset may be committed only after the delivery report
- * says the dead letter is written; a failed write is reported to the loop, which tries again.
+ * says the dead letter is written; a failed write is reported to the loop, which classifies
+ * it (kt_produce_err_permanent) and applies its policy (core_loop.c, produce_failed()).
+ *
+ * Sizes: librdkafka's producer refuses, by default, anything over 1,000,000 bytes, while the
+ * consumer hands over records up to its receive.message.max.bytes (Kafka returns a batch
+ * bigger than the fetch sizes so that a consumer can make progress) and a reply may be
+ * KT_MAX_RESPONSE_BYTES. So the producer's message.max.bytes is raised to the larger of the
+ * two plus the headers' room, unless the user set it: the topic's max.message.bytes decides.
+ *
+ * Replies are not copied: the body the call brought back is the one librdkafka sends (no
+ * RD_KAFKA_MSG_F_COPY), and it stays the caller's, so a refused reply can be produced again
+ * without calling the function again. Dead letters are copied (F_COPY): the record they come
+ * from may be dropped (revoked) before the delivery report, and a revoked record's memory is
+ * the consumer's.
  *
  * Delivery reports (and the producer's logs) arrive on the producer's main queue, whose
  * io-event writes to a pipe the loop sleeps on, like the consumer's.
@@ -72,6 +85,72 @@ static void dr_msg_cb(rd_kafka_t *rk, const rd_kafka_message_t *rkm, void *opaqu
         kp->cb(rkm->_private, rkm->err, kp->cbarg);
 }
 
+/** librdkafka's own ceiling for message.max.bytes. */
+#define KT_PRODUCE_MAX_MESSAGE_BYTES 1000000000
+
+/** The largest record the consumer can hand over: its receive.message.max.bytes (set in
+ *  kafka.properties, else librdkafka's default). */
+static long long consumer_max_bytes(const kt_config_t *conf) {
+        char v[64];
+        size_t vsize = sizeof(v);
+        rd_kafka_conf_t *c;
+        long long n = 0;
+
+        for (size_t i = 0; i < conf->prop_cnt; i++)
+                if (!strcmp(conf->props[i].name, "receive.message.max.bytes") &&
+                    conf->props[i].value)
+                        n = strtoll(conf->props[i].value, NULL, 10);
+        if (n > 0)
+                return n;
+        c = rd_kafka_conf_new();
+        if (rd_kafka_conf_get(c, "receive.message.max.bytes", v, &vsize) == RD_KAFKA_CONF_OK)
+                n = strtoll(v, NULL, 10);
+        rd_kafka_conf_destroy(c);
+        return n > 0 ? n : 100000000;
+}
+
+/** Set message.max.bytes so any record and any reply fit, unless the user set it. */
+static int size_set(const kt_config_t *conf, rd_kafka_conf_t *rkconf, char *errstr,
+                    size_t errstr_size) {
+        long long n = consumer_max_bytes(conf);
+        char v[32];
+
+        for (size_t i = 0; i < conf->producer_prop_cnt; i++)
+                if (!strcmp(conf->producer_props[i].name, "message.max.bytes"))
+                        return 0; /* checked against the reply cap by the configuration */
+        if (n < KT_MAX_RESPONSE_BYTES)
+                n = KT_MAX_RESPONSE_BYTES;
+        n += KT_PRODUCE_HEADER_ROOM;
+        if (n > KT_PRODUCE_MAX_MESSAGE_BYTES)
+                n = KT_PRODUCE_MAX_MESSAGE_BYTES;
+        snprintf(v, sizeof(v), "%lld", n);
+        if (rd_kafka_conf_set(rkconf, "message.max.bytes", v, errstr, errstr_size))
+                return -1;
+        KT_DBG(FAC, "message.max.bytes = %s", v);
+        return 0;
+}
+
+int kt_produce_err_permanent(rd_kafka_resp_err_t err) {
+        switch (err) {
+        case RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE:
+        case RD_KAFKA_RESP_ERR_RECORD_LIST_TOO_LARGE:
+        case RD_KAFKA_RESP_ERR_INVALID_RECORD:
+        case RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART:
+        case RD_KAFKA_RESP_ERR__UNKNOWN_TOPIC:
+        case RD_KAFKA_RESP_ERR__UNKNOWN_PARTITION:
+        case RD_KAFKA_RESP_ERR_TOPIC_EXCEPTION:
+        case RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED:
+        case RD_KAFKA_RESP_ERR_CLUSTER_AUTHORIZATION_FAILED:
+        case RD_KAFKA_RESP_ERR_POLICY_VIOLATION:
+        case RD_KAFKA_RESP_ERR_UNSUPPORTED_FOR_MESSAGE_FORMAT:
+        case RD_KAFKA_RESP_ERR_INVALID_REQUIRED_ACKS:
+        case RD_KAFKA_RESP_ERR__INVALID_ARG:
+                return 1;
+        default:
+                return 0;
+        }
+}
+
 kt_produce_t *kt_produce_new(const kt_config_t *conf, kt_produce_done_cb *cb, void *cbarg,
                              char *errstr, size_t errstr_size) {
         kt_produce_t *kp = calloc(1, sizeof(*kp));
@@ -99,6 +178,10 @@ kt_produce_t *kt_produce_new(const kt_config_t *conf, kt_produce_done_cb *cb, vo
                 goto fail;
         }
         rkconf = rd_kafka_conf_new();
+        if (size_set(conf, rkconf, err, sizeof(err))) {
+                snprintf(errstr, errstr_size, "message.max.bytes: %s", err);
+                goto fail;
+        }
         for (size_t i = 0; i < conf->producer_prop_cnt; i++)
                 if (rd_kafka_conf_set(rkconf, conf->producer_props[i].name,
                                       conf->producer_props[i].value, err, sizeof(err))) {
@@ -144,8 +227,13 @@ void kt_produce_destroy(kt_produce_t *kp) {
                 return;
         if (kp->rk) {
                 /* The loop waited for its dead letters; whatever is left here had its record
-                 * dropped uncommitted, so it is only a duplicate-to-be. */
+                 * dropped uncommitted, so it is only a duplicate-to-be. What is still not
+                 * written is purged, and its reports served, so that every borrowed reply
+                 * goes back to the loop to be freed. */
                 rd_kafka_flush(kp->rk, 5000);
+                rd_kafka_purge(kp->rk, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
+                for (int i = 0; i < 100 && kp->outstanding > 0; i++)
+                        rd_kafka_poll(kp->rk, 10);
                 if (kp->rkq)
                         rd_kafka_queue_destroy(kp->rkq);
                 rd_kafka_destroy(kp->rk);
@@ -190,7 +278,8 @@ static void hdr(rd_kafka_headers_t *h, const char *name, const char *fmt, ...) {
         rd_kafka_header_add(h, name, -1, v, n < (int)sizeof(v) ? n : (int)sizeof(v) - 1);
 }
 
-kt_err_t kt_produce_reply(kt_produce_t *kp, const kt_record_t *rec, void *opaque) {
+kt_err_t kt_produce_reply(kt_produce_t *kp, const kt_record_t *rec, void *opaque,
+                          rd_kafka_resp_err_t *errp) {
         rd_kafka_headers_t *h = rd_kafka_headers_new(6);
         rd_kafka_resp_err_t err;
 
@@ -202,19 +291,20 @@ kt_err_t kt_produce_reply(kt_produce_t *kp, const kt_record_t *rec, void *opaque
         hdr(h, "ktrigger-function", "%s", kp->conf->handler);
         err = rd_kafka_producev(
             kp->rk, RD_KAFKA_V_TOPIC(kp->conf->reply_topic), RD_KAFKA_V_KEY(rec->key, rec->key_len),
-            RD_KAFKA_V_VALUE(rec->reply, rec->reply_len), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+            /* borrowed (no flag): the caller keeps it until the report */
+            RD_KAFKA_V_VALUE(rec->reply, rec->reply_len), RD_KAFKA_V_MSGFLAGS(0),
             RD_KAFKA_V_HEADERS(h), RD_KAFKA_V_OPAQUE(opaque), RD_KAFKA_V_END);
         if (err) {
-                rd_kafka_headers_destroy(h);
-                KT_WARN(FAC, "cannot produce to %s: %s", kp->conf->reply_topic,
-                        rd_kafka_err2str(err));
+                rd_kafka_headers_destroy(h); /* not taken over on failure */
+                *errp = err;                 /* the loop logs it, naming the record */
                 return KT_ERR_KAFKA;
         }
         kp->outstanding++;
         return KT_OK;
 }
 
-kt_err_t kt_produce_dead_letter(kt_produce_t *kp, const kt_record_t *rec, void *opaque) {
+kt_err_t kt_produce_dead_letter(kt_produce_t *kp, const kt_record_t *rec, void *opaque,
+                                rd_kafka_resp_err_t *errp) {
         rd_kafka_headers_t *h;
         rd_kafka_resp_err_t err;
 
@@ -231,6 +321,9 @@ kt_err_t kt_produce_dead_letter(kt_produce_t *kp, const kt_record_t *rec, void *
                 hdr(h, "ktrigger-last-status", "%ld", rec->last_status);
         if (rec->last_error)
                 hdr(h, "ktrigger-last-error", "%s", rec->last_error);
+        if (rec->reply_refused)
+                hdr(h, "ktrigger-reply-error", "%s",
+                    rd_kafka_err2name((rd_kafka_resp_err_t)rec->reply_refused));
         hdr(h, "ktrigger-function", "%s", kp->conf->handler);
 
         err = rd_kafka_producev(kp->rk, RD_KAFKA_V_TOPIC(kp->conf->dead_letter_topic),
@@ -241,8 +334,7 @@ kt_err_t kt_produce_dead_letter(kt_produce_t *kp, const kt_record_t *rec, void *
                                 RD_KAFKA_V_OPAQUE(opaque), RD_KAFKA_V_END);
         if (err) {
                 rd_kafka_headers_destroy(h); /* not taken over on failure */
-                KT_WARN(FAC, "cannot produce to %s: %s", kp->conf->dead_letter_topic,
-                        rd_kafka_err2str(err));
+                *errp = err;                 /* the loop logs it, naming the record */
                 return KT_ERR_KAFKA;
         }
         kp->outstanding++;

@@ -12,6 +12,22 @@
  * from it while call slots are free, so dispatch.max_in_flight is the one global bound. Retries
  * wait in a binary heap ordered by due time and go to the front of the FIFO when due.
  * Everything here is O(1) or O(log n) per record, except dropping a revoked partition.
+ *
+ * The reply bound: with dispatch.reply_topic every call may bring back a reply (up to 1 MiB)
+ * that is held until Kafka acknowledges it. A partition whose held replies plus the replies
+ * expected from its calls in flight reach dispatch.partition_buffer_bytes starts no new call:
+ * kt_sched_next() parks such a record on its partition and the partition on a list, and the
+ * list is looked at again (O(parked partitions)) when the loop asks for the next record or
+ * whether one is ready.
+ * The expected size is learnt per partition: the largest recent reply, decaying by 1/8 per
+ * call, KT_MAX_RESPONSE_BYTES before the first (so the first call of a partition runs alone).
+ * Without the expectation, max_in_flight calls could start at once and bring back
+ * max_in_flight replies. One call per partition may always run, so a partition whose single
+ * reply is over the bound still makes progress. Reading stops at partition_buffer_bytes too
+ * (p->bytes counts the replies held), so a partition holds about twice the bound: its records,
+ * and its replies, plus one record and one reply past it. The expectation can be low: calls
+ * already in flight when replies suddenly grow overshoot it once (at most one 1 MiB reply
+ * each), then the estimate has grown.
  */
 #include "dispatch.h"
 
@@ -24,6 +40,7 @@
 struct kt_sched {
         const kt_config_t *conf;
         kt_record_t *ready_head, *ready_tail;
+        kt_partition_t *parked; /**< partitions with parked records */
         kt_record_t **heap;
         size_t heap_cnt, heap_size;
 };
@@ -65,20 +82,86 @@ static void ready_push_front(kt_sched_t *ks, kt_record_t *rec) {
                 ks->ready_tail = rec;
 }
 
-kt_record_t *kt_sched_next(kt_sched_t *ks) {
-        kt_record_t *rec = ks->ready_head;
+/* ---------------------------------------------------------------- reply bound */
 
-        if (!rec)
-                return NULL;
-        ks->ready_head = rec->ready_next;
-        if (!ks->ready_head)
-                ks->ready_tail = NULL;
+void kt_sched_reply_observe(kt_partition_t *p, size_t len) {
+        if (!p->reply_seen || len >= p->reply_est)
+                p->reply_est = len;
+        else
+                p->reply_est -= (p->reply_est - len) / 8;
+        p->reply_seen = 1;
+}
+
+/** @returns non-zero if \p p may not start another call now. */
+static int over_bound(const kt_sched_t *ks, const kt_partition_t *p) {
+        size_t expect;
+
+        if (!ks->conf->reply_topic || p->in_flight <= 0)
+                return 0;
+        expect = p->reply_seen ? p->reply_est : KT_MAX_RESPONSE_BYTES;
+        return p->reply_bytes + (size_t)p->in_flight * expect >=
+               (size_t)ks->conf->partition_buffer_bytes;
+}
+
+static void park(kt_sched_t *ks, kt_record_t *rec) {
+        kt_partition_t *p = rec->part;
+
         rec->ready_next = NULL;
-        return rec;
+        if (p->parked_tail)
+                p->parked_tail->ready_next = rec;
+        else
+                p->parked_head = rec;
+        p->parked_tail = rec;
+        if (!p->parked) {
+                p->parked = 1;
+                p->parked_next = ks->parked;
+                ks->parked = p;
+        }
+}
+
+/** Parked records of partitions back under their bound go to the front: they are older. */
+static void unpark(kt_sched_t *ks) {
+        for (kt_partition_t **pp = &ks->parked; *pp;) {
+                kt_partition_t *p = *pp;
+                if (over_bound(ks, p)) {
+                        pp = &p->parked_next;
+                        continue;
+                }
+                p->parked_tail->ready_next = ks->ready_head;
+                ks->ready_head = p->parked_head;
+                if (!ks->ready_tail)
+                        ks->ready_tail = p->parked_tail;
+                p->parked_head = p->parked_tail = NULL;
+                p->parked = 0;
+                *pp = p->parked_next;
+                p->parked_next = NULL;
+        }
+}
+
+kt_record_t *kt_sched_next(kt_sched_t *ks) {
+        kt_record_t *rec;
+
+        unpark(ks);
+        while ((rec = ks->ready_head)) {
+                ks->ready_head = rec->ready_next;
+                if (!ks->ready_head)
+                        ks->ready_tail = NULL;
+                rec->ready_next = NULL;
+                /* Producing again a refused reply or dead letter starts no call. */
+                if (rec->state == KT_REC_PRODUCING || !over_bound(ks, rec->part))
+                        return rec;
+                park(ks, rec);
+        }
+        return NULL;
 }
 
 int kt_sched_has_ready(const kt_sched_t *ks) {
-        return ks->ready_head != NULL;
+        if (ks->ready_head)
+                return 1;
+        for (const kt_partition_t *p = ks->parked; p; p = p->parked_next)
+                if (!over_bound(ks, p))
+                        return 1;
+        return 0;
 }
 
 /* ---------------------------------------------------------------- lanes */
@@ -221,8 +304,21 @@ int64_t kt_sched_due(kt_sched_t *ks, int64_t now_ms) {
 
 /* ---------------------------------------------------------------- revocation */
 
-void kt_sched_partition_drop(kt_sched_t *ks, const kt_partition_t *p) {
+void kt_sched_partition_drop(kt_sched_t *ks, kt_partition_t *p) {
         kt_record_t **pp = &ks->ready_head, *last = NULL;
+
+        for (kt_partition_t **qq = &ks->parked; *qq; qq = &(*qq)->parked_next)
+                if (*qq == p) {
+                        *qq = p->parked_next;
+                        break;
+                }
+        for (kt_record_t *rec = p->parked_head, *next; rec; rec = next) {
+                next = rec->ready_next;
+                rec->ready_next = NULL;
+        }
+        p->parked_head = p->parked_tail = NULL;
+        p->parked_next = NULL;
+        p->parked = 0;
 
         while (*pp) {
                 kt_record_t *rec = *pp;

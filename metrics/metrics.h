@@ -78,6 +78,10 @@ void kt_metrics_dead_letter_inc(kt_metrics_t *km);
 /** @brief Count a reply written to the reply topic. */
 void kt_metrics_reply_inc(kt_metrics_t *km);
 
+/** @brief Count Kafka refusing a reply (or, \p dead_letter, a dead letter), \p permanent
+ *         (for good) or not: ktrigger_produce_failures_total{kind,error}. */
+void kt_metrics_produce_failure_inc(kt_metrics_t *km, int dead_letter, int permanent);
+
 /** @brief Count a record skipped after its retries (dispatch.on_failure = "skip"). */
 void kt_metrics_skip_inc(kt_metrics_t *km);
 

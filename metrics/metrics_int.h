@@ -37,6 +37,7 @@ struct kt_metrics {
         _Atomic uint64_t dead_lettered;
         _Atomic uint64_t skipped;
         _Atomic uint64_t replies;
+        _Atomic uint64_t produce_failures[2][2]; /**< [dead letter][permanent] */
         _Atomic uint64_t headers_dropped;
         _Atomic int runtime_up;
         _Atomic int group_joined;

@@ -125,6 +125,10 @@ void kt_metrics_reply_inc(kt_metrics_t *km) {
         INC(km->replies, 1);
 }
 
+void kt_metrics_produce_failure_inc(kt_metrics_t *km, int dead_letter, int permanent) {
+        INC(km->produce_failures[!!dead_letter][!!permanent], 1);
+}
+
 void kt_metrics_skip_inc(kt_metrics_t *km) {
         INC(km->skipped, 1);
 }
@@ -332,6 +336,16 @@ char *kt_metrics_format(kt_metrics_t *km, size_t *lenp) {
                 (unsigned long long)GET(km->skipped), (unsigned long long)GET(km->headers_dropped),
                 GET(km->runtime_up), GET(km->in_flight), GET(km->assigned),
                 (unsigned long long)GET(km->buffered), KT_VERSION);
+        fputs("# HELP ktrigger_produce_failures_total Replies and dead letters Kafka refused, "
+              "for good (permanent) or not (transient).\n"
+              "# TYPE ktrigger_produce_failures_total counter\n",
+              f);
+        for (int d = 0; d < 2; d++)
+                for (int perm = 0; perm < 2; perm++)
+                        fprintf(f,
+                                "ktrigger_produce_failures_total{kind=\"%s\",error=\"%s\"} %llu\n",
+                                d ? "dead_letter" : "reply", perm ? "permanent" : "transient",
+                                (unsigned long long)GET(km->produce_failures[d][perm]));
         {
                 static const char *const names[KT_CALL__CNT] = {
                     "success", "http_4xx",      "http_5xx",       "http_other",

@@ -594,6 +594,45 @@ static void test_print_and_secrets(void) {
         env_clear();
 }
 
+/* A producer message.max.bytes a reply may not fit is warned about, located; others are not. */
+static void test_producer_size(void) {
+        static const struct {
+                const char *value, *reply;
+                int warned;
+        } cases[] = {
+            {"1000000", "r", 1},
+            {"1064959", "r", 1},
+            {"1064960", "r", 0},
+            {"1000000", NULL, 0}, /* no replies: dead letters are the topic's business */
+        };
+        char text[512], err[1024];
+
+        for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+                kt_config_t *conf;
+                snprintf(text, sizeof(text),
+                         "function = { handler = \"m.f\"; };\n"
+                         "kafka = { topics = [\"t\"];\n"
+                         "  producer_properties = ( (\"message.max.bytes\", \"%s\") ); };\n"
+                         "%s%s%s",
+                         cases[i].value, cases[i].reply ? "dispatch = { reply_topic = \"" : "",
+                         cases[i].reply ? cases[i].reply : "", cases[i].reply ? "\"; };\n" : "");
+                conf = kt_config_load(write_conf(text), err, sizeof(err));
+                KT_CHECK(conf != NULL, "%s: load: %s", cases[i].value, err);
+                if (conf) {
+                        const char *w = conf->warnings
+                                            ? strstr(conf->warnings, ":3: kafka."
+                                                                     "producer_properties: "
+                                                                     "message.max.bytes: ")
+                                            : NULL;
+                        KT_CHECK(!w == !cases[i].warned, "%s (reply %s): warnings: %s",
+                                 cases[i].value, cases[i].reply ? "on" : "off",
+                                 conf->warnings ? conf->warnings : "(none)");
+                }
+                kt_config_destroy(conf);
+                unlink(path);
+        }
+}
+
 /* Reload classes: what changed decides how it applies. */
 static void test_diff(void) {
         static const struct {
@@ -740,6 +779,7 @@ int main(void) {
         test_precedence();
         test_print_and_secrets();
         test_diff();
+        test_producer_size();
         test_secret_values_hidden();
         test_example_file();
         return kt_test_done("test_config");

@@ -19,6 +19,8 @@ demand in each way ktrigger's dispatch engine must survive.
   ARRIVAL_FILE       also append {"body", "event-id", "seq", "time"} to this file at arrival,
                      before any sleep: a call cut short by the runtime's exit (it never reaches
                      RECORD_FILE) is still seen to have run
+  REPLY_BYTES        answer this many bytes ("x" repeated) with Content-Type: application/json
+                     instead (a body too big for an environment variable)
 
 Sleeping comes first, then: drop, else FAIL_* (500), else STATUS_BODIES, else 200.
 
@@ -207,6 +209,8 @@ def _handle(event, context, arrival, seq, concurrent):
     if status in (429, 503) and os.environ.get('RETRY_AFTER'):
         response.set_header('Retry-After', os.environ['RETRY_AFTER'])
     reply = os.environ.get('REPLY_BODY')
+    if os.environ.get('REPLY_BYTES'):
+        reply = 'x' * int(os.environ['REPLY_BYTES'])
     if reply is not None:
         response.content_type = 'application/json'
     finish(status)

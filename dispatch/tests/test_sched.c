@@ -1,0 +1,107 @@
+/* The scheduler's reply bound: replies held and expected keep a partition's calls back. */
+#define _POSIX_C_SOURCE 200809L
+#include "../../core/tests/kt_test.h"
+#include "../dispatch.h"
+
+#include <stdint.h>
+#include <stdlib.h>
+
+#define RECS 8
+
+/** Pop everything startable, "starting" each (in_flight++) as the loop would. */
+static int start_all(kt_sched_t *ks, kt_partition_t *p) {
+        kt_record_t *rec;
+        int n = 0;
+
+        while ((rec = kt_sched_next(ks))) {
+                rec->state = KT_REC_IN_FLIGHT;
+                p->in_flight++;
+                n++;
+        }
+        return n;
+}
+
+static void test_reply_bound(void) {
+        static kt_config_t conf;
+        static kt_partition_t p;
+        static kt_record_t recs[RECS];
+        kt_sched_t *ks;
+        int n;
+
+        conf.ordering = KT_ORDER_NONE;
+        conf.partition_buffer_bytes = 512 * 1024;
+        conf.reply_topic = "replies";
+        ks = kt_sched_new(&conf);
+        KT_CHECK(ks != NULL, "kt_sched_new");
+        if (!ks)
+                return;
+        for (int i = 0; i < RECS; i++) {
+                recs[i].part = &p;
+                recs[i].offset = i;
+                recs[i].heap_idx = SIZE_MAX;
+                kt_sched_record_add(ks, &recs[i]);
+        }
+        /* No reply seen yet: each may be 1 MiB, so one call at a time. */
+        n = start_all(ks, &p);
+        KT_CHECK(n == 1, "before any reply: %d started", n);
+        KT_CHECK(!kt_sched_has_ready(ks), "parked records are not ready");
+
+        /* It answered 200 KiB, held until acked: one more call fits (200 held + 200
+         * expected), two do not (200 + 2 * 200 >= 512). The first starts anyway: none is in
+         * flight. */
+        p.in_flight--;
+        p.reply_bytes += 200 * 1024;
+        kt_sched_reply_observe(&p, 200 * 1024);
+        KT_CHECK(kt_sched_has_ready(ks), "room again: ready");
+        n = start_all(ks, &p);
+        KT_CHECK(n == 2, "200 KiB held, 200 KiB expected: %d started", n);
+        KT_CHECK(p.in_flight == 2, "in flight %d", p.in_flight);
+
+        /* Acked: three calls in flight fit (600 KiB expected reaches the bound only then). */
+        p.reply_bytes = 0;
+        n = start_all(ks, &p);
+        KT_CHECK(n == 1, "nothing held: %d more started", n);
+        KT_CHECK(p.in_flight == 3, "in flight %d", p.in_flight);
+
+        /* A partition with nothing in flight may always start one, whatever it holds. */
+        p.in_flight = 0;
+        p.reply_bytes = 4 * 1024 * 1024;
+        n = start_all(ks, &p);
+        KT_CHECK(n == 1, "over the bound, none in flight: %d started", n);
+
+        /* Without a reply topic there is no bound. */
+        conf.reply_topic = NULL;
+        n = start_all(ks, &p);
+        KT_CHECK(n == RECS - 5, "no reply topic: %d started", n);
+
+        /* Dropping a partition forgets what it parked. */
+        conf.reply_topic = "replies";
+        p.in_flight = 1;
+        kt_sched_record_add(ks, &recs[0]);
+        KT_CHECK(kt_sched_next(ks) == NULL, "parked");
+        kt_sched_partition_drop(ks, &p);
+        p.reply_bytes = 0;
+        p.in_flight = 0;
+        KT_CHECK(!kt_sched_has_ready(ks) && kt_sched_next(ks) == NULL, "dropped");
+        kt_sched_destroy(ks);
+}
+
+static void test_reply_estimate(void) {
+        kt_partition_t p = {0};
+
+        kt_sched_reply_observe(&p, 1000);
+        KT_CHECK(p.reply_seen && p.reply_est == 1000, "first: %zu", p.reply_est);
+        kt_sched_reply_observe(&p, 5000);
+        KT_CHECK(p.reply_est == 5000, "larger: %zu", p.reply_est);
+        kt_sched_reply_observe(&p, 0);
+        KT_CHECK(p.reply_est == 5000 - 625, "decays by 1/8: %zu", p.reply_est);
+        for (int i = 0; i < 200; i++)
+                kt_sched_reply_observe(&p, 100);
+        KT_CHECK(p.reply_est >= 100 && p.reply_est < 110, "converges: %zu", p.reply_est);
+}
+
+int main(void) {
+        test_reply_bound();
+        test_reply_estimate();
+        return kt_test_done("test_sched");
+}
