@@ -235,10 +235,30 @@ class Kafka:
             self._consumers[group] = c
         return c
 
+    # Answers a broker gives while it is still taking over after a restart or an outage: ask
+    # again (a condition, not a sleep: each try is a real request).
+    RETRIABLE = ('NOT_COORDINATOR', 'COORDINATOR_LOAD_IN_PROGRESS', 'COORDINATOR_NOT_AVAILABLE',
+                 'NOT_LEADER_FOR_PARTITION', '_TRANSPORT', '_TIMED_OUT', 'REQUEST_TIMED_OUT')
+
+    def _retrying(self, what, fn, timeout=30):
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                return fn()
+            except KafkaException as e:
+                err = e.args[0] if e.args else None
+                name = err.name() if hasattr(err, 'name') else str(err)
+                if name not in self.RETRIABLE or time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.2)
+
     def committed(self, group, topic, partitions=None):
         """The group's committed offset per partition ({partition: offset}, None if none)."""
         if partitions is None:
             partitions = self.partitions(topic)
+        return self._retrying('committed', lambda: self._committed(group, topic, partitions))
+
+    def _committed(self, group, topic, partitions):
         tps = self._consumer(group).committed([TopicPartition(topic, p) for p in partitions],
                                               timeout=10)
         out = {}
@@ -255,7 +275,8 @@ class Kafka:
         c = self._consumer('kt-watermarks')
         out = {}
         for p in partitions:
-            wm = c.get_watermark_offsets(TopicPartition(topic, p), timeout=10, cached=False)
+            wm = self._retrying('watermarks', lambda: c.get_watermark_offsets(
+                TopicPartition(topic, p), timeout=10, cached=False))
             assert wm is not None, 'no watermarks for %s/%d' % (topic, p)
             out[p] = wm[1]
         return out
