@@ -86,6 +86,11 @@ def test_drain_timeout_keeps_finished_records(kafka, names, config, runtime_fact
     if ordering != 'partition':
         kt.wait_for(lambda: sum(1 for c in rt.calls() if c.body.startswith('r')) >= OTHERS,
                     30, 'the other records answered')
+    # The partition cannot move past the stuck record: visible as a gauge, with its age.
+    blocked = kt.wait_for(lambda: (lambda m: m if kt.metric_sum(
+        m, 'ktrigger_partition_blocked_seconds_max') > 0.2 else None)(first.metrics()), 10,
+        'the blocked-partition gauges')
+    assert kt.metric_sum(blocked, 'ktrigger_partitions_blocked') == 1
     assert first.stop() == 0, 'a drain timeout is still a clean shutdown'
     assert kafka.committed(names.group, names.topic) == {0: 0} or \
         kafka.committed(names.group, names.topic) == {0: None}, 'committed past the stuck record'

@@ -1,10 +1,12 @@
 """Clean events right after a member of the group was killed with -9: the group is then
 rebalancing (a new member joined) and waits up to session.timeout.ms for the dead one. A
-SIGTERM of a survivor in that window still drains, commits (trying again while the group
-refuses it) and exits 0, and no record that got a 2xx is delivered twice, in every ordering.
+SIGTERM of a survivor in that window still drains, commits (waiting until the group's join lets
+the commit through) and exits 0, and a SIGHUP re-join in that window commits before it leaves;
+no record that got a 2xx is delivered twice, in every ordering.
 """
 
 import collections
+import os
 import signal
 import time
 
@@ -15,18 +17,22 @@ import kthelpers as kt
 PARTITIONS = 6
 
 
+@pytest.mark.parametrize('event', ('sigterm', 'rejoin'))
 @pytest.mark.parametrize('ordering', ('partition', 'key', 'none'))
-def test_sigterm_while_the_group_waits_for_a_dead_member(kafka, names, config, runtime_factory,
-                                                          ktrigger_factory, tmp_path, ordering):
+def test_clean_event_while_the_group_waits_for_a_dead_member(kafka, names, config,
+                                                             runtime_factory, ktrigger_factory,
+                                                             tmp_path, ordering, event):
     kafka.create_topic(names.topic, PARTITIONS)
     produced = kafka.produce(names.topic, [(i % PARTITIONS, 'rec %05d' % i, 'k%d' % (i % 7))
                                            for i in range(3000)])
     runtimes = [runtime_factory(record_file=tmp_path / ('records-%d.jsonl' % i), delay_ms=3)
                 for i in range(3)]
-    props = {'session.timeout.ms': '10000', 'heartbeat.interval.ms': '500'}
+    # librdkafka's cgrp debug lines (log.level debug) tell when a member's JoinGroup is out.
+    props = {'session.timeout.ms': '10000', 'heartbeat.interval.ms': '500', 'debug': 'cgrp'}
 
     def conf(rt):
         c = config(rt.port, properties=props)
+        c['log']['level'] = 'debug'
         c['dispatch'].update({'ordering': ordering, 'max_in_flight': 16,
                               'partition_buffer_records': 40, 'drain_timeout_ms': 15000})
         return c
@@ -38,10 +44,26 @@ def test_sigterm_while_the_group_waits_for_a_dead_member(kafka, names, config, r
     b.proc.send_signal(signal.SIGKILL)
     b.proc.wait(10)
     b_calls = len([c for c in runtimes[1].calls() if not c.failed])
-    # A new member joins: the group rebalances and waits for the dead one's session to end.
+    # A new member joins: the group rebalances and waits for the dead one's session to end;
+    # a's JoinGroup then waits at the broker, and so would a commit sent behind it.
     c = ktrigger_factory(conf(runtimes[2]))
-    time.sleep(1)
+
+    def a_join_state():
+        lines = [x for x in a.log().splitlines() if 'changed join state' in x]
+        return lines[-1].split(' -> ')[1].split()[0] if lines else None
+
+    kt.wait_for(lambda: a_join_state() == 'wait-join', 20, 'a re-joining (its JoinGroup out)',
+                describe=a_join_state)
     t0 = time.monotonic()
+    if event == 'rejoin':
+        # A kafka.* change re-joins: drain, commit, leave, join again with a new consumer.
+        new_conf = conf(runtimes[0])
+        new_conf['kafka']['properties']['fetch.wait.max.ms'] = '20'
+        new_conf['metrics'] = {'listen': '127.0.0.1:%d' % a.metrics_port}
+        a.config_path.write_text(kt.render_config(new_conf))
+        os.kill(a.pid, signal.SIGHUP)
+        kt.wait_for(lambda: a.log().count('KAFKA: joining group') >= 2, 40,
+                    'the re-join', describe=lambda: a.log()[-1500:])
     assert a.stop(timeout=40) == 0, 'a clean SIGTERM must exit 0'
     took = time.monotonic() - t0
     a_log = a.log()
@@ -59,8 +81,8 @@ def test_sigterm_while_the_group_waits_for_a_dead_member(kafka, names, config, r
     a_dups = sorted(body for body in a_bodies
                     if counts[body] > 1 and body not in
                     {x.body for x in runtimes[1].calls() if not x.failed})
-    print('%s: SIGTERM took %.1f s; duplicates of records a finished: %d; b delivered %d'
-          % (ordering, took, len(a_dups), b_calls))
+    print('%s %s: took %.1f s; duplicates of records a finished: %d; b delivered %d'
+          % (event, ordering, took, len(a_dups), b_calls))
     assert 'final commit did not complete' not in a_log, a_log[-2000:]
     assert not a_dups, '%d records a finished were delivered again: %s' % (len(a_dups),
                                                                             a_dups[:5])
