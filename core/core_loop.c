@@ -3,6 +3,11 @@
  * dead-letter producer, every record and every offset; nothing here is locked because nothing
  * here is shared.
  *
+ * Files: this one is the loop and the loop's life (kt_loop_state_t: running, drains,
+ * commits, stop); core_record.c a record's life (calls, retries, replies, dead letters,
+ * release with its partition); core_health.c the runtime being down; core_reload.c SIGHUP.
+ * They share kt_loop_t through core_int.h. A partition's life is consumer_group.c's.
+ *
  * One iteration (calls first: with one partition in `partition` ordering the time from a
  * response to its successor's request is what bounds throughput):
  *   1. drive libcurl: a finished call resolves its record (done -> the consumer stores the
@@ -26,9 +31,10 @@
  * (consumer_group.c): nothing more is fetched for them, but their buffered records keep being
  * started and retried here like any other, and the loop goes on polling Kafka (so a slow
  * function never exceeds max.poll.interval.ms) until none of theirs is left that is not done
- * or dispatch.drain_timeout_ms passed; kt_consumer_revoke_step() then releases them (on_release
- * cancels what still runs: not done, never committed), commits and hands them back. Shutdown
- * and re-join drain every partition the same way, as loop states (kt_loop_state_t below).
+ * or dispatch.drain_timeout_ms passed; kt_consumer_revoke_step() then releases them
+ * (kt_loop_partition_release cancels what still runs: not done, never committed), commits
+ * and hands them back. Shutdown and re-join drain every partition the same way, as loop
+ * states (kt_loop_state_t in core_int.h).
  *
  * Reload (SIGHUP): the file, environment and --set flags are read again into a new
  * configuration; if it is invalid every error is logged and the running one stays. Otherwise
@@ -49,12 +55,7 @@
  * producer (rd_kafka_brokers_add).
  */
 #define _GNU_SOURCE
-#include "core.h"
-
-#include "../config/config.h"
-#include "../consumer/consumer.h"
-#include "../dispatch/dispatch.h"
-#include "../metrics/metrics.h"
+#include "core_int.h"
 
 #include <errno.h>
 #include <signal.h>
@@ -65,145 +66,12 @@
 
 #define FAC "LOOP"
 
-/** Kafka events served per iteration before curl gets its turn. */
-#define KT_LOOP_KAFKA_BUDGET 1000
-/** Longest sleep: bounds how stale the health heartbeat can get. */
-#define KT_LOOP_MAX_WAIT_MS 1000
-/** Runtime health probes back off from the first to the second. */
-#define KT_PROBE_MIN_MS 100
-#define KT_PROBE_MAX_MS 5000
-/** After an allocation failure in the dispatch path, start nothing for this long. */
-#define KT_NOMEM_PAUSE_MS 100
-
-/**
- * The loop's life. One transition function (loop_state_set) logs every change.
- *
- *   RUNNING --SIGHUP needing a re-join--> REJOIN_DRAIN --drained--> REJOIN_COMMIT --> RUNNING
- *      |                                      |  (new consumer)          |
- *      +--SIGTERM/SIGINT--> SHUTDOWN_DRAIN <--+ --drained--> SHUTDOWN_COMMIT <-+--> STOPPED
- *
- * *_DRAIN: fetching is held (every partition paused), the buffered records keep being
- * started, retried and finished until none is left that is not done, the drain deadline
- * (dispatch.drain_timeout_ms) passes, or the runtime is down (nothing could finish).
- * "drained": the rest is released (calls cancelled: never committed) and one commit of all
- * partitions, with the completed-offset map, starts. *_COMMIT: nothing starts; the commit is
- * tried again while the group refuses it (a rebalance in progress) until the deadline (at
- * least KT_LOOP_COMMIT_MIN_MS after the drain). A commit that never completes is a WARN
- * saying how many finished records may come again; a shutdown still exits 0.
- */
-typedef enum kt_loop_state {
-        KT_LOOP_RUNNING,
-        KT_LOOP_REJOIN_DRAIN,
-        KT_LOOP_REJOIN_COMMIT,
-        KT_LOOP_SHUTDOWN_DRAIN,
-        KT_LOOP_SHUTDOWN_COMMIT,
-        KT_LOOP_STOPPED
-} kt_loop_state_t;
-
-/** A drained shutdown or re-join waits at least this long for its commit to complete. */
-#define KT_LOOP_COMMIT_MIN_MS 2000
-/** A refused final commit is tried again after this long. */
-#define KT_LOOP_COMMIT_RETRY_MS 250
-
-typedef struct kt_loop {
-        kt_loop_state_t state;
-        kt_config_t *conf;
-        kt_config_t **confp; /**< the caller's pointer: updated on reload */
-        kt_consumer_hooks_t hooks;
-        size_t *topic_map; /**< conf->topics index -> metrics topic index */
-        int reload_asked;
-        kt_config_t *rejoin_conf;  /**< REJOIN_*: the configuration to join with */
-        int64_t drain_deadline_ms; /**< *_DRAIN and *_COMMIT: when to give up waiting */
-        uint64_t final_commit;     /**< *_COMMIT: the commit waited for */
-        int64_t commit_retry_at_ms;
-        int64_t nomem_until_ms; /**< start no call before (an allocation failed) */
-        kt_consumer_t *kc;
-        kt_dispatch_t *kd;
-        kt_metrics_t *km;
-        kt_sched_t *ks;
-        kt_produce_t *kp; /**< NULL unless on_failure = dead-letter or a reply_topic is set */
-        kt_zk_t *zk;      /**< NULL unless kafka.zookeeper is set */
-        int sigfd;
-        int64_t next_due_ms; /**< earliest timer (retry or probe), INT64_MAX if none */
-        int runtime_down;
-        int probing;
-        int64_t probe_at_ms;
-        int probe_backoff_ms;
-} kt_loop_t;
-
-/** A reply or dead letter in flight. The record may be dropped (revoked) before Kafka answers;
- *  then rec is NULLed and the report is ignored. */
-typedef struct ticket {
-        kt_record_t *rec;
-        char *reply; /**< the reply librdkafka borrows (owned here until the report), or NULL */
-} ticket_t;
-
-static void wake_at(kt_loop_t *kl, int64_t at_ms) {
+void kt_loop_wake_at(kt_loop_t *kl, int64_t at_ms) {
         if (at_ms < kl->next_due_ms)
                 kl->next_due_ms = at_ms;
 }
 
-static void retry_later(kt_loop_t *kl, kt_record_t *rec, int64_t delay_ms) {
-        if (kt_sched_retry_at(kl->ks, rec, kt_now_ms() + delay_ms)) {
-                /* No memory for the timer: keep the record at the front rather than lose
-                 * track, and start nothing for a while (else dispatch_ready would spin on it). */
-                kt_sched_requeue(kl->ks, rec);
-                kl->nomem_until_ms = kt_now_ms() + KT_NOMEM_PAUSE_MS;
-                wake_at(kl, kl->nomem_until_ms);
-                return;
-        }
-        wake_at(kl, rec->retry_at_ms);
-}
-
-static void record_error_set(kt_record_t *rec, long status, const char *error) {
-        if (!rec->failing_since_ms)
-                rec->failing_since_ms = kt_now_ms(); /* its partition is blocked from now */
-        rec->last_status = status;
-        free(rec->last_error);
-        rec->last_error = error && *error ? strdup(error) : NULL;
-}
-
 /* ---------------------------------------------------------------- runtime health */
-
-static void runtime_down_enter(kt_loop_t *kl) {
-        if (kl->runtime_down)
-                return;
-        kl->runtime_down = 1;
-        kl->probe_backoff_ms = KT_PROBE_MIN_MS;
-        kl->probe_at_ms = kt_now_ms() + kl->probe_backoff_ms;
-        wake_at(kl, kl->probe_at_ms);
-        kt_metrics_runtime_up_set(kl->km, 0);
-        kt_consumer_hold(kl->kc, 1);
-        KT_WARN(FAC,
-                "runtime at %s does not accept connections: consumption paused until %s "
-                "answers",
-                kl->conf->runtime_url, kl->conf->runtime_health_url);
-}
-
-/** kt_dispatch_probe_cb */
-static void on_probe(int up, void *cbarg) {
-        kt_loop_t *kl = cbarg;
-
-        kl->probing = 0;
-        if (!kl->kc) {
-                /* Waiting at start: wait_for_runtime() looks at runtime_down. */
-                kl->runtime_down = !up;
-                return;
-        }
-        if (!up) {
-                kl->probe_backoff_ms *= 2;
-                if (kl->probe_backoff_ms > KT_PROBE_MAX_MS)
-                        kl->probe_backoff_ms = KT_PROBE_MAX_MS;
-                kl->probe_at_ms = kt_now_ms() + kl->probe_backoff_ms;
-                wake_at(kl, kl->probe_at_ms);
-                return;
-        }
-        kl->runtime_down = 0;
-        kt_metrics_runtime_up_set(kl->km, 1);
-        /* A drain (re-join, shutdown) keeps fetching off. */
-        kt_consumer_hold(kl->kc, kl->state != KT_LOOP_RUNNING);
-        KT_INFO(FAC, "runtime answers again: consumption resumed");
-}
 
 /* ---------------------------------------------------------------- replies, dead letters
  *
@@ -217,366 +85,9 @@ static void on_probe(int up, void *cbarg) {
  *                          nothing is committed that is not done.
  */
 
-/** Forget the reply of \p rec (written, or not wanted any more): its bytes are no longer held. */
-static void reply_release(kt_record_t *rec) {
-        kt_partition_t *p = rec->part;
-
-        free(rec->reply);
-        rec->reply = NULL;
-        p->bytes -= rec->reply_len;
-        p->reply_bytes -= rec->reply_len;
-        rec->reply_len = 0;
-}
-
-static void produce_failed(kt_loop_t *kl, kt_record_t *rec, rd_kafka_resp_err_t err);
-
-/** Produce the record's reply (rec->replying) or dead letter; done when Kafka acks it. */
-static void produce(kt_loop_t *kl, kt_record_t *rec) {
-        ticket_t *t = malloc(sizeof(*t));
-        rd_kafka_resp_err_t err = RD_KAFKA_RESP_ERR_NO_ERROR;
-
-        rec->state = KT_REC_PRODUCING;
-        if (!t) {
-                retry_later(kl, rec, kt_dispatch_backoff_ms(kl->conf, 1));
-                return;
-        }
-        if (rec->replying ? kt_produce_reply(kl->kp, rec, t, &err)
-                          : kt_produce_dead_letter(kl->kp, rec, t, &err)) {
-                free(t);
-                produce_failed(kl, rec, err);
-                return;
-        }
-        t->rec = rec;
-        /* librdkafka borrows the reply until the report: the ticket owns it meanwhile, so it
-         * outlives the record if that is dropped (revoked) first. */
-        t->reply = rec->replying ? rec->reply : NULL;
-        if (rec->replying)
-                rec->reply = NULL;
-        rec->produce = t;
-        rec->part->producing++;
-}
-
-/** Kafka refused \p rec's reply for good and on_failure is not block. */
-static void reply_refused(kt_loop_t *kl, kt_record_t *rec, rd_kafka_resp_err_t err) {
-        kt_partition_t *p = rec->part;
-        char why[512];
-
-        reply_release(rec);
-        snprintf(why, sizeof(why), "reply to %s refused by Kafka: %s", kl->conf->reply_topic,
-                 rd_kafka_err2str(err));
-        if (kl->conf->on_failure == KT_FAIL_SKIP) {
-                kt_metrics_skip_inc(kl->km);
-                KT_ERR(FAC, "%s [%d] @%lld: %s: skipped (dispatch.on_failure = skip)", p->topic,
-                       p->partition, (long long)rec->offset, why);
-                kt_consumer_record_done(kl->kc, rec); /* may free rec */
-                return;
-        }
-        KT_ERR(FAC, "%s [%d] @%lld: %s: writing the record to dead-letter topic %s", p->topic,
-               p->partition, (long long)rec->offset, why, kl->conf->dead_letter_topic);
-        record_error_set(rec, rec->last_status, why);
-        rec->reply_refused = (int)err;
-        rec->replying = 0;
-        rec->produce_attempts = 0;
-        produce(kl, rec);
-}
-
-/** Kafka refused \p rec's reply or dead letter (at once, or in its delivery report). */
-static void produce_failed(kt_loop_t *kl, kt_record_t *rec, rd_kafka_resp_err_t err) {
-        kt_partition_t *p = rec->part;
-        int permanent = kt_produce_err_permanent(err);
-        const char *topic = rec->replying ? kl->conf->reply_topic : kl->conf->dead_letter_topic;
-        int64_t backoff;
-
-        kt_metrics_produce_failure_inc(kl->km, !rec->replying, permanent);
-        if (permanent && rec->replying && kl->conf->on_failure != KT_FAIL_BLOCK) {
-                reply_refused(kl, rec, err);
-                return;
-        }
-        rec->produce_attempts++;
-        backoff = kt_dispatch_backoff_ms(kl->conf, rec->produce_attempts);
-        if (permanent)
-                KT_ERR(FAC,
-                       "%s [%d] @%lld: %s to %s refused by Kafka for good (%s): the partition "
-                       "is blocked at this record until it is written; attempt %d, next in "
-                       "%lld ms",
-                       p->topic, p->partition, (long long)rec->offset,
-                       rec->replying ? "reply" : "dead letter", topic, rd_kafka_err2str(err),
-                       rec->produce_attempts, (long long)backoff);
-        else
-                KT_WARN(FAC,
-                        "%s [%d] @%lld: %s to %s not written (%s): attempt %d, next in %lld ms",
-                        p->topic, p->partition, (long long)rec->offset,
-                        rec->replying ? "reply" : "dead letter", topic, rd_kafka_err2str(err),
-                        rec->produce_attempts, (long long)backoff);
-        retry_later(kl, rec, backoff);
-}
-
-/** kt_produce_done_cb */
-static void on_produced(void *opaque, rd_kafka_resp_err_t err, void *cbarg) {
-        kt_loop_t *kl = cbarg;
-        ticket_t *t = opaque;
-        kt_record_t *rec = t->rec;
-        char *reply = t->reply;
-
-        free(t);
-        if (!rec) {
-                free(reply);
-                return; /* its partition was revoked meanwhile: not committed, redelivered */
-        }
-        rec->produce = NULL;
-        rec->part->producing--;
-        if (rec->replying)
-                rec->reply = reply; /* back from librdkafka: to produce again, or free */
-        if (err) {
-                produce_failed(kl, rec, err);
-                return;
-        }
-        if (rec->replying) {
-                reply_release(rec); /* its record may wait for earlier ones: free it now */
-                kt_metrics_reply_inc(kl->km);
-                kt_consumer_record_done(kl->kc, rec); /* may free rec */
-                return;
-        }
-        kt_metrics_dead_letter_inc(kl->km);
-        KT_WARN(FAC, "%s [%d] @%lld: written to dead-letter topic %s after %d attempts%s",
-                rec->part->topic, rec->part->partition, (long long)rec->offset,
-                kl->conf->dead_letter_topic, rec->attempts,
-                rec->reply_refused ? " (its reply was refused)" : "");
-        kt_consumer_record_done(kl->kc, rec); /* may free rec */
-}
-
 /* ---------------------------------------------------------------- calls */
 
-static void record_start(kt_loop_t *kl, kt_record_t *rec) {
-        kt_partition_t *p = rec->part;
-        kt_dispatch_req_t req;
-        kt_err_t err;
-        int dropped = 0;
-
-        req.topic = p->topic;
-        req.partition = p->partition;
-        req.offset = rec->offset;
-        req.timestamp_ms = rec->timestamp_ms;
-        req.timestamp_type = rec->timestamp_type;
-        req.key = rec->key;
-        req.key_len = rec->key_len;
-        req.value = rec->value;
-        req.len = rec->len;
-        req.headers = rec->headers;
-        req.format = kl->conf->event_format;
-
-        err = kt_dispatch_request_submit(kl->kd, &req, rec, &rec->call, &dropped);
-        if (dropped && rec->attempts == 0) {
-                kt_metrics_headers_dropped_add(kl->km, dropped);
-                KT_WARN(FAC,
-                        "%s [%d] @%lld: %d record header(s) not forwarded (not an HTTP "
-                        "token, or too big)",
-                        p->topic, p->partition, (long long)rec->offset, dropped);
-        }
-        if (err) {
-                rec->state = KT_REC_RETRY_WAIT;
-                retry_later(kl, rec, kt_dispatch_backoff_ms(kl->conf, 1));
-                KT_WARN(FAC, "%s [%d] @%lld: cannot start call: %s", p->topic, p->partition,
-                        (long long)rec->offset, kt_err2str(err));
-                return;
-        }
-        rec->attempts++;
-        rec->state = KT_REC_IN_FLIGHT;
-        p->in_flight++;
-}
-
-/** Start what may start now; recompute when the loop must wake up next. */
-static void dispatch_ready(kt_loop_t *kl) {
-        int64_t now = kt_now_ms();
-        kt_record_t *rec;
-
-        kl->next_due_ms = kt_sched_due(kl->ks, now);
-        if (kl->runtime_down) {
-                if (!kl->probing && now >= kl->probe_at_ms) {
-                        if (kt_dispatch_probe_start(kl->kd) == 0)
-                                kl->probing = 1;
-                        else
-                                kl->probe_at_ms = now + kl->probe_backoff_ms;
-                        wake_at(kl, kl->probe_at_ms);
-                } else if (!kl->probing)
-                        wake_at(kl, kl->probe_at_ms);
-                return;
-        }
-        if (kl->state == KT_LOOP_REJOIN_COMMIT || kl->state == KT_LOOP_SHUTDOWN_COMMIT ||
-            kl->state == KT_LOOP_STOPPED)
-                return; /* everything was released */
-        if (now < kl->nomem_until_ms) {
-                wake_at(kl, kl->nomem_until_ms);
-                return;
-        }
-        /* A slot frees only through a completion, which wakes the loop. */
-        while (kt_dispatch_slots_free(kl->kd) && (rec = kt_sched_next(kl->ks))) {
-                /* Draining partitions go on too: a drain means done. (A released one's records
-                 * left the scheduler when it was released.) */
-                if (rec->state == KT_REC_PRODUCING)
-                        produce(kl, rec); /* an earlier write failed */
-                else
-                        record_start(kl, rec);
-        }
-}
-
-/** The record failed for good: apply dispatch.on_failure. */
-static void give_up(kt_loop_t *kl, kt_record_t *rec, const char *why) {
-        kt_partition_t *p = rec->part;
-
-        kt_sched_resolved(kl->ks, rec); /* the records behind it may go */
-        if (kl->conf->on_failure == KT_FAIL_SKIP) {
-                kt_metrics_skip_inc(kl->km);
-                KT_WARN(FAC, "%s [%d] @%lld: skipped after %d attempts (%s)", p->topic,
-                        p->partition, (long long)rec->offset, rec->attempts, why);
-                rec->state = KT_REC_DONE;
-                kt_consumer_record_done(kl->kc, rec);
-                return;
-        }
-        rec->replying = 0;
-        produce(kl, rec);
-}
-
-static kt_call_outcome_t call_outcome(const kt_dispatch_result_t *res) {
-        if (res->runtime_down)
-                return KT_CALL_CONNECT_ERROR;
-        if (res->timed_out)
-                return KT_CALL_TIMEOUT;
-        if (!res->status)
-                return KT_CALL_TRANSPORT_ERROR;
-        if (res->status >= 200 && res->status <= 299)
-                return KT_CALL_SUCCESS;
-        if (res->status >= 400 && res->status <= 499)
-                return KT_CALL_HTTP_4XX;
-        if (res->status >= 500 && res->status <= 599)
-                return KT_CALL_HTTP_5XX;
-        return KT_CALL_HTTP_OTHER;
-}
-
-/** kt_dispatch_done_cb */
-static void on_call_done(void *opaque, const kt_dispatch_result_t *res, void *cbarg) {
-        kt_loop_t *kl = cbarg;
-        kt_record_t *rec = opaque;
-        kt_partition_t *p = rec->part;
-        int64_t backoff;
-        char why[256];
-
-        p->in_flight--;
-        rec->call = NULL;
-        kt_metrics_outcome_inc(kl->km, call_outcome(res));
-        if (res->runtime_down) {
-                /* Nothing listens: not this record's fault, and not an attempt. */
-                rec->attempts--;
-                rec->state = KT_REC_QUEUED;
-                kt_sched_requeue(kl->ks, rec); /* its partition is not released: it was running */
-                runtime_down_enter(kl);
-                return;
-        }
-        kt_metrics_call_observe(kl->km, kl->topic_map[p->topic_idx], res->seconds,
-                                res->outcome != KT_OUTCOME_SUCCESS);
-        if (res->sends > 1) {
-                /* curl re-sent it after a reused connection died: the runtime got each one. */
-                rec->attempts += res->sends - 1;
-                kt_metrics_call_resends_add(kl->km, kl->topic_map[p->topic_idx], res->sends - 1);
-        }
-
-        if (res->outcome == KT_OUTCOME_SUCCESS && !res->body_too_big) {
-                KT_DBG(FAC, "%s [%d] @%lld: %ld in %.3f s", p->topic, p->partition,
-                       (long long)rec->offset, res->status, res->seconds);
-                kt_sched_resolved(kl->ks, rec);
-                if (res->body) {
-                        /* The answer goes to the reply topic before the record is done. */
-                        rec->reply = res->body;
-                        rec->reply_len = res->body_len;
-                        rec->last_status = res->status; /* for a dead letter if refused */
-                        /* Held until Kafka acks it; the reply bound (kt_sched_next) keeps it
-                         * under dispatch.partition_buffer_bytes. */
-                        p->bytes += res->body_len;
-                        p->reply_bytes += res->body_len;
-                        kt_sched_reply_observe(p, res->body_len);
-                        rec->reply_type = res->content_type ? strdup(res->content_type) : NULL;
-                        rec->replying = 1;
-                        produce(kl, rec);
-                        return;
-                }
-                if (kl->conf->reply_topic)
-                        kt_sched_reply_observe(p, 0);
-                free(res->body);
-                rec->state = KT_REC_DONE;
-                kt_consumer_record_done(kl->kc, rec); /* may free rec */
-                return;
-        }
-        free(res->body);
-        if (res->outcome == KT_OUTCOME_SUCCESS) {
-                /* Succeeded, but the answer is over 1 MiB: no reply can be produced. Calling
-                 * the function again would not help, so this is never retried. */
-                KT_ERR(FAC, "%s [%d] @%lld: answer over 1 MiB: not produced to %s", p->topic,
-                       p->partition, (long long)rec->offset, kl->conf->reply_topic);
-                record_error_set(rec, res->status, "response body over 1 MiB: no reply possible");
-                if (kl->conf->on_failure != KT_FAIL_BLOCK) {
-                        give_up(kl, rec, "response body over 1 MiB");
-                        return;
-                }
-                /* block: the function ran; keep going without the reply, loudly. */
-                rec->state = KT_REC_DONE;
-                kt_sched_resolved(kl->ks, rec);
-                kt_consumer_record_done(kl->kc, rec);
-                return;
-        }
-
-        record_error_set(rec, res->status, res->error);
-        if (res->status)
-                snprintf(why, sizeof(why), "runtime answered %ld", res->status);
-        else
-                snprintf(why, sizeof(why), "%s", res->error);
-        if (kl->conf->on_failure != KT_FAIL_BLOCK &&
-            (res->outcome == KT_OUTCOME_PERMANENT ||
-             rec->attempts >= kl->conf->retry_max_attempts)) {
-                give_up(kl, rec, why);
-                return;
-        }
-
-        backoff = kt_dispatch_backoff_ms(kl->conf, rec->attempts);
-        if (res->retry_after_ms >= 0)
-                backoff = res->retry_after_ms < kl->conf->retry_max_backoff_ms
-                              ? res->retry_after_ms
-                              : kl->conf->retry_max_backoff_ms;
-        rec->state = KT_REC_RETRY_WAIT;
-        retry_later(kl, rec, backoff);
-        kt_metrics_retry_inc(kl->km);
-        KT_WARN(FAC, "%s [%d] @%lld: attempt %d: %s; retrying in %lld ms", p->topic, p->partition,
-                (long long)rec->offset, rec->attempts, why, (long long)backoff);
-}
-
 /* ---------------------------------------------------------------- drain, revoke, shutdown */
-
-/** kt_consumer_hooks_t.release: cancel \p p's calls, orphan its replies and dead letters in
- *  flight (their reports are ignored) and forget its records in the scheduler. Its records
- *  that are not done stay so: never committed, delivered again by the next owner. */
-static void on_release(void *opaque, kt_partition_t *p, int lost) {
-        kt_loop_t *kl = opaque;
-
-        (void)lost;
-        for (kt_record_t *rec = p->q.head; rec; rec = rec->next) {
-                if (rec->state == KT_REC_IN_FLIGHT) {
-                        kt_dispatch_request_cancel(kl->kd, rec->call);
-                        rec->call = NULL;
-                        rec->state = KT_REC_QUEUED;
-                        p->in_flight--;
-                }
-                if (rec->produce) {
-                        ((ticket_t *)rec->produce)->rec = NULL;
-                        rec->produce = NULL;
-                        p->producing--;
-                }
-        }
-        kt_sched_partition_drop(kl->ks, p);
-}
-
-static void produce_poll(kt_loop_t *kl) {
-        if (kl->kp)
-                kt_produce_poll(kl->kp);
-}
 
 static const char *loop_state_name(kt_loop_state_t st) {
         static const char *const names[] = {"running",        "rejoin-drain",    "rejoin-commit",
@@ -585,7 +96,7 @@ static const char *loop_state_name(kt_loop_state_t st) {
 }
 
 /** The one transition function of the loop's life (see kt_loop_state_t). */
-static void loop_state_set(kt_loop_t *kl, kt_loop_state_t st) {
+void kt_loop_state_set(kt_loop_t *kl, kt_loop_state_t st) {
         if (kl->state == st)
                 return;
         KT_DBG(FAC, "loop: %s -> %s", loop_state_name(kl->state), loop_state_name(st));
@@ -624,10 +135,10 @@ static void shutdown_begin(kt_loop_t *kl) {
         case KT_LOOP_REJOIN_DRAIN:
                 KT_INFO(FAC, "finishing %zu buffered records (at most %d ms), then committing",
                         kt_consumer_undone(kl->kc), kl->conf->drain_timeout_ms);
-                loop_state_set(kl, KT_LOOP_SHUTDOWN_DRAIN);
+                kt_loop_state_set(kl, KT_LOOP_SHUTDOWN_DRAIN);
                 break;
         case KT_LOOP_REJOIN_COMMIT:
-                loop_state_set(kl, KT_LOOP_SHUTDOWN_COMMIT);
+                kt_loop_state_set(kl, KT_LOOP_SHUTDOWN_COMMIT);
                 break;
         default:
                 break; /* already shutting down */
@@ -640,20 +151,20 @@ static void shutdown_begin(kt_loop_t *kl) {
 static int drain_step(kt_loop_t *kl) {
         size_t left = kt_consumer_undone(kl->kc);
         int64_t now = kt_now_ms();
-        int rejoin = kl->state == KT_LOOP_REJOIN_DRAIN;
+        int kt_loop_rejoin = kl->state == KT_LOOP_REJOIN_DRAIN;
 
         if (left && !kl->runtime_down && now < kl->drain_deadline_ms) {
-                wake_at(kl, kl->drain_deadline_ms);
+                kt_loop_wake_at(kl, kl->drain_deadline_ms);
                 return 0;
         }
         if (left)
                 KT_WARN(FAC,
                         "%s: %zu records not done (%s): they are not committed and are delivered "
                         "again%s",
-                        rejoin ? "reload" : "shutdown", left,
+                        kt_loop_rejoin ? "reload" : "shutdown", left,
                         kl->runtime_down ? "the runtime is down" : "drain timeout",
-                        rejoin ? " after the re-join" : " by the next owner");
-        loop_state_set(kl, rejoin ? KT_LOOP_REJOIN_COMMIT : KT_LOOP_SHUTDOWN_COMMIT);
+                        kt_loop_rejoin ? " after the re-join" : " by the next owner");
+        kt_loop_state_set(kl, kt_loop_rejoin ? KT_LOOP_REJOIN_COMMIT : KT_LOOP_SHUTDOWN_COMMIT);
         return 1;
 }
 
@@ -667,7 +178,7 @@ static int commit_step(kt_loop_t *kl) {
                 return 1;
         if (now < kl->drain_deadline_ms) {
                 if (st == KT_COMMIT_PENDING) {
-                        wake_at(kl, kl->drain_deadline_ms); /* the answer wakes us before */
+                        kt_loop_wake_at(kl, kl->drain_deadline_ms); /* the answer wakes us before */
                         return 0;
                 }
                 /* Refused, typically while the group rebalances (a member died, another
@@ -677,7 +188,7 @@ static int commit_step(kt_loop_t *kl) {
                         kl->final_commit = kt_consumer_commit_start(kl->kc);
                         kl->commit_retry_at_ms = now + KT_LOOP_COMMIT_RETRY_MS;
                 }
-                wake_at(kl, kl->commit_retry_at_ms);
+                kt_loop_wake_at(kl, kl->commit_retry_at_ms);
                 return 0;
         }
         KT_WARN(FAC,
@@ -686,12 +197,6 @@ static int commit_step(kt_loop_t *kl) {
                 st == KT_COMMIT_FAILED ? rd_kafka_err2str(err) : "no answer",
                 (unsigned long long)kt_consumer_uncommitted_done(kl->kc));
         return 1;
-}
-
-/** kt_consumer_hooks_t.record */
-static void on_record(void *opaque, kt_record_t *rec) {
-        kt_loop_t *kl = opaque;
-        kt_sched_record_add(kl->ks, rec);
 }
 
 /** Hand the consumer's counters and, when it changed, the partitions' lag to the metrics. */
@@ -743,7 +248,7 @@ static void metrics_update(kt_loop_t *kl) {
 }
 
 /** @returns 1 if a stop signal arrived. */
-static int signals_read(kt_loop_t *kl) {
+int kt_loop_signals_read(kt_loop_t *kl) {
         struct signalfd_siginfo si;
         int stop = 0;
 
@@ -760,281 +265,10 @@ static int signals_read(kt_loop_t *kl) {
 
 /* ---------------------------------------------------------------- reload */
 
-/** Map the configuration's topics to their metrics. @returns 0, -1 out of memory. */
-static int topic_map_build(kt_loop_t *kl) {
-        size_t *map = calloc(kl->conf->topic_cnt + 1, sizeof(*map));
-
-        if (!map)
-                return -1;
-        for (size_t i = 0; i < kl->conf->topic_cnt; i++)
-                if ((map[i] = kt_metrics_topic_index(kl->km, kl->conf->topics[i])) == (size_t)-1)
-                        KT_WARN(FAC, "topic %s: no room for its call metrics (restart to count it)",
-                                kl->conf->topics[i]);
-        free(kl->topic_map);
-        kl->topic_map = map;
-        return 0;
-}
-
-static int needs_producer(const kt_config_t *conf) {
-        return conf->on_failure == KT_FAIL_DEAD_LETTER || conf->reply_topic != NULL;
-}
-
-static void log_lines(int level, const char *prefix, const char *text) {
-        for (const char *l = text; l && *l;) {
-                const char *nl = strchr(l, '\n');
-                int len = nl ? (int)(nl - l) : (int)strlen(l);
-                kt_log(level, "CONFIG", "%s%.*s", prefix, len, l);
-                l = nl ? nl + 1 : l + len;
-        }
-}
-
-static void on_zk_broker(void *opaque, const char *hostport);
-
-/** Make the producer if \p c needs one. @returns 0, or -1 with the reason in \p errstr. */
-static int producer_build(kt_loop_t *kl, const kt_config_t *c, char *errstr, size_t errstr_size) {
-        if (needs_producer(c) &&
-            !(kl->kp = kt_produce_new(c, on_produced, kl, errstr, errstr_size)))
-                return -1;
-        return 0;
-}
-
-/** Make the consumer of \p c and its ZooKeeper discovery. @returns 0, or -1 with nothing
- *  made and the reason in \p errstr. */
-static int consumer_build(kt_loop_t *kl, const kt_config_t *c, char *errstr, size_t errstr_size) {
-        if (!(kl->kc = kt_consumer_new(c, &kl->hooks, errstr, errstr_size)))
-                return -1;
-        if (c->zookeeper &&
-            !(kl->zk = kt_consumer_zk_new(c, on_zk_broker, kl, errstr, errstr_size))) {
-                kt_consumer_destroy(kl->kc);
-                kl->kc = NULL;
-                return -1;
-        }
-        return 0;
-}
-
-/** Both, for a re-join. @returns 0, or -1 with nothing made. */
-static int kafka_build(kt_loop_t *kl, const kt_config_t *c, char *errstr, size_t errstr_size) {
-        if (producer_build(kl, c, errstr, errstr_size))
-                return -1;
-        if (consumer_build(kl, c, errstr, errstr_size)) {
-                kt_produce_destroy(kl->kp);
-                kl->kp = NULL;
-                return -1;
-        }
-        return 0;
-}
-
-/** Point every module at \p nc, free the old configuration. A new scheduler when
- *  \p new_sched (nothing is scheduled: between consumers). */
-static void conf_switch(kt_loop_t *kl, kt_config_t *nc, int new_sched) {
-        kt_config_t *old = kl->conf;
-        kt_sched_t *ks;
-
-        if (kt_dispatch_conf_set(kl->kd, nc))
-                KT_WARN(FAC, "reload: out of memory adding call slots: fewer than %d in flight",
-                        nc->max_in_flight);
-        if (new_sched && (ks = kt_sched_new(nc))) {
-                kt_sched_destroy(kl->ks);
-                kl->ks = ks;
-        } else
-                kt_sched_conf_set(kl->ks, nc);
-        if (kl->kp)
-                kt_produce_conf_set(kl->kp, nc);
-        if (kl->kc)
-                kt_consumer_conf_set(kl->kc, nc);
-        if (kl->zk)
-                kt_consumer_zk_conf_set(kl->zk, nc);
-        kl->conf = nc;
-        *kl->confp = nc;
-        if (topic_map_build(kl))
-                KT_WARN(FAC, "reload: out of memory: call metrics by topic are off");
-        kt_log_level_set(nc->log_level);
-        kt_log_json_set(nc->log_json);
-        kt_config_destroy(old);
-}
-
-/** REJOIN_COMMIT is over (drained, committed or given up): leave, join again with
- *  kl->rejoin_conf. If its consumer cannot be made, join again with the running
- *  configuration. @returns 0, -1 if no consumer could be made at all (the loop stops). */
-static int rejoin(kt_loop_t *kl) {
-        kt_config_t *nc = kl->rejoin_conf;
-        char errstr[512], errstr2[512];
-
-        kl->rejoin_conf = NULL;
-        kt_consumer_zk_destroy(kl->zk); /* first: its broker callback uses the clients */
-        kl->zk = NULL;
-        kt_consumer_destroy(kl->kc); /* leaves the group; its partitions were drained */
-        kl->kc = NULL;
-        kt_produce_destroy(kl->kp);
-        kl->kp = NULL;
-        kt_dispatch_wait_reset(kl->kd); /* their wake-up fds are closed; numbers get reused */
-        kl->next_due_ms = INT64_MAX;
-        if (kafka_build(kl, nc, errstr, sizeof(errstr))) {
-                KT_ERR(FAC, "reload: %s: joining again with the running configuration (config %s)",
-                       errstr, kl->conf->hash);
-                kt_metrics_reload(kl->km, KT_METRICS_RELOAD_INVALID, NULL);
-                kt_config_destroy(nc);
-                if (kafka_build(kl, kl->conf, errstr2, sizeof(errstr2))) {
-                        KT_ERR(FAC, "consumer: %s", errstr2);
-                        return -1;
-                }
-        } else {
-                kt_metrics_reload(kl->km, KT_METRICS_RELOAD_APPLIED, nc->hash);
-                conf_switch(kl, nc, 1);
-        }
-        kt_metrics_zookeeper_enable(kl->km, kl->zk != NULL);
-        loop_state_set(kl, KT_LOOP_RUNNING); /* holds the new consumer if the runtime is down */
-        return 0;
-}
-
-/** Before the group was joined (waiting for the runtime): everything applies at once. */
-static void apply_before_join(kt_loop_t *kl, kt_config_t *nc) {
-        kt_produce_t *kp = kl->kp;
-        char errstr[512];
-
-        kl->kp = NULL;
-        if (producer_build(kl, nc, errstr, sizeof(errstr))) {
-                KT_ERR(FAC, "reload: %s: still running on the previous configuration (config %s)",
-                       errstr, kl->conf->hash);
-                kl->kp = kp;
-                kt_metrics_reload(kl->km, KT_METRICS_RELOAD_INVALID, NULL);
-                kt_config_destroy(nc);
-                return;
-        }
-        kt_produce_destroy(kp);
-        kt_dispatch_wait_reset(kl->kd);
-        kt_metrics_reload(kl->km, KT_METRICS_RELOAD_APPLIED, nc->hash);
-        conf_switch(kl, nc, 1);
-}
-
-/** A re-join still draining is no longer wanted: fetch again. */
-static void rejoin_cancel(kt_loop_t *kl) {
-        KT_INFO(FAC, "reload: the waiting re-join is cancelled");
-        kt_config_destroy(kl->rejoin_conf);
-        kl->rejoin_conf = NULL;
-        loop_state_set(kl, KT_LOOP_RUNNING);
-}
-
-/** SIGHUP: read the configuration again and apply what changed (a re-join: once the buffers
- *  are done, see the loop). */
-static void reload(kt_loop_t *kl) {
-        char errstr[8192], changed[1024];
-        kt_config_t *nc;
-        int cls;
-
-        kl->reload_asked = 0;
-        if (kl->state == KT_LOOP_SHUTDOWN_DRAIN || kl->state == KT_LOOP_SHUTDOWN_COMMIT) {
-                KT_INFO(FAC, "reload: ignored while shutting down");
-                return;
-        }
-        nc = kt_config_load_with(kl->conf->path, kl->conf->sets, kl->conf->set_cnt, errstr,
-                                 sizeof(errstr));
-        if (!nc) {
-                log_lines(KT_LOG_ERR, "reload: ", errstr);
-                KT_ERR(FAC,
-                       "reload: invalid configuration: still running on the previous one "
-                       "(config %s)",
-                       kl->conf->hash);
-                kt_metrics_reload(kl->km, KT_METRICS_RELOAD_INVALID, NULL);
-                return;
-        }
-        log_lines(KT_LOG_WARNING, "", nc->warnings);
-        cls = kt_config_diff(kl->conf, nc, changed, sizeof(changed));
-        if (needs_producer(kl->conf) != needs_producer(nc))
-                cls = KT_RELOAD_REJOIN;
-        if (kl->state == KT_LOOP_REJOIN_COMMIT)
-                cls = KT_RELOAD_REJOIN; /* released already: the re-join happens, with nc */
-        if (kl->state == KT_LOOP_REJOIN_DRAIN && cls < KT_RELOAD_REJOIN)
-                rejoin_cancel(kl); /* changed back while a re-join waited */
-        if (cls < 0) {
-                KT_INFO(FAC, "reload: no setting changed (config %s)", nc->hash);
-                kt_config_destroy(nc);
-                kt_metrics_reload(kl->km, KT_METRICS_RELOAD_UNCHANGED, kl->conf->hash);
-                return;
-        }
-        if (strcmp(kl->conf->metrics_listen, nc->metrics_listen)) {
-                KT_WARN(FAC,
-                        "reload: metrics.listen changed to %s: it applies at the next "
-                        "start; still serving on %s",
-                        nc->metrics_listen, kl->conf->metrics_listen);
-                /* The running value stays what the running configuration says. */
-                free(nc->metrics_listen);
-                nc->metrics_listen = strdup(kl->conf->metrics_listen);
-        }
-        if (!kl->kc) {
-                KT_INFO(FAC, "reload: %s changed: applied before joining (config %s -> %s)",
-                        changed, kl->conf->hash, nc->hash);
-                apply_before_join(kl, nc);
-                return;
-        }
-        if (cls == KT_RELOAD_REJOIN) {
-                KT_INFO(FAC,
-                        "reload: %s changed: finishing %zu buffered records (at most %d ms), "
-                        "then committing and re-joining the group (config %s -> %s)",
-                        changed, kt_consumer_undone(kl->kc), kl->conf->drain_timeout_ms,
-                        kl->conf->hash, nc->hash);
-                kt_config_destroy(kl->rejoin_conf); /* a newer reload replaces a waiting one */
-                kl->rejoin_conf = nc;
-                if (kl->state == KT_LOOP_RUNNING)
-                        loop_state_set(kl, KT_LOOP_REJOIN_DRAIN);
-                return;
-        }
-        KT_INFO(FAC, "reload: %s changed: applied (config %s -> %s)", changed, kl->conf->hash,
-                nc->hash);
-        kt_metrics_reload(kl->km, KT_METRICS_RELOAD_APPLIED, nc->hash);
-        conf_switch(kl, nc, 0);
-}
-
-/**
- * Before joining the group: wait until the runtime answers its health path, so a replica
- * never takes partitions it cannot serve. Probes with back-off, logs while it waits.
- * @returns 0 once the runtime is up, 1 if a stop signal came first.
- */
-static int wait_for_runtime(kt_loop_t *kl) {
-        int backoff = KT_PROBE_MIN_MS, logged = 0;
-
-        kt_metrics_runtime_up_set(kl->km, 0);
-        for (;;) {
-                struct curl_waitfd fds[1] = {{kl->sigfd, CURL_WAIT_POLLIN, 0}};
-                int64_t next = kt_now_ms() + backoff;
-
-                kl->runtime_down = 1;
-                kl->probing = kt_dispatch_probe_start(kl->kd) == 0;
-                while (kl->probing) {
-                        kt_metrics_heartbeat(kl->km);
-                        if (signals_read(kl))
-                                return 1;
-                        if (kl->reload_asked)
-                                reload(kl); /* e.g. runtime.port was wrong */
-                        kt_dispatch_wait(kl->kd, fds, 1, 200);
-                        kt_dispatch_perform(kl->kd);
-                }
-                if (!kl->runtime_down)
-                        break;
-                if (!logged++)
-                        KT_INFO(FAC, "waiting for the runtime at %s before joining the group",
-                                kl->conf->runtime_health_url);
-                while (kt_now_ms() < next) {
-                        kt_metrics_heartbeat(kl->km);
-                        if (signals_read(kl))
-                                return 1;
-                        if (kl->reload_asked) {
-                                reload(kl);
-                                break; /* probe the (maybe new) health URL now */
-                        }
-                        kt_dispatch_wait(kl->kd, fds, 1, (int)(next - kt_now_ms()));
-                }
-                backoff = backoff * 2 > KT_PROBE_MAX_MS ? KT_PROBE_MAX_MS : backoff * 2;
-        }
-        kt_metrics_runtime_up_set(kl->km, 1);
-        KT_INFO(FAC, "runtime at %s answers", kl->conf->runtime_health_url);
-        return 0;
-}
-
 /* ---------------------------------------------------------------- ZooKeeper discovery */
 
 /** kt_zk_broker_cb: a broker found in ZooKeeper becomes a bootstrap broker of both clients. */
-static void on_zk_broker(void *opaque, const char *hostport) {
+void kt_loop_zk_broker(void *opaque, const char *hostport) {
         kt_loop_t *kl = opaque;
 
         kt_consumer_brokers_add(kl->kc, hostport);
@@ -1048,7 +282,7 @@ static void zk_poll(kt_loop_t *kl) {
 
         if (!kl->zk)
                 return;
-        wake_at(kl, kt_consumer_zk_poll(kl->zk));
+        kt_loop_wake_at(kl, kt_consumer_zk_poll(kl->zk));
         st = kt_consumer_zk_stats(kl->zk);
         kt_metrics_zookeeper_set(kl->km, st->connected, st->brokers, st->bad_registrations,
                                  st->discovered);
@@ -1065,7 +299,7 @@ int kt_loop_run(kt_config_t **confp, kt_metrics_t *km) {
 
         kl.conf = conf;
         kl.confp = confp;
-        kl.hooks = (kt_consumer_hooks_t){on_release, on_record, &kl};
+        kl.hooks = (kt_consumer_hooks_t){kt_loop_partition_release, kt_loop_record_add, &kl};
         kl.km = km;
         kl.sigfd = -1;
         kl.next_due_ms = INT64_MAX;
@@ -1078,24 +312,25 @@ int kt_loop_run(kt_config_t **confp, kt_metrics_t *km) {
                 KT_ERR(FAC, "signalfd: %s", strerror(errno));
                 goto out;
         }
-        if (!(kl.ks = kt_sched_new(conf)) || topic_map_build(&kl)) {
+        if (!(kl.ks = kt_sched_new(conf)) || kt_loop_topic_map_build(&kl)) {
                 KT_ERR(FAC, "out of memory");
                 goto out;
         }
-        if (!(kl.kd = kt_dispatch_new(conf, on_call_done, on_probe, &kl, errstr, sizeof(errstr)))) {
+        if (!(kl.kd = kt_dispatch_new(conf, kt_loop_call_done, kt_loop_probe_done, &kl, errstr,
+                                      sizeof(errstr)))) {
                 KT_ERR(FAC, "dispatcher: %s", errstr);
                 goto out;
         }
-        if (producer_build(&kl, conf, errstr, sizeof(errstr))) {
+        if (kt_loop_producer_build(&kl, conf, errstr, sizeof(errstr))) {
                 KT_ERR(FAC, "producer: %s", errstr);
                 goto out;
         }
-        if (conf->runtime_wait_at_start && wait_for_runtime(&kl)) {
+        if (conf->runtime_wait_at_start && kt_loop_runtime_wait(&kl)) {
                 status = 0; /* asked to stop before we started: nothing to drain */
                 goto out;
         }
         conf = kl.conf; /* a reload while waiting may have replaced it */
-        if (consumer_build(&kl, conf, errstr, sizeof(errstr))) {
+        if (kt_loop_consumer_build(&kl, conf, errstr, sizeof(errstr))) {
                 KT_ERR(FAC, "consumer: %s", errstr);
                 goto out;
         }
@@ -1118,21 +353,21 @@ int kt_loop_run(kt_config_t **confp, kt_metrics_t *km) {
                 int64_t wait_ms;
 
                 kt_metrics_heartbeat(km);
-                if (signals_read(&kl))
+                if (kt_loop_signals_read(&kl))
                         shutdown_begin(&kl);
                 if (kl.reload_asked)
-                        reload(&kl);
+                        kt_loop_reload(&kl);
                 /* Calls first, so a finished call's successor (one call at a time per
                  * partition in `partition` ordering) is sent before anything else is done.
                  * Completions before the dispatch pass: they free slots and schedule retries
                  * that it then sees. Records read from Kafka below go out on the next pass,
                  * which does not sleep while records are ready. */
                 kt_dispatch_perform(kl.kd);
-                dispatch_ready(&kl);
+                kt_loop_dispatch_ready(&kl);
                 kt_dispatch_perform(kl.kd); /* start the calls just submitted */
                 more = kt_consumer_poll(kl.kc, KT_LOOP_KAFKA_BUDGET);
-                produce_poll(&kl);
-                wake_at(&kl, kt_consumer_revoke_step(kl.kc));
+                kt_loop_produce_poll(&kl);
+                kt_loop_wake_at(&kl, kt_consumer_revoke_step(kl.kc));
                 zk_poll(&kl);
                 switch (kl.state) {
                 case KT_LOOP_REJOIN_DRAIN:
@@ -1143,14 +378,14 @@ int kt_loop_run(kt_config_t **confp, kt_metrics_t *km) {
                 case KT_LOOP_REJOIN_COMMIT:
                         if (!commit_step(&kl))
                                 break;
-                        if (rejoin(&kl)) {
+                        if (kt_loop_rejoin(&kl)) {
                                 status = 1;
                                 goto out;
                         }
                         continue;
                 case KT_LOOP_SHUTDOWN_COMMIT:
                         if (commit_step(&kl))
-                                loop_state_set(&kl, KT_LOOP_STOPPED);
+                                kt_loop_state_set(&kl, KT_LOOP_STOPPED);
                         break;
                 default:
                         break;

@@ -1,0 +1,161 @@
+/**
+ * @file core_int.h
+ * @brief The loop's own state, shared by the files of core/ that drive it: core_loop.c (the
+ *        event loop and the loop's life), core_record.c (a record's life: calls, retries,
+ *        replies, dead letters), core_health.c (the runtime being down) and core_reload.c
+ *        (SIGHUP). Nothing outside core/ includes it.
+ *
+ * @locality every function here runs on the loop thread.
+ */
+#ifndef KT_CORE_INT_H
+#define KT_CORE_INT_H
+
+#include "core.h"
+
+#include "../config/config.h"
+#include "../consumer/consumer.h"
+#include "../dispatch/dispatch.h"
+#include "../metrics/metrics.h"
+
+#include <stdint.h>
+
+/** Kafka events served per iteration before curl gets its turn. */
+#define KT_LOOP_KAFKA_BUDGET 1000
+/** Longest sleep: bounds how stale the health heartbeat can get. */
+#define KT_LOOP_MAX_WAIT_MS 1000
+/** Runtime health probes back off from the first to the second. */
+#define KT_PROBE_MIN_MS 100
+#define KT_PROBE_MAX_MS 5000
+/** After an allocation failure in the dispatch path, start nothing for this long. */
+#define KT_NOMEM_PAUSE_MS 100
+
+/**
+ * The loop's life. One transition function (loop_state_set) logs every change.
+ *
+ *   RUNNING --SIGHUP needing a re-join--> REJOIN_DRAIN --drained--> REJOIN_COMMIT --> RUNNING
+ *      |                                      |  (new consumer)          |
+ *      +--SIGTERM/SIGINT--> SHUTDOWN_DRAIN <--+ --drained--> SHUTDOWN_COMMIT <-+--> STOPPED
+ *
+ * *_DRAIN: fetching is held (every partition paused), the buffered records keep being
+ * started, retried and finished until none is left that is not done, the drain deadline
+ * (dispatch.drain_timeout_ms) passes, or the runtime is down (nothing could finish).
+ * "drained": the rest is released (calls cancelled: never committed) and one commit of all
+ * partitions, with the completed-offset map, starts. *_COMMIT: nothing starts; the commit is
+ * tried again while the group refuses it (a rebalance in progress) until the deadline (at
+ * least KT_LOOP_COMMIT_MIN_MS after the drain). A commit that never completes is a WARN
+ * saying how many finished records may come again; a shutdown still exits 0.
+ */
+typedef enum kt_loop_state {
+        KT_LOOP_RUNNING,
+        KT_LOOP_REJOIN_DRAIN,
+        KT_LOOP_REJOIN_COMMIT,
+        KT_LOOP_SHUTDOWN_DRAIN,
+        KT_LOOP_SHUTDOWN_COMMIT,
+        KT_LOOP_STOPPED
+} kt_loop_state_t;
+
+/** A drained shutdown or re-join waits at least this long for its commit to complete. */
+#define KT_LOOP_COMMIT_MIN_MS 2000
+/** A refused final commit is tried again after this long. */
+#define KT_LOOP_COMMIT_RETRY_MS 250
+
+typedef struct kt_loop {
+        kt_loop_state_t state;
+        kt_config_t *conf;
+        kt_config_t **confp; /**< the caller's pointer: updated on reload */
+        kt_consumer_hooks_t hooks;
+        size_t *topic_map; /**< conf->topics index -> metrics topic index */
+        int reload_asked;
+        kt_config_t *rejoin_conf;  /**< REJOIN_*: the configuration to join with */
+        int64_t drain_deadline_ms; /**< *_DRAIN and *_COMMIT: when to give up waiting */
+        uint64_t final_commit;     /**< *_COMMIT: the commit waited for */
+        int64_t commit_retry_at_ms;
+        int64_t nomem_until_ms; /**< start no call before (an allocation failed) */
+        kt_consumer_t *kc;
+        kt_dispatch_t *kd;
+        kt_metrics_t *km;
+        kt_sched_t *ks;
+        kt_produce_t *kp; /**< NULL unless on_failure = dead-letter or a reply_topic is set */
+        kt_zk_t *zk;      /**< NULL unless kafka.zookeeper is set */
+        int sigfd;
+        int64_t next_due_ms; /**< earliest timer (retry or probe), INT64_MAX if none */
+        int runtime_down;
+        int probing;
+        int64_t probe_at_ms;
+        int probe_backoff_ms;
+} kt_loop_t;
+
+/** A reply or dead letter in flight. The record may be dropped (revoked) before Kafka answers;
+ *  then rec is NULLed and the report is ignored. */
+typedef struct ticket {
+        kt_record_t *rec;
+        char *reply; /**< the reply librdkafka borrows (owned here until the report), or NULL */
+} ticket_t;
+
+/* ---------------------------------------------------------------- core_loop.c */
+
+/** @brief Wake the loop no later than \p at_ms (kt_now_ms). */
+void kt_loop_wake_at(kt_loop_t *kl, int64_t at_ms);
+
+/** @brief The one transition function of the loop's life (see kt_loop_state_t). */
+void kt_loop_state_set(kt_loop_t *kl, kt_loop_state_t st);
+
+/** @returns 1 if a stop signal arrived (SIGHUP sets reload_asked). */
+int kt_loop_signals_read(kt_loop_t *kl);
+
+/** kt_zk_broker_cb: a broker found in ZooKeeper becomes a bootstrap broker of both clients. */
+void kt_loop_zk_broker(void *opaque, const char *hostport);
+
+/* ---------------------------------------------------------------- core_record.c: a record's
+ * life (calls, retries, replies, dead letters), driven by the loop */
+
+/** @brief Start what may start now; recompute when the loop must wake up next. */
+void kt_loop_dispatch_ready(kt_loop_t *kl);
+
+/** kt_dispatch_done_cb: a call finished. */
+void kt_loop_call_done(void *opaque, const kt_dispatch_result_t *res, void *cbarg);
+
+/** kt_produce_done_cb: Kafka answered for a reply or dead letter. */
+void kt_loop_produced(void *opaque, rd_kafka_resp_err_t err, void *cbarg);
+
+/** kt_consumer_hooks_t.release: cancel a released partition's calls, forget its records. */
+void kt_loop_partition_release(void *opaque, kt_partition_t *p, int lost);
+
+/** kt_consumer_hooks_t.record: a record was buffered. */
+void kt_loop_record_add(void *opaque, kt_record_t *rec);
+
+/** @brief Serve the reply/dead-letter producer's delivery reports. */
+void kt_loop_produce_poll(kt_loop_t *kl);
+
+/* ---------------------------------------------------------------- core_health.c */
+
+/** @brief The runtime refuses connections: hold every partition, probe with back-off. */
+void kt_loop_runtime_down_enter(kt_loop_t *kl);
+
+/** kt_dispatch_probe_cb: a health probe answered. */
+void kt_loop_probe_done(int up, void *cbarg);
+
+/** @brief Before joining: wait until the runtime answers. @returns 0, 1 if asked to stop. */
+int kt_loop_runtime_wait(kt_loop_t *kl);
+
+/* ---------------------------------------------------------------- core_reload.c */
+
+/** @brief SIGHUP: read the configuration again and apply what changed. */
+void kt_loop_reload(kt_loop_t *kl);
+
+/** @brief REJOIN_COMMIT is over: leave, join again. @returns 0, -1 if no consumer at all. */
+int kt_loop_rejoin(kt_loop_t *kl);
+
+/** @brief Map the configuration's topics to their metrics. @returns 0, -1 out of memory. */
+int kt_loop_topic_map_build(kt_loop_t *kl);
+
+/** @brief Make the producer if \p c needs one. @returns 0, or -1 with \p errstr. */
+int kt_loop_producer_build(kt_loop_t *kl, const kt_config_t *c, char *errstr, size_t errstr_size);
+
+/** @brief Make the consumer and its ZooKeeper discovery. @returns 0, or -1 with \p errstr. */
+int kt_loop_consumer_build(kt_loop_t *kl, const kt_config_t *c, char *errstr, size_t errstr_size);
+
+/** @brief Log \p text line by line at \p level. */
+void kt_loop_log_lines(int level, const char *prefix, const char *text);
+
+#endif /* KT_CORE_INT_H */

@@ -1,0 +1,398 @@
+/*
+ * A record's life, as the loop drives it (see the loop's DESIGN block in core_loop.c and
+ * kt_record_state_t in consumer.h): started when its lane is free and a call slot is,
+ * finished (done -> the consumer stores the offset its partition is finished up to), retried
+ * with back-off, given up by dispatch.on_failure (skip / dead-letter; block never gives up),
+ * its reply or dead letter produced and acknowledged, or released with its partition.
+ */
+#define _GNU_SOURCE
+#include "core_int.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define FAC "LOOP"
+
+static void retry_later(kt_loop_t *kl, kt_record_t *rec, int64_t delay_ms) {
+        if (kt_sched_retry_at(kl->ks, rec, kt_now_ms() + delay_ms)) {
+                /* No memory for the timer: keep the record at the front rather than lose
+                 * track, and start nothing for a while (else dispatch_ready would spin on it). */
+                kt_sched_requeue(kl->ks, rec);
+                kl->nomem_until_ms = kt_now_ms() + KT_NOMEM_PAUSE_MS;
+                kt_loop_wake_at(kl, kl->nomem_until_ms);
+                return;
+        }
+        kt_loop_wake_at(kl, rec->retry_at_ms);
+}
+
+static void record_error_set(kt_record_t *rec, long status, const char *error) {
+        if (!rec->failing_since_ms)
+                rec->failing_since_ms = kt_now_ms(); /* its partition is blocked from now */
+        rec->last_status = status;
+        free(rec->last_error);
+        rec->last_error = error && *error ? strdup(error) : NULL;
+}
+
+/** Forget the reply of \p rec (written, or not wanted any more): its bytes are no longer held. */
+static void reply_release(kt_record_t *rec) {
+        kt_partition_t *p = rec->part;
+
+        free(rec->reply);
+        rec->reply = NULL;
+        p->bytes -= rec->reply_len;
+        p->reply_bytes -= rec->reply_len;
+        rec->reply_len = 0;
+}
+
+static void produce_failed(kt_loop_t *kl, kt_record_t *rec, rd_kafka_resp_err_t err);
+
+/** Produce the record's reply (rec->replying) or dead letter; done when Kafka acks it. */
+static void produce(kt_loop_t *kl, kt_record_t *rec) {
+        ticket_t *t = malloc(sizeof(*t));
+        rd_kafka_resp_err_t err = RD_KAFKA_RESP_ERR_NO_ERROR;
+
+        rec->state = KT_REC_PRODUCING;
+        if (!t) {
+                retry_later(kl, rec, kt_dispatch_backoff_ms(kl->conf, 1));
+                return;
+        }
+        if (rec->replying ? kt_produce_reply(kl->kp, rec, t, &err)
+                          : kt_produce_dead_letter(kl->kp, rec, t, &err)) {
+                free(t);
+                produce_failed(kl, rec, err);
+                return;
+        }
+        t->rec = rec;
+        /* librdkafka borrows the reply until the report: the ticket owns it meanwhile, so it
+         * outlives the record if that is dropped (revoked) first. */
+        t->reply = rec->replying ? rec->reply : NULL;
+        if (rec->replying)
+                rec->reply = NULL;
+        rec->produce = t;
+        rec->part->producing++;
+}
+
+/** Kafka refused \p rec's reply for good and on_failure is not block. */
+static void reply_refused(kt_loop_t *kl, kt_record_t *rec, rd_kafka_resp_err_t err) {
+        kt_partition_t *p = rec->part;
+        char why[512];
+
+        reply_release(rec);
+        snprintf(why, sizeof(why), "reply to %s refused by Kafka: %s", kl->conf->reply_topic,
+                 rd_kafka_err2str(err));
+        if (kl->conf->on_failure == KT_FAIL_SKIP) {
+                kt_metrics_skip_inc(kl->km);
+                KT_ERR(FAC, "%s [%d] @%lld: %s: skipped (dispatch.on_failure = skip)", p->topic,
+                       p->partition, (long long)rec->offset, why);
+                kt_consumer_record_done(kl->kc, rec); /* may free rec */
+                return;
+        }
+        KT_ERR(FAC, "%s [%d] @%lld: %s: writing the record to dead-letter topic %s", p->topic,
+               p->partition, (long long)rec->offset, why, kl->conf->dead_letter_topic);
+        record_error_set(rec, rec->last_status, why);
+        rec->reply_refused = (int)err;
+        rec->replying = 0;
+        rec->produce_attempts = 0;
+        produce(kl, rec);
+}
+
+/** Kafka refused \p rec's reply or dead letter (at once, or in its delivery report). */
+static void produce_failed(kt_loop_t *kl, kt_record_t *rec, rd_kafka_resp_err_t err) {
+        kt_partition_t *p = rec->part;
+        int permanent = kt_produce_err_permanent(err);
+        const char *topic = rec->replying ? kl->conf->reply_topic : kl->conf->dead_letter_topic;
+        int64_t backoff;
+
+        kt_metrics_produce_failure_inc(kl->km, !rec->replying, permanent);
+        if (permanent && rec->replying && kl->conf->on_failure != KT_FAIL_BLOCK) {
+                reply_refused(kl, rec, err);
+                return;
+        }
+        rec->produce_attempts++;
+        backoff = kt_dispatch_backoff_ms(kl->conf, rec->produce_attempts);
+        if (permanent)
+                KT_ERR(FAC,
+                       "%s [%d] @%lld: %s to %s refused by Kafka for good (%s): the partition "
+                       "is blocked at this record until it is written; attempt %d, next in "
+                       "%lld ms",
+                       p->topic, p->partition, (long long)rec->offset,
+                       rec->replying ? "reply" : "dead letter", topic, rd_kafka_err2str(err),
+                       rec->produce_attempts, (long long)backoff);
+        else
+                KT_WARN(FAC,
+                        "%s [%d] @%lld: %s to %s not written (%s): attempt %d, next in %lld ms",
+                        p->topic, p->partition, (long long)rec->offset,
+                        rec->replying ? "reply" : "dead letter", topic, rd_kafka_err2str(err),
+                        rec->produce_attempts, (long long)backoff);
+        retry_later(kl, rec, backoff);
+}
+
+/** kt_produce_done_cb */
+void kt_loop_produced(void *opaque, rd_kafka_resp_err_t err, void *cbarg) {
+        kt_loop_t *kl = cbarg;
+        ticket_t *t = opaque;
+        kt_record_t *rec = t->rec;
+        char *reply = t->reply;
+
+        free(t);
+        if (!rec) {
+                free(reply);
+                return; /* its partition was revoked meanwhile: not committed, redelivered */
+        }
+        rec->produce = NULL;
+        rec->part->producing--;
+        if (rec->replying)
+                rec->reply = reply; /* back from librdkafka: to produce again, or free */
+        if (err) {
+                produce_failed(kl, rec, err);
+                return;
+        }
+        if (rec->replying) {
+                reply_release(rec); /* its record may wait for earlier ones: free it now */
+                kt_metrics_reply_inc(kl->km);
+                kt_consumer_record_done(kl->kc, rec); /* may free rec */
+                return;
+        }
+        kt_metrics_dead_letter_inc(kl->km);
+        KT_WARN(FAC, "%s [%d] @%lld: written to dead-letter topic %s after %d attempts%s",
+                rec->part->topic, rec->part->partition, (long long)rec->offset,
+                kl->conf->dead_letter_topic, rec->attempts,
+                rec->reply_refused ? " (its reply was refused)" : "");
+        kt_consumer_record_done(kl->kc, rec); /* may free rec */
+}
+
+static void record_start(kt_loop_t *kl, kt_record_t *rec) {
+        kt_partition_t *p = rec->part;
+        kt_dispatch_req_t req;
+        kt_err_t err;
+        int dropped = 0;
+
+        req.topic = p->topic;
+        req.partition = p->partition;
+        req.offset = rec->offset;
+        req.timestamp_ms = rec->timestamp_ms;
+        req.timestamp_type = rec->timestamp_type;
+        req.key = rec->key;
+        req.key_len = rec->key_len;
+        req.value = rec->value;
+        req.len = rec->len;
+        req.headers = rec->headers;
+        req.format = kl->conf->event_format;
+
+        err = kt_dispatch_request_submit(kl->kd, &req, rec, &rec->call, &dropped);
+        if (dropped && rec->attempts == 0) {
+                kt_metrics_headers_dropped_add(kl->km, dropped);
+                KT_WARN(FAC,
+                        "%s [%d] @%lld: %d record header(s) not forwarded (not an HTTP "
+                        "token, or too big)",
+                        p->topic, p->partition, (long long)rec->offset, dropped);
+        }
+        if (err) {
+                rec->state = KT_REC_RETRY_WAIT;
+                retry_later(kl, rec, kt_dispatch_backoff_ms(kl->conf, 1));
+                KT_WARN(FAC, "%s [%d] @%lld: cannot start call: %s", p->topic, p->partition,
+                        (long long)rec->offset, kt_err2str(err));
+                return;
+        }
+        rec->attempts++;
+        rec->state = KT_REC_IN_FLIGHT;
+        p->in_flight++;
+}
+
+/** Start what may start now; recompute when the loop must wake up next. */
+void kt_loop_dispatch_ready(kt_loop_t *kl) {
+        int64_t now = kt_now_ms();
+        kt_record_t *rec;
+
+        kl->next_due_ms = kt_sched_due(kl->ks, now);
+        if (kl->runtime_down) {
+                if (!kl->probing && now >= kl->probe_at_ms) {
+                        if (kt_dispatch_probe_start(kl->kd) == 0)
+                                kl->probing = 1;
+                        else
+                                kl->probe_at_ms = now + kl->probe_backoff_ms;
+                        kt_loop_wake_at(kl, kl->probe_at_ms);
+                } else if (!kl->probing)
+                        kt_loop_wake_at(kl, kl->probe_at_ms);
+                return;
+        }
+        if (kl->state == KT_LOOP_REJOIN_COMMIT || kl->state == KT_LOOP_SHUTDOWN_COMMIT ||
+            kl->state == KT_LOOP_STOPPED)
+                return; /* everything was released */
+        if (now < kl->nomem_until_ms) {
+                kt_loop_wake_at(kl, kl->nomem_until_ms);
+                return;
+        }
+        /* A slot frees only through a completion, which wakes the loop. */
+        while (kt_dispatch_slots_free(kl->kd) && (rec = kt_sched_next(kl->ks))) {
+                /* Draining partitions go on too: a drain means done. (A released one's records
+                 * left the scheduler when it was released.) */
+                if (rec->state == KT_REC_PRODUCING)
+                        produce(kl, rec); /* an earlier write failed */
+                else
+                        record_start(kl, rec);
+        }
+}
+
+/** The record failed for good: apply dispatch.on_failure. */
+static void give_up(kt_loop_t *kl, kt_record_t *rec, const char *why) {
+        kt_partition_t *p = rec->part;
+
+        kt_sched_resolved(kl->ks, rec); /* the records behind it may go */
+        if (kl->conf->on_failure == KT_FAIL_SKIP) {
+                kt_metrics_skip_inc(kl->km);
+                KT_WARN(FAC, "%s [%d] @%lld: skipped after %d attempts (%s)", p->topic,
+                        p->partition, (long long)rec->offset, rec->attempts, why);
+                rec->state = KT_REC_DONE;
+                kt_consumer_record_done(kl->kc, rec);
+                return;
+        }
+        rec->replying = 0;
+        produce(kl, rec);
+}
+
+static kt_call_outcome_t call_outcome(const kt_dispatch_result_t *res) {
+        if (res->runtime_down)
+                return KT_CALL_CONNECT_ERROR;
+        if (res->timed_out)
+                return KT_CALL_TIMEOUT;
+        if (!res->status)
+                return KT_CALL_TRANSPORT_ERROR;
+        if (res->status >= 200 && res->status <= 299)
+                return KT_CALL_SUCCESS;
+        if (res->status >= 400 && res->status <= 499)
+                return KT_CALL_HTTP_4XX;
+        if (res->status >= 500 && res->status <= 599)
+                return KT_CALL_HTTP_5XX;
+        return KT_CALL_HTTP_OTHER;
+}
+
+/** kt_dispatch_done_cb */
+void kt_loop_call_done(void *opaque, const kt_dispatch_result_t *res, void *cbarg) {
+        kt_loop_t *kl = cbarg;
+        kt_record_t *rec = opaque;
+        kt_partition_t *p = rec->part;
+        int64_t backoff;
+        char why[256];
+
+        p->in_flight--;
+        rec->call = NULL;
+        kt_metrics_outcome_inc(kl->km, call_outcome(res));
+        if (res->runtime_down) {
+                /* Nothing listens: not this record's fault, and not an attempt. */
+                rec->attempts--;
+                rec->state = KT_REC_QUEUED;
+                kt_sched_requeue(kl->ks, rec); /* its partition is not released: it was running */
+                kt_loop_runtime_down_enter(kl);
+                return;
+        }
+        kt_metrics_call_observe(kl->km, kl->topic_map[p->topic_idx], res->seconds,
+                                res->outcome != KT_OUTCOME_SUCCESS);
+        if (res->sends > 1) {
+                /* curl re-sent it after a reused connection died: the runtime got each one. */
+                rec->attempts += res->sends - 1;
+                kt_metrics_call_resends_add(kl->km, kl->topic_map[p->topic_idx], res->sends - 1);
+        }
+
+        if (res->outcome == KT_OUTCOME_SUCCESS && !res->body_too_big) {
+                KT_DBG(FAC, "%s [%d] @%lld: %ld in %.3f s", p->topic, p->partition,
+                       (long long)rec->offset, res->status, res->seconds);
+                kt_sched_resolved(kl->ks, rec);
+                if (res->body) {
+                        /* The answer goes to the reply topic before the record is done. */
+                        rec->reply = res->body;
+                        rec->reply_len = res->body_len;
+                        rec->last_status = res->status; /* for a dead letter if refused */
+                        /* Held until Kafka acks it; the reply bound (kt_sched_next) keeps it
+                         * under dispatch.partition_buffer_bytes. */
+                        p->bytes += res->body_len;
+                        p->reply_bytes += res->body_len;
+                        kt_sched_reply_observe(p, res->body_len);
+                        rec->reply_type = res->content_type ? strdup(res->content_type) : NULL;
+                        rec->replying = 1;
+                        produce(kl, rec);
+                        return;
+                }
+                if (kl->conf->reply_topic)
+                        kt_sched_reply_observe(p, 0);
+                free(res->body);
+                rec->state = KT_REC_DONE;
+                kt_consumer_record_done(kl->kc, rec); /* may free rec */
+                return;
+        }
+        free(res->body);
+        if (res->outcome == KT_OUTCOME_SUCCESS) {
+                /* Succeeded, but the answer is over 1 MiB: no reply can be produced. Calling
+                 * the function again would not help, so this is never retried. */
+                KT_ERR(FAC, "%s [%d] @%lld: answer over 1 MiB: not produced to %s", p->topic,
+                       p->partition, (long long)rec->offset, kl->conf->reply_topic);
+                record_error_set(rec, res->status, "response body over 1 MiB: no reply possible");
+                if (kl->conf->on_failure != KT_FAIL_BLOCK) {
+                        give_up(kl, rec, "response body over 1 MiB");
+                        return;
+                }
+                /* block: the function ran; keep going without the reply, loudly. */
+                rec->state = KT_REC_DONE;
+                kt_sched_resolved(kl->ks, rec);
+                kt_consumer_record_done(kl->kc, rec);
+                return;
+        }
+
+        record_error_set(rec, res->status, res->error);
+        if (res->status)
+                snprintf(why, sizeof(why), "runtime answered %ld", res->status);
+        else
+                snprintf(why, sizeof(why), "%s", res->error);
+        if (kl->conf->on_failure != KT_FAIL_BLOCK &&
+            (res->outcome == KT_OUTCOME_PERMANENT ||
+             rec->attempts >= kl->conf->retry_max_attempts)) {
+                give_up(kl, rec, why);
+                return;
+        }
+
+        backoff = kt_dispatch_backoff_ms(kl->conf, rec->attempts);
+        if (res->retry_after_ms >= 0)
+                backoff = res->retry_after_ms < kl->conf->retry_max_backoff_ms
+                              ? res->retry_after_ms
+                              : kl->conf->retry_max_backoff_ms;
+        rec->state = KT_REC_RETRY_WAIT;
+        retry_later(kl, rec, backoff);
+        kt_metrics_retry_inc(kl->km);
+        KT_WARN(FAC, "%s [%d] @%lld: attempt %d: %s; retrying in %lld ms", p->topic, p->partition,
+                (long long)rec->offset, rec->attempts, why, (long long)backoff);
+}
+
+/** kt_consumer_hooks_t.release: cancel \p p's calls, orphan its replies and dead letters in
+ *  flight (their reports are ignored) and forget its records in the scheduler. Its records
+ *  that are not done stay so: never committed, delivered again by the next owner. */
+void kt_loop_partition_release(void *opaque, kt_partition_t *p, int lost) {
+        kt_loop_t *kl = opaque;
+
+        (void)lost;
+        for (kt_record_t *rec = p->q.head; rec; rec = rec->next) {
+                if (rec->state == KT_REC_IN_FLIGHT) {
+                        kt_dispatch_request_cancel(kl->kd, rec->call);
+                        rec->call = NULL;
+                        rec->state = KT_REC_QUEUED;
+                        p->in_flight--;
+                }
+                if (rec->produce) {
+                        ((ticket_t *)rec->produce)->rec = NULL;
+                        rec->produce = NULL;
+                        p->producing--;
+                }
+        }
+        kt_sched_partition_drop(kl->ks, p);
+}
+
+void kt_loop_produce_poll(kt_loop_t *kl) {
+        if (kl->kp)
+                kt_produce_poll(kl->kp);
+}
+
+/** kt_consumer_hooks_t.record */
+void kt_loop_record_add(void *opaque, kt_record_t *rec) {
+        kt_loop_t *kl = opaque;
+        kt_sched_record_add(kl->ks, rec);
+}
