@@ -348,6 +348,8 @@ static void test_revoke_drain_commit_handover(void) {
         int64_t t0 = kt_now_ms(), off, deadline;
         int32_t r = -1;
         char md[4096];
+        uint64_t failures0 = 0;
+        int refused = 0;
 
         rd_kafka_mock_topic_create(mc, topic, NPART, 1);
         produce(topic);
@@ -416,7 +418,8 @@ static void test_revoke_drain_commit_handover(void) {
 
         /* The drain deadline passes with 2 (and 7..9) not done: released once, not lost, and
          * the commit starts. pr is not touched after this: it is freed at the hand-back. */
-        KT_CHECK(pump(both, 1, 1, cond_released, &a, 5000), "not released at the deadline");
+        failures0 = kt_consumer_stats(a.kc)->commit_failures;
+        KT_CHECK(pump(both, 2, 1, cond_released, &a, 5000), "not released at the deadline");
         KT_CHECK(kt_now_ms() - t0 >= 1500, "released before the drain deadline");
         KT_CHECK(a.released[r] == 1 && !a.released_lost[r] && !a.released[1 - r],
                  "release hook: [%d] %d times (lost %d), [%d] %d times", r, a.released[r],
@@ -424,15 +427,24 @@ static void test_revoke_drain_commit_handover(void) {
 
         /* The drain's own commit, before the hand-back (revoke_step held back again). */
         for (int i = 0; i < 25; i++) {
-                pump(both, 1, 0, cond_never, NULL, 200);
+                pump(both, 2, 0, cond_never, NULL, 200);
                 if ((off = committed(group, topic, r, md, sizeof(md))) == 2 && *md)
                         break;
         }
-        KT_CHECK(off == 2, "drain commit: offset %lld, want 2 (the first not done)",
-                 (long long)off);
-        KT_CHECK(*md, "drain commit carries no completed-offset map");
-        if (*md)
-                check_map("drain commit", md, 2, map_want, 4);
+        /* About one run in five the mock group is still (or again) joining when the drain
+         * ends and refuses the commit with REBALANCE_IN_PROGRESS; by design it is then not
+         * retried before the next assignment and the partition goes back uncommitted. */
+        refused = off < 0 && kt_consumer_stats(a.kc)->commit_failures > failures0;
+        if (refused)
+                printf("test_lifecycle: SKIP drain commit checks: the mock refused the drain "
+                       "commit (group re-joining); the partition was handed back uncommitted\n");
+        else {
+                KT_CHECK(off == 2, "drain commit: offset %lld, want 2 (the first not done)",
+                         (long long)off);
+                KT_CHECK(*md, "drain commit carries no completed-offset map");
+                if (*md)
+                        check_map("drain commit", md, 2, map_want, 4);
+        }
 
         /* Hand-back; B gets the partition (case 2). */
         {
@@ -460,7 +472,7 @@ static void test_revoke_drain_commit_handover(void) {
                          b.delivered[r][o], want);
         }
 #else
-        if (!*md || kt_consumer_stats(b.kc)->already_done != 4)
+        if (!refused && (!*md || kt_consumer_stats(b.kc)->already_done != 4))
                 printf("test_lifecycle: KNOWN BUG (check disabled, build with "
                        "-DKT_TEST_KNOWN_BUG_HANDBACK_MAP): after the hand-back [%d] is committed "
                        "at %lld with metadata \"%s\"; B skipped %llu records (want 4)\n",
@@ -469,7 +481,7 @@ static void test_revoke_drain_commit_handover(void) {
         /* What holds either way: nothing below the commit, every record A did not finish
          * exactly once; 3..6 (the map) at most once. */
         for (int o = 0; o < NREC; o++) {
-                int lo = o == 2 || o >= 7, hi = o >= 2;
+                int lo = o == 2 || o >= 7, hi = refused || o >= 2;
                 KT_CHECK(b.delivered[r][o] >= lo && b.delivered[r][o] <= hi,
                          "B: [%d] @%d delivered %d times, want %d..%d", r, o, b.delivered[r][o], lo,
                          hi);
@@ -661,7 +673,7 @@ int main(void) {
         rd_kafka_conf_t *conf = rd_kafka_conf_new();
         const char *v = getenv("KT_TEST_VERBOSE");
 
-        kt_log_level_set(v && *v == '1' ? KT_LOG_INFO : KT_LOG_ERR);
+        kt_log_level_set(v && *v == '1' ? KT_LOG_INFO : KT_LOG_WARNING);
         rd_kafka_conf_set(conf, "log_level", "0", err, sizeof(err));
         mock_rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof(err));
         KT_CHECK(mock_rk != NULL, "mock handle: %s", err);
