@@ -7,11 +7,10 @@
  * a running group waits session.timeout.ms - 1 s, hence session.timeout.ms=6000.
  * KT_TEST_VERBOSE=1 prints the consumer's info logs.
  */
-#define _GNU_SOURCE /* RTLD_NEXT */
+#define _GNU_SOURCE
 #include "../../core/tests/kt_test.h"
 #include "../consumer.h"
 
-#include <dlfcn.h>
 #include <librdkafka/rdkafka_mock.h>
 #include <poll.h>
 #include <stdlib.h>
@@ -27,31 +26,6 @@ static rd_kafka_t *mock_rk; /* the handle that owns the mock cluster */
 static rd_kafka_mock_cluster_t *mc;
 static const char *bootstraps;
 
-#ifndef KT_TEST_KNOWN_BUG_CLOSE_PROTOCOL
-/*
- * Known bug, worked around here so the other cases can run (build with
- * -DKT_TEST_KNOWN_BUG_CLOSE_PROTOCOL to see it): inside rd_kafka_consumer_close() the final
- * revoke reaches handback(), which does strcmp(rd_kafka_rebalance_protocol(rk), ...); once the
- * consumer group is terminating librdkafka 2.0.2 answers that call with NULL
- * (rdkafka_subscription.c: the op is answered with an error), so closing a consumer that holds
- * partitions passes NULL to strcmp (UBSan abort; a crash in a release build), sometimes.
- * This wrapper hands consumer_group.c the last protocol seen instead and counts the NULLs.
- */
-static int protocol_nulls;
-
-const char *rd_kafka_rebalance_protocol(rd_kafka_t *rk) {
-        static const char *(*real)(rd_kafka_t *);
-        static const char *last = "COOPERATIVE";
-        const char *got;
-
-        if (!real)
-                *(void **)&real = dlsym(RTLD_NEXT, "rd_kafka_rebalance_protocol");
-        if ((got = real ? real(rk) : NULL))
-                return last = got;
-        protocol_nulls++;
-        return last;
-}
-#endif
 
 /** One kt_consumer_t and what its hooks saw. */
 typedef struct member {
@@ -367,13 +341,11 @@ static void test_revoke_drain_commit_handover(void) {
                          "A [%d]: stored %lld, the first not done is 2", p,
                          pp ? (long long)pp->stored : -2LL);
         }
-#ifdef KT_TEST_KNOWN_BUG_UNDONE_COUNT
         /* Known bug: part_undone() returns the tracker's count, which includes the records
          * done behind an unfinished head (here 3, 4, 6): 16, not 10. Only its zero-ness is
          * right, so the drain ends when it should, but the counts logged (shutdown, reload,
          * drain timeout: "N records not done ... delivered again") are too high. */
         KT_CHECK(kt_consumer_undone(a.kc) == NPART * 5, "undone %zu", kt_consumer_undone(a.kc));
-#endif
         KT_CHECK(kt_consumer_undone(a.kc) >= NPART * 5 && kt_consumer_undone(a.kc) <= NPART * 8,
                  "undone %zu", kt_consumer_undone(a.kc));
 
@@ -396,10 +368,8 @@ static void test_revoke_drain_commit_handover(void) {
         r = pr->partition;
         KT_CHECK(pr->paused, "a DRAINING partition is paused");
         KT_CHECK(!a.released[r] && !a.released[pk->partition], "released before the drain");
-#ifdef KT_TEST_KNOWN_BUG_UNDONE_COUNT
         KT_CHECK(kt_consumer_draining(a.kc) == 5, "draining %zu, want 5 (2, 5, 7, 8, 9)",
                  kt_consumer_draining(a.kc));
-#endif
         KT_CHECK(kt_consumer_draining(a.kc) >= 5 && kt_consumer_draining(a.kc) <= 8, "draining %zu",
                  kt_consumer_draining(a.kc));
         deadline = kt_consumer_revoke_step(a.kc);
@@ -409,9 +379,7 @@ static void test_revoke_drain_commit_handover(void) {
                  "released while records remain, before the deadline");
         /* A draining partition's records go on finishing. */
         mark_done(&a, r, 5);
-#ifdef KT_TEST_KNOWN_BUG_UNDONE_COUNT
         KT_CHECK(kt_consumer_draining(a.kc) == 4, "draining %zu", kt_consumer_draining(a.kc));
-#endif
         KT_CHECK(kt_consumer_draining(a.kc) >= 4, "draining %zu", kt_consumer_draining(a.kc));
         kt_consumer_revoke_step(a.kc);
         KT_CHECK(pr->state == KT_PART_DRAINING && !a.released[r], "released with 2 not done");
@@ -458,7 +426,6 @@ static void test_revoke_drain_commit_handover(void) {
                  "A still holds the revoked partition");
         KT_CHECK(kt_consumer_stats(a.kc)->losts == 0, "A lost partitions");
         off = committed(group, topic, r, md, sizeof(md));
-#ifdef KT_TEST_KNOWN_BUG_HANDBACK_MAP
         /* Known bug (see the report of branch lifecycle-tests): librdkafka's auto-commit of
          * the removed partitions at rd_kafka_incremental_unassign() (enable.auto.commit=true)
          * commits the stored offset again without metadata, after ours: the map is gone. */
@@ -471,22 +438,6 @@ static void test_revoke_drain_commit_handover(void) {
                 KT_CHECK(b.delivered[r][o] == want, "B: [%d] @%d delivered %d times, want %d", r, o,
                          b.delivered[r][o], want);
         }
-#else
-        if (!refused && (!*md || kt_consumer_stats(b.kc)->already_done != 4))
-                printf("test_lifecycle: KNOWN BUG (check disabled, build with "
-                       "-DKT_TEST_KNOWN_BUG_HANDBACK_MAP): after the hand-back [%d] is committed "
-                       "at %lld with metadata \"%s\"; B skipped %llu records (want 4)\n",
-                       r, (long long)off, md,
-                       (unsigned long long)kt_consumer_stats(b.kc)->already_done);
-        /* What holds either way: nothing below the commit, every record A did not finish
-         * exactly once; 3..6 (the map) at most once. */
-        for (int o = 0; o < NREC; o++) {
-                int lo = o == 2 || o >= 7, hi = refused || o >= 2;
-                KT_CHECK(b.delivered[r][o] >= lo && b.delivered[r][o] <= hi,
-                         "B: [%d] @%d delivered %d times, want %d..%d", r, o, b.delivered[r][o], lo,
-                         hi);
-        }
-#endif
 out:
         member_stop(&a);
         settle_stop(&b);
@@ -693,12 +644,5 @@ int main(void) {
 
         rd_kafka_mock_cluster_destroy(mc);
         rd_kafka_destroy(mock_rk);
-#ifndef KT_TEST_KNOWN_BUG_CLOSE_PROTOCOL
-        if (protocol_nulls)
-                printf("test_lifecycle: KNOWN BUG (worked around, build with "
-                       "-DKT_TEST_KNOWN_BUG_CLOSE_PROTOCOL): rd_kafka_rebalance_protocol() "
-                       "returned NULL %d times to consumer_group.c (strcmp(NULL) in handback)\n",
-                       protocol_nulls);
-#endif
         return kt_test_done("test_lifecycle");
 }
