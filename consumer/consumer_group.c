@@ -105,8 +105,9 @@ struct kt_consumer {
         uint64_t done_at_start;   /**< done_cnt when the commit in flight started */
         uint64_t done_committed;  /**< done_cnt covered by the last successful commit */
         uint64_t assigns_at_fail; /**< stats.assigns when the last commit failed */
-        int join_safe;       /**< 1: the group join state lets a commit through, 0: a JoinGroup or
-                                  SyncGroup is in flight, -1: unknown (no cgrp debug line yet) */
+        int cooperative; /**< the rebalance protocol last known to be cooperative (cooperative()) */
+        int join_safe;   /**< 1: the group join state lets a commit through, 0: a JoinGroup or
+                              SyncGroup is in flight, -1: unknown (no cgrp debug line yet) */
         struct carry *carry; /**< see carry_save() */
         size_t carry_cnt, carry_size;
         kt_consumer_stats_t stats;
@@ -369,6 +370,16 @@ static void part_remove(kt_consumer_t *kc, kt_partition_t *p) {
 
 static void done_maps_load(kt_consumer_t *kc, const rd_kafka_topic_partition_list_t *tps);
 
+/** @returns non-zero if the group uses the cooperative protocol. librdkafka answers NULL once
+ *  the group is shutting down (in consumer_close()'s revoke): the last answer then holds. */
+static int cooperative(kt_consumer_t *kc) {
+        const char *proto = rd_kafka_rebalance_protocol(kc->rk);
+
+        if (proto)
+                kc->cooperative = !strcmp(proto, "COOPERATIVE");
+        return kc->cooperative;
+}
+
 static void on_assign(kt_consumer_t *kc, rd_kafka_topic_partition_list_t *tps) {
         rd_kafka_error_t *error = NULL;
         rd_kafka_resp_err_t err = RD_KAFKA_RESP_ERR_NO_ERROR;
@@ -387,7 +398,7 @@ static void on_assign(kt_consumer_t *kc, rd_kafka_topic_partition_list_t *tps) {
         }
         if (tps->cnt)
                 done_maps_load(kc, tps); /* before any record of them is fetched */
-        if (!strcmp(rd_kafka_rebalance_protocol(kc->rk), "COOPERATIVE"))
+        if (cooperative(kc))
                 error = rd_kafka_incremental_assign(kc->rk, tps);
         else
                 err = rd_kafka_assign(kc->rk, tps);
@@ -420,7 +431,24 @@ static void on_assign(kt_consumer_t *kc, rd_kafka_topic_partition_list_t *tps) {
         }
 }
 
-static void carry_save(kt_consumer_t *kc, const kt_partition_t *p);
+static int carry_save(kt_consumer_t *kc, const kt_partition_t *p);
+
+/**
+ * Forget the offset librdkafka holds stored for \p p before it is unassigned: with
+ * enable.auto.commit, librdkafka commits a removed partition's stored offset once more, with
+ * no metadata, over the commit (and completed-offset map) that ended its drain. Only when that
+ * commit covered the partition: otherwise librdkafka's commit of the watermark is still worth
+ * having (and carry_save() keeps the rest).
+ */
+static void stored_forget(kt_consumer_t *kc, const kt_partition_t *p) {
+        rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
+
+        rd_kafka_topic_partition_list_add(l, p->topic, p->partition)->offset =
+            RD_KAFKA_OFFSET_INVALID;
+        if (rd_kafka_offsets_store(kc->rk, l))
+                KT_DBG(FAC, "%s [%d]: cannot forget its stored offset", p->topic, p->partition);
+        rd_kafka_topic_partition_list_destroy(l);
+}
 
 /** Release (if not yet) and forget the partitions of \p tps, and hand them back. */
 static void handback(kt_consumer_t *kc, rd_kafka_topic_partition_list_t *tps, int lost) {
@@ -432,10 +460,11 @@ static void handback(kt_consumer_t *kc, rd_kafka_topic_partition_list_t *tps, in
                 if (!p)
                         continue;
                 part_state_set(kc, p, KT_PART_RELEASED, lost);
-                carry_save(kc, p);
+                if (!carry_save(kc, p))
+                        stored_forget(kc, p); /* our commit covers it */
                 part_remove(kc, p);
         }
-        if (!strcmp(rd_kafka_rebalance_protocol(kc->rk), "COOPERATIVE"))
+        if (cooperative(kc))
                 error = rd_kafka_incremental_unassign(kc->rk, tps);
         else
                 err = rd_kafka_assign(kc->rk, NULL);
@@ -503,7 +532,11 @@ static void on_revoke(kt_consumer_t *kc, rd_kafka_topic_partition_list_t *tps) {
 
 /** @returns the records of \p p not done yet (0: drained). */
 static size_t part_undone(const kt_partition_t *p) {
-        return p->q.cnt; /* the head is never done (it would have been popped) */
+        size_t n = 0;
+
+        for (const kt_record_t *rec = p->q.head; rec; rec = rec->next)
+                n += rec->state != KT_REC_DONE; /* done ones wait behind an unfinished head */
+        return n;
 }
 
 size_t kt_consumer_draining(const kt_consumer_t *kc) {
@@ -730,8 +763,9 @@ out:
 static void commit_done_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
                            rd_kafka_topic_partition_list_t *offsets, void *opaque);
 
-/** \p p is handed back: keep what it finished unless our last commit covered it. */
-static void carry_save(kt_consumer_t *kc, const kt_partition_t *p) {
+/** \p p is handed back: keep what it finished unless our last commit covered it.
+ *  @returns non-zero if something was kept (our commit did not cover it). */
+static int carry_save(kt_consumer_t *kc, const kt_partition_t *p) {
         int64_t offset = part_commit_offset(p);
         carry_t *c;
         size_t len = 0;
@@ -739,7 +773,7 @@ static void carry_save(kt_consumer_t *kc, const kt_partition_t *p) {
 
         if (offset < 0 || (p->stored < 0 && !part_has_done(p)) ||
             (p->committed == offset && !p->dirty))
-                return; /* nothing of ours, or our last commit covered it */
+                return 0; /* nothing of ours, or our last commit covered it */
         if (!(c = carry_find(kc, p->topic, p->partition))) {
                 if (kc->carry_cnt == kc->carry_size) {
                         size_t n = kc->carry_size ? kc->carry_size * 2 : 16;
@@ -749,7 +783,7 @@ static void carry_save(kt_consumer_t *kc, const kt_partition_t *p) {
                                         "%s [%d]: cannot keep its uncommitted progress (offset "
                                         "%lld): its next owner delivers it again",
                                         p->topic, p->partition, (long long)offset);
-                                return;
+                                return 0;
                         }
                         kc->carry = a;
                         kc->carry_size = n;
@@ -757,11 +791,11 @@ static void carry_save(kt_consumer_t *kc, const kt_partition_t *p) {
                 c = &kc->carry[kc->carry_cnt];
                 memset(c, 0, sizeof(*c));
                 if (!(c->topic = strdup(p->topic)))
-                        return;
+                        return 0;
                 c->partition = p->partition;
                 kc->carry_cnt++;
         } else if (c->offset > offset)
-                return; /* what we kept is further */
+                return 1; /* what we kept is further */
         md = part_metadata(p, &len);
         free(c->md);
         c->md = md;
@@ -772,6 +806,7 @@ static void carry_save(kt_consumer_t *kc, const kt_partition_t *p) {
                 "%s [%d]: handed back before its progress was committed: offset %lld kept, "
                 "committed once the group is stable again",
                 p->topic, p->partition, (long long)offset);
+        return 1;
 }
 
 /** Add \p offset and a copy of \p md to \p offsets. */

@@ -26,7 +26,6 @@ static rd_kafka_t *mock_rk; /* the handle that owns the mock cluster */
 static rd_kafka_mock_cluster_t *mc;
 static const char *bootstraps;
 
-
 /** One kt_consumer_t and what its hooks saw. */
 typedef struct member {
         const char *name;
