@@ -79,6 +79,9 @@ EOF
   # setsid: the broker must not die with the shell that started it, and must not get its signals.
   setsid "${jvm[@]}" kafka.Kafka "$state/server.properties" >"$state/stdout.log" 2>&1 </dev/null &
   echo $! >"$state/pid"
+  # resume uses the jars this broker started with: another checkout (a worktree, a fresh
+  # clone reusing the running broker) may have none of its own.
+  echo "$cp" >"$state/classpath"
 
   local bootstrap="127.0.0.1:$port" deadline=$((SECONDS + start_timeout))
   until kcat -L -b "$bootstrap" -m 2 2>/dev/null | grep -q '1 brokers:'; do
@@ -107,6 +110,7 @@ resume() {
   running && die "already running"
   [ -f "$state/server.properties" ] && [ -f "$state/bootstrap" ] || die "nothing paused in $state"
   local cp="$libs/*" bootstrap deadline=$((SECONDS + start_timeout))
+  [ -f "$state/classpath" ] && cp=$(cat "$state/classpath")
   bootstrap=$(cat "$state/bootstrap")
   setsid java -Xms256m -Xmx1g -XX:+UseG1GC -Djava.awt.headless=true \
     "-Dlog4j2.configurationFile=$state/log4j2.properties" -cp "$cp" \
