@@ -168,6 +168,8 @@ static void set_paused(kt_consumer_t *kc, kt_partition_t *p, int pause) {
         }
 }
 
+static void stored_forget(kt_consumer_t *kc, const kt_partition_t *p);
+
 /**
  * The one transition function of a partition's life (kt_partition_state_t): every pause and
  * hook that depends on the state happens here.
@@ -189,6 +191,10 @@ static void part_state_set(kt_consumer_t *kc, kt_partition_t *p, kt_partition_st
                 set_paused(kc, p, 1);
                 if (kc->hooks.release)
                         kc->hooks.release(kc->hooks.opaque, p, lost);
+                /* Nothing of it changes any more, and the commit that ends its drain is ours
+                 * (with its offset map): librdkafka's auto-commit must not send the stored
+                 * offset again without the map, behind ours. */
+                stored_forget(kc, p);
                 break;
         }
         p->state = state;
@@ -398,6 +404,8 @@ static void on_assign(kt_consumer_t *kc, rd_kafka_topic_partition_list_t *tps) {
         }
         if (tps->cnt)
                 done_maps_load(kc, tps); /* before any record of them is fetched */
+        if (kc->carry_cnt)
+                kt_consumer_commit_start(kc); /* the group is stable again: commit what was kept */
         if (cooperative(kc))
                 error = rd_kafka_incremental_assign(kc->rk, tps);
         else
@@ -460,8 +468,7 @@ static void handback(kt_consumer_t *kc, rd_kafka_topic_partition_list_t *tps, in
                 if (!p)
                         continue;
                 part_state_set(kc, p, KT_PART_RELEASED, lost);
-                if (!carry_save(kc, p))
-                        stored_forget(kc, p); /* our commit covers it */
+                carry_save(kc, p); /* what our commit did not cover */
                 part_remove(kc, p);
         }
         if (cooperative(kc))
@@ -641,9 +648,11 @@ static char *part_metadata(const kt_partition_t *p, size_t *lenp);
 /** @returns the offset to commit for \p p: the one after the last popped record, or else its
  *  oldest buffered record (everything before it was never ours to deliver), -1 if none. */
 static int64_t part_commit_offset(const kt_partition_t *p) {
-        if (p->stored >= 0)
-                return p->stored;
-        return p->q.head ? p->q.head->offset : -1;
+        int64_t off = p->stored >= 0 ? p->stored : p->q.head ? p->q.head->offset : -1;
+
+        /* Below the floor every record is done (ours before the partition was lost): records
+         * below it are popped on arrival, so a head is never below it. */
+        return p->done_floor > off ? p->done_floor : off;
 }
 
 /** @returns non-zero if a record of \p p is done (above its unfinished head). */
@@ -654,6 +663,10 @@ static int part_has_done(const kt_partition_t *p) {
         return 0;
 }
 
+/** Set once the broker refused our metadata as too large (offset.metadata.max.bytes under
+ *  KT_COMMIT_METADATA_BYTES): commits go on without the offset map. */
+static int metadata_off;
+
 static char *part_metadata(const kt_partition_t *p, size_t *lenp) {
         int64_t commit = part_commit_offset(p);
         char buf[KT_COMMIT_METADATA_BYTES];
@@ -662,7 +675,8 @@ static char *part_metadata(const kt_partition_t *p, size_t *lenp) {
         char *md = NULL;
 
         *lenp = 0;
-        if (commit < 0 || !(done = malloc(KT_COMMIT_METADATA_OFFSETS * sizeof(*done))))
+        if (metadata_off || commit < 0 ||
+            !(done = malloc(KT_COMMIT_METADATA_OFFSETS * sizeof(*done))))
                 return NULL;
         /* Finished above the watermark: ours, then what a previous owner finished that we
          * have not read yet (the rest of its map is ours now, in the tracker). */
@@ -840,6 +854,8 @@ static void commit_send(kt_consumer_t *kc) {
         kc->commit_seq++;
         kc->commit_again = 0;
         kc->done_at_start = kc->done_cnt;
+        for (size_t i = 0; i < kc->carry_cnt; i++)
+                kc->carry[i].in_commit = 0; /* set again below if this commit carries it */
         for (kt_partition_t *p = kc->parts; p; p = p->next) {
                 int64_t commit = part_commit_offset(p);
                 carry_t *c = carry_find(kc, p->topic, p->partition);
@@ -977,6 +993,15 @@ static void commit_done_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
         kc->commit_inflight = 0;
         kc->commit_done_seq = kc->commit_seq;
         kc->commit_err = err;
+        if (err == RD_KAFKA_RESP_ERR_OFFSET_METADATA_TOO_LARGE && !metadata_off) {
+                metadata_off = 1;
+                KT_ERR(FAC,
+                       "the broker refuses commit metadata of up to %d bytes (its "
+                       "offset.metadata.max.bytes is lower): committing without the "
+                       "completed-offset map from now on (records finished above a record not "
+                       "done at a drain's end will be delivered again)",
+                       KT_COMMIT_METADATA_BYTES);
+        }
         if (err) {
                 kc->stats.commit_failures++;
                 kc->assigns_at_fail = kc->stats.assigns;
@@ -1001,7 +1026,20 @@ static void commit_done_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
                                 p->committed = offsets->elems[i].offset;
                 }
         }
-        if (kc->commit_again && kc->join_safe)
+        /* A carry for a partition another member owns now is tried once: later, its owner
+         * may have committed further, and ours would move the group's offset back. */
+        for (size_t i = kc->carry_cnt; i-- > 0;)
+                if (kc->carry[i].in_commit == kc->commit_seq &&
+                    !part_find(kc, kc->carry[i].topic, kc->carry[i].partition)) {
+                        if (err)
+                                KT_WARN(FAC,
+                                        "%s [%d]: the progress kept (offset %lld) could not be "
+                                        "committed (%s): its owner delivers it again",
+                                        kc->carry[i].topic, kc->carry[i].partition,
+                                        (long long)kc->carry[i].offset, rd_kafka_err2str(err));
+                        carry_drop(kc, &kc->carry[i]);
+                }
+        if (kc->commit_again && kc->join_safe && !kc->closing)
                 commit_send(kc);
 }
 
@@ -1400,7 +1438,7 @@ int kt_consumer_poll(kt_consumer_t *kc, int max) {
         }
         if (n >= max)
                 more = 1;
-        if (kc->commit_again && !kc->commit_inflight && kc->join_safe)
+        if (kc->commit_again && !kc->commit_inflight && kc->join_safe && !kc->closing)
                 commit_send(kc); /* deferred while the group was joining */
         /* Records, from each partition with room: after a wake-up (it does not say which
          * queue) all of them, else those known to hold more (p->more: a partition left

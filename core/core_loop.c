@@ -188,6 +188,8 @@ static int commit_step(kt_loop_t *kl) {
                         kl->final_commit = kt_consumer_commit_start(kl->kc);
                         kl->commit_retry_at_ms = now + KT_LOOP_COMMIT_RETRY_MS;
                 }
+                if (kl->commit_retry_at_ms <= now) /* not ready yet: look again, not spin */
+                        kl->commit_retry_at_ms = now + KT_LOOP_COMMIT_RETRY_MS;
                 kt_loop_wake_at(kl, kl->commit_retry_at_ms);
                 return 0;
         }

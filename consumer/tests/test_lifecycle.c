@@ -582,17 +582,24 @@ static void test_commit_failures_and_lost(void) {
                                  "%s: [%d] released %d times, %d lost", name, p, d.released[p],
                                  d.released_lost[p]);
                 KT_CHECK(!d.bad_release, "release hook on a RELEASED partition");
+                /* Nothing is committed for a lost partition when it is lost; what was finished
+                 * there is kept and committed once the group hands out an assignment again
+                 * (offset 5 for [0]), maybe not yet here. */
                 off = committed(group, topic, 0, md, sizeof(md));
-                KT_CHECK(off < 0, "%s: lost partitions were committed (%lld)", name,
+                KT_CHECK(off < 0 || off == 5, "%s: [0] committed at %lld, want none yet or 5", name,
                          (long long)off);
                 KT_CHECK(kt_consumer_commit_retry_ready(d.kc),
                          "%s: retry not ready after the "
                          "re-assignment",
                          name);
         }
-        /* What we finished before the loss is done on arrival: [0] 0..4, [1] 0, 1 (below the
-         * offset kept) and 3 (its map). */
-        KT_CHECK(kt_consumer_stats(d.kc)->already_done == 8, "D: already_done %llu, want 8",
+        /* What we finished before the loss is not delivered again: [0] 0..4, [1] 0, 1 (below
+         * the offset kept) and 3 (its map) are done on arrival, or not fetched at all when the
+         * kept progress was committed before librdkafka looked up where to start ([1] 3 is
+         * above that offset: done on arrival either way). The counts below say which. */
+        KT_CHECK(kt_consumer_stats(d.kc)->already_done >= 1 &&
+                     kt_consumer_stats(d.kc)->already_done <= 8,
+                 "D: already_done %llu, want 1..8",
                  (unsigned long long)kt_consumer_stats(d.kc)->already_done);
         for (int p = 0; p < NPART; p++)
                 for (int o = 0; o < NREC; o++) {
