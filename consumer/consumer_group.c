@@ -379,7 +379,14 @@ static void done_maps_load(kt_consumer_t *kc, const rd_kafka_topic_partition_lis
 /** @returns non-zero if the group uses the cooperative protocol. librdkafka answers NULL once
  *  the group is shutting down (in consumer_close()'s revoke): the last answer then holds. */
 static int cooperative(kt_consumer_t *kc) {
-        const char *proto = rd_kafka_rebalance_protocol(kc->rk);
+        const char *proto;
+
+        /* Inside rd_kafka_consumer_close() the call waits for the group, which is busy
+         * closing: it can block for ever (seen in test_lifecycle). The answer at the last
+         * assignment holds. */
+        if (kc->closing)
+                return kc->cooperative;
+        proto = rd_kafka_rebalance_protocol(kc->rk);
 
         if (proto)
                 kc->cooperative = !strcmp(proto, "COOPERATIVE");
