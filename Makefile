@@ -158,6 +158,15 @@ manifests:
 		--brokers kafka-1.example.com:9093,kafka-2.example.com:9093 \
 		--from-file deploy/kubernetes/function/hello.py --sasl-secret hello-kafka-sasl \
 		-o deploy/kubernetes/examples/sasl/hello-sasl.yaml
+	$(PYTHON) deploy/ktrigger-manifest hello --handler hello.handler \
+		--runtime-image kubeless/python:3.7 --trigger-topic hello-topic \
+		--brokers kafka-1.example.com:9093,kafka-2.example.com:9093 \
+		--from-file deploy/kubernetes/function/hello.py --sasl-secret hello-kafka-sasl \
+		--keda --keda-max-replicas 6 --static-membership \
+		-o deploy/kubernetes/examples/keda/hello-keda.yaml
+	{ cat deploy/prometheus/prometheusrule.head; \
+	  sed -e '/^#/d' -e 's/^./  &/' deploy/prometheus/ktrigger.rules.yml; } \
+		> deploy/kubernetes/monitoring/prometheusrule.yaml
 
 # ---------------------------------------------------------------------------- benchmarks
 # make bench-quick (under 3 minutes) / make bench (the full matrix, about 15 minutes): own Kafka
