@@ -162,7 +162,7 @@ manifests:
 		--runtime-image kubeless/python:3.7 --trigger-topic hello-topic \
 		--brokers kafka-1.example.com:9093,kafka-2.example.com:9093 \
 		--from-file deploy/kubernetes/function/hello.py --sasl-secret hello-kafka-sasl \
-		--keda --keda-max-replicas 6 --static-membership \
+		--static-membership --keda --keda-max-replicas 6 \
 		-o deploy/kubernetes/examples/keda/hello-keda.yaml
 	{ cat deploy/prometheus/prometheusrule.head; \
 	  sed -e '/^#/d' -e 's/^./  &/' deploy/prometheus/ktrigger.rules.yml; } \
