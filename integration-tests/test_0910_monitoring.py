@@ -36,9 +36,19 @@ DASHBOARD = REPO / 'deploy' / 'grafana' / 'ktrigger-dashboard.json'
 EXTERNAL = {'kube_pod_container_status_ready': 'kube-state-metrics',
             'up': 'Prometheus (one per scrape target)'}
 # The labels the Prometheus Operator's PodMonitor gives a ktrigger target (podTargetLabels:
-# app.kubernetes.io/name); the test's static target gets the same ones.
+# app.kubernetes.io/name); the test's static target gets the same ones, plus the pod label
+# `function` (the function's name) as a labelmap of pod labels would add it: the target label
+# ktrigger's own `function` (the handler) collides with.
 TARGET_LABELS = {'namespace': 'kt-monitoring', 'pod': 'hello-7c9d-x1', 'container': 'ktrigger',
-                 'app_kubernetes_io_name': 'hello'}
+                 'app_kubernetes_io_name': 'hello', 'function': 'hello'}
+PODMONITOR = REPO / 'deploy' / 'kubernetes' / 'monitoring' / 'podmonitor.yaml'
+
+
+def podmonitor_honor_labels():
+    """honorLabels of the PodMonitor's ktrigger endpoint: the scrape below uses the same."""
+    pm = yaml.safe_load(PODMONITOR.read_text())
+    [ep] = [e for e in pm['spec']['podMetricsEndpoints'] if e['port'] == 'kt-metrics']
+    return bool(ep.get('honorLabels', False))
 # Grafana's variables as the dashboard's "All" would set them.
 GRAFANA_VARS = {'$namespace': '.*', '$pod': '.*', '$function': '.+',
                 '$__rate_interval': '1m', '$__range': '5m'}
@@ -194,7 +204,8 @@ class Prometheus:
         target = {'targets': ['127.0.0.1:%d' % target_port], 'labels': TARGET_LABELS}
         conf = {'global': {'scrape_interval': '1s', 'evaluation_interval': '1s'},
                 'rule_files': [str(rules_copy)],
-                'scrape_configs': [{'job_name': 'ktrigger', 'honor_labels': True,
+                'scrape_configs': [{'job_name': 'ktrigger',
+                                    'honor_labels': podmonitor_honor_labels(),
                                     'static_configs': [target]}]}
         (tmp_path / 'prometheus.yml').write_text(yaml.safe_dump(conf))
         self.log_path = tmp_path / 'prometheus.log'
@@ -299,6 +310,12 @@ def test_dashboard_and_alert_expressions_against_real_prometheus(
                 if not r:
                     failures.append('%s: selector %s returned no data' % (a['alert'], sel))
         assert not failures, '\n'.join(failures)
+        # ktrigger's `function` label (the handler) survives the target label of that name.
+        series = [r['metric'] for r in prom.query('function_calls_total') or []]
+        print('function_calls_total series: %s' % series)
+        assert series and all(m.get('function') == kt.HANDLER for m in series), series
+        assert not any('exported_function' in m for m in series), (
+            'ktrigger\'s function label was renamed exported_function: %s' % series)
         # What the scenario provokes: dead letters, and 50 of 225 calls failing (22 %).
         for name in ('KtriggerDeadLettersProduced', 'KtriggerFunctionFailureRatio'):
             assert fired[name], '%s: its expression returned nothing' % name
