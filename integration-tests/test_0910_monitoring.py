@@ -18,6 +18,7 @@ import json
 import re
 import shutil
 import subprocess
+import sys
 import urllib.parse
 from pathlib import Path
 
@@ -240,7 +241,14 @@ def show(result):
 
 
 def test_dashboard_and_alert_expressions_against_real_prometheus(
-        kafka, names, config, runtime_factory, ktrigger_factory, tmp_path):
+        kafka, names, config, runtime_factory, ktrigger_factory, tmp_path, capsys):
+    """The queries and their results go to the test log whether or not pytest captures
+    output (and to prometheus-queries.log beside the test's other logs)."""
+    lines = []
+
+    def print(*args):  # noqa: A001 - shadows print for this test only
+        lines.append(' '.join(str(a) for a in args))
+
     if not shutil.which('prometheus'):
         pytest.fail('prometheus not installed (Debian package prometheus, scripts/install-deps)')
     dlq = names.topic + '-dlq'
@@ -338,4 +346,7 @@ def test_dashboard_and_alert_expressions_against_real_prometheus(
         assert states['KtriggerDeadLettersProduced'] == 'firing', states
     finally:
         prom.stop()
+        (tmp_path / 'prometheus-queries.log').write_text('\n'.join(lines) + '\n')
+        with capsys.disabled():
+            sys.stdout.write('\n' + '\n'.join(lines) + '\n')
     assert ktr.stop() == 0
