@@ -1100,6 +1100,23 @@ def test_generator_output_passes_the_manifest_checks(sample, check_bin, help_env
     assert again.returncode == 0 and again.stdout == proc.stdout
 
 
+def test_generator_runtime_user_and_writable_root(validator):
+    args = ['fn', '--handler', 'fn.main', '--runtime-image', 'example/runtime:1',
+            '--trigger-topic', 't']
+    proc = generate(args + ['--runtime-uid', '4321', '--runtime-writable-root'])
+    assert proc.returncode == 0, proc.stderr
+    docs = load_yaml_docs(proc.stdout, 'writable')
+    dep = find(docs, 'Deployment')[0]
+    rt = container(dep, 'runtime')['securityContext']
+    assert (rt['runAsUser'], rt['runAsGroup'], rt['readOnlyRootFilesystem']) == (4321, 4321, False)
+    assert restricted_violations(pod_spec(dep)) == []
+    for d in docs:
+        validator(d, 'writable')
+    default = find(load_yaml_docs(generate(args).stdout, 'default'), 'Deployment')[0]
+    rt = container(default, 'runtime')['securityContext']
+    assert (rt['runAsUser'], rt['readOnlyRootFilesystem']) == (1000, True)
+
+
 @pytest.mark.parametrize('args,needle', [
     (['Hello_World', '--handler', 'a.b', '--runtime-image', 'i', '--trigger-topic', 't'],
      'function name'),
