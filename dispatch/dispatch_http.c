@@ -573,7 +573,15 @@ void kt_dispatch_perform(kt_dispatch_t *kd) {
                                               msg->data.result == CURLE_COULDNT_RESOLVE_HOST)
                                      ? " (after the request was sent; its re-send found "
                                        "nothing listening)"
-                                     : "");
+                                 : msg->data.result == CURLE_OUT_OF_MEMORY && !res.unbuildable
+                                     /* libcurl 7.88's answer to a response header block over
+                                      * its 100 KiB limit */
+                                     ? " (reading the response: its header block may be over "
+                                       "libcurl's 100 KiB limit)"
+                                     : msg->data.result == CURLE_OUT_OF_MEMORY
+                                           ? " (building the request: its header block may be over "
+                                             "libcurl's ~1 MiB limit)"
+                                           : "");
                         res.error = error;
                 }
                 res.outcome = res.unbuildable ? KT_OUTCOME_PERMANENT
