@@ -13,6 +13,13 @@
  * - The body points at the record's value (no copy); the consumer keeps the record alive until
  *   the callback ran or the call was cancelled.
  * - Response bodies are read and thrown away (the reply feature will keep them, capped).
+ * - A response is an answer only once its header block is complete: CURLOPT_HEADERFUNCTION
+ *   watches for the blank line after a final (non-1xx) status line. libcurl 7.88 reports
+ *   CURLE_OK for a response cut off inside its header block; that is a transport failure here.
+ * - A request libcurl refuses to build (CURLE_OUT_OF_MEMORY past its ~1 MiB request header
+ *   buffer) with no byte sent (CURLINFO_REQUEST_SIZE 0) is "unbuildable": not a call, and
+ *   permanent. CURLOPT_PREREQFUNCTION has run by then, so sends is reset to 0. The header
+ *   builder's own cap (KT_MAX_REQUEST_HEADER_BYTES) keeps this from happening in practice.
  * - "Nothing listens" (connection refused before any request was sent) is reported as
  *   runtime_down, not as a failure of the record: the loop stops calling and probes the
  *   runtime's health path with a separate easy handle (not a slot) until it answers. A
