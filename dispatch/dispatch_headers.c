@@ -7,6 +7,16 @@
  * names must be HTTP tokens, values printable; a key or header value that is not is sent
  * base64-encoded under a marked name, a name that is not a token or an oversized value is
  * dropped and counted. So no record can inject a header or split the request.
+ *
+ * Bounds: a record's headers are looked at up to KT_MAX_RECORD_HEADERS, and put in only while
+ * the request's header block stays under KT_MAX_REQUEST_HEADER_BYTES (libcurl 7.88 refuses a
+ * request over ~1 MiB); the rest is dropped and counted, so a record with huge headers is still
+ * delivered. Names are checked with their real length (see name_whole()).
+ *
+ * One pass first (scan_headers) finds what shapes the request: the record's content-type, and
+ * its W3C trace context, validated and then sent as the call's own traceparent/tracestate.
+ * Content-type detection of the value runs once per record (the result is kept in the record
+ * through req->value_kind) and is a scan that allocates nothing.
  */
 #define _POSIX_C_SOURCE 200809L
 #include "dispatch.h"
