@@ -52,10 +52,8 @@ def test_huge_headers_do_not_block(kafka, names, config, runtime_factory, ktrigg
             {'partition': 0, 'value': b'after2'}]
     kafka.produce(names.topic, recs, producer_config={'message.max.bytes': big})
     rt = runtime_factory(lang='python')
-    conf = config(rt.port)
-    conf['dispatch'].update({'on_failure': 'skip', 'retry': {'initial_backoff_ms': 50,
-                                                             'max_backoff_ms': 200,
-                                                             'max_attempts': 3}})
+    conf = config(rt.port)  # dispatch.on_failure = "block", the default: retried for ever
+    conf['dispatch'].update({'retry': {'initial_backoff_ms': 50, 'max_backoff_ms': 200}})
     ktr = ktrigger_factory(conf)
     end = kafka.end_offsets(names.topic)
     kt.wait_for(lambda: kafka.committed(names.group, names.topic) == end, 30,
@@ -107,6 +105,25 @@ def test_trace_context_propagated(kafka, names, config, runtime_factory, ktrigge
         assert call.headers.get('tracestate') == ts, (value, call.headers)
         # The record's own headers still arrive as event-header-*, whatever their validity.
         assert call.record_headers == [(n, v) for n, v in headers], value
+
+
+def test_trace_context_cloudevents(kafka, names, config, runtime_factory, ktrigger_factory):
+    kafka.create_topic(names.topic, 1)
+    kafka.produce(names.topic, [{'partition': 0, 'value': b'ce',
+                                 'headers': [('traceparent', TP.encode()),
+                                             ('tracestate', b'congo=t61')]}])
+    rt = runtime_factory(lang='python')
+    conf = config(rt.port)
+    conf['dispatch']['event_format'] = 'cloudevents'
+    ktr = ktrigger_factory(conf)
+    kt.wait_for(lambda: len(rt.calls()) >= 1, 20, 'the record delivered')
+    assert ktr.stop() == 0
+    h = rt.calls()[0].headers
+    print({k: v for k, v in h.items() if 'trace' in k})
+    # The hop's context (W3C HTTP headers) and the event's (the distributed-tracing
+    # extension's attributes, binary mode): both the record's.
+    assert h['traceparent'] == TP and h['tracestate'] == 'congo=t61'
+    assert h['ce-traceparent'] == TP and h['ce-tracestate'] == 'congo=t61'
 
 
 def test_json_content_type_exact(kafka, names, config, runtime_factory, ktrigger_factory):
