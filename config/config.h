@@ -155,6 +155,9 @@ typedef struct kt_config {
         char *dead_letter_topic;
         char *reply_topic; /**< successful response bodies produced here, NULL if off */
         kt_event_format_t event_format;
+        int json_content_type_exact; /**< send a JSON record's Content-Type as exactly
+                                          application/json (its own value stays in
+                                          event-header-content-type) */
 
         /* metrics */
         char *metrics_listen; /**< host:port as given */

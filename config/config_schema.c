@@ -103,6 +103,9 @@ const kt_config_key_t kt_config_keys[] = {
      KT_RELOAD_REJOIN, NULL, "where 2xx response bodies are produced; off if unset"},
     {"dispatch.event_format", KT_CONF_ENUM, OFF(event_format), NOCNT, "kubeless", NORANGE, formats,
      NULL, KT_RELOAD_LIVE, NULL, "request headers: Kubeless or CloudEvents binary"},
+    {"dispatch.json_content_type_exact", KT_CONF_BOOL, OFF(json_content_type_exact), NOCNT, "true",
+     NORANGE, NOENUM, KT_RELOAD_LIVE, NULL,
+     "a record's application/json with parameters is sent as exactly application/json"},
 
     {"metrics.listen", KT_CONF_STRING, OFF(metrics_listen), NOCNT, "0.0.0.0:9464", NORANGE, NOENUM,
      KT_RELOAD_RESTART, NULL, "host:port of /metrics, /healthz, /readyz"},

@@ -69,6 +69,8 @@ typedef struct kt_record {
         long last_status;         /**< last HTTP status, 0 if none */
         int64_t failing_since_ms; /**< kt_now_ms() of its first failure, 0 if none yet */
         char *last_error;         /**< last transfer error, NULL if none */
+        int value_kind;           /**< dispatch's content-type detection (KT_VALUE_*), kept
+                                       between attempts; 0 until the first */
         /* scheduler bookkeeping */
         kt_lane_t *lane;              /**< NULL in `none` ordering */
         struct kt_record *lane_next;  /**< next record of its lane */

@@ -166,7 +166,7 @@ static void record_start(kt_loop_t *kl, kt_record_t *rec) {
         kt_partition_t *p = rec->part;
         kt_dispatch_req_t req;
         kt_err_t err;
-        int dropped = 0;
+        kt_dispatch_notes_t notes = {0, 0};
 
         req.topic = p->topic;
         req.partition = p->partition;
@@ -179,14 +179,23 @@ static void record_start(kt_loop_t *kl, kt_record_t *rec) {
         req.len = rec->len;
         req.headers = rec->headers;
         req.format = kl->conf->event_format;
+        req.json_ct_exact = kl->conf->json_content_type_exact;
+        req.value_kind = &rec->value_kind;
 
-        err = kt_dispatch_request_submit(kl->kd, &req, rec, &rec->call, &dropped);
-        if (dropped && rec->attempts == 0) {
-                kt_metrics_headers_dropped_add(kl->km, dropped);
+        err = kt_dispatch_request_submit(kl->kd, &req, rec, &rec->call, &notes);
+        if (notes.dropped && rec->attempts == 0) {
+                kt_metrics_headers_dropped_add(kl->km, notes.dropped);
                 KT_WARN(FAC,
                         "%s [%d] @%lld: %d record header(s) not forwarded (not an HTTP "
-                        "token, or too big)",
-                        p->topic, p->partition, (long long)rec->offset, dropped);
+                        "token, too big, or over the request's header cap)",
+                        p->topic, p->partition, (long long)rec->offset, notes.dropped);
+        }
+        if (notes.trace_invalid && rec->attempts == 0) {
+                kt_metrics_trace_invalid_inc(kl->km);
+                KT_WARN(FAC,
+                        "%s [%d] @%lld: traceparent/tracestate header not valid W3C trace "
+                        "context: not propagated",
+                        p->topic, p->partition, (long long)rec->offset);
         }
         if (err) {
                 rec->state = KT_REC_RETRY_WAIT;
@@ -278,6 +287,32 @@ void kt_loop_call_done(void *opaque, const kt_dispatch_result_t *res, void *cbar
 
         p->in_flight--;
         rec->call = NULL;
+        if (res->unbuildable) {
+                /* libcurl refused to build the request: no call was made (not counted as
+                 * one), and the same record can never be sent. Retrying would block its
+                 * partition for ever, so on_failure applies at once; under block, which
+                 * would retry it for ever, it is skipped. */
+                rec->attempts--;
+                kt_metrics_request_unbuildable_inc(kl->km);
+                snprintf(why, sizeof(why), "request could not be built: %s", res->error);
+                KT_ERR(FAC, "%s [%d] @%lld: %s (no call made)%s", p->topic, p->partition,
+                       (long long)rec->offset, why,
+                       kl->conf->on_failure == KT_FAIL_BLOCK
+                           ? ": skipped, dispatch.on_failure = block cannot hold a record "
+                             "that can never be sent"
+                           : "");
+                free(res->body);
+                record_error_set(rec, 0, why);
+                if (kl->conf->on_failure == KT_FAIL_BLOCK) {
+                        kt_metrics_skip_inc(kl->km);
+                        kt_sched_resolved(kl->ks, rec);
+                        rec->state = KT_REC_DONE;
+                        kt_consumer_record_done(kl->kc, rec); /* may free rec */
+                        return;
+                }
+                give_up(kl, rec, why);
+                return;
+        }
         kt_metrics_outcome_inc(kl->km, call_outcome(res));
         if (res->runtime_down) {
                 /* Nothing listens: not this record's fault, and not an attempt. */

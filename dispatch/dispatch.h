@@ -30,7 +30,22 @@ typedef struct kt_dispatch_req {
         size_t len;
         const rd_kafka_headers_t *headers; /**< record headers, may be NULL */
         kt_event_format_t format;
+        int json_ct_exact; /**< dispatch.json_content_type_exact */
+        int *value_kind;   /**< the record's content-type detection, kept between attempts
+                                (KT_VALUE_*, 0 until detected); NULL: detect every time */
 } kt_dispatch_req_t;
+
+/** What a record's value was detected as (kt_dispatch_req_t.value_kind). */
+#define KT_VALUE_UNKNOWN 0
+#define KT_VALUE_JSON    1
+#define KT_VALUE_TEXT    2
+#define KT_VALUE_BINARY  3
+
+/** What building a record's request found, for the caller's log and metrics. */
+typedef struct kt_dispatch_notes {
+        int dropped;       /**< record headers (and keys) not forwarded */
+        int trace_invalid; /**< traceparent/tracestate present but not valid: not propagated */
+} kt_dispatch_notes_t;
 
 typedef enum kt_outcome {
         KT_OUTCOME_SUCCESS,   /**< 2xx */
@@ -46,6 +61,8 @@ typedef struct kt_dispatch_result {
         int timed_out;          /**< runtime.timeout_s + timeout_grace_ms passed, no answer */
         int sends;              /**< requests sent: 0 if none, 2 when curl re-sent it on a fresh
                                      connection after a reused one died before any answer */
+        int unbuildable;        /**< libcurl could not build the request (nothing was sent):
+                                     not a call; permanent for this record */
         int64_t retry_after_ms; /**< from Retry-After, -1 if absent */
         const char *error;      /**< transfer error text, "" if none */
         double seconds;         /**< call duration */
@@ -82,12 +99,11 @@ void kt_dispatch_destroy(kt_dispatch_t *kd);
 /**
  * @brief Start a call for \p req.
  * @param callp receives a handle for kt_dispatch_request_cancel().
- * @param droppedp receives the number of record headers that could not be forwarded.
- * @param droppedp receives the number of record headers that could not be forwarded.
+ * @param notes receives what building the request found (headers dropped, trace context).
  * @returns KT_OK, KT_ERR_FULL when every slot is busy, KT_ERR_NOMEM.
  */
 kt_err_t kt_dispatch_request_submit(kt_dispatch_t *kd, const kt_dispatch_req_t *req, void *opaque,
-                                    void **callp, int *droppedp);
+                                    void **callp, kt_dispatch_notes_t *notes);
 
 /**
  * @brief GET the runtime's health path once; the probe callback reports the answer.
@@ -138,10 +154,27 @@ kt_err_t kt_dispatch_conf_set(kt_dispatch_t *kd, const kt_config_t *conf);
 /** @returns the outcome class of an HTTP \p status (0 = no response, a transfer error). */
 kt_outcome_t kt_dispatch_outcome_classify(long status);
 
+/**
+ * @brief Whether a transfer that ended with \p rc failed because libcurl could not build the
+ *        request (CURLE_OUT_OF_MEMORY: libcurl 7.88 refuses a request header block over
+ *        ~1 MiB; CURLE_BAD_FUNCTION_ARGUMENT) before any byte of it was sent
+ *        (\p request_bytes, CURLINFO_REQUEST_SIZE, is 0). Such a record can never be
+ *        delivered as it is: no call was made, and trying again cannot help.
+ */
+int kt_dispatch_transfer_unbuildable(CURLcode rc, long request_bytes);
+
 /** Caps on what a record may put into a request. */
 #define KT_MAX_HEADER_NAME_BYTES  128
 #define KT_MAX_HEADER_VALUE_BYTES 8192
 #define KT_MAX_KEY_PLAIN_BYTES    4096
+/** The most header bytes one request carries (lines plus CRLF): record headers that would go
+ *  over are dropped and counted. A quarter of what libcurl 7.88 accepts (~1 MiB). */
+#define KT_MAX_REQUEST_HEADER_BYTES (256 * 1024)
+/** The most record headers looked at per record; the rest are dropped and counted. */
+#define KT_MAX_RECORD_HEADERS 1024
+/** W3C trace context: the longest tracestate propagated, and its most list members. */
+#define KT_MAX_TRACESTATE_BYTES   512
+#define KT_MAX_TRACESTATE_MEMBERS 32
 
 /**
  * Storage for one request's header lines, reused call after call, so that building them
@@ -162,14 +195,30 @@ typedef struct kt_dispatch_hdrs {
 
 /**
  * @brief Build the request headers for \p req (the event contract: Kubeless event headers,
- *        key, partition, offset, timestamp, record headers) into \p h, replacing what it held.
- *        Nothing from the record reaches a header line unless it is safe to; unsafe values
- *        are base64-encoded, names that are not HTTP tokens and oversized values are dropped.
- * @param droppedp incremented for every record header dropped.
+ *        key, partition, offset, timestamp, record headers, W3C trace context) into \p h,
+ *        replacing what it held. Nothing from the record reaches a header line unless it is
+ *        safe to; unsafe values are base64-encoded; names that are not HTTP tokens (checked
+ *        with their real length: a NUL inside is not a token), oversized values, headers past
+ *        KT_MAX_RECORD_HEADERS and headers that would take the request over
+ *        KT_MAX_REQUEST_HEADER_BYTES are dropped.
+ * @param notes dropped and trace_invalid are incremented (not reset).
  * @returns KT_OK or KT_ERR_NOMEM (then \p h->list is NULL).
  */
 kt_err_t kt_dispatch_headers_build(const kt_dispatch_req_t *req, kt_dispatch_hdrs_t *h,
-                                   int *droppedp);
+                                   kt_dispatch_notes_t *notes);
+
+/**
+ * @returns non-zero if \p v[0..len) is a valid W3C traceparent: version-traceid-parentid-flags
+ *          in lowercase hex, ids not all zero, version not ff; version 00 exactly 55 chars, a
+ *          later version at least that, followed by '-' if longer.
+ */
+int kt_dispatch_traceparent_valid(const char *v, size_t len);
+
+/**
+ * @returns non-zero if \p v[0..len) is a valid W3C tracestate of at most
+ *          KT_MAX_TRACESTATE_BYTES and KT_MAX_TRACESTATE_MEMBERS list members.
+ */
+int kt_dispatch_tracestate_valid(const char *v, size_t len);
 
 /** @brief Forget the lines of \p h; keep its storage unless it grew over KT_HDRS_KEEP_BYTES. */
 void kt_dispatch_hdrs_reset(kt_dispatch_hdrs_t *h);
@@ -177,8 +226,18 @@ void kt_dispatch_hdrs_reset(kt_dispatch_hdrs_t *h);
 /** @brief Free the storage of \p h (it may be used again, empty). */
 void kt_dispatch_hdrs_free(kt_dispatch_hdrs_t *h);
 
-/** @returns non-zero if \p value is one whole JSON object or array. */
+/**
+ * @returns non-zero if \p value is one whole JSON object or array (RFC 8259, white space
+ *          around it allowed, nesting up to KT_JSON_MAX_DEPTH), checked by a validating scan
+ *          that builds nothing; over KT_MAX_JSON_SCAN_BYTES only its first and last non-space
+ *          characters are looked at ({...} or [...]).
+ */
 int kt_dispatch_value_is_json(const void *value, size_t len);
+
+/** The largest value scanned in full for the content type. */
+#define KT_MAX_JSON_SCAN_BYTES (1024 * 1024)
+/** The deepest nesting a value detected as JSON may have (cJSON's limit is 1000 too). */
+#define KT_JSON_MAX_DEPTH 1000
 
 /** @returns non-zero if \p s[0..len) is valid UTF-8. */
 int kt_dispatch_utf8_valid(const unsigned char *s, size_t len);

@@ -13,6 +13,13 @@
  * - The body points at the record's value (no copy); the consumer keeps the record alive until
  *   the callback ran or the call was cancelled.
  * - Response bodies are read and thrown away (the reply feature will keep them, capped).
+ * - A response is an answer only once its header block is complete: CURLOPT_HEADERFUNCTION
+ *   watches for the blank line after a final (non-1xx) status line. libcurl 7.88 reports
+ *   CURLE_OK for a response cut off inside its header block; that is a transport failure here.
+ * - A request libcurl refuses to build (CURLE_OUT_OF_MEMORY past its ~1 MiB request header
+ *   buffer) with no byte sent (CURLINFO_REQUEST_SIZE 0) is "unbuildable": not a call, and
+ *   permanent. CURLOPT_PREREQFUNCTION has run by then, so sends is reset to 0. The header
+ *   builder's own cap (KT_MAX_REQUEST_HEADER_BYTES) keeps this from happening in practice.
  * - "Nothing listens" (connection refused before any request was sent) is reported as
  *   runtime_down, not as a failure of the record: the loop stops calling and probes the
  *   runtime's health path with a separate easy handle (not a slot) until it answers. A
@@ -55,8 +62,10 @@ typedef struct slot {
         void *opaque;
         int busy;
         char error[CURL_ERROR_SIZE];
-        int sends;  /**< requests sent for this call (curl re-sends on a dead reused connection) */
-        char *body; /**< response body (reply mode only), at most KT_MAX_RESPONSE_BYTES */
+        int sends; /**< requests sent for this call (curl re-sends on a dead reused connection) */
+        int head_done;    /**< the final (non-1xx) response's header block ended (blank line) */
+        long head_status; /**< the status line of the response being read, 0 before one */
+        char *body;       /**< response body (reply mode only), at most KT_MAX_RESPONSE_BYTES */
         size_t body_len, body_cap;
         int body_too_big;
         int idx; /**< in kt_dispatch.slots */
@@ -142,6 +151,34 @@ static size_t keep_cb(char *ptr, size_t size, size_t nmemb, void *userdata) {
         return n;
 }
 
+/** CURLOPT_HEADERFUNCTION: see where the response's header block ends. libcurl 7.88 reports
+ *  CURLE_OK for a response cut off inside it (even after the status line alone). */
+static size_t header_cb(char *ptr, size_t size, size_t nmemb, void *userdata) {
+        slot_t *s = userdata;
+        size_t n = size * nmemb;
+
+        if (n >= 5 && !memcmp(ptr, "HTTP/", 5)) {
+                /* A status line, "HTTP/1.1 200 OK": a new response (after a 1xx). */
+                const char *sp = memchr(ptr, ' ', n);
+                long st = 0;
+                if (sp && ptr + n - sp > 3)
+                        for (int i = 1; i <= 3; i++)
+                                st = sp[i] >= '0' && sp[i] <= '9' ? st * 10 + (sp[i] - '0') : -1000;
+                s->head_status = st > 0 ? st : 1; /* 1: unreadable, not a final answer */
+                s->head_done = 0;
+        } else if ((n == 2 && ptr[0] == '\r' && ptr[1] == '\n') || (n == 1 && ptr[0] == '\n')) {
+                /* The blank line: a 1xx block ends and another response follows. */
+                if (s->head_status >= 200)
+                        s->head_done = 1;
+        }
+        return n;
+}
+
+int kt_dispatch_transfer_unbuildable(CURLcode rc, long request_bytes) {
+        return (rc == CURLE_OUT_OF_MEMORY || rc == CURLE_BAD_FUNCTION_ARGUMENT) &&
+               request_bytes == 0;
+}
+
 kt_outcome_t kt_dispatch_outcome_classify(long status) {
         if (status >= 200 && status <= 299)
                 return KT_OUTCOME_SUCCESS;
@@ -221,6 +258,8 @@ static int slot_setup(kt_dispatch_t *kd, slot_t *s) {
         curl_easy_setopt(s->easy, CURLOPT_PRIVATE, s);
         curl_easy_setopt(s->easy, CURLOPT_PREREQFUNCTION, prereq_cb);
         curl_easy_setopt(s->easy, CURLOPT_PREREQDATA, s);
+        curl_easy_setopt(s->easy, CURLOPT_HEADERFUNCTION, header_cb);
+        curl_easy_setopt(s->easy, CURLOPT_HEADERDATA, s);
         curl_easy_setopt(s->easy, CURLOPT_PROTOCOLS_STR, "http,https");
         curl_easy_setopt(s->easy, CURLOPT_USERAGENT, "ktrigger/" KT_VERSION);
         return 0;
@@ -372,7 +411,7 @@ void kt_dispatch_destroy(kt_dispatch_t *kd) {
 }
 
 kt_err_t kt_dispatch_request_submit(kt_dispatch_t *kd, const kt_dispatch_req_t *req, void *opaque,
-                                    void **callp, int *droppedp) {
+                                    void **callp, kt_dispatch_notes_t *notes) {
         slot_t *s;
         kt_err_t err;
         CURLMcode mc;
@@ -382,10 +421,12 @@ kt_err_t kt_dispatch_request_submit(kt_dispatch_t *kd, const kt_dispatch_req_t *
         s = kd->slots[kd->free_stack[kd->free_cnt - 1]];
         if (s->gen != kd->gen)
                 slot_apply(kd, s);
-        if ((err = kt_dispatch_headers_build(req, &s->hdrs, droppedp)))
+        if ((err = kt_dispatch_headers_build(req, &s->hdrs, notes)))
                 return err;
         s->error[0] = '\0';
         s->sends = 0;
+        s->head_done = 0;
+        s->head_status = 0;
         curl_easy_setopt(s->easy, CURLOPT_HTTPHEADER, s->hdrs.list);
         curl_easy_setopt(s->easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)req->len);
         curl_easy_setopt(s->easy, CURLOPT_POSTFIELDS, req->value ? (const char *)req->value : "");
@@ -475,7 +516,24 @@ void kt_dispatch_perform(kt_dispatch_t *kd) {
                 curl_easy_getinfo(s->easy, CURLINFO_TOTAL_TIME, &res.seconds);
                 res.retry_after_ms = -1;
                 res.sends = s->sends;
-                if (msg->data.result == CURLE_OK) {
+                if (msg->data.result == CURLE_OK && !s->head_done) {
+                        /* Cut off inside the header block, or only 1xx answers: no answer
+                         * at all. A transport failure, retriable (the function may have run). */
+                        res.status = 0;
+                        if (s->head_status >= 200)
+                                snprintf(error, sizeof(error),
+                                         "response cut off in its header block (after status "
+                                         "%ld)",
+                                         s->head_status);
+                        else if (s->head_status)
+                                snprintf(error, sizeof(error),
+                                         "connection closed after an interim %ld response, "
+                                         "before the final one",
+                                         s->head_status);
+                        else
+                                snprintf(error, sizeof(error), "no response status line");
+                        res.error = error;
+                } else if (msg->data.result == CURLE_OK) {
                         curl_off_t retry_after = 0;
                         curl_easy_getinfo(s->easy, CURLINFO_RESPONSE_CODE, &res.status);
                         /* Seconds or an HTTP date, both turned into seconds by curl. */
@@ -497,7 +555,15 @@ void kt_dispatch_perform(kt_dispatch_t *kd) {
                                 s->body = NULL;
                         }
                 } else {
+                        long request_bytes = 0;
                         res.status = 0;
+                        curl_easy_getinfo(s->easy, CURLINFO_REQUEST_SIZE, &request_bytes);
+                        if (kt_dispatch_transfer_unbuildable(msg->data.result, request_bytes)) {
+                                /* Nothing was sent, so no call: CURLOPT_PREREQFUNCTION ran
+                                 * before libcurl built (and refused) the request. */
+                                res.unbuildable = 1;
+                                res.sends = 0;
+                        }
                         res.timed_out = msg->data.result == CURLE_OPERATION_TIMEDOUT;
                         /* Only if no request went out: a connection that died after one was
                          * sent (curl's re-send then found nothing listening) ran the handler,
@@ -514,10 +580,19 @@ void kt_dispatch_perform(kt_dispatch_t *kd) {
                                               msg->data.result == CURLE_COULDNT_RESOLVE_HOST)
                                      ? " (after the request was sent; its re-send found "
                                        "nothing listening)"
-                                     : "");
+                                 : msg->data.result == CURLE_OUT_OF_MEMORY && !res.unbuildable
+                                     /* libcurl 7.88's answer to a response header block over
+                                      * its 100 KiB limit */
+                                     ? " (reading the response: its header block may be over "
+                                       "libcurl's 100 KiB limit)"
+                                     : msg->data.result == CURLE_OUT_OF_MEMORY
+                                           ? " (building the request: its header block may be over "
+                                             "libcurl's ~1 MiB limit)"
+                                           : "");
                         res.error = error;
                 }
-                res.outcome = kt_dispatch_outcome_classify(res.status);
+                res.outcome = res.unbuildable ? KT_OUTCOME_PERMANENT
+                                              : kt_dispatch_outcome_classify(res.status);
                 opaque = s->opaque;
                 /* Free the slot first so the callback can submit the next record into it. */
                 slot_release(kd, s);

@@ -768,3 +768,62 @@ def count_by_partition(calls):
     for c in calls:
         out[c.partition] += 1
     return dict(out)
+
+
+# --------------------------------------------------------------------------- raw headers
+
+def produce_raw_headers(bootstrap, topic, partition, value, headers, timeout=30):
+    """Produce one record whose header names are exact bytes (a NUL inside included), through
+    librdkafka's C API: confluent_kafka passes names as C strings and would cut them.
+    headers: [(name bytes, value bytes or None)]."""
+    import ctypes
+    lib = ctypes.CDLL('librdkafka.so.1')
+    lib.rd_kafka_conf_new.restype = ctypes.c_void_p
+    lib.rd_kafka_conf_set.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_char_p,
+                                      ctypes.c_char_p, ctypes.c_size_t]
+    lib.rd_kafka_new.restype = ctypes.c_void_p
+    lib.rd_kafka_new.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_char_p,
+                                 ctypes.c_size_t]
+    lib.rd_kafka_headers_new.restype = ctypes.c_void_p
+    lib.rd_kafka_headers_new.argtypes = [ctypes.c_size_t]
+    lib.rd_kafka_header_add.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_ssize_t,
+                                        ctypes.c_char_p, ctypes.c_ssize_t]
+    lib.rd_kafka_produceva.restype = ctypes.c_void_p
+    lib.rd_kafka_produceva.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t]
+    lib.rd_kafka_error_string.restype = ctypes.c_char_p
+    lib.rd_kafka_error_string.argtypes = [ctypes.c_void_p]
+    lib.rd_kafka_flush.argtypes = [ctypes.c_void_p, ctypes.c_int]
+    lib.rd_kafka_destroy.argtypes = [ctypes.c_void_p]
+
+    class Mem(ctypes.Structure):
+        _fields_ = [('ptr', ctypes.c_void_p), ('size', ctypes.c_size_t)]
+
+    class U(ctypes.Union):
+        _fields_ = [('cstr', ctypes.c_char_p), ('i32', ctypes.c_int32), ('mem', Mem),
+                    ('ptr', ctypes.c_void_p), ('_pad', ctypes.c_char * 64)]
+
+    class VU(ctypes.Structure):
+        _fields_ = [('vtype', ctypes.c_int), ('u', U)]
+
+    errstr = ctypes.create_string_buffer(512)
+    conf = lib.rd_kafka_conf_new()
+    for k, v in (('bootstrap.servers', bootstrap), ('acks', 'all')):
+        assert lib.rd_kafka_conf_set(conf, k.encode(), v.encode(), errstr, 512) == 0, errstr.value
+    rk = lib.rd_kafka_new(0, conf, errstr, 512)  # RD_KAFKA_PRODUCER
+    assert rk, errstr.value
+    try:
+        hdrs = lib.rd_kafka_headers_new(len(headers))
+        for name, val in headers:
+            lib.rd_kafka_header_add(hdrs, name, len(name), val, len(val) if val is not None else 0)
+        buf = ctypes.create_string_buffer(value, len(value))
+        vus = (VU * 4)()
+        vus[0].vtype, vus[0].u.cstr = 1, topic.encode()  # RD_KAFKA_VTYPE_TOPIC
+        vus[1].vtype, vus[1].u.i32 = 3, partition  # RD_KAFKA_VTYPE_PARTITION
+        vus[2].vtype = 4  # RD_KAFKA_VTYPE_VALUE (copied: RD_KAFKA_MSG_F_COPY is the default)
+        vus[2].u.mem.ptr, vus[2].u.mem.size = ctypes.cast(buf, ctypes.c_void_p), len(value)
+        vus[3].vtype, vus[3].u.ptr = 10, hdrs  # RD_KAFKA_VTYPE_HEADERS (librdkafka owns it)
+        err = lib.rd_kafka_produceva(rk, vus, 4)
+        assert not err, lib.rd_kafka_error_string(err)
+        assert lib.rd_kafka_flush(rk, timeout * 1000) == 0, 'not delivered in %ss' % timeout
+    finally:
+        lib.rd_kafka_destroy(rk)

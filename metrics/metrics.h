@@ -88,6 +88,13 @@ void kt_metrics_skip_inc(kt_metrics_t *km);
 /** @brief Count record headers (and keys) that could not be forwarded. */
 void kt_metrics_headers_dropped_add(kt_metrics_t *km, int n);
 
+/** @brief Count a record whose traceparent/tracestate headers were not valid W3C trace
+ *         context and were not propagated. */
+void kt_metrics_trace_invalid_inc(kt_metrics_t *km);
+
+/** @brief Count a record whose request libcurl could not build (no call was made). */
+void kt_metrics_request_unbuildable_inc(kt_metrics_t *km);
+
 /** @brief Report whether the runtime answers (1) or nothing listens (0). */
 void kt_metrics_runtime_up_set(kt_metrics_t *km, int up);
 

@@ -39,6 +39,8 @@ struct kt_metrics {
         _Atomic uint64_t replies;
         _Atomic uint64_t produce_failures[2][2]; /**< [dead letter][permanent] */
         _Atomic uint64_t headers_dropped;
+        _Atomic uint64_t trace_invalid;
+        _Atomic uint64_t unbuildable;
         _Atomic int runtime_up;
         _Atomic int group_joined;
         _Atomic int64_t heartbeat_ms;

@@ -137,6 +137,14 @@ void kt_metrics_headers_dropped_add(kt_metrics_t *km, int n) {
         INC(km->headers_dropped, (uint64_t)n);
 }
 
+void kt_metrics_trace_invalid_inc(kt_metrics_t *km) {
+        INC(km->trace_invalid, 1);
+}
+
+void kt_metrics_request_unbuildable_inc(kt_metrics_t *km) {
+        INC(km->unbuildable, 1);
+}
+
 void kt_metrics_runtime_up_set(kt_metrics_t *km, int up) {
         SET(km->runtime_up, up);
 }
@@ -313,9 +321,17 @@ char *kt_metrics_format(kt_metrics_t *km, size_t *lenp) {
                 "# TYPE ktrigger_skipped_total counter\n"
                 "ktrigger_skipped_total %llu\n"
                 "# HELP ktrigger_record_headers_dropped_total Record headers not forwarded "
-                "(not an HTTP token, or too big).\n"
+                "(not an HTTP token, too big, or over the request's header cap).\n"
                 "# TYPE ktrigger_record_headers_dropped_total counter\n"
                 "ktrigger_record_headers_dropped_total %llu\n"
+                "# HELP ktrigger_trace_context_invalid_total Records whose traceparent or "
+                "tracestate header was not valid W3C trace context (not propagated).\n"
+                "# TYPE ktrigger_trace_context_invalid_total counter\n"
+                "ktrigger_trace_context_invalid_total %llu\n"
+                "# HELP ktrigger_requests_unbuildable_total Records whose HTTP request could not "
+                "be built (no call made; dispatch.on_failure applied).\n"
+                "# TYPE ktrigger_requests_unbuildable_total counter\n"
+                "ktrigger_requests_unbuildable_total %llu\n"
                 "# HELP ktrigger_runtime_up Whether the function runtime accepts connections.\n"
                 "# TYPE ktrigger_runtime_up gauge\n"
                 "ktrigger_runtime_up %d\n"
@@ -334,8 +350,9 @@ char *kt_metrics_format(kt_metrics_t *km, size_t *lenp) {
                 (unsigned long long)GET(km->retries), (unsigned long long)GET(km->resends),
                 (unsigned long long)GET(km->dead_lettered), (unsigned long long)GET(km->replies),
                 (unsigned long long)GET(km->skipped), (unsigned long long)GET(km->headers_dropped),
-                GET(km->runtime_up), GET(km->in_flight), GET(km->assigned),
-                (unsigned long long)GET(km->buffered), KT_VERSION);
+                (unsigned long long)GET(km->trace_invalid),
+                (unsigned long long)GET(km->unbuildable), GET(km->runtime_up), GET(km->in_flight),
+                GET(km->assigned), (unsigned long long)GET(km->buffered), KT_VERSION);
         fputs("# HELP ktrigger_produce_failures_total Replies and dead letters Kafka refused, "
               "for good (permanent) or not (transient).\n"
               "# TYPE ktrigger_produce_failures_total counter\n",

@@ -32,6 +32,28 @@ static void test_json_detection(void) {
             {"{bad}", 0},
             {"{\"a\":1}{\"b\":2}", 0},
             {"[1,2", 0},
+            {"[1,]", 0},
+            {"{\"a\":}", 0},
+            {"{\"a\" 1}", 0},
+            {"{\"a\":1,}", 0},
+            {"{1:2}", 0},
+            {"[01]", 0},
+            {"[1.]", 0},
+            {"[1e]", 0},
+            {"[-0.5e+10, 1E3, 0]", 1},
+            {"[tru]", 0},
+            {"[true, false, null]", 1},
+            {"[\"\\u00e9\\n\"]", 1},
+            {"[\"\\x\"]", 0},
+            {"[\"\\u12\"]", 0},
+            {"[\"a\tb\"]", 0}, /* a raw control character in a string */
+            {"[\"unterminated]", 0},
+            {"{\"a\":[1,{\"b\":[]}],\"c\":{}}", 1},
+            {"[1]]", 0},
+            {"[[1]", 0},
+            {"{\"a\":1}}", 0},
+            {"[{]}", 0},
+            {"[1] [2]", 0},
         };
         for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
                 int got = kt_dispatch_value_is_json(cases[i].value, strlen(cases[i].value));
@@ -44,6 +66,300 @@ static void test_json_detection(void) {
                 KT_CHECK(kt_dispatch_value_is_json(buf, 2) == 1, "length-bounded");
         }
         KT_CHECK(kt_dispatch_value_is_json(NULL, 0) == 0, "NULL value (tombstone)");
+        /* Deep: KT_JSON_MAX_DEPTH levels are JSON, one more is not. Big: a 1 MiB array is
+         * scanned in full (one bad byte in the middle is seen); over the bound only the
+         * brackets count. */
+        {
+                size_t d = KT_JSON_MAX_DEPTH + 1, n = 1024 * 1024;
+                char *deep = malloc(2 * d), *big = malloc(n + 2);
+                KT_CHECK(deep && big, "malloc");
+                if (deep && big) {
+                        memset(deep, '[', d);
+                        memset(deep + d, ']', d);
+                        KT_CHECK(kt_dispatch_value_is_json(deep + 1, 2 * d - 2) == 1, "%d levels",
+                                 KT_JSON_MAX_DEPTH);
+                        KT_CHECK(kt_dispatch_value_is_json(deep, 2 * d) == 0, "%zu levels", d);
+                        big[0] = '[';
+                        for (size_t i = 1; i < n - 1; i += 2) {
+                                big[i] = '1';
+                                big[i + 1] = ',';
+                        }
+                        big[n - 2] = '1';
+                        big[n - 1] = ']';
+                        KT_CHECK(kt_dispatch_value_is_json(big, n) == 1, "1 MiB array");
+                        big[n / 2 | 1] = 'x';
+                        KT_CHECK(kt_dispatch_value_is_json(big, n) == 0,
+                                 "1 MiB array with one bad byte");
+                        big[n] = ' ';
+                        big[n + 1] = ']';
+                        KT_CHECK(kt_dispatch_value_is_json(big, n + 2) == 1,
+                                 "over KT_MAX_JSON_SCAN_BYTES: brackets only");
+                }
+                free(deep);
+                free(big);
+        }
+}
+
+static void test_trace_context(void) {
+        static const struct {
+                const char *v;
+                int want;
+        } tp[] = {
+            {"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", 1},
+            {"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00", 1},
+            {"00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01", 0},   /* uppercase */
+            {"00-00000000000000000000000000000000-00f067aa0ba902b7-01", 0},   /* zero trace */
+            {"00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01", 0},   /* zero parent */
+            {"ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", 0},   /* version ff */
+            {"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-x", 0}, /* 00 is 55 */
+            {"01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-what", 1},
+            {"01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01x", 0},
+            {"00-4bf92f3577b34da6a3ce929d0e0e473-00f067aa0ba902b7-01", 0}, /* short id */
+            {"00_4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", 0},
+            {"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-0g", 0},
+            {"", 0},
+        };
+        static const struct {
+                const char *v;
+                int want;
+        } ts[] = {
+            {"congo=t61rcWkgMzE", 1},
+            {"rojo=00f067aa0ba902b7,congo=t61rcWkgMzE", 1},
+            {"rojo=1 , congo=2", 1},
+            {"tenant@vendor=x", 1},
+            {"1tenant@vendor=x", 1},
+            {"1simple=x", 0},
+            {"Upper=x", 0},
+            {"a=", 0},
+            {"a", 0},
+            {"a=b=c", 0},
+            {"a=1,a=2", 0}, /* keys are unique */
+            {"a=\x01", 0},
+            {"a=1,,b=2", 1}, /* empty members are allowed */
+            {"t@toolongsystemid=1", 0},
+        };
+        char many[40 * 8];
+        size_t n = 0;
+
+        for (size_t i = 0; i < sizeof(tp) / sizeof(tp[0]); i++)
+                KT_CHECK(kt_dispatch_traceparent_valid(tp[i].v, strlen(tp[i].v)) == tp[i].want,
+                         "traceparent '%s'", tp[i].v);
+        for (size_t i = 0; i < sizeof(ts) / sizeof(ts[0]); i++)
+                KT_CHECK(kt_dispatch_tracestate_valid(ts[i].v, strlen(ts[i].v)) == ts[i].want,
+                         "tracestate '%s'", ts[i].v);
+        for (int m = 0; m < 33; m++)
+                n += (size_t)snprintf(many + n, sizeof(many) - n, "%sk%d=v", m ? "," : "", m);
+        KT_CHECK(kt_dispatch_tracestate_valid(many, n) == 0, "33 members");
+        n = (size_t)(strrchr(many, ',') - many);
+        KT_CHECK(kt_dispatch_tracestate_valid(many, n) == 1, "32 members");
+}
+
+/* Build \p req with \p rh as its headers; @returns the value of line \p name or NULL. */
+static const char *line_of(kt_dispatch_hdrs_t *hs, const char *name) {
+        const char *l = find(hs->list, name);
+        return l ? l + strlen(name) + 2 : NULL;
+}
+
+static void test_trace_forwarding(void) {
+        static const char good[] = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        static const struct {
+                const char *tp, *tp2, *ts;
+                kt_event_format_t fmt;
+                const char *want_tp, *want_ts;
+                int invalid;
+        } cases[] = {
+            {good, NULL, "congo=t61", KT_EVENT_KUBELESS, good, "congo=t61", 0},
+            {good, NULL, NULL, KT_EVENT_KUBELESS, good, NULL, 0},
+            {good, NULL, "Bad=1", KT_EVENT_KUBELESS, good, NULL, 1},
+            {"00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01", NULL, "congo=t61",
+             KT_EVENT_KUBELESS, NULL, NULL, 1},
+            {good, good, NULL, KT_EVENT_KUBELESS, NULL, NULL, 1}, /* two traceparents */
+            {NULL, NULL, "congo=t61", KT_EVENT_KUBELESS, NULL, NULL, 1},
+            {good, NULL, "congo=t61", KT_EVENT_CLOUDEVENTS, good, "congo=t61", 0},
+        };
+        for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+                kt_dispatch_hdrs_t hs = {0};
+                kt_dispatch_notes_t nt = {0, 0};
+                rd_kafka_headers_t *rh = rd_kafka_headers_new(4);
+                kt_dispatch_req_t req = {"t", 0, 1,  -1,           0, NULL, 0,
+                                         "x", 1, rh, cases[i].fmt, 0, NULL};
+                const char *got;
+
+                if (cases[i].tp)
+                        rd_kafka_header_add(rh, "traceparent", -1, cases[i].tp, -1);
+                if (cases[i].tp2)
+                        rd_kafka_header_add(rh, "traceparent", -1, cases[i].tp2, -1);
+                if (cases[i].ts)
+                        rd_kafka_header_add(rh, "tracestate", -1, cases[i].ts, -1);
+                KT_CHECK(kt_dispatch_headers_build(&req, &hs, &nt) == KT_OK, "build %zu", i);
+                got = line_of(&hs, "traceparent");
+                KT_CHECK(cases[i].want_tp ? got && !strcmp(got, cases[i].want_tp) : !got,
+                         "case %zu: traceparent %s", i, got ? got : "(none)");
+                got = line_of(&hs, "tracestate");
+                KT_CHECK(cases[i].want_ts ? got && !strcmp(got, cases[i].want_ts) : !got,
+                         "case %zu: tracestate %s", i, got ? got : "(none)");
+                got = line_of(&hs, "ce-traceparent");
+                KT_CHECK(cases[i].fmt == KT_EVENT_CLOUDEVENTS && cases[i].want_tp
+                             ? got && !strcmp(got, cases[i].want_tp)
+                             : !got,
+                         "case %zu: ce-traceparent %s", i, got ? got : "(none)");
+                KT_CHECK(nt.trace_invalid == cases[i].invalid, "case %zu: invalid %d", i,
+                         nt.trace_invalid);
+                /* The record's own header is forwarded as before, whatever its validity. */
+                if (cases[i].tp && !cases[i].tp2)
+                        KT_CHECK(line_of(&hs, "event-header-traceparent") != NULL,
+                                 "case %zu: event-header-traceparent", i);
+                rd_kafka_headers_destroy(rh);
+                kt_dispatch_hdrs_free(&hs);
+        }
+}
+
+/* Header names with a NUL inside are checked with their real length: not a token, dropped. */
+static void test_nul_names(void) {
+        kt_dispatch_hdrs_t hs = {0};
+        kt_dispatch_notes_t nt = {0, 0};
+        rd_kafka_headers_t *rh = rd_kafka_headers_new(4);
+        kt_dispatch_req_t req = {"t", 0,   1, -1, 0, NULL, 0, "plain", 5, rh, KT_EVENT_KUBELESS,
+                                 0,   NULL};
+
+        rd_kafka_header_add(rh, "Content-Type\0junk", 17, "text/evil", -1);
+        rd_kafka_header_add(rh, "traceparent\0x", 13,
+                            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", -1);
+        rd_kafka_header_add(rh, "nul\0null-value", 15, NULL, 0);
+        rd_kafka_header_add(rh, "ok", -1, "fine", -1);
+        KT_CHECK(kt_dispatch_headers_build(&req, &hs, &nt) == KT_OK, "build");
+        KT_CHECK_STR(find(hs.list, "Content-Type"), "Content-Type: text/plain; charset=utf-8");
+        KT_CHECK(!find(hs.list, "event-header-content-type"), "NUL name forwarded");
+        KT_CHECK(!find(hs.list, "traceparent") && !find(hs.list, "event-header-traceparent"),
+                 "NUL-named traceparent used");
+        for (struct curl_slist *l = hs.list; l; l = l->next)
+                KT_CHECK(strncmp(l->data, "event-header-nul", 16), "'%s' forwarded", l->data);
+        KT_CHECK_STR(find(hs.list, "event-header-ok"), "event-header-ok: fine");
+        KT_CHECK(nt.dropped == 3, "dropped %d, want 3", nt.dropped);
+        rd_kafka_headers_destroy(rh);
+        kt_dispatch_hdrs_free(&hs);
+}
+
+/* 150 headers of 8 KiB (1.2 MB, over libcurl's ~1 MiB): the request stays under the cap, the
+ * rest is dropped and counted; more than KT_MAX_RECORD_HEADERS headers: the rest dropped. */
+static void test_header_caps(void) {
+        static const struct {
+                int cnt;
+                size_t value_len;
+                int want_sent; /* -1: whatever fits */
+        } cases[] = {
+            {150, KT_MAX_HEADER_VALUE_BYTES, -1},
+            {20, KT_MAX_HEADER_VALUE_BYTES, 20},
+            {KT_MAX_RECORD_HEADERS + 100, 1, KT_MAX_RECORD_HEADERS},
+        };
+        char *v = malloc(KT_MAX_HEADER_VALUE_BYTES);
+
+        KT_CHECK(v != NULL, "malloc");
+        if (!v)
+                return;
+        memset(v, 'v', KT_MAX_HEADER_VALUE_BYTES);
+        for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+                kt_dispatch_hdrs_t hs = {0};
+                kt_dispatch_notes_t nt = {0, 0};
+                rd_kafka_headers_t *rh = rd_kafka_headers_new(8);
+                kt_dispatch_req_t req = {"t", 0,   1, -1, 0, NULL, 0, "x", 1, rh, KT_EVENT_KUBELESS,
+                                         0,   NULL};
+                size_t bytes = 0;
+                int sent = 0;
+
+                for (int k = 0; k < cases[i].cnt; k++) {
+                        char name[16];
+                        snprintf(name, sizeof(name), "h%d", k);
+                        rd_kafka_header_add(rh, name, -1, v, (ssize_t)cases[i].value_len);
+                }
+                KT_CHECK(kt_dispatch_headers_build(&req, &hs, &nt) == KT_OK, "build %zu", i);
+                for (struct curl_slist *l = hs.list; l; l = l->next) {
+                        bytes += strlen(l->data) + 2;
+                        sent += !strncmp(l->data, "event-header-h", 14);
+                }
+                KT_CHECK(bytes <= KT_MAX_REQUEST_HEADER_BYTES, "case %zu: %zu header bytes", i,
+                         bytes);
+                if (cases[i].want_sent >= 0)
+                        KT_CHECK(sent == cases[i].want_sent, "case %zu: %d sent", i, sent);
+                else
+                        KT_CHECK(sent > 20 && sent < cases[i].cnt, "case %zu: %d sent", i, sent);
+                KT_CHECK(nt.dropped == cases[i].cnt - sent, "case %zu: %d dropped, %d sent", i,
+                         nt.dropped, sent);
+                rd_kafka_headers_destroy(rh);
+                kt_dispatch_hdrs_free(&hs);
+        }
+        free(v);
+}
+
+/* dispatch.json_content_type_exact, and detection kept between attempts. */
+static void test_content_type(void) {
+        static const struct {
+                const char *ct;
+                int exact;
+                const char *want;
+        } cases[] = {
+            {"application/json; charset=utf-8", 1, "application/json"},
+            {"application/json; charset=utf-8", 0, "application/json; charset=utf-8"},
+            {"Application/JSON", 1, "application/json"},
+            {"application/json;charset=\"UTF-8\"", 1, "application/json"},
+            {"application/json; charset=utf-16", 1, "application/json; charset=utf-16"},
+            {"application/json-patch+json", 1, "application/json-patch+json"},
+            {"application/jsonx", 1, "application/jsonx"},
+            {"text/csv", 1, "text/csv"},
+        };
+        for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+                kt_dispatch_hdrs_t hs = {0};
+                kt_dispatch_notes_t nt = {0, 0};
+                rd_kafka_headers_t *rh = rd_kafka_headers_new(2);
+                kt_dispatch_req_t req = {
+                    "t", 0, 1, -1, 0, NULL, 0, "{}", 2, rh, KT_EVENT_KUBELESS, 0, NULL};
+                req.json_ct_exact = cases[i].exact;
+                rd_kafka_header_add(rh, "content-type", -1, cases[i].ct, -1);
+                KT_CHECK(kt_dispatch_headers_build(&req, &hs, &nt) == KT_OK, "build %zu", i);
+                KT_CHECK(line_of(&hs, "Content-Type") &&
+                             !strcmp(line_of(&hs, "Content-Type"), cases[i].want),
+                         "case %zu: got %s", i, line_of(&hs, "Content-Type"));
+                KT_CHECK(line_of(&hs, "event-header-content-type") &&
+                             !strcmp(line_of(&hs, "event-header-content-type"), cases[i].ct),
+                         "case %zu: the record's own value kept", i);
+                rd_kafka_headers_destroy(rh);
+                kt_dispatch_hdrs_free(&hs);
+        }
+        {
+                kt_dispatch_hdrs_t hs = {0};
+                kt_dispatch_notes_t nt = {0, 0};
+                int kind = KT_VALUE_UNKNOWN;
+                kt_dispatch_req_t req = {
+                    "t", 0, 1, -1, 0, NULL, 0, "[1]", 3, NULL, KT_EVENT_KUBELESS, 0, NULL};
+                req.value_kind = &kind;
+                KT_CHECK(kt_dispatch_headers_build(&req, &hs, &nt) == KT_OK, "build");
+                KT_CHECK(kind == KT_VALUE_JSON, "detected once: %d", kind);
+                kind = KT_VALUE_TEXT; /* what an earlier attempt found is used, not redone */
+                KT_CHECK(kt_dispatch_headers_build(&req, &hs, &nt) == KT_OK, "build");
+                KT_CHECK_STR(find(hs.list, "Content-Type"),
+                             "Content-Type: text/plain; charset=utf-8");
+                kt_dispatch_hdrs_free(&hs);
+        }
+}
+
+static void test_unbuildable(void) {
+        static const struct {
+                CURLcode rc;
+                long request_bytes;
+                int want;
+        } cases[] = {
+            {CURLE_OUT_OF_MEMORY, 0, 1},
+            {CURLE_BAD_FUNCTION_ARGUMENT, 0, 1},
+            {CURLE_OUT_OF_MEMORY, 1234, 0},
+            {CURLE_COULDNT_CONNECT, 0, 0},
+            {CURLE_OPERATION_TIMEDOUT, 0, 0},
+            {CURLE_RECV_ERROR, 0, 0},
+            {CURLE_OK, 0, 0},
+        };
+        for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
+                KT_CHECK(kt_dispatch_transfer_unbuildable(cases[i].rc, cases[i].request_bytes) ==
+                             cases[i].want,
+                         "case %zu", i);
 }
 
 static void test_utf8(void) {
@@ -91,14 +407,24 @@ static rd_kafka_headers_t *hdrs(void) {
 static void test_headers(void) {
         kt_dispatch_hdrs_t hs = {0};
         struct curl_slist *h = NULL;
-        kt_dispatch_req_t req = {
-            "orders",    3, 1234, 1700000000123LL,  RD_KAFKA_TIMESTAMP_CREATE_TIME, "k1", 2,
-            "{\"x\":1}", 7, NULL, KT_EVENT_KUBELESS};
+        kt_dispatch_req_t req = {"orders",
+                                 3,
+                                 1234,
+                                 1700000000123LL,
+                                 RD_KAFKA_TIMESTAMP_CREATE_TIME,
+                                 "k1",
+                                 2,
+                                 "{\"x\":1}",
+                                 7,
+                                 NULL,
+                                 KT_EVENT_KUBELESS,
+                                 0,
+                                 NULL};
         rd_kafka_headers_t *rh = hdrs();
         char big[KT_MAX_HEADER_VALUE_BYTES + 1];
-        int dropped = 0;
+        kt_dispatch_notes_t nt = {0, 0};
 
-        KT_CHECK(kt_dispatch_headers_build(&req, &hs, &dropped) == KT_OK, "build");
+        KT_CHECK(kt_dispatch_headers_build(&req, &hs, &nt) == KT_OK, "build");
         h = hs.list;
         KT_CHECK_STR(find(h, "event-id"), "event-id: orders/3/1234");
         KT_CHECK_STR(find(h, "event-time"), "event-time: 2023-11-14T22:13:20.123Z");
@@ -113,7 +439,7 @@ static void test_headers(void) {
         KT_CHECK(!find(h, "event-key-encoding"), "plain key is not encoded");
         KT_CHECK(!find(h, "event-tombstone"), "not a tombstone");
         KT_CHECK(find(h, "Expect") != NULL, "Expect: removed");
-        KT_CHECK(dropped == 0, "dropped %d", dropped);
+        KT_CHECK(nt.dropped == 0, "dropped %d", nt.dropped);
 
         /* Plain text, no timestamp, binary key, record headers good and bad. */
         req.value = "plain text";
@@ -122,7 +448,7 @@ static void test_headers(void) {
         req.key = "\x00\xff";
         req.key_len = 2;
         req.headers = rh;
-        KT_CHECK(kt_dispatch_headers_build(&req, &hs, &dropped) == KT_OK, "build");
+        KT_CHECK(kt_dispatch_headers_build(&req, &hs, &nt) == KT_OK, "build");
         h = hs.list;
         KT_CHECK_STR(find(h, "Content-Type"), "Content-Type: text/plain; charset=utf-8");
         KT_CHECK(find(h, "event-time") && strchr(find(h, "event-time"), 'Z'),
@@ -135,7 +461,7 @@ static void test_headers(void) {
         KT_CHECK_STR(find(h, "event-headerb64-crlf"), "event-headerb64-crlf: YQ0KaW5qZWN0ZWQ6IDE=");
         KT_CHECK(find(h, "event-header-empty;") || find(h, "event-header-empty") == NULL,
                  "empty value");
-        KT_CHECK(dropped == 2, "two names are not tokens: dropped %d", dropped);
+        KT_CHECK(nt.dropped == 2, "two names are not tokens: dropped %d", nt.dropped);
         KT_CHECK_STR(find(h, "event-header-mixed-case"), "event-header-mixed-case: v");
         KT_CHECK_STR(find(h, "event-headerb64-nel"), "event-headerb64-nel: YcKFYg==");
         for (struct curl_slist *l = h; l; l = l->next) {
@@ -156,37 +482,37 @@ static void test_headers(void) {
         }
 
         /* Content-Type from the record's header; binary value; tombstone; oversized header. */
-        dropped = 0;
+        nt.dropped = 0;
         rd_kafka_header_add(rh, "CONTENT-TYPE", -1, "text/csv", -1);
         memset(big, 'a', sizeof(big));
         rd_kafka_header_add(rh, "big", -1, big, sizeof(big));
         req.value = "a,b\n";
         req.len = 4;
-        KT_CHECK(kt_dispatch_headers_build(&req, &hs, &dropped) == KT_OK, "build");
+        KT_CHECK(kt_dispatch_headers_build(&req, &hs, &nt) == KT_OK, "build");
         h = hs.list;
         KT_CHECK_STR(find(h, "Content-Type"), "Content-Type: text/csv");
         KT_CHECK(!find(h, "event-header-big"), "oversized header dropped");
-        KT_CHECK(dropped == 3, "dropped %d", dropped);
+        KT_CHECK(nt.dropped == 3, "dropped %d", nt.dropped);
         rd_kafka_headers_destroy(rh);
 
         req.headers = NULL;
         req.value = "\x00\xff\xfe";
         req.len = 3;
         req.key = NULL;
-        KT_CHECK(kt_dispatch_headers_build(&req, &hs, &dropped) == KT_OK, "build");
+        KT_CHECK(kt_dispatch_headers_build(&req, &hs, &nt) == KT_OK, "build");
         h = hs.list;
         KT_CHECK_STR(find(h, "Content-Type"), "Content-Type: application/octet-stream");
         KT_CHECK(!find(h, "event-key"), "no key, no header");
 
         req.value = NULL;
         req.len = 0;
-        KT_CHECK(kt_dispatch_headers_build(&req, &hs, &dropped) == KT_OK, "build");
+        KT_CHECK(kt_dispatch_headers_build(&req, &hs, &nt) == KT_OK, "build");
         h = hs.list;
         KT_CHECK_STR(find(h, "event-tombstone"), "event-tombstone: true");
         KT_CHECK_STR(find(h, "Content-Type"), "Content-Type: application/octet-stream");
 
         req.value = "";
-        KT_CHECK(kt_dispatch_headers_build(&req, &hs, &dropped) == KT_OK, "build");
+        KT_CHECK(kt_dispatch_headers_build(&req, &hs, &nt) == KT_OK, "build");
         h = hs.list;
         KT_CHECK(!find(h, "event-tombstone"), "empty is not a tombstone");
         KT_CHECK_STR(find(h, "Content-Type"), "Content-Type: text/plain; charset=utf-8");
@@ -197,12 +523,22 @@ static void test_headers(void) {
 static void test_cloudevents(void) {
         kt_dispatch_hdrs_t hs = {0};
         struct curl_slist *h = NULL;
-        kt_dispatch_req_t req = {
-            "orders", 3, 1234, 1700000000123LL,     RD_KAFKA_TIMESTAMP_CREATE_TIME, "k1", 2,
-            "[1]",    3, NULL, KT_EVENT_CLOUDEVENTS};
-        int dropped = 0;
+        kt_dispatch_req_t req = {"orders",
+                                 3,
+                                 1234,
+                                 1700000000123LL,
+                                 RD_KAFKA_TIMESTAMP_CREATE_TIME,
+                                 "k1",
+                                 2,
+                                 "[1]",
+                                 3,
+                                 NULL,
+                                 KT_EVENT_CLOUDEVENTS,
+                                 0,
+                                 NULL};
+        kt_dispatch_notes_t nt = {0, 0};
 
-        KT_CHECK(kt_dispatch_headers_build(&req, &hs, &dropped) == KT_OK, "build");
+        KT_CHECK(kt_dispatch_headers_build(&req, &hs, &nt) == KT_OK, "build");
         h = hs.list;
         KT_CHECK_STR(find(h, "ce-specversion"), "ce-specversion: 1.0");
         KT_CHECK_STR(find(h, "ce-id"), "ce-id: orders/3/1234");
@@ -260,5 +596,11 @@ int main(void) {
         test_headers();
         test_outcomes();
         test_backoff();
+        test_trace_context();
+        test_trace_forwarding();
+        test_nul_names();
+        test_header_caps();
+        test_content_type();
+        test_unbuildable();
         return kt_test_done("test_headers");
 }
