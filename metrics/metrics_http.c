@@ -1,11 +1,17 @@
 /*
  * /metrics, /healthz and /readyz over libmicrohttpd, on its own internal thread. The handler only
  * reads atomics (kt_metrics_format, kt_metrics_healthy); it never touches loop state.
+ *
+ * The thread polls with epoll (MHD_USE_AUTO picks it on Linux), never select(): select() cannot
+ * watch an fd numbered 1024 or more, and with thousands of calls in flight ktrigger holds that
+ * many sockets, so /healthz would refuse every probe. libmicrohttpd's own messages go through
+ * ktrigger's logger (one line each, text or JSON), never raw to stderr.
  */
 #define _POSIX_C_SOURCE 200809L
 #include "metrics_int.h"
 
 #include <arpa/inet.h>
+#include <stdarg.h>
 #include <microhttpd.h>
 #include <netdb.h>
 #include <stdio.h>
@@ -71,12 +77,25 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *conn, const char
                      MHD_RESPMEM_PERSISTENT);
 }
 
+/** MHD_OPTION_EXTERNAL_LOGGER: one ktrigger log line per libmicrohttpd message. */
+__attribute__((format(printf, 2, 0))) static void mhd_log(void *cls, const char *fmt, va_list ap) {
+        char msg[512];
+        size_t len;
+
+        (void)cls;
+        vsnprintf(msg, sizeof(msg), fmt, ap);
+        len = strlen(msg);
+        while (len > 0 && (msg[len - 1] == '\n' || msg[len - 1] == '\r'))
+                msg[--len] = '\0';
+        KT_WARN("METRICS", "HTTP server: %s", msg);
+}
+
 kt_err_t kt_metrics_server_start(kt_metrics_t *km, char *errstr, size_t errstr_size) {
         const kt_config_t *conf = km->conf;
         struct addrinfo hints = {0}, *ai = NULL;
         struct MHD_Daemon *d;
         char port[16];
-        unsigned int flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG;
+        unsigned int flags = MHD_USE_AUTO_INTERNAL_THREAD | MHD_USE_ERROR_LOG;
         int rc;
 
         hints.ai_socktype = SOCK_STREAM;
@@ -89,10 +108,11 @@ kt_err_t kt_metrics_server_start(kt_metrics_t *km, char *errstr, size_t errstr_s
         }
         if (ai->ai_family == AF_INET6)
                 flags |= MHD_USE_IPv6;
+        /* The logger first: options before it would log the standard way. */
         d = MHD_start_daemon(flags, (uint16_t)conf->metrics_port, NULL, NULL, handle, km,
-                             MHD_OPTION_SOCK_ADDR, ai->ai_addr, MHD_OPTION_CONNECTION_LIMIT,
-                             (unsigned int)64, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)10,
-                             MHD_OPTION_END);
+                             MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL, MHD_OPTION_SOCK_ADDR,
+                             ai->ai_addr, MHD_OPTION_CONNECTION_LIMIT, (unsigned int)64,
+                             MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)10, MHD_OPTION_END);
         freeaddrinfo(ai);
         if (!d) {
                 snprintf(errstr, errstr_size,
