@@ -1,6 +1,7 @@
-"""Observability: the readiness gate at start, /readyz, a real Prometheus server scraping
-ktrigger (PromQL sees the calls and the lag going back to 0), promtool accepting the
-exposition, and JSON logs that are one JSON object per line."""
+"""Observability: the readiness gate at start, /readyz (what the pod can serve; Kafka only with
+metrics.ready_requires_kafka), a real Prometheus server scraping ktrigger (PromQL sees the calls
+and the lag going back to 0), promtool accepting the exposition, and JSON logs that are one
+JSON object per line."""
 
 import json
 import subprocess
@@ -14,6 +15,10 @@ import kthelpers as kt
 
 def status(ktr, path):
     return kt.http_get('http://127.0.0.1:%d%s' % (ktr.metrics_port, path))[0]
+
+
+def get(ktr, path):
+    return kt.http_get('http://127.0.0.1:%d%s' % (ktr.metrics_port, path))
 
 
 def test_waits_for_runtime_before_joining(kafka, names, config, runtime_factory,
@@ -30,8 +35,55 @@ def test_waits_for_runtime_before_joining(kafka, names, config, runtime_factory,
 
     produced = kafka.produce(names.topic, [(i % 2, 'gate %d' % i) for i in range(20)])
     rt = runtime_factory(port=port)
-    kt.wait_for(lambda: status(ktr, '/readyz') == 200, 20, '/readyz 200 once joined')
+    kt.wait_for(lambda: status(ktr, '/readyz') == 200, 20, '/readyz 200 once the runtime answers')
     kt.wait_for(lambda: len(rt.calls()) >= 20, 20, 'records delivered')
+    assert ktr.stop() == 0
+    assert sorted(c.body for c in rt.calls()) == sorted(r.value for r in produced)
+
+
+def test_kafka_problem_keeps_the_pod_ready(kafka, names, config, runtime_factory,
+                                          ktrigger_factory):
+    """A topic that does not exist: the consumer never gets into its group. The pod can still
+    serve its runtime, so /readyz is 200 (the runtime's port stays in the Service); the Kafka
+    problem is in ktrigger_kafka_ready and /readyz?verbose. With metrics.ready_requires_kafka
+    (here switched on by a reload) it is 503 naming the failing condition, until the topic
+    exists and the group is joined."""
+    rt = runtime_factory()
+    conf = config(rt.port, properties={'topic.metadata.refresh.interval.ms': '1000'})
+    ktr = ktrigger_factory(conf)  # names.topic is not created
+    kt.wait_for(lambda: 'joining group' in ktr.log(), 20,
+                'the subscription', describe=lambda: kt.tail(ktr.log_path, 10))
+    kt.wait_for(lambda: status(ktr, '/readyz') == 200, 10, '/readyz 200 without the topic',
+                describe=lambda: repr(get(ktr, '/readyz')))
+    time.sleep(2)  # what is tested: it stays ready while Kafka cannot serve the subscription
+    code, body = get(ktr, '/readyz?verbose')
+    assert code == 200, body
+    assert '[+]loop ok\n' in body and '[+]runtime ok\n' in body, body
+    assert '[-]kafka_group failed (not required): not in the consumer group' in body, body
+    assert body.endswith('readyz check passed\n'), body
+    assert get(ktr, '/readyz') == (200, 'OK\n')
+    samples = ktr.metrics()
+    assert kt.metric_sum(samples, 'ktrigger_kafka_ready') == 0
+    assert kt.metric_sum(samples, 'ktrigger_runtime_up') == 1
+
+    # The old behaviour, by a reload (it applies at once): not ready, and the body says why.
+    conf['metrics']['ready_requires_kafka'] = True
+    ktr.config_path.write_text(kt.render_config(conf))
+    ktr.proc.send_signal(kt.signal.SIGHUP)
+    kt.wait_for(lambda: status(ktr, '/readyz') == 503, 10, '/readyz 503 with Kafka required',
+                describe=lambda: repr(get(ktr, '/readyz')))
+    code, body = get(ktr, '/readyz')
+    assert '[-]kafka_group failed: not in the consumer group' in body, body
+    assert 'runtime' not in body and body.endswith('readyz check failed\n'), body
+
+    kafka.create_topic(names.topic, 1)
+    produced = kafka.produce(names.topic, [(0, 'late topic %d' % i) for i in range(5)])
+    kt.wait_for(lambda: len(rt.calls()) >= 5, 60, 'records once the topic exists',
+                describe=lambda: repr(get(ktr, '/readyz?verbose')))
+    kt.wait_for(lambda: status(ktr, '/readyz') == 200, 10, '/readyz 200 once joined')
+    code, body = get(ktr, '/readyz?verbose')
+    assert '[+]kafka_group ok\n' in body, body
+    assert kt.metric_sum(ktr.metrics(), 'ktrigger_kafka_ready') == 1
     assert ktr.stop() == 0
     assert sorted(c.body for c in rt.calls()) == sorted(r.value for r in produced)
 

@@ -143,9 +143,24 @@ void kt_metrics_zookeeper_set(kt_metrics_t *km, int connected, int brokers,
  *         after a reload re-joined with other kafka.* settings. */
 void kt_metrics_zookeeper_enable(kt_metrics_t *km, int on);
 
-/** @returns non-zero when /readyz should answer 200: joined, runtime up and, with
- *  kafka.zookeeper, a broker discovered. */
+/** @brief Whether /readyz also requires Kafka (metrics.ready_requires_kafka): the group joined
+ *         and, with kafka.zookeeper, a broker discovered. */
+void kt_metrics_readiness_kafka_set(kt_metrics_t *km, int required);
+
+/** @returns non-zero when /readyz should answer 200: the loop alive and the runtime up (what
+ *  the pod can serve) and, with metrics.ready_requires_kafka, the Kafka conditions too. */
 int kt_metrics_ready(kt_metrics_t *km);
+
+/**
+ * @brief The /readyz body: "OK\n" when ready and not \p verbose; otherwise one line per
+ *        condition (\p verbose: all; else the failing ones), `[+]name ok` or
+ *        `[-]name failed: reason`, `(not required)` for a failing one readiness does not
+ *        include, then `readyz check passed` or `readyz check failed`.
+ * @param readyp set to kt_metrics_ready()'s answer for the same snapshot.
+ * @returns a new string (caller frees), NULL on allocation failure.
+ * @remark Thread-safe: reads atomics only.
+ */
+char *kt_metrics_ready_report(kt_metrics_t *km, int verbose, int *readyp, size_t *lenp);
 
 /** @brief Record that the loop is alive (called every loop iteration). */
 void kt_metrics_heartbeat(kt_metrics_t *km);

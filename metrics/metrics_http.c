@@ -65,13 +65,18 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *conn, const char
                              MHD_RESPMEM_PERSISTENT);
         }
         if (!strcmp(url, "/readyz")) {
-                static const char not_ready[] = "not ready: not in the group yet, the runtime is "
-                                                "down, or no broker discovered yet\n";
-                if (kt_metrics_ready(km))
-                        return reply(conn, MHD_HTTP_OK, text, (char *)"OK\n", 3,
-                                     MHD_RESPMEM_PERSISTENT);
-                return reply(conn, MHD_HTTP_SERVICE_UNAVAILABLE, text, (char *)not_ready,
-                             sizeof(not_ready) - 1, MHD_RESPMEM_PERSISTENT);
+                /* ?verbose: every condition with ok/failed, also when ready. */
+                int verbose = MHD_lookup_connection_value_n(conn, MHD_GET_ARGUMENT_KIND, "verbose",
+                                                            7, NULL, NULL) == MHD_YES;
+                int ready;
+                size_t len;
+                char *body = kt_metrics_ready_report(km, verbose, &ready, &len);
+
+                if (!body)
+                        return reply(conn, MHD_HTTP_INTERNAL_SERVER_ERROR, text,
+                                     (char *)"out of memory\n", 14, MHD_RESPMEM_PERSISTENT);
+                return reply(conn, ready ? MHD_HTTP_OK : MHD_HTTP_SERVICE_UNAVAILABLE, text, body,
+                             len, MHD_RESPMEM_MUST_FREE);
         }
         return reply(conn, MHD_HTTP_NOT_FOUND, text, (char *)"not found\n", 10,
                      MHD_RESPMEM_PERSISTENT);

@@ -59,6 +59,7 @@ struct kt_metrics {
         _Atomic int zk_brokers;
         _Atomic int zk_waiting; /**< kafka.zookeeper set and no broker discovered yet */
         _Atomic uint64_t zk_bad;
+        _Atomic int ready_kafka; /**< metrics.ready_requires_kafka: /readyz includes Kafka */
         struct MHD_Daemon *server;
 };
 

@@ -22,6 +22,9 @@ static void test_zookeeper(void) {
         }
         kt_metrics_group_joined_set(km, 1);
         kt_metrics_runtime_up_set(km, 1);
+        /* By default readiness is the loop and the runtime: no broker yet is still ready. */
+        KT_CHECK(kt_metrics_ready(km), "not ready by default with no ZooKeeper broker");
+        kt_metrics_readiness_kafka_set(km, 1);
         KT_CHECK(!kt_metrics_ready(km), "ready before any ZooKeeper update");
         kt_metrics_zookeeper_set(km, 1, 0, 2, 0);
         KT_CHECK(!kt_metrics_ready(km), "ready with no broker discovered");
@@ -42,6 +45,107 @@ static void test_zookeeper(void) {
         }
         free(text);
         kt_metrics_destroy(km);
+}
+
+/* /readyz: what the pod can serve by default, Kafka too with metrics.ready_requires_kafka;
+ * the body names every failing condition (?verbose: all of them). */
+static void test_readiness(void) {
+        static const struct {
+                int runtime_up, joined, zk, zk_found, kafka_required, verbose;
+                int want_ready;
+                const char *want[4];
+                const char *unwanted[3];
+        } cases[] = {
+            {1, 1, 0, 0, 0, 0, 1, {"OK\n"}, {"[", "zookeeper"}},
+            {1, 0, 0, 0, 0, 0, 1, {"OK\n"}, {"kafka"}},
+            {1,
+             0,
+             0,
+             0,
+             0,
+             1,
+             1,
+             {"[+]loop ok\n", "[+]runtime ok\n",
+              "[-]kafka_group failed (not required): not in the consumer group",
+              "readyz check passed\n"},
+             {"zookeeper"}},
+            {0,
+             1,
+             0,
+             0,
+             0,
+             0,
+             0,
+             {"[-]runtime failed: the runtime does not accept connections\n",
+              "readyz check failed\n"},
+             {"[+]", "kafka_group"}},
+            {0,
+             0,
+             1,
+             0,
+             0,
+             0,
+             0,
+             {"[-]runtime failed: ", "[-]kafka_group failed (not required): ",
+              "[-]zookeeper failed (not required): no broker discovered"},
+             {"[+]"}},
+            {1,
+             0,
+             0,
+             0,
+             1,
+             0,
+             0,
+             {"[-]kafka_group failed: not in", "readyz check failed\n"},
+             {"[+]", "runtime", "not required"}},
+            {1, 1, 1, 0, 1, 0, 0, {"[-]zookeeper failed: no broker"}, {"kafka_group"}},
+            {1, 1, 1, 1, 1, 1, 1, {"[+]kafka_group ok\n", "[+]zookeeper ok\n"}, {"failed"}},
+            {1, 1, 1, 1, 1, 0, 1, {"OK\n"}, {"["}},
+        };
+        char *topics[] = {"a"};
+
+        for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+                kt_config_t conf = {0};
+                kt_metrics_t *km;
+                char *body;
+                int ready = -1;
+
+                conf.handler = "m.f";
+                conf.topics = topics;
+                conf.topic_cnt = 1;
+                conf.zookeeper = cases[i].zk ? "zk:2181" : NULL;
+                conf.metrics_ready_kafka = cases[i].kafka_required;
+                if (!(km = kt_metrics_new(&conf))) {
+                        KT_CHECK(0, "new");
+                        return;
+                }
+                kt_metrics_runtime_up_set(km, cases[i].runtime_up);
+                kt_metrics_group_joined_set(km, cases[i].joined);
+                if (cases[i].zk)
+                        kt_metrics_zookeeper_set(km, 1, cases[i].zk_found, 0, cases[i].zk_found);
+                KT_CHECK(kt_metrics_ready(km) == cases[i].want_ready, "case %zu: ready %d", i,
+                         kt_metrics_ready(km));
+                body = kt_metrics_ready_report(km, cases[i].verbose, &ready, NULL);
+                KT_CHECK(body != NULL, "case %zu: report", i);
+                KT_CHECK(ready == cases[i].want_ready, "case %zu: report says ready %d", i, ready);
+                for (size_t w = 0; body && w < 4 && cases[i].want[w]; w++)
+                        KT_CHECK(strstr(body, cases[i].want[w]) != NULL,
+                                 "case %zu: missing \"%s\" in:\n%s", i, cases[i].want[w], body);
+                for (size_t w = 0; body && w < 3 && cases[i].unwanted[w]; w++)
+                        KT_CHECK(strstr(body, cases[i].unwanted[w]) == NULL,
+                                 "case %zu: unwanted \"%s\" in:\n%s", i, cases[i].unwanted[w],
+                                 body);
+                free(body);
+                body = kt_metrics_format(km, NULL);
+                if (body) {
+                        int kafka_ok = cases[i].joined && (!cases[i].zk || cases[i].zk_found);
+                        KT_CHECK(strstr(body, kafka_ok ? "\nktrigger_kafka_ready 1\n"
+                                                       : "\nktrigger_kafka_ready 0\n") != NULL,
+                                 "case %zu: ktrigger_kafka_ready", i);
+                }
+                free(body);
+                kt_metrics_destroy(km);
+        }
 }
 
 int main(void) {
@@ -119,5 +223,6 @@ int main(void) {
         kt_metrics_destroy(km);
         kt_metrics_destroy(NULL);
         test_zookeeper();
+        test_readiness();
         return kt_test_done("test_metrics");
 }
