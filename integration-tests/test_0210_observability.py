@@ -103,6 +103,7 @@ def test_prometheus_scrapes_ktrigger(kafka, names, config, runtime_factory, ktri
     conf['kafka']['properties'] = {'fetch.wait.max.ms': '10', 'statistics.interval.ms': '1000',
                                    'auto.commit.interval.ms': '200'}
     conf['log']['format'] = 'json'
+    t_spawn = time.time()
     ktr = ktrigger_factory(conf)
 
     # promtool accepts the exposition.
@@ -145,6 +146,14 @@ def test_prometheus_scrapes_ktrigger(kafka, names, config, runtime_factory, ktri
         assert query('ktrigger_rebalances_total{type="assign"}') >= 1
         assert query('ktrigger_commits_total') >= 1
         assert query('up{job="ktrigger"}') == 1
+        # The standard process collector's series.
+        assert query('process_resident_memory_bytes{job="ktrigger"}') > 1e6
+        assert query('process_virtual_memory_bytes{job="ktrigger"}') > 1e6
+        assert query('process_cpu_seconds_total{job="ktrigger"}') > 0
+        assert query('process_open_fds{job="ktrigger"}') >= 10
+        assert query('process_max_fds{job="ktrigger"}') >= 1024
+        started = query('process_start_time_seconds{job="ktrigger"}')
+        assert t_spawn - 2 <= started <= t_spawn + 10, (started, t_spawn)
     finally:
         kt.stop_process(prom, 10)
     assert ktr.stop() == 0

@@ -44,6 +44,14 @@ def open_fds(pid):
     return len(os.listdir('/proc/%d/fd' % pid))
 
 
+def max_fds(pid):
+    with open('/proc/%d/limits' % pid) as f:
+        for line in f:
+            if line.startswith('Max open files'):
+                return int(line.split()[3])
+    raise AssertionError('no Max open files in /proc/%d/limits' % pid)
+
+
 def test_healthz_answers_with_over_1024_fds(kafka, names, config, ktrigger_factory, tmp_path):
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     want = HELD + 1024
@@ -79,6 +87,10 @@ def test_healthz_answers_with_over_1024_fds(kafka, names, config, ktrigger_facto
         assert kt.http_get(base + '/healthz')[0] == 200
         samples = ktr.metrics()
         assert kt.metric_sum(samples, 'ktrigger_in_flight') >= HELD
+        # The process collector's gauges see the same (give or take the scrape's connection).
+        fds = kt.metric_sum(samples, 'process_open_fds')
+        assert fds > HELD and abs(fds - open_fds(ktr.pid)) <= 5, (fds, open_fds(ktr.pid))
+        assert kt.metric_sum(samples, 'process_max_fds') == max_fds(ktr.pid)
         assert ktr.stop() == 0
     finally:
         kt.stop_process(holder, 10)

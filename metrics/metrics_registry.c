@@ -524,6 +524,7 @@ char *kt_metrics_format(kt_metrics_t *km, size_t *lenp) {
                 (unsigned long long)GET(km->reloads[KT_METRICS_RELOAD_APPLIED]),
                 (unsigned long long)GET(km->reloads[KT_METRICS_RELOAD_UNCHANGED]),
                 (unsigned long long)GET(km->reloads[KT_METRICS_RELOAD_INVALID]));
+        kt_metrics_process_format(f);
         if (fclose(f)) {
                 free(buf);
                 return NULL;
