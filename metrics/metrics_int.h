@@ -11,7 +11,7 @@
 
 struct MHD_Daemon;
 
-#define BUCKET_CNT 17 /* kt_metrics_buckets[] in metrics_registry.c */
+#define BUCKET_CNT 35 /* kt_metrics_buckets[] in metrics_registry.c */
 
 typedef struct topic_metrics {
         _Atomic uint64_t calls;

@@ -6,9 +6,17 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Seconds: from millisecond functions up to the 180 s default timeout. */
-static const double kt_metrics_buckets[] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
-                                            1,     2.5,    5,     10,   30,    60,   120, 180};
+/*
+ * Seconds, from millisecond functions up to the 180 s default timeout. Between 10 ms and 1 s,
+ * where most functions answer, neighbouring bounds are at most a third apart, so a quantile
+ * that histogram_quantile() interpolates inside a bucket is off by at most that much (with
+ * 50 and 100 ms neighbours a true 58 ms p95 read 89 ms). Coarser outside. Every earlier bound
+ * (and the Prometheus client defaults) is kept, so existing le="..." queries still work.
+ */
+static const double kt_metrics_buckets[] = {
+    0.001, 0.0025, 0.005, 0.0075, 0.01, 0.0125, 0.015, 0.02, 0.025, 0.03, 0.04, 0.05,
+    0.06,  0.075,  0.1,   0.125,  0.15, 0.2,    0.25,  0.3,  0.4,   0.5,  0.6,  0.75,
+    1,     1.5,    2,     2.5,    5,    7.5,    10,    30,   60,    120,  180};
 _Static_assert(sizeof(kt_metrics_buckets) / sizeof(kt_metrics_buckets[0]) == BUCKET_CNT,
                "bucket count");
 
