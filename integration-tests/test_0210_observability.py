@@ -117,7 +117,15 @@ def test_prometheus_scrapes_ktrigger(kafka, names, config, runtime_factory, ktri
         'global: {scrape_interval: 1s, evaluation_interval: 1s}\n'
         'scrape_configs:\n'
         '  - job_name: ktrigger\n'
-        '    static_configs: [{targets: ["127.0.0.1:%d"]}]\n' % ktr.metrics_port)
+        '    static_configs: [{targets: ["127.0.0.1:%d"]}]\n'
+        # As a pod-label relabelling gives it: the Kubeless pod label function="hello" on the
+        # target; honor_labels decides whose `function` wins (README: scraping both).
+        '  - job_name: pods\n'
+        '    static_configs: [{targets: ["127.0.0.1:%d"], labels: {function: hello}}]\n'
+        '  - job_name: pods-honor\n'
+        '    honor_labels: true\n'
+        '    static_configs: [{targets: ["127.0.0.1:%d"], labels: {function: hello}}]\n'
+        % (ktr.metrics_port, ktr.metrics_port, ktr.metrics_port))
     with open(tmp_path / 'prometheus.log', 'wb') as log:
         prom = subprocess.Popen(['prometheus', '--config.file=%s' % (tmp_path / 'prometheus.yml'),
                                  '--storage.tsdb.path=%s' % (tmp_path / 'tsdb'),
@@ -133,19 +141,29 @@ def test_prometheus_scrapes_ktrigger(kafka, names, config, runtime_factory, ktri
             res = json.loads(body)['data']['result']
             return float(res[0]['value'][1]) if res else None
 
-        sel = '{topic="%s"}' % names.topic
+        sel = '{job="ktrigger",topic="%s"}' % names.topic
         kt.wait_for(lambda: query('sum(function_calls_total%s)' % sel) == n + 1, 60,
                     'PromQL: %d calls (one record failed twice, then skipped)' % (n + 1),
                     interval=0.5, describe=lambda: query('sum(function_calls_total%s)' % sel))
         assert query('sum(function_failures_total%s)' % sel) == 2
-        assert query('ktrigger_skipped_total') == 1
+        assert query('ktrigger_skipped_total{job="ktrigger"}') == 1
         kt.wait_for(lambda: query('sum(ktrigger_consumer_lag%s)' % sel) == 0, 30,
                     'PromQL: lag back to 0', interval=0.5,
                     describe=lambda: query('sum(ktrigger_consumer_lag%s)' % sel))
         assert query('count(ktrigger_consumer_lag%s)' % sel) == 3, 'one lag series per partition'
-        assert query('ktrigger_rebalances_total{type="assign"}') >= 1
-        assert query('ktrigger_commits_total') >= 1
+        assert query('ktrigger_rebalances_total{job="ktrigger",type="assign"}') >= 1
+        assert query('ktrigger_commits_total{job="ktrigger"}') >= 1
         assert query('up{job="ktrigger"}') == 1
+        # honor_labels false: ktrigger's label is renamed; true: it wins over the target's.
+        topic = 'topic="%s"' % names.topic
+        pods = 'function_calls_total{job="pods",function="hello",exported_function="%s",%s}'
+        kt.wait_for(lambda: query('sum(%s)' % pods % (kt.HANDLER, topic)) == n + 1, 30,
+                    'exported_function under the pod label', interval=0.5)
+        honor = 'function_calls_total{job="pods-honor",function="%s",%s}'
+        kt.wait_for(lambda: query('sum(%s)' % honor % (kt.HANDLER, topic)) == n + 1, 30,
+                    "ktrigger's function label with honor_labels", interval=0.5)
+        assert query('count(function_calls_total{job="pods-honor",exported_function!=""})') \
+            is None
         # The standard process collector's series.
         assert query('process_resident_memory_bytes{job="ktrigger"}') > 1e6
         assert query('process_virtual_memory_bytes{job="ktrigger"}') > 1e6
