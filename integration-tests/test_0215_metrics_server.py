@@ -10,6 +10,8 @@ import socket
 import subprocess
 import sys
 
+import pytest
+
 import kthelpers as kt
 
 HELD = 1300  # calls held open by the runtime: ktrigger's fd numbers go past 1024
@@ -57,7 +59,6 @@ def test_healthz_answers_with_over_1024_fds(kafka, names, config, ktrigger_facto
     want = HELD + 1024
     if soft < want:
         if hard != resource.RLIM_INFINITY and hard < want:
-            import pytest
             pytest.skip('RLIMIT_NOFILE hard limit %d is too low to hold %d fds' % (hard, want))
         resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))  # inherited by ktrigger
     kafka.create_topic(names.topic, 2)

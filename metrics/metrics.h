@@ -1,8 +1,9 @@
 /**
  * @file metrics.h
  * @brief Counters and histograms bumped by the loop thread with relaxed atomics, formatted as
- *        Prometheus text only when scraped; /metrics and /healthz served by libmicrohttpd's
- *        own thread, which only reads atomics.
+ *        Prometheus text only when scraped; /metrics, /healthz and /readyz served by
+ *        libmicrohttpd's own thread, which only reads atomics (and /proc/self for the
+ *        process_* metrics).
  */
 #ifndef KT_METRICS_H
 #define KT_METRICS_H
@@ -134,7 +135,8 @@ void kt_metrics_reload(kt_metrics_t *km, kt_metrics_reload_result_t result, cons
 /**
  * @brief Report ZooKeeper broker discovery (kafka.zookeeper): session connected, brokers known
  *        from it now, bad registrations so far, and whether any broker was discovered yet
- *        (until then, with kafka.zookeeper set, /readyz is not ready).
+ *        (until then ktrigger_kafka_ready is 0 and, with metrics.ready_requires_kafka,
+ *        /readyz is not ready).
  */
 void kt_metrics_zookeeper_set(kt_metrics_t *km, int connected, int brokers,
                               uint64_t bad_registrations, int discovered);
