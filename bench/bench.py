@@ -424,9 +424,10 @@ def run_latency(kafka, workdir, sc, topic, sink, rate, seconds, run_no):
     records = rate * seconds
     floor = None
     try:
-        # Joined and assigned: /readyz answers 200. Then a short settle so the first fetches run.
-        wait_for(lambda: http_get(f'http://127.0.0.1:{mport}/readyz')[0] == 200, 60,
-                 'ktrigger ready')
+        # Joined and assigned (/readyz is about the runtime; ?verbose shows the group too).
+        # Then a short settle so the first fetches run.
+        wait_for(lambda: '[+]kafka_group ok' in http_get(
+            f'http://127.0.0.1:{mport}/readyz?verbose')[1], 60, 'ktrigger in its group')
         time.sleep(1.0)
         # Kafka's own produce-to-consume latency, read alongside by a plain consumer: the floor
         # under ours. Started first so that it has joined before timing starts.

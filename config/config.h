@@ -163,6 +163,7 @@ typedef struct kt_config {
         char *metrics_listen; /**< host:port as given */
         char *metrics_host;
         int metrics_port;
+        int metrics_ready_kafka; /**< metrics.ready_requires_kafka */
 
         /* log */
         int log_level;

@@ -109,6 +109,9 @@ const kt_config_key_t kt_config_keys[] = {
 
     {"metrics.listen", KT_CONF_STRING, OFF(metrics_listen), NOCNT, "0.0.0.0:9464", NORANGE, NOENUM,
      KT_RELOAD_RESTART, NULL, "host:port of /metrics, /healthz, /readyz"},
+    {"metrics.ready_requires_kafka", KT_CONF_BOOL, OFF(metrics_ready_kafka), NOCNT, "false",
+     NORANGE, NOENUM, KT_RELOAD_LIVE, NULL,
+     "/readyz also requires the consumer group joined (and a ZooKeeper broker)"},
 
     {"log.level", KT_CONF_ENUM, OFF(log_level), NOCNT, "info", NORANGE, log_levels,
      log_level_values, KT_RELOAD_LIVE, NULL, "most verbose level printed"},

@@ -99,6 +99,7 @@ static void conf_switch(kt_loop_t *kl, kt_config_t *nc, int new_sched) {
                 KT_WARN(FAC, "reload: out of memory: call metrics by topic are off");
         kt_log_level_set(nc->log_level);
         kt_log_json_set(nc->log_json);
+        kt_metrics_readiness_kafka_set(kl->km, nc->metrics_ready_kafka);
         kt_config_destroy(old);
 }
 

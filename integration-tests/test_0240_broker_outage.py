@@ -1,6 +1,8 @@
 """The broker goes away for 20 s mid-stream and comes back on the same data and port:
-ktrigger keeps running, reports not-ready while the broker is gone, reconnects by itself, and
-every record is delivered (duplicates only where a commit was lost with the broker)."""
+ktrigger keeps running, reports the broker gone (ktrigger_kafka_ready 0; /readyz 503 with
+metrics.ready_requires_kafka, 200 by default: the pod can still serve its runtime), reconnects
+by itself, and every record is delivered (duplicates only where a commit was lost with the
+broker)."""
 
 import collections
 import subprocess
@@ -18,7 +20,7 @@ def kafka_sh(cmd):
 
 
 def test_broker_outage(kafka, kafka_bootstrap, names, config, runtime_factory,
-                       ktrigger_factory):
+                       ktrigger_factory, tmp_path):
     st = kafka_sh('status')
     if st.returncode != 0 or st.stdout.strip().splitlines()[-1] != kafka_bootstrap:
         pytest.skip('the broker was not started by kafka.sh here: cannot pause it')
@@ -27,7 +29,11 @@ def test_broker_outage(kafka, kafka_bootstrap, names, config, runtime_factory,
     rt = runtime_factory(delay_ms=5)
     conf = config(rt.port, properties={'statistics.interval.ms': '1000',
                                        'reconnect.backoff.max.ms': '1000'})
+    conf['metrics']['ready_requires_kafka'] = True  # /readyz follows the broker (not the default)
     ktr = ktrigger_factory(conf)
+    # A second member of its own group with the default readiness, on its own runtime.
+    rt_default = runtime_factory(record_file=tmp_path / 'default.jsonl')
+    ktr_default = ktrigger_factory(config(rt_default.port, group_id=names.group + '-default'))
     kt.wait_for(lambda: len(rt.calls()) >= 300, 30, 'records flowing')
     kt.wait_for(lambda: kt.http_get('http://127.0.0.1:%d/readyz' % ktr.metrics_port)[0] == 200,
                 10, 'ready before the outage')
@@ -42,6 +48,9 @@ def test_broker_outage(kafka, kafka_bootstrap, names, config, runtime_factory,
         time.sleep(max(0, OUTAGE_S - (time.monotonic() - t0)))
         ktr.assert_running()
         assert kt.metric_sum(ktr.metrics(), 'ktrigger_kafka_errors_total', code='_TRANSPORT') >= 1
+        assert kt.metric_sum(ktr.metrics(), 'ktrigger_kafka_ready') == 0
+        assert kt.metric_sum(ktr_default.metrics(), 'ktrigger_kafka_ready') == 0
+        assert kt.http_get('http://127.0.0.1:%d/readyz' % ktr_default.metrics_port)[0] == 200
     finally:
         resumed = kafka_sh('resume')
     assert resumed.returncode == 0, resumed.stderr
@@ -52,6 +61,7 @@ def test_broker_outage(kafka, kafka_bootstrap, names, config, runtime_factory,
     kt.wait_for(lambda: kt.http_get('http://127.0.0.1:%d/readyz' % ktr.metrics_port)[0] == 200,
                 20, 'ready again')
     assert ktr.stop() == 0
+    assert ktr_default.stop() == 0
     counts = collections.Counter(c.body for c in rt.calls() if not c.failed)
     assert set(counts) == {r.value for r in produced}, 'lost records'
     dups = sum(n - 1 for n in counts.values())

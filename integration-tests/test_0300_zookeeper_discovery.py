@@ -30,6 +30,8 @@ def zk_conf(config, runtime_port, zookeeper):
     conf = config(runtime_port)
     del conf['kafka']['brokers']
     conf['kafka']['zookeeper'] = zookeeper
+    # /readyz including Kafka (not the default): "no broker discovered" is then not-ready.
+    conf['metrics']['ready_requires_kafka'] = True
     return conf
 
 
@@ -106,6 +108,9 @@ def test_garbage_is_survived_and_a_later_broker_picked_up(kafka, kafka_bootstrap
     ktr.assert_running()
     assert zk_metrics(ktr) == {'connected': 1, 'brokers': 0, 'bad_registrations_total': 3}
     assert readyz(ktr) == 503
+    assert kt.metric_sum(ktr.metrics(), 'ktrigger_kafka_ready') == 0
+    assert '[-]zookeeper failed: no broker discovered' in kt.http_get(
+        'http://127.0.0.1:%d/readyz' % ktr.metrics_port)[1]
     assert rt.calls() == []
 
     # The real broker registers later: the child watch picks it up.

@@ -1,8 +1,9 @@
 /**
  * @file metrics.h
  * @brief Counters and histograms bumped by the loop thread with relaxed atomics, formatted as
- *        Prometheus text only when scraped; /metrics and /healthz served by libmicrohttpd's
- *        own thread, which only reads atomics.
+ *        Prometheus text only when scraped; /metrics, /healthz and /readyz served by
+ *        libmicrohttpd's own thread, which only reads atomics (and /proc/self for the
+ *        process_* metrics).
  */
 #ifndef KT_METRICS_H
 #define KT_METRICS_H
@@ -141,7 +142,8 @@ void kt_metrics_reload(kt_metrics_t *km, kt_metrics_reload_result_t result, cons
 /**
  * @brief Report ZooKeeper broker discovery (kafka.zookeeper): session connected, brokers known
  *        from it now, bad registrations so far, and whether any broker was discovered yet
- *        (until then, with kafka.zookeeper set, /readyz is not ready).
+ *        (until then ktrigger_kafka_ready is 0 and, with metrics.ready_requires_kafka,
+ *        /readyz is not ready).
  */
 void kt_metrics_zookeeper_set(kt_metrics_t *km, int connected, int brokers,
                               uint64_t bad_registrations, int discovered);
@@ -150,9 +152,24 @@ void kt_metrics_zookeeper_set(kt_metrics_t *km, int connected, int brokers,
  *         after a reload re-joined with other kafka.* settings. */
 void kt_metrics_zookeeper_enable(kt_metrics_t *km, int on);
 
-/** @returns non-zero when /readyz should answer 200: joined, runtime up and, with
- *  kafka.zookeeper, a broker discovered. */
+/** @brief Whether /readyz also requires Kafka (metrics.ready_requires_kafka): the group joined
+ *         and, with kafka.zookeeper, a broker discovered. */
+void kt_metrics_readiness_kafka_set(kt_metrics_t *km, int required);
+
+/** @returns non-zero when /readyz should answer 200: the loop alive and the runtime up (what
+ *  the pod can serve) and, with metrics.ready_requires_kafka, the Kafka conditions too. */
 int kt_metrics_ready(kt_metrics_t *km);
+
+/**
+ * @brief The /readyz body: "OK\n" when ready and not \p verbose; otherwise one line per
+ *        condition (\p verbose: all; else the failing ones), `[+]name ok` or
+ *        `[-]name failed: reason`, `(not required)` for a failing one readiness does not
+ *        include, then `readyz check passed` or `readyz check failed`.
+ * @param readyp set to kt_metrics_ready()'s answer for the same snapshot.
+ * @returns a new string (caller frees), NULL on allocation failure.
+ * @remark Thread-safe: reads atomics only.
+ */
+char *kt_metrics_ready_report(kt_metrics_t *km, int verbose, int *readyp, size_t *lenp);
 
 /** @brief Record that the loop is alive (called every loop iteration). */
 void kt_metrics_heartbeat(kt_metrics_t *km);

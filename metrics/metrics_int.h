@@ -6,11 +6,12 @@
 
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdio.h>
 #include <stdint.h>
 
 struct MHD_Daemon;
 
-#define BUCKET_CNT 17 /* kt_metrics_buckets[] in metrics_registry.c */
+#define BUCKET_CNT 35 /* kt_metrics_buckets[] in metrics_registry.c */
 
 typedef struct topic_metrics {
         _Atomic uint64_t calls;
@@ -61,8 +62,25 @@ struct kt_metrics {
         _Atomic int zk_brokers;
         _Atomic int zk_waiting; /**< kafka.zookeeper set and no broker discovered yet */
         _Atomic uint64_t zk_bad;
+        _Atomic int ready_kafka; /**< metrics.ready_requires_kafka: /readyz includes Kafka */
         struct MHD_Daemon *server;
 };
+
+/** The fields of /proc/self/stat the process metrics use (metrics_process.c). */
+typedef struct kt_metrics_proc_stat {
+        unsigned long long utime_ticks, stime_ticks; /**< CPU time, clock ticks */
+        unsigned long long start_ticks;              /**< start after boot, clock ticks */
+        unsigned long long vsize_bytes;
+        unsigned long long rss_pages;
+} kt_metrics_proc_stat_t;
+
+/** @brief Parse a /proc/<pid>/stat line into \p st. @returns 0, or -1 if malformed. */
+int kt_metrics_proc_stat_parse(const char *text, kt_metrics_proc_stat_t *st);
+
+/** @brief Write the process_* metrics (client_golang's process collector: CPU, memory, fds,
+ *         start time) to \p f; a metric whose source cannot be read is left out.
+ *  @remark Reads /proc/self and getrlimit() now: call it at scrape time. */
+void kt_metrics_process_format(FILE *f);
 
 /** @brief Stop the HTTP server if it runs (metrics_http.c). */
 void kt_metrics_server_stop(kt_metrics_t *km);

@@ -6,9 +6,17 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Seconds: from millisecond functions up to the 180 s default timeout. */
-static const double kt_metrics_buckets[] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
-                                            1,     2.5,    5,     10,   30,    60,   120, 180};
+/*
+ * Seconds, from millisecond functions up to the 180 s default timeout. Between 10 ms and 1 s,
+ * where most functions answer, neighbouring bounds are at most a third apart, so a quantile
+ * that histogram_quantile() interpolates inside a bucket is off by at most that much (with
+ * 50 and 100 ms neighbours a true 58 ms p95 read 89 ms). Coarser outside. Every earlier bound
+ * (and the Prometheus client defaults) is kept, so existing le="..." queries still work.
+ */
+static const double kt_metrics_buckets[] = {
+    0.001, 0.0025, 0.005, 0.0075, 0.01, 0.0125, 0.015, 0.02, 0.025, 0.03, 0.04, 0.05,
+    0.06,  0.075,  0.1,   0.125,  0.15, 0.2,    0.25,  0.3,  0.4,   0.5,  0.6,  0.75,
+    1,     1.5,    2,     2.5,    5,    7.5,    10,    30,   60,    120,  180};
 _Static_assert(sizeof(kt_metrics_buckets) / sizeof(kt_metrics_buckets[0]) == BUCKET_CNT,
                "bucket count");
 
@@ -38,6 +46,7 @@ kt_metrics_t *kt_metrics_new(const kt_config_t *conf) {
         atomic_store(&km->runtime_up, 1);
         atomic_store(&km->zk_on, conf->zookeeper != NULL);
         atomic_store(&km->zk_waiting, conf->zookeeper != NULL);
+        atomic_store(&km->ready_kafka, conf->metrics_ready_kafka);
         return km;
 }
 
@@ -170,9 +179,88 @@ void kt_metrics_zookeeper_enable(kt_metrics_t *km, int on) {
         }
 }
 
+void kt_metrics_readiness_kafka_set(kt_metrics_t *km, int required) {
+        SET(km->ready_kafka, !!required);
+}
+
+/*
+ * Readiness is about what the pod can serve: a sidecar that is not ready takes the runtime's
+ * own port out of its Service too, so by default a Kafka problem (a topic missing, the group
+ * not joined, brokers down) does not make it not-ready; it shows in ktrigger_kafka_ready and
+ * `/readyz?verbose`. metrics.ready_requires_kafka puts the Kafka conditions back in.
+ */
+enum { COND_LOOP, COND_RUNTIME, COND_KAFKA_GROUP, COND_ZOOKEEPER, COND__CNT };
+
+typedef struct ready_cond {
+        const char *name;
+        const char *why; /**< said when it fails */
+        int ok;
+        int required;
+        int shown; /**< ZooKeeper only with kafka.zookeeper */
+} ready_cond_t;
+
+static int ready_eval(kt_metrics_t *km, ready_cond_t c[COND__CNT]) {
+        int kafka = GET(km->ready_kafka), zk = GET(km->zk_on), ready = 1;
+
+        c[COND_LOOP] = (ready_cond_t){"loop", "the event loop has not run for 30 s",
+                                      kt_metrics_healthy(km), 1, 1};
+        c[COND_RUNTIME] = (ready_cond_t){"runtime", "the runtime does not accept connections",
+                                         GET(km->runtime_up) != 0, 1, 1};
+        c[COND_KAFKA_GROUP] = (ready_cond_t){
+            "kafka_group",
+            "not in the consumer group (joining, no assignment yet, or every broker down)",
+            GET(km->group_joined) != 0, kafka, 1};
+        c[COND_ZOOKEEPER] =
+            (ready_cond_t){"zookeeper", "no broker discovered through ZooKeeper yet",
+                           !zk || !GET(km->zk_waiting), kafka && zk, zk};
+        for (int i = 0; i < COND__CNT; i++)
+                if (c[i].required && !c[i].ok)
+                        ready = 0;
+        return ready;
+}
+
 int kt_metrics_ready(kt_metrics_t *km) {
-        return GET(km->runtime_up) && GET(km->group_joined) && !GET(km->zk_waiting) &&
-               kt_metrics_healthy(km);
+        ready_cond_t c[COND__CNT];
+
+        return ready_eval(km, c);
+}
+
+char *kt_metrics_ready_report(kt_metrics_t *km, int verbose, int *readyp, size_t *lenp) {
+        ready_cond_t c[COND__CNT];
+        int ready = ready_eval(km, c);
+        char *buf = NULL;
+        size_t len = 0;
+        FILE *f;
+
+        *readyp = ready;
+        if (!(f = open_memstream(&buf, &len)))
+                return NULL;
+        if (ready && !verbose)
+                fputs("OK\n", f);
+        else {
+                for (int i = 0; i < COND__CNT; i++) {
+                        if (!c[i].shown || (!verbose && c[i].ok))
+                                continue;
+                        if (c[i].ok)
+                                fprintf(f, "[+]%s ok\n", c[i].name);
+                        else
+                                fprintf(f, "[-]%s failed%s: %s\n", c[i].name,
+                                        c[i].required ? "" : " (not required)", c[i].why);
+                }
+                fputs(ready ? "readyz check passed\n" : "readyz check failed\n", f);
+        }
+        if (fclose(f)) {
+                free(buf);
+                return NULL;
+        }
+        if (lenp)
+                *lenp = len;
+        return buf;
+}
+
+/** ktrigger_kafka_ready: the Kafka conditions, whether readiness includes them or not. */
+static int kafka_ready(kt_metrics_t *km) {
+        return GET(km->group_joined) && !(GET(km->zk_on) && GET(km->zk_waiting));
 }
 
 void kt_metrics_consumer_set(kt_metrics_t *km, uint64_t assigns, uint64_t revokes, uint64_t losts,
@@ -335,6 +423,10 @@ char *kt_metrics_format(kt_metrics_t *km, size_t *lenp) {
                 "# HELP ktrigger_runtime_up Whether the function runtime accepts connections.\n"
                 "# TYPE ktrigger_runtime_up gauge\n"
                 "ktrigger_runtime_up %d\n"
+                "# HELP ktrigger_kafka_ready Whether the consumer is in its group (and, with "
+                "kafka.zookeeper, a broker was discovered).\n"
+                "# TYPE ktrigger_kafka_ready gauge\n"
+                "ktrigger_kafka_ready %d\n"
                 "# HELP ktrigger_in_flight Calls to the function in flight.\n"
                 "# TYPE ktrigger_in_flight gauge\n"
                 "ktrigger_in_flight %d\n"
@@ -351,8 +443,9 @@ char *kt_metrics_format(kt_metrics_t *km, size_t *lenp) {
                 (unsigned long long)GET(km->dead_lettered), (unsigned long long)GET(km->replies),
                 (unsigned long long)GET(km->skipped), (unsigned long long)GET(km->headers_dropped),
                 (unsigned long long)GET(km->trace_invalid),
-                (unsigned long long)GET(km->unbuildable), GET(km->runtime_up), GET(km->in_flight),
-                GET(km->assigned), (unsigned long long)GET(km->buffered), KT_VERSION);
+                (unsigned long long)GET(km->unbuildable), GET(km->runtime_up), kafka_ready(km),
+                GET(km->in_flight), GET(km->assigned), (unsigned long long)GET(km->buffered),
+                KT_VERSION);
         fputs("# HELP ktrigger_produce_failures_total Replies and dead letters Kafka refused, "
               "for good (permanent) or not (transient).\n"
               "# TYPE ktrigger_produce_failures_total counter\n",
@@ -457,6 +550,7 @@ char *kt_metrics_format(kt_metrics_t *km, size_t *lenp) {
                 (unsigned long long)GET(km->reloads[KT_METRICS_RELOAD_APPLIED]),
                 (unsigned long long)GET(km->reloads[KT_METRICS_RELOAD_UNCHANGED]),
                 (unsigned long long)GET(km->reloads[KT_METRICS_RELOAD_INVALID]));
+        kt_metrics_process_format(f);
         if (fclose(f)) {
                 free(buf);
                 return NULL;
