@@ -109,6 +109,19 @@ def http_get(url, timeout=2.0):
         return None, str(e)
 
 
+def sanitizer_report(path, limit=6000):
+    """The first ThreadSanitizer report in a process log (text, at most limit chars), or None."""
+    try:
+        text = Path(path).read_bytes().decode('utf-8', 'replace')
+    except OSError:
+        return None
+    start = text.find('WARNING: ThreadSanitizer:')
+    if start < 0:
+        return None
+    start = text.rfind('==================', 0, start)
+    return text[max(start, 0):][:limit]
+
+
 def tail(path, lines=60):
     try:
         with open(path, 'rb') as f:
@@ -681,9 +694,20 @@ def base_config(brokers, topics, runtime_port, metrics_port, group_id=None,
     }
 
 
+# What `make` exports for sanitizer builds, for pytest run by hand: a TSan binary (ktrigger-tsan)
+# without its suppressions reports librdkafka's uninstrumented frees as races (see the file).
+SANITIZER_ENV = {
+    'TSAN_OPTIONS': 'suppressions=%s:print_suppressions=0:second_deadlock_stack=1'
+                    % (REPO / 'scripts' / 'tsan.supp'),
+    'LSAN_OPTIONS': 'suppressions=%s:print_suppressions=0' % (REPO / 'scripts' / 'lsan.supp'),
+}
+
+
 def ktrigger_env(extra=None):
     env = {k: v for k, v in os.environ.items()
            if k not in KTRIGGER_ENV_VARS and not k.startswith('KTRIGGER_')}
+    for k, v in SANITIZER_ENV.items():
+        env.setdefault(k, v)
     env.update(extra or {})
     return env
 

@@ -1,6 +1,6 @@
 """The harness's own checks, no Kafka: when the broker counts as serving (ktmetadata, used by
-kafka.sh start/resume and by kthelpers after topic creation and resume).  The other tests rely
-on these."""
+kafka.sh start/resume and by kthelpers after topic creation and resume), and finding a
+ThreadSanitizer report in a ktrigger log.  The other tests rely on these."""
 
 import json
 import subprocess
@@ -99,3 +99,31 @@ def test_kafka_sh_record_then_check(tmp_path):
     assert partly.returncode == 1 and '__consumer_offsets' in partly.stdout, partly.stdout
     garbage = subprocess.run(check, input='% ERROR: no brokers', capture_output=True, text=True)
     assert garbage.returncode == 1 and 'no usable metadata' in garbage.stdout, garbage.stdout
+
+
+TSAN_REPORT = '''2026-12-01T23:13:07.815Z INFO KAFKA: assigned t [0]
+==================
+WARNING: ThreadSanitizer: data race (pid=5273)
+  Write of size 8 at 0x7b6c00010388 by thread T5:
+    #0 free tsan_interceptors_posix.cpp:706 (libtsan.so.2+0x47e82)
+SUMMARY: ThreadSanitizer: data race (ktrigger-tsan+0x1)
+==================
+2026-12-01T23:13:21.730Z INFO LOOP: stopped cleanly
+'''
+
+
+@pytest.mark.parametrize('text,found', [
+    ('2026-12-01T23:13:21.730Z INFO LOOP: stopped cleanly\n', False),
+    (TSAN_REPORT, True),
+    ('ThreadSanitizer: reported 0 warnings\n', False),
+])
+def test_sanitizer_report(tmp_path, text, found):
+    log = tmp_path / 'ktrigger-0.log'
+    log.write_text(text)
+    rep = kt.sanitizer_report(log)
+    if found:
+        assert rep is not None and rep.startswith('==================\nWARNING: ThreadSanitizer')
+        assert 'SUMMARY' in rep and 'stopped cleanly' in rep
+    else:
+        assert rep is None, rep
+    assert kt.sanitizer_report(tmp_path / 'missing.log') is None
