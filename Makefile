@@ -117,8 +117,7 @@ tsan:
 	@$(MAKE) --no-print-directory SANITIZE=thread unit-run
 
 test-tsan: tsan
-	KTRIGGER_BIN=$(CURDIR)/ktrigger-tsan KTRIGGER_RELEASE_BIN=$(CURDIR)/ktrigger-tsan \
-	  $(PYTHON) -m pytest -ra $(TSAN_TESTS)
+	KTRIGGER_BIN=$(CURDIR)/ktrigger-tsan $(PYTHON) -m pytest -ra $(TSAN_TESTS)
 
 check:
 	scripts/install-deps
