@@ -23,6 +23,8 @@ from pathlib import Path
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import NewTopic
 
+import ktmetadata
+
 REPO = Path(__file__).resolve().parent.parent
 HERE = REPO / 'integration-tests'
 KAFKA_SH = HERE / 'kafka' / 'kafka.sh'
@@ -107,6 +109,19 @@ def http_get(url, timeout=2.0):
         return None, str(e)
 
 
+def sanitizer_report(path, limit=6000):
+    """The first ThreadSanitizer report in a process log (text, at most limit chars), or None."""
+    try:
+        text = Path(path).read_bytes().decode('utf-8', 'replace')
+    except OSError:
+        return None
+    start = text.find('WARNING: ThreadSanitizer:')
+    if start < 0:
+        return None
+    start = text.rfind('==================', 0, start)
+    return text[max(start, 0):][:limit]
+
+
 def tail(path, lines=60):
     try:
         with open(path, 'rb') as f:
@@ -146,8 +161,15 @@ class Produced:
         return 'Produced(p=%d, o=%d, %r)' % (self.partition, self.offset, self.value)
 
 
+def kafka_sh(cmd, timeout=90):
+    """Run kafka/kafka.sh cmd (with this environment's KT_KAFKA_DIR); CompletedProcess."""
+    return subprocess.run(['bash', str(KAFKA_SH), cmd], capture_output=True, text=True,
+                          timeout=timeout)
+
+
 class Kafka:
-    """Topic creation, producing to explicit partitions, committed and end offsets."""
+    """Topic creation, producing to explicit partitions, committed and end offsets, broker
+    outages (pause/resume)."""
 
     def __init__(self, bootstrap, admin):
         self.bootstrap = bootstrap
@@ -155,19 +177,58 @@ class Kafka:
         self._consumers = {}
 
     def create_topic(self, topic, partitions, timeout=30, config=None):
-        """Create topic (replication 1, topic-level `config` such as max.message.bytes)."""
+        """Create topic (replication 1, topic-level `config` such as max.message.bytes) and
+        wait until each of its partitions has a leader."""
         futures = self.admin.create_topics([NewTopic(topic, partitions, 1,
                                                      config=dict(config or {}))],
                                            operation_timeout=timeout)
         futures[topic].result(timeout)
+        self.wait_for_leaders(topics=[topic], expected={topic: partitions}, timeout=timeout)
 
-        def ready():
-            md = self.admin.list_topics(topic, timeout=5).topics.get(topic)
-            if md is None or md.error is not None or len(md.partitions) != partitions:
-                return False
-            return all(p.leader >= 0 and p.error is None for p in md.partitions.values())
+    def metadata(self, topics=None):
+        """The broker's metadata as ktmetadata's plain data (all topics, or those listed;
+        internal ones such as __consumer_offsets included); None if it did not answer."""
+        try:
+            if topics is not None and len(topics) == 1:
+                md = self.admin.list_topics(topics[0], timeout=5)
+            else:
+                md = self.admin.list_topics(timeout=5)
+        except KafkaException:
+            return None
+        return ktmetadata.from_confluent(md)
 
-        wait_for(ready, timeout, 'topic %s with %d partitions and leaders' % (topic, partitions))
+    def wait_for_leaders(self, topics=None, expected=None, timeout=60):
+        """Poll metadata until every partition (of `topics`, else of every topic) has a
+        leader and no error, and every topic of `expected` ({topic: partitions}) is listed
+        with all its partitions: what a broker serves right after a start, a resume or a
+        topic creation.  Returns the metadata."""
+        state = {'why': 'no answer yet'}
+
+        def serving():
+            md = self.metadata(topics)
+            if md is None:
+                state['why'] = 'no metadata answer'
+                return None
+            state['why'] = ktmetadata.not_serving(md, expected, topics)
+            return md if state['why'] is None else None
+
+        what = 'leaders for every partition of %s' % (
+            ', '.join(topics) if topics else 'every topic')
+        return wait_for(serving, timeout, what, interval=0.1, describe=lambda: state['why'])
+
+    def pause_broker(self):
+        """kafka.sh pause (a broker outage); returns what resume_broker waits for again."""
+        md = self.wait_for_leaders(timeout=30)
+        r = kafka_sh('pause')
+        assert r.returncode == 0, 'kafka.sh pause failed (%d): %s' % (r.returncode, r.stderr)
+        return ktmetadata.expected_of(md)
+
+    def resume_broker(self, expected=None, timeout=90):
+        """kafka.sh resume, then wait (through this client) until every topic of `expected`
+        (what pause_broker returned) is served with a leader for each partition."""
+        r = kafka_sh('resume', timeout=timeout)
+        assert r.returncode == 0, 'kafka.sh resume failed (%d): %s' % (r.returncode, r.stderr)
+        self.wait_for_leaders(expected=expected, timeout=timeout)
 
     def produce(self, topic, records, timeout=60, producer_config=None):
         """Produce records in order.  A record is (partition, value), (partition, value, key)
@@ -223,8 +284,9 @@ class Kafka:
         return results
 
     def partitions(self, topic):
-        md = self.admin.list_topics(topic, timeout=10).topics[topic]
-        return sorted(md.partitions)
+        """The topic's partition ids, once each has a leader."""
+        md = self.wait_for_leaders(topics=[topic], timeout=30)
+        return sorted(md['topics'][topic]['partitions'])
 
     def _consumer(self, group):
         c = self._consumers.get(group)
@@ -238,7 +300,8 @@ class Kafka:
     # Answers a broker gives while it is still taking over after a restart or an outage: ask
     # again (a condition, not a sleep: each try is a real request).
     RETRIABLE = ('NOT_COORDINATOR', 'COORDINATOR_LOAD_IN_PROGRESS', 'COORDINATOR_NOT_AVAILABLE',
-                 'NOT_LEADER_FOR_PARTITION', '_TRANSPORT', '_TIMED_OUT', 'REQUEST_TIMED_OUT')
+                 'NOT_LEADER_FOR_PARTITION', 'NOT_LEADER_OR_FOLLOWER', 'LEADER_NOT_AVAILABLE',
+                 '_TRANSPORT', '_TIMED_OUT', 'REQUEST_TIMED_OUT')
 
     def _retrying(self, what, fn, timeout=30):
         deadline = time.monotonic() + timeout
@@ -631,9 +694,20 @@ def base_config(brokers, topics, runtime_port, metrics_port, group_id=None,
     }
 
 
+# What `make` exports for sanitizer builds, for pytest run by hand: a TSan binary (ktrigger-tsan)
+# without its suppressions reports librdkafka's uninstrumented frees as races (see the file).
+SANITIZER_ENV = {
+    'TSAN_OPTIONS': 'suppressions=%s:print_suppressions=0:second_deadlock_stack=1'
+                    % (REPO / 'scripts' / 'tsan.supp'),
+    'LSAN_OPTIONS': 'suppressions=%s:print_suppressions=0' % (REPO / 'scripts' / 'lsan.supp'),
+}
+
+
 def ktrigger_env(extra=None):
     env = {k: v for k, v in os.environ.items()
            if k not in KTRIGGER_ENV_VARS and not k.startswith('KTRIGGER_')}
+    for k, v in SANITIZER_ENV.items():
+        env.setdefault(k, v)
     env.update(extra or {})
     return env
 

@@ -2,12 +2,20 @@
 # Single-node Apache Kafka (KRaft) for ktrigger's tests, demo and benchmarks.
 #
 #   kafka.sh start    fetch the jars (once, through Maven), format a fresh data dir, start the broker
-#                     on 127.0.0.1 on a free port, wait until it serves metadata; the last line printed
+#                     on 127.0.0.1 on a free port, wait until it serves (below); the last line printed
 #                     is the bootstrap address (host:port)
 #   kafka.sh status   print the bootstrap address and exit 0 if our broker runs, else exit 1
 #   kafka.sh stop     stop the broker we started (by its pid), remove its data dir
-#   kafka.sh pause    stop the broker but keep its data dir, config and port (a broker outage)
-#   kafka.sh resume   start the paused broker again on the same data and port
+#   kafka.sh pause    stop the broker but keep its data dir, config and port (a broker outage);
+#                     first records which topics it has ($state/expected-topics)
+#   kafka.sh resume   start the paused broker again on the same data and port, wait until it serves
+#                     every topic recorded at pause
+#
+# "Serves" means a metadata answer naming this one broker in which every partition of every topic
+# (__consumer_offsets included) has a leader and no error (../ktmetadata.py): answering metadata
+# alone is not enough, right after a (re)start partitions are still leaderless and requests to
+# them fail with NOT_LEADER_FOR_PARTITION. Polled as a condition, each try a real request; gives
+# up after $KT_KAFKA_START_TIMEOUT s (default 60).
 #
 # State lives in $KT_KAFKA_DIR (default /tmp/ktrigger-kafka-$UID): pid, bootstrap, data, broker.log.
 # Jars are copied to integration-tests/kafka/libs (git-ignored) from ~/.m2.
@@ -83,24 +91,57 @@ EOF
   # clone reusing the running broker) may have none of its own.
   echo "$cp" >"$state/classpath"
 
-  local bootstrap="127.0.0.1:$port" deadline=$((SECONDS + start_timeout))
-  until kcat -L -b "$bootstrap" -m 2 2>/dev/null | grep -q '1 brokers:'; do
-    if ! running; then
-      die "broker exited during start-up: $(tail -n 20 "$state/stdout.log" "$state/broker.log" 2>/dev/null)"
-    fi
-    if [ $SECONDS -ge $deadline ]; then
-      stop >/dev/null 2>&1 || true
-      die "broker did not serve metadata within ${start_timeout}s"
-    fi
-    sleep 0.2
-  done
+  local bootstrap="127.0.0.1:$port"
+  if ! wait_serving "$bootstrap" start; then
+    stop >/dev/null 2>&1 || true
+    exit 1
+  fi
   echo "$bootstrap" >"$state/bootstrap"
   echo "kafka.sh: broker pid $(cat "$state/pid"), data $state/data, log $state/broker.log" >&2
   echo "$bootstrap"
 }
 
+# The metadata check (see the header); prints why not when the broker does not serve yet.
+# $1: bootstrap, $2: optional file of {topic: partitions} that must all be back.
+serving() {
+  local md
+  md=$(kcat -L -J -b "$1" -m 2 2>/dev/null) || {
+    echo "no metadata from $1"
+    return 1
+  }
+  python3 "$here/../ktmetadata.py" check ${2:+"$2"} <<<"$md"
+}
+
+# Wait until the broker at $1 serves (with $3: every topic in that file); $2 names the step.
+# On failure: a message on stderr, return 1 (the broker is left as it is).
+wait_serving() {
+  local bootstrap=$1 step=$2 expected=${3:-} deadline=$((SECONDS + start_timeout)) why
+  [ -z "$expected" ] || [ -f "$expected" ] || expected=
+  while ! why=$(serving "$bootstrap" "$expected"); do
+    if ! running; then
+      echo "$svc: broker exited during $step: $(tail -n 20 "$state/stdout.log" "$state/broker.log" 2>/dev/null)" >&2
+      return 1
+    fi
+    if [ $SECONDS -ge $deadline ]; then
+      echo "$svc: broker did not serve within ${start_timeout}s of $step: $why" >&2
+      return 1
+    fi
+    sleep 0.2
+  done
+}
+
 pause() {
   running || die "not running"
+  # What resume must see again before it calls the broker back (a broker still loading its
+  # metadata lists fewer topics). Without it resume checks only what it is shown.
+  rm -f "$state/expected-topics"
+  if kcat -L -J -b "$(cat "$state/bootstrap")" -m 5 2>/dev/null |
+    python3 "$here/../ktmetadata.py" record >"$state/expected-topics.tmp"; then
+    mv "$state/expected-topics.tmp" "$state/expected-topics"
+  else
+    rm -f "$state/expected-topics.tmp"
+    echo "kafka.sh: no metadata before the pause: resume will not know which topics to wait for" >&2
+  fi
   kill_service 300
   rm -f "$state/pid"
   echo "kafka.sh: paused (data kept in $state)"
@@ -109,18 +150,14 @@ pause() {
 resume() {
   running && die "already running"
   [ -f "$state/server.properties" ] && [ -f "$state/bootstrap" ] || die "nothing paused in $state"
-  local cp="$libs/*" bootstrap deadline=$((SECONDS + start_timeout))
+  local cp="$libs/*" bootstrap
   [ -f "$state/classpath" ] && cp=$(cat "$state/classpath")
   bootstrap=$(cat "$state/bootstrap")
   setsid java -Xms256m -Xmx1g -XX:+UseG1GC -Djava.awt.headless=true \
     "-Dlog4j2.configurationFile=$state/log4j2.properties" -cp "$cp" \
     kafka.Kafka "$state/server.properties" >>"$state/stdout.log" 2>&1 </dev/null &
   echo $! >"$state/pid"
-  until kcat -L -b "$bootstrap" -m 2 2>/dev/null | grep -q '1 brokers:'; do
-    running || die "broker exited during resume: $(tail -n 20 "$state/stdout.log")"
-    [ $SECONDS -lt $deadline ] || die "broker did not serve metadata within ${start_timeout}s"
-    sleep 0.2
-  done
+  wait_serving "$bootstrap" resume "$state/expected-topics" || exit 1
   echo "$bootstrap"
 }
 
