@@ -345,11 +345,12 @@ int kt_loop_run(kt_config_t **confp, kt_metrics_t *km) {
 
         while (kl.state != KT_LOOP_STOPPED && !kt_consumer_fatal(kl.kc) &&
                !(kl.kp && kt_produce_fatal(kl.kp))) {
-                struct curl_waitfd fds[4] = {
+                struct curl_waitfd fds[5] = {
                     {kt_consumer_wakeup_fd(kl.kc), CURL_WAIT_POLLIN, 0},
                     {kl.sigfd, CURL_WAIT_POLLIN, 0},
                     {kl.kp ? kt_produce_wakeup_fd(kl.kp) : -1, CURL_WAIT_POLLIN, 0},
                     {kl.zk ? kt_consumer_zk_wakeup_fd(kl.zk) : -1, CURL_WAIT_POLLIN, 0},
+                    {-1, CURL_WAIT_POLLIN, 0},
                 };
                 int more;
                 int64_t wait_ms;
@@ -371,6 +372,7 @@ int kt_loop_run(kt_config_t **confp, kt_metrics_t *km) {
                 kt_loop_produce_poll(&kl);
                 kt_loop_wake_at(&kl, kt_consumer_revoke_step(kl.kc));
                 zk_poll(&kl);
+                kt_loop_reload_poll(&kl); /* after dispatch_ready (it resets the timer) */
                 switch (kl.state) {
                 case KT_LOOP_REJOIN_DRAIN:
                 case KT_LOOP_SHUTDOWN_DRAIN:
@@ -410,8 +412,10 @@ int kt_loop_run(kt_config_t **confp, kt_metrics_t *km) {
                         if (wait_ms > KT_LOOP_MAX_WAIT_MS)
                                 wait_ms = KT_LOOP_MAX_WAIT_MS;
                 }
-                /* poll(2) skips the -1 entries (no producer, no ZooKeeper). */
-                kt_dispatch_wait(kl.kd, fds, 4, (int)wait_ms);
+                /* The reader's fd as it is now: a reload may have started or ended above. */
+                fds[4].fd = kl.reader ? kt_config_reader_fd(kl.reader) : -1;
+                /* poll(2) skips the -1 entries (no producer, no ZooKeeper, no reload). */
+                kt_dispatch_wait(kl.kd, fds, 5, (int)wait_ms);
         }
 
         if (kl.state != KT_LOOP_STOPPED) {
@@ -431,6 +435,7 @@ out:
         kt_sched_destroy(kl.ks);
         free(kl.topic_map);
         kt_config_destroy(kl.rejoin_conf);
+        kt_config_reader_destroy(kl.reader);
         if (kl.sigfd != -1)
                 close(kl.sigfd);
         if (status == 0)
