@@ -26,4 +26,13 @@ int kt_config_render(const kt_config_t *conf, FILE *out);
  */
 kt_config_t *kt_config_from_render(const char *text, char *errstr, size_t errstr_size);
 
+/**
+ * @brief What kt_config_reader_start() does, with any child: \p fn(fd, \p arg) runs in the
+ *        child and writes its answer to fd ('O' + kt_config_render() text, or 'E', 'j'|'t' and
+ *        the errors); it is killed if not done within \p timeout_ms. \p path names it in
+ *        messages (may be NULL). For tests of the deadline and of children that die.
+ */
+kt_config_reader_t *kt_config_reader_run(void (*fn)(int fd, void *arg), void *arg, const char *path,
+                                         int timeout_ms, char *errstr, size_t errstr_size);
+
 #endif /* KT_CONFIG_INT_H */

@@ -1285,6 +1285,23 @@ static int listen_parse(kt_config_t *conf) {
                                         &conf->metrics_port);
 }
 
+/**
+ * librdkafka reads an integer property with strtol() into an int: "4294967360" is accepted as
+ * 64. Read a decimal value back after setting it. @returns 0 if it reads back as written (or
+ * is not a decimal integer), -1 if it wrapped.
+ */
+static int prop_wrapped(rd_kafka_conf_t *rkconf, const kt_config_prop_t *p) {
+        char back[64];
+        size_t size = sizeof(back);
+        long long want, got;
+
+        if (parse_int(p->value, &want) ||
+            rd_kafka_conf_get(rkconf, p->name, back, &size) != RD_KAFKA_CONF_OK ||
+            parse_int(back, &got))
+                return 0;
+        return want != got;
+}
+
 static void validate(kt_config_t *conf, errs_t *e) {
         rd_kafka_conf_t *rkconf;
         char errstr[512], why[320];
@@ -1390,7 +1407,10 @@ static void validate(kt_config_t *conf, errs_t *e) {
                         RD_KAFKA_CONF_OK) {
                         redact_in(errstr, sizeof(errstr), p);
                         errs_at(e, &p->src, "kafka.properties", "%s", errstr);
-                }
+                } else if (!owned && p->value && prop_wrapped(rkconf, p))
+                        errs_at(e, &p->src, "kafka.properties",
+                                "%s: %s does not fit in librdkafka's 32-bit integer", p->name,
+                                prop_secret(p->name) ? "(redacted)" : p->value);
         }
         rd_kafka_conf_destroy(rkconf);
 
@@ -1409,7 +1429,10 @@ static void validate(kt_config_t *conf, errs_t *e) {
                                                        sizeof(errstr)) != RD_KAFKA_CONF_OK) {
                         redact_in(errstr, sizeof(errstr), p);
                         errs_at(e, &p->src, "kafka.producer_properties", "%s", errstr);
-                }
+                } else if (p->value && prop_wrapped(rkconf, p))
+                        errs_at(e, &p->src, "kafka.producer_properties",
+                                "%s: %s does not fit in librdkafka's 32-bit integer", p->name,
+                                prop_secret(p->name) ? "(redacted)" : p->value);
         }
         rd_kafka_conf_destroy(rkconf);
 }

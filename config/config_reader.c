@@ -47,6 +47,7 @@ struct kt_config_reader {
         pid_t pid;
         int fd;
         int64_t deadline_ms;
+        int timeout_ms;
         char *path; /**< for messages */
         char *buf;  /**< the answer so far */
         size_t len, cap;
@@ -65,8 +66,18 @@ static int write_all(int fd, const char *buf, size_t len) {
         return 0;
 }
 
+typedef struct load_args {
+        const char *path;
+        char *const *sets;
+        size_t set_cnt;
+} load_args_t;
+
 /** The child: read, validate, answer, _exit. */
-static void child_run(int fd, const char *path, char *const *sets, size_t set_cnt) {
+static void child_load(int fd, void *arg) {
+        const load_args_t *la = arg;
+        const char *path = la->path;
+        char *const *sets = la->sets;
+        size_t set_cnt = la->set_cnt;
         static char err[KT_READER_ERRSTR_SIZE];
         char *out = NULL;
         size_t len = 0;
@@ -74,9 +85,6 @@ static void child_run(int fd, const char *path, char *const *sets, size_t set_cn
         FILE *f;
         kt_config_t *conf;
 
-        /* Never outlive the deadline or the parent, whatever blocks. */
-        prctl(PR_SET_PDEATHSIG, SIGKILL);
-        alarm(KT_CONFIG_READ_TIMEOUT_MS / 1000 + 2);
         conf = kt_config_load_ex(path, sets, set_cnt, err, sizeof(err), &log_json);
         if ((f = open_memstream(&out, &len))) {
                 if (conf) {
@@ -92,6 +100,13 @@ static void child_run(int fd, const char *path, char *const *sets, size_t set_cn
 
 kt_config_reader_t *kt_config_reader_start(const char *path, char *const *sets, size_t set_cnt,
                                            char *errstr, size_t errstr_size) {
+        load_args_t la = {path, sets, set_cnt};
+        return kt_config_reader_run(child_load, &la, path, KT_CONFIG_READ_TIMEOUT_MS, errstr,
+                                    errstr_size);
+}
+
+kt_config_reader_t *kt_config_reader_run(void (*fn)(int fd, void *arg), void *arg, const char *path,
+                                         int timeout_ms, char *errstr, size_t errstr_size) {
         kt_config_reader_t *kr = calloc(1, sizeof(*kr));
         int fds[2];
 
@@ -113,12 +128,17 @@ kt_config_reader_t *kt_config_reader_start(const char *path, char *const *sets, 
         }
         if (kr->pid == 0) {
                 close(fds[0]);
-                child_run(fds[1], path, sets, set_cnt);
+                /* Never outlive the deadline or the parent, whatever blocks. */
+                prctl(PR_SET_PDEATHSIG, SIGKILL);
+                alarm((unsigned)(timeout_ms / 1000 + 2));
+                fn(fds[1], arg);
+                _exit(1);
         }
         close(fds[1]);
         kr->fd = fds[0];
+        kr->timeout_ms = timeout_ms;
         fcntl(kr->fd, F_SETFL, O_NONBLOCK);
-        kr->deadline_ms = kt_now_ms() + KT_CONFIG_READ_TIMEOUT_MS;
+        kr->deadline_ms = kt_now_ms() + timeout_ms;
         return kr;
 fail:
         if (kr)
@@ -197,7 +217,7 @@ int kt_config_reader_step(kt_config_reader_t *kr, kt_config_t **confp, char *err
                                  "%s: cannot read: not read and checked within %d ms (a file "
                                  "that blocks, e.g. on a hung network mount?): the reader "
                                  "was stopped",
-                                 what, KT_CONFIG_READ_TIMEOUT_MS);
+                                 what, kr->timeout_ms);
                         return 0;
                 }
                 break; /* EOF (the child is done) or a read error */
