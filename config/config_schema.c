@@ -105,7 +105,8 @@ const kt_config_key_t kt_config_keys[] = {
      NULL, KT_RELOAD_LIVE, NULL, "request headers: Kubeless or CloudEvents binary"},
 
     {"metrics.listen", KT_CONF_STRING, OFF(metrics_listen), NOCNT, "0.0.0.0:9464", NORANGE, NOENUM,
-     KT_RELOAD_RESTART, NULL, "host:port of /metrics, /healthz, /readyz"},
+     KT_RELOAD_RESTART, NULL,
+     "host:port (or :port, every interface) of /metrics, /healthz, /readyz"},
 
     {"log.level", KT_CONF_ENUM, OFF(log_level), NOCNT, "info", NORANGE, log_levels,
      log_level_values, KT_RELOAD_LIVE, NULL, "most verbose level printed"},
