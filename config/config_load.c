@@ -37,6 +37,7 @@ typedef struct errs {
         int cnt;
         const char *file;
         unsigned char *key_failed; /**< kt_config_key_cnt marks: an error named that key */
+        int includes;              /**< files @include'd so far (prescan) */
 } errs_t;
 
 /** @returns non-zero if an error about setting \p key was reported already. */
@@ -797,6 +798,10 @@ static void check_known(config_setting_t *grp, const char *path, errs_t *e) {
 /** libconfig 1.5's own limit of nested @include. */
 #define KT_MAX_INCLUDE_DEPTH 10
 
+/** The most files one configuration may @include in all (a file including itself twice
+ *  would otherwise be read 2^10 times). */
+#define KT_MAX_INCLUDE_FILES 64
+
 /** Integer literals to give their `L` (64 bits), by offset into the text. */
 typedef struct widen {
         size_t *at;
@@ -813,9 +818,19 @@ static void include_check(const char *file, int line, const char *inc, int depth
         char why[128], *text;
         size_t len = 0;
 
+        /* Past a cap, one error and no more reading (INT_MAX / 2: stop). */
+        if (e->includes >= INT_MAX / 2)
+                return;
+        if (++e->includes > KT_MAX_INCLUDE_FILES) {
+                errfl(e, file, line, "@include", "\"%s\": more than %d included files", inc,
+                      KT_MAX_INCLUDE_FILES);
+                e->includes = INT_MAX / 2;
+                return;
+        }
         if (depth + 1 > KT_MAX_INCLUDE_DEPTH) {
                 errfl(e, file, line, "@include", "\"%s\": more than %d nested includes", inc,
                       KT_MAX_INCLUDE_DEPTH);
+                e->includes = INT_MAX / 2;
                 return;
         }
         if (!(text = file_read(inc, KT_MAX_CONFIG_FILE_BYTES, &len, why, sizeof(why)))) {
@@ -1666,7 +1681,7 @@ kt_config_t *kt_config_load_ex(const char *path, char *const *sets, size_t set_c
                                size_t errstr_size, int *log_jsonp) {
         kt_config_t *conf = NULL;
         unsigned char *failed = calloc(kt_config_key_cnt, 1);
-        errs_t e = {errstr, errstr_size, 0, 0, path, failed};
+        errs_t e = {errstr, errstr_size, 0, 0, path, failed, 0};
         kt_config_source_t def = {KT_ORIGIN_DEFAULT, 0, ""};
 
         if (errstr_size)

@@ -822,6 +822,8 @@ static void test_files_checked(void) {
              "properties = ( (\"sasl.password\", \"${KT_TEST_EMPTY}\") ); };\n",
              ":3: kafka.properties: environment variable KT_TEST_EMPTY is empty"},
             {BASE "@include \"/tmp/kt-test-self\"\n", "more than 10 nested includes"},
+            {BASE "@include \"/tmp/kt-test-self2\"\n", "more than 10 nested includes"},
+            {BASE "@include \"/tmp/kt-test-many\"\n", "more than 64 included files"},
         };
         char err[4096];
         FILE *f;
@@ -841,6 +843,16 @@ static void test_files_checked(void) {
                 fputs("@include \"/tmp/kt-test-self\"\n", f);
                 fclose(f);
         }
+        if ((f = fopen("/tmp/kt-test-self2", "w"))) { /* 10 deep, 10 wide: 10^10 reads */
+                for (int i = 0; i < 10; i++)
+                        fputs("@include \"/tmp/kt-test-self2\"\n", f);
+                fclose(f);
+        }
+        if ((f = fopen("/tmp/kt-test-many", "w"))) {
+                for (int i = 0; i < 70; i++)
+                        fputs("@include \"/tmp/kt-test-empty\"\n", f);
+                fclose(f);
+        }
         setenv("KT_TEST_EMPTY", "", 1);
         for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
                 kt_config_t *conf = load_text(cases[i].text, err, sizeof(err));
@@ -848,6 +860,8 @@ static void test_files_checked(void) {
                 kt_config_destroy(conf);
                 KT_CHECK(strstr(err, cases[i].want) != NULL, "files %zu: want '%s' in:\n%s", i,
                          cases[i].want, err);
+                KT_CHECK(count_of(err, "@include") <= 1, "files %zu: one include error:\n%s", i,
+                         err);
         }
         /* The config file itself. */
         KT_CHECK(kt_config_load(dir, err, sizeof(err)) == NULL && strstr(err, "is a directory"),
@@ -873,6 +887,8 @@ static void test_files_checked(void) {
         unlink(empty);
         unlink(nl);
         unlink("/tmp/kt-test-self");
+        unlink("/tmp/kt-test-self2");
+        unlink("/tmp/kt-test-many");
 }
 
 /* Integers are read in 64 bits and range-checked as written: libconfig 1.5 wraps a literal
