@@ -1505,10 +1505,14 @@ static const char *prop_shown(const kt_config_prop_t *p) {
 /** A string value quoted as libconfig would read it. */
 static void put_quoted(FILE *f, const char *s) {
         fputc('"', f);
-        for (; s && *s; s++) {
-                if (*s == '"' || *s == '\\')
+        while (s && *s) { /* runs at once: values may be megabytes */
+                size_t n = strcspn(s, "\"\\");
+                fwrite(s, 1, n, f);
+                s += n;
+                if (*s) {
                         fputc('\\', f);
-                fputc(*s, f);
+                        fputc(*s++, f);
+                }
         }
         fputc('"', f);
 }

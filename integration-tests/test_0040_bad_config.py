@@ -255,7 +255,8 @@ def test_eight_mib_string_is_checked_quickly(tmp_path):
     took = time.monotonic() - started
     print('8 MiB string: exit %d in %.2f s' % (proc.returncode, took))
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert took < 5, '--check-config of an 8 MiB string took %.1f s' % took
+    # 0.5 s (ASan build, load 12 on 2 cores); the bound leaves room for a loaded machine.
+    assert took < 12, '--check-config of an 8 MiB string took %.1f s' % took
 
 
 def test_startup_errors_in_json_mode_are_json_lines(tmp_path):
