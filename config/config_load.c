@@ -780,7 +780,12 @@ static void check_known(config_setting_t *grp, const char *path, errs_t *e) {
 
                 snprintf(sub, sizeof(sub), "%s%s%s", path, *path ? "." : "", name);
                 if (!known_path(sub, &is_group)) {
-                        if (*path)
+                        const char *from = config_setting_source_file(s);
+                        if (from && *path)
+                                errfl(e, from, src_line(s), path, "unknown key '%s'", name);
+                        else if (from)
+                                errfl(e, from, src_line(s), sub, "unknown section");
+                        else if (*path)
                                 errf(e, src_line(s), path, "unknown key '%s'", name);
                         else
                                 errf(e, src_line(s), sub, "unknown section");
@@ -1047,8 +1052,14 @@ static int load_file(kt_config_t *conf, const char *path, errs_t *e) {
         check_known(config_root_setting(&cfg), "", e);
         for (size_t i = 0; i < kt_config_key_cnt; i++) {
                 config_setting_t *s = config_lookup(&cfg, kt_config_keys[i].path);
+                /* A setting from an @include'd file: its errors name that file. (What is
+                 * kept as its source for later messages is the line only.) */
+                const char *from = s ? config_setting_source_file(s) : NULL;
+
+                e->file = from ? from : path;
                 if (s)
                         set_file(conf, &kt_config_keys[i], s, e);
+                e->file = path;
         }
         config_destroy(&cfg);
         rc = 0;

@@ -863,6 +863,17 @@ static void test_files_checked(void) {
                 KT_CHECK(count_of(err, "@include") <= 1, "files %zu: one include error:\n%s", i,
                          err);
         }
+        /* Errors in an @include'd file name that file. */
+        if ((f = fopen("/tmp/kt-test-incl", "w"))) {
+                fputs("runtime = { port = 0;\n  prot = 1; };\nfoo = 1;\n", f);
+                fclose(f);
+        }
+        KT_CHECK(!load_text(BASE "@include \"/tmp/kt-test-incl\"\n", err, sizeof(err)) &&
+                     strstr(err, "/tmp/kt-test-incl:1: runtime.port: 0 is outside") &&
+                     strstr(err, "/tmp/kt-test-incl:2: runtime: unknown key 'prot'") &&
+                     strstr(err, "/tmp/kt-test-incl:3: foo: unknown section"),
+                 "include errors: %s", err);
+        unlink("/tmp/kt-test-incl");
         /* The config file itself. */
         KT_CHECK(kt_config_load(dir, err, sizeof(err)) == NULL && strstr(err, "is a directory"),
                  "a directory as the config: %s", err);
