@@ -37,7 +37,10 @@
  * states (kt_loop_state_t in core_int.h).
  *
  * Reload (SIGHUP): the file, environment and --set flags are read again into a new
- * configuration; if it is invalid every error is logged and the running one stays. Otherwise
+ * configuration, in a child process (config/config_reader.c) whose pipe is one more fd to
+ * sleep on and which is killed at its deadline: nothing read can end or stall the loop. If
+ * it is invalid (or the child died or timed out) every error is logged and the running one
+ * stays. Otherwise
  * kt_config_diff() says how the changes apply (strongest class wins):
  *   - live: log level and format, dispatch limits, retries, on_failure, runtime URL and timeout:
  *     every module is pointed at the new configuration between two iterations, the dispatcher
@@ -360,6 +363,10 @@ int kt_loop_run(kt_config_t **confp, kt_metrics_t *km) {
                         shutdown_begin(&kl);
                 if (kl.reload_asked)
                         kt_loop_reload(&kl);
+                /* Here, where nothing holds on to the running configuration: a reload read
+                 * meanwhile is applied between two iterations. Its fd wakes the loop when the
+                 * child is done; its deadline is met within KT_LOOP_MAX_WAIT_MS. */
+                kt_loop_reload_poll(&kl);
                 /* Calls first, so a finished call's successor (one call at a time per
                  * partition in `partition` ordering) is sent before anything else is done.
                  * Completions before the dispatch pass: they free slots and schedule retries
@@ -372,7 +379,6 @@ int kt_loop_run(kt_config_t **confp, kt_metrics_t *km) {
                 kt_loop_produce_poll(&kl);
                 kt_loop_wake_at(&kl, kt_consumer_revoke_step(kl.kc));
                 zk_poll(&kl);
-                kt_loop_reload_poll(&kl); /* after dispatch_ready (it resets the timer) */
                 switch (kl.state) {
                 case KT_LOOP_REJOIN_DRAIN:
                 case KT_LOOP_SHUTDOWN_DRAIN:

@@ -185,9 +185,7 @@ void kt_loop_reload(kt_loop_t *kl) {
                 KT_ERR(FAC, "reload: %s: still running on the previous configuration (config %s)",
                        errstr, kl->conf->hash);
                 kt_metrics_reload(kl->km, KT_METRICS_RELOAD_INVALID, NULL);
-                return;
         }
-        kt_loop_wake_at(kl, kt_config_reader_deadline(kl->reader));
 }
 
 /** Apply the configuration a reload read (see the loop's DESIGN block). */
@@ -248,10 +246,8 @@ int kt_loop_reload_poll(kt_loop_t *kl) {
 
         if (!kl->reader)
                 return 0;
-        if (kt_config_reader_step(kl->reader, &nc, errstr, sizeof(errstr), NULL)) {
-                kt_loop_wake_at(kl, kt_config_reader_deadline(kl->reader));
-                return 0;
-        }
+        if (kt_config_reader_step(kl->reader, &nc, errstr, sizeof(errstr), NULL))
+                return 0; /* still reading */
         kt_config_reader_destroy(kl->reader);
         kl->reader = NULL;
         kt_dispatch_wait_reset(kl->kd); /* its fd is closed; numbers get reused */
