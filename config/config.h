@@ -14,6 +14,7 @@
 #define KT_CONFIG_H
 
 #include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 
 /** The largest response body kept for a reply (dispatch.reply_topic). */
@@ -22,6 +23,13 @@
 /** Room for the headers ktrigger adds to a reply or dead letter, and the record framing: the
  *  producer's message.max.bytes must leave it above the largest value. */
 #define KT_PRODUCE_HEADER_ROOM (16 * 1024)
+
+/** The largest configuration file (and each file it @include's) that is read. */
+#define KT_MAX_CONFIG_FILE_BYTES (16 * 1024 * 1024)
+
+/** How long reading and checking the configuration may take (a child process does it, see
+ *  kt_config_reader_start): past it the child is killed and the read fails. */
+#define KT_CONFIG_READ_TIMEOUT_MS 10000
 
 /** Where a new consumer group starts reading (auto.offset.reset). */
 typedef enum kt_start_from { KT_START_EARLIEST, KT_START_LATEST } kt_start_from_t;
@@ -198,6 +206,57 @@ kt_config_t *kt_config_load(const char *path, char *errstr, size_t errstr_size);
  */
 kt_config_t *kt_config_load_with(const char *path, char *const *sets, size_t set_cnt, char *errstr,
                                  size_t errstr_size);
+
+/**
+ * @brief kt_config_load_with() that also says, when loading failed, whether log.format was
+ *        "json" (as far as the settings were read), so the errors can be logged in that form.
+ */
+kt_config_t *kt_config_load_ex(const char *path, char *const *sets, size_t set_cnt, char *errstr,
+                               size_t errstr_size, int *log_jsonp);
+
+/**
+ * A configuration read in a child process (config_reader.c), nginx-like: reading files and
+ * the environment, libconfig's parser and the validation run in a fork()ed child that has at
+ * most KT_CONFIG_READ_TIMEOUT_MS; a library that calls exit() or blocks costs the child only
+ * (it is killed at the deadline and reaped). The child hands the fully resolved configuration
+ * back as libconfig text over a pipe, which the parent parses from memory
+ * (config_read_string): the parent touches no file again.
+ */
+typedef struct kt_config_reader kt_config_reader_t;
+
+/**
+ * @brief Start reading \p path (may be NULL), the environment and \p sets in a child.
+ * @returns a reader, or NULL (fork or pipe failed) with the reason in \p errstr.
+ * @remark The caller owns it: kt_config_reader_destroy(). Flushes stdio before fork().
+ */
+kt_config_reader_t *kt_config_reader_start(const char *path, char *const *sets, size_t set_cnt,
+                                           char *errstr, size_t errstr_size);
+
+/** @returns the fd to poll for input (readable, or hung up once the child is done). */
+int kt_config_reader_fd(const kt_config_reader_t *kr);
+
+/** @returns when (kt_now_ms) the child is killed if it is not done. */
+int64_t kt_config_reader_deadline(const kt_config_reader_t *kr);
+
+/**
+ * @brief Take what the child wrote so far; never blocks.
+ * @returns 1 while the child is still at work; 0 once done: *\p confp is the new
+ *          configuration, or NULL with every error in \p errstr (one per line) and, if
+ *          \p log_jsonp, whether log.format was "json" in \p *log_jsonp.
+ */
+int kt_config_reader_step(kt_config_reader_t *kr, kt_config_t **confp, char *errstr,
+                          size_t errstr_size, int *log_jsonp);
+
+/** @brief Kill a child still at work, reap it, free \p kr. NULL is a no-op. */
+void kt_config_reader_destroy(kt_config_reader_t *kr);
+
+/**
+ * @brief kt_config_load_ex() in a child process, waiting for it (start-up, --check-config).
+ * @returns as kt_config_load_ex(); a child that exits, crashes or outlives its deadline is an
+ *          error naming \p path.
+ */
+kt_config_t *kt_config_load_isolated(const char *path, char *const *sets, size_t set_cnt,
+                                     char *errstr, size_t errstr_size, int *log_jsonp);
 
 /**
  * @brief Compare two configurations setting by setting.

@@ -9,12 +9,14 @@
  */
 #define _POSIX_C_SOURCE 200809L
 #include "config.h"
+#include "config_int.h"
 
 #include "../core/core.h"
 
 #include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <libconfig.h>
 #include <librdkafka/rdkafka.h>
 #include <limits.h>
@@ -34,7 +36,15 @@ typedef struct errs {
         size_t len;
         int cnt;
         const char *file;
+        unsigned char *key_failed; /**< kt_config_key_cnt marks: an error named that key */
+        int includes;              /**< files @include'd so far (prescan) */
 } errs_t;
+
+/** @returns non-zero if an error about setting \p key was reported already. */
+static int key_failed(const errs_t *e, const char *key) {
+        const kt_config_key_t *k = kt_config_key_find(key);
+        return k && e->key_failed && e->key_failed[k - kt_config_keys];
+}
 
 static void verrs(errs_t *e, const char *where, const char *key, const char *fmt, va_list ap) {
         char msg[512];
@@ -42,6 +52,8 @@ static void verrs(errs_t *e, const char *where, const char *key, const char *fmt
 
         vsnprintf(msg, sizeof(msg), fmt, ap);
         e->cnt++;
+        if (e->key_failed && kt_config_key_find(key))
+                e->key_failed[kt_config_key_find(key) - kt_config_keys] = 1;
         if (e->len >= e->size)
                 return;
         n = snprintf(e->buf + e->len, e->size - e->len, "%s%s%s%s: %s", e->len ? "\n" : "",
@@ -64,6 +76,20 @@ static void errf(errs_t *e, int line, const char *key, const char *fmt, ...) {
                 snprintf(where, sizeof(where), "%s:%d", e->file, line);
         va_start(ap, fmt);
         verrs(e, line > 0 && e->file ? where : NULL, key, fmt, ap);
+        va_end(ap);
+}
+
+static void errfl(errs_t *e, const char *file, int line, const char *key, const char *fmt, ...)
+    __attribute__((format(printf, 5, 6)));
+
+/** An error at \p line of \p file (an @include'd one, say). */
+static void errfl(errs_t *e, const char *file, int line, const char *key, const char *fmt, ...) {
+        char where[512];
+        va_list ap;
+
+        snprintf(where, sizeof(where), "%s:%d", file, line);
+        va_start(ap, fmt);
+        verrs(e, where, key, fmt, ap);
         va_end(ap);
 }
 
@@ -238,60 +264,153 @@ static int list_from_text(char ***vp, size_t *cntp, const char *list) {
         return 0;
 }
 
-/* ---------------------------------------------------------------- references */
+/* ---------------------------------------------------------------- files, references */
 
 /** The largest secret file read through ${file:PATH}. */
 #define KT_MAX_SECRET_FILE_BYTES 65536
 
+/** The largest value once its ${...} references are expanded. */
+#define KT_MAX_VALUE_BYTES KT_MAX_CONFIG_FILE_BYTES
+
 /**
- * Expand `${NAME}` (an environment variable) and `${file:PATH}` (a file's content, one
- * trailing newline dropped) in \p in, so secrets need not be written in the config file.
+ * Read the whole regular file \p path, at most \p cap bytes, without ever blocking on what
+ * is not a regular file: open(O_NONBLOCK) (a FIFO opens at once), fstat, then read only a
+ * regular file. A directory, FIFO, socket or device is refused by name.
+ * @returns a new NUL-terminated buffer (its length in \p *lenp), or NULL with the reason in
+ *          \p why.
+ */
+static char *file_read(const char *path, size_t cap, size_t *lenp, char *why, size_t why_size) {
+        struct stat st;
+        char *buf = NULL;
+        size_t len = 0, size;
+        int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
+
+        if (fd == -1) {
+                snprintf(why, why_size, "%s", strerror(errno));
+                return NULL;
+        }
+        if (fstat(fd, &st)) {
+                snprintf(why, why_size, "%s", strerror(errno));
+                goto out;
+        }
+        if (S_ISDIR(st.st_mode)) {
+                snprintf(why, why_size, "it is a directory, not a file");
+                goto out;
+        }
+        if (!S_ISREG(st.st_mode)) {
+                snprintf(why, why_size, "it is a %s, not a regular file",
+                         S_ISFIFO(st.st_mode)   ? "FIFO"
+                         : S_ISSOCK(st.st_mode) ? "socket"
+                                                : "device");
+                goto out;
+        }
+        if (st.st_size < 0 || (unsigned long long)st.st_size > cap) {
+                snprintf(why, why_size, "it is larger than %zu bytes", cap);
+                goto out;
+        }
+        size = (size_t)st.st_size; /* what grows meanwhile is not read */
+        if (!(buf = malloc(size + 1))) {
+                snprintf(why, why_size, "out of memory");
+                goto out;
+        }
+        while (len < size) {
+                ssize_t n = read(fd, buf + len, size - len);
+                if (n < 0 && errno == EINTR)
+                        continue;
+                if (n < 0) {
+                        snprintf(why, why_size, "%s", strerror(errno));
+                        free(buf);
+                        buf = NULL;
+                        goto out;
+                }
+                if (n == 0)
+                        break;
+                len += (size_t)n;
+        }
+        buf[len] = '\0';
+        *lenp = len;
+out:
+        close(fd);
+        return buf;
+}
+
+/** Append \p n bytes to a growing buffer, doubling it. @returns 0, -1 past \p cap or out of
+ *  memory. */
+static int buf_append(char **bufp, size_t *lenp, size_t *capp, const char *s, size_t n,
+                      size_t cap) {
+        if (*lenp + n + 1 > cap + 1)
+                return -1;
+        if (*lenp + n + 1 > *capp) {
+                size_t ncap = *capp ? *capp : 64;
+                char *nb;
+                while (ncap < *lenp + n + 1)
+                        ncap *= 2;
+                if (!(nb = realloc(*bufp, ncap)))
+                        return -1;
+                *bufp = nb;
+                *capp = ncap;
+        }
+        memcpy(*bufp + *lenp, s, n);
+        *lenp += n;
+        (*bufp)[*lenp] = '\0';
+        return 0;
+}
+
+/**
+ * Expand `${NAME}` (an environment variable) and `${file:PATH}` (a regular file's content, one
+ * trailing newline dropped) in \p in, so secrets need not be written in the config file. A
+ * reference that resolves to nothing is an error (an empty secret is a mistake, never a
+ * password). Linear in the length of \p in: each byte is looked at a bounded number of times.
  * @returns a new string, or NULL after reporting the problem to \p e.
  */
 static char *expand_refs(const char *in, errs_t *e, const kt_config_source_t *src,
                          const char *key) {
-        size_t cap = strlen(in) + 1, len = 0;
-        char *out = malloc(cap);
+        size_t cap = 0, len = 0;
+        char *out = NULL;
         const char *p = in;
 
-        if (!out)
-                return NULL;
+        if (buf_append(&out, &len, &cap, "", 0, KT_MAX_VALUE_BYTES))
+                goto nomem;
         while (*p) {
-                const char *end, *val = NULL;
-                char name[256], *fval = NULL;
-                size_t vlen, nlen;
+                const char *start = strstr(p, "${"), *end, *val = NULL;
+                char name[256], *fval = NULL, why[128];
+                size_t nlen, flen = 0;
+                int rc;
 
-                if (p[0] != '$' || p[1] != '{' || !(end = strchr(p + 2, '}'))) {
-                        out[len++] = *p++;
-                        continue;
+                /* No "${", or no '}' after it: nothing further can be a reference. */
+                if (!start || !(end = strchr(start + 2, '}'))) {
+                        if (buf_append(&out, &len, &cap, p, strlen(p), KT_MAX_VALUE_BYTES))
+                                goto toolong;
+                        break;
                 }
-                nlen = (size_t)(end - (p + 2));
+                if (buf_append(&out, &len, &cap, p, (size_t)(start - p), KT_MAX_VALUE_BYTES))
+                        goto toolong;
+                nlen = (size_t)(end - (start + 2));
                 if (nlen == 0 || nlen >= sizeof(name)) {
-                        errs_at(e, src, key, "bad reference '%.*s'", (int)(end - p + 1), p);
+                        errs_at(e, src, key, "bad reference '%.*s'",
+                                (int)(nlen > 64 ? 64 : end - start + 1), start);
                         goto fail;
                 }
-                memcpy(name, p + 2, nlen);
+                memcpy(name, start + 2, nlen);
                 name[nlen] = '\0';
                 if (!strncmp(name, "file:", 5)) {
-                        FILE *f = fopen(name + 5, "r");
-                        size_t n;
-                        if (!f) {
-                                errs_at(e, src, key, "cannot read %s: %s", name + 5,
-                                        strerror(errno));
+                        if (!(fval = file_read(name + 5, KT_MAX_SECRET_FILE_BYTES, &flen, why,
+                                               sizeof(why)))) {
+                                errs_at(e, src, key, "cannot read %s: %s", name + 5, why);
                                 goto fail;
                         }
-                        fval = malloc(KT_MAX_SECRET_FILE_BYTES + 1);
-                        n = fval ? fread(fval, 1, KT_MAX_SECRET_FILE_BYTES + 1, f) : 0;
-                        fclose(f);
-                        if (!fval || n > KT_MAX_SECRET_FILE_BYTES) {
-                                errs_at(e, src, key, "%s is larger than %d bytes", name + 5,
-                                        KT_MAX_SECRET_FILE_BYTES);
+                        if (memchr(fval, '\0', flen)) {
+                                errs_at(e, src, key, "%s holds a NUL byte", name + 5);
                                 free(fval);
                                 goto fail;
                         }
-                        if (n && fval[n - 1] == '\n')
-                                n--;
-                        fval[n] = '\0';
+                        if (flen && fval[flen - 1] == '\n')
+                                fval[--flen] = '\0';
+                        if (!flen) {
+                                errs_at(e, src, key, "%s is empty", name + 5);
+                                free(fval);
+                                goto fail;
+                        }
                         val = fval;
                 } else {
                         for (size_t i = 0; i < nlen; i++)
@@ -306,24 +425,26 @@ static char *expand_refs(const char *in, errs_t *e, const kt_config_source_t *sr
                                 errs_at(e, src, key, "environment variable %s is not set", name);
                                 goto fail;
                         }
-                }
-                vlen = strlen(val);
-                if (len + vlen + strlen(end + 1) + 1 > cap) {
-                        char *n2;
-                        cap = len + vlen + strlen(end + 1) + 1;
-                        if (!(n2 = realloc(out, cap))) {
-                                free(fval);
+                        if (!*val) {
+                                errs_at(e, src, key, "environment variable %s is empty", name);
                                 goto fail;
                         }
-                        out = n2;
                 }
-                memcpy(out + len, val, vlen);
-                len += vlen;
+                rc = buf_append(&out, &len, &cap, val, strlen(val), KT_MAX_VALUE_BYTES);
                 free(fval);
+                if (rc)
+                        goto toolong;
                 p = end + 1;
         }
-        out[len] = '\0';
         return out;
+toolong:
+        errs_at(e, src, key,
+                "longer than %d bytes once its references are expanded (or out of "
+                "memory)",
+                KT_MAX_VALUE_BYTES);
+        goto fail;
+nomem:
+        errs_at(e, src, key, "out of memory");
 fail:
         free(out);
         return NULL;
@@ -444,8 +565,8 @@ static int set_text(kt_config_t *conf, const kt_config_key_t *k, const char *tex
                 break;
         }
         case KT_CONF_INT:
-                if (parse_int(text, &n) || n < INT_MIN || n > INT_MAX) {
-                        errs_at(e, src, k->path, "'%s' is not an integer", text);
+                if (parse_int(text, &n)) {
+                        errs_at(e, src, k->path, "'%.64s' is not an integer", text);
                         return -1;
                 }
                 if (int_set(conf, k, n, src, e))
@@ -551,8 +672,6 @@ static void file_props(config_setting_t *s, kt_config_t *conf, const kt_config_k
                         v = config_setting_get_string(p);
                         break;
                 case CONFIG_TYPE_INT:
-                        snprintf(val, sizeof(val), "%d", config_setting_get_int(p));
-                        break;
                 case CONFIG_TYPE_INT64:
                         snprintf(val, sizeof(val), "%lld", config_setting_get_int64(p));
                         break;
@@ -586,9 +705,9 @@ static void set_file(kt_config_t *conf, const kt_config_key_t *k, config_setting
                 set_text(conf, k, config_setting_get_string(s), &src, e);
                 return;
         case KT_CONF_INT:
-                if (type == CONFIG_TYPE_INT)
-                        v = config_setting_get_int(s);
-                else if (type == CONFIG_TYPE_INT64)
+                /* 64-bit reads only: a value beyond 32 bits is read as written (load_file
+                 * gives such literals their L) and the range check below sees it. */
+                if (type == CONFIG_TYPE_INT || type == CONFIG_TYPE_INT64)
                         v = config_setting_get_int64(s);
                 else {
                         errf(e, src.line, k->path, "must be an integer");
@@ -661,7 +780,12 @@ static void check_known(config_setting_t *grp, const char *path, errs_t *e) {
 
                 snprintf(sub, sizeof(sub), "%s%s%s", path, *path ? "." : "", name);
                 if (!known_path(sub, &is_group)) {
-                        if (*path)
+                        const char *from = config_setting_source_file(s);
+                        if (from && *path)
+                                errfl(e, from, src_line(s), path, "unknown key '%s'", name);
+                        else if (from)
+                                errfl(e, from, src_line(s), sub, "unknown section");
+                        else if (*path)
                                 errf(e, src_line(s), path, "unknown key '%s'", name);
                         else
                                 errf(e, src_line(s), sub, "unknown section");
@@ -676,27 +800,274 @@ static void check_known(config_setting_t *grp, const char *path, errs_t *e) {
         }
 }
 
+/** libconfig 1.5's own limit of nested @include. */
+#define KT_MAX_INCLUDE_DEPTH 10
+
+/** The most files one configuration may @include in all (a file including itself twice
+ *  would otherwise be read 2^10 times). */
+#define KT_MAX_INCLUDE_FILES 64
+
+/** Integer literals to give their `L` (64 bits), by offset into the text. */
+typedef struct widen {
+        size_t *at;
+        size_t cnt, cap;
+} widen_t;
+
+static void prescan(const char *file, const char *text, size_t len, int depth, widen_t *w,
+                    errs_t *e);
+
+/** `@include "PATH"` at \p line of \p file: what libconfig would open must be a regular file
+ *  of at most KT_MAX_CONFIG_FILE_BYTES (its scanner exits on a directory, blocks on a FIFO),
+ *  and what it includes in turn the same. */
+static void include_check(const char *file, int line, const char *inc, int depth, errs_t *e) {
+        char why[128], *text;
+        size_t len = 0;
+
+        /* Past a cap, one error and no more reading (INT_MAX / 2: stop). */
+        if (e->includes >= INT_MAX / 2)
+                return;
+        if (++e->includes > KT_MAX_INCLUDE_FILES) {
+                errfl(e, file, line, "@include", "\"%s\": more than %d included files", inc,
+                      KT_MAX_INCLUDE_FILES);
+                e->includes = INT_MAX / 2;
+                return;
+        }
+        if (depth + 1 > KT_MAX_INCLUDE_DEPTH) {
+                errfl(e, file, line, "@include", "\"%s\": more than %d nested includes", inc,
+                      KT_MAX_INCLUDE_DEPTH);
+                e->includes = INT_MAX / 2;
+                return;
+        }
+        if (!(text = file_read(inc, KT_MAX_CONFIG_FILE_BYTES, &len, why, sizeof(why)))) {
+                errfl(e, file, line, "@include", "cannot read \"%s\": %s", inc, why);
+                return;
+        }
+        prescan(inc, text, len, depth + 1, NULL, e);
+        free(text);
+}
+
+/**
+ * Find, before libconfig 1.5 parses \p text (the content of \p file), what it gets wrong:
+ *  - an integer literal beyond 32 bits without an `L` silently wraps (4294967360 reads as
+ *    64): its offset is added to \p w, so the caller gives it the `L` and the range check
+ *    sees the real value; in an @include'd file (\p w NULL: libconfig reads it itself) it is
+ *    an error; beyond 64 bits it is always one;
+ *  - a NUL byte ends libconfig's input early, silently: an error;
+ *  - `@include "PATH"` is checked (include_check).
+ * Strings, comments and setting names (which may hold digits and '-') are skipped as
+ * libconfig's scanner does.
+ */
+static void prescan(const char *file, const char *text, size_t len, int depth, widen_t *w,
+                    errs_t *e) {
+        size_t i = 0;
+        int line = 1, bol = 1; /* at the beginning of a line, blanks only so far */
+
+        if (memchr(text, '\0', len)) {
+                size_t at = (size_t)((const char *)memchr(text, '\0', len) - text);
+                int l = 1;
+                for (size_t j = 0; j < at; j++)
+                        l += text[j] == '\n';
+                errfl(e, file, l, "syntax", "a NUL byte: not a text file");
+                return;
+        }
+        while (i < len) {
+                char c = text[i];
+
+                if (c == '\n') {
+                        line++;
+                        bol = 1;
+                        i++;
+                        continue;
+                }
+                if (c == ' ' || c == '\t' || c == '\r') {
+                        i++;
+                        continue;
+                }
+                if (c == '"') { /* a string, escapes included; may span lines */
+                        for (i++; i < len && text[i] != '"'; i++) {
+                                if (text[i] == '\\' && i + 1 < len)
+                                        i++;
+                                if (text[i] == '\n')
+                                        line++;
+                        }
+                        i++;
+                        bol = 0;
+                        continue;
+                }
+                if (c == '#' || (c == '/' && i + 1 < len && text[i + 1] == '/')) {
+                        while (i < len && text[i] != '\n')
+                                i++;
+                        continue;
+                }
+                if (c == '/' && i + 1 < len && text[i + 1] == '*') {
+                        for (i += 2;
+                             i < len && !(text[i] == '*' && i + 1 < len && text[i + 1] == '/'); i++)
+                                line += text[i] == '\n';
+                        i += 2;
+                        bol = 0;
+                        continue;
+                }
+                if (c == '@' && bol && !strncmp(text + i, "@include", 8)) {
+                        size_t j = i + 8, k;
+                        char *inc;
+
+                        while (j < len && (text[j] == ' ' || text[j] == '\t'))
+                                j++;
+                        if (j >= len || text[j] != '"') {
+                                i = j; /* libconfig says what is wrong */
+                                bol = 0;
+                                continue;
+                        }
+                        for (k = j + 1; k < len && text[k] != '"' && text[k] != '\n'; k++)
+                                ;
+                        if ((inc = strndup(text + j + 1, k - j - 1))) {
+                                include_check(file, line, inc, depth, e);
+                                free(inc);
+                        }
+                        i = k + 1;
+                        bol = 0;
+                        continue;
+                }
+                bol = 0;
+                if (isalpha((unsigned char)c) || c == '*') { /* a name: digits and '-' too */
+                        while (i < len && (isalnum((unsigned char)text[i]) || text[i] == '-' ||
+                                           text[i] == '_' || text[i] == '*'))
+                                i++;
+                        continue;
+                }
+                if (isdigit((unsigned char)c) || ((c == '-' || c == '+') && i + 1 < len &&
+                                                  isdigit((unsigned char)text[i + 1]))) {
+                        size_t start = i, end;
+                        int hex = 0;
+                        char num[64];
+
+                        if (c == '-' || c == '+')
+                                i++;
+                        if (text[i] == '0' && i + 1 < len &&
+                            (text[i + 1] == 'x' || text[i + 1] == 'X')) {
+                                hex = 1;
+                                for (i += 2; i < len && isxdigit((unsigned char)text[i]); i++)
+                                        ;
+                        } else
+                                while (i < len && isdigit((unsigned char)text[i]))
+                                        i++;
+                        end = i;
+                        if (!hex && i < len &&
+                            (text[i] == '.' || text[i] == 'e' || text[i] == 'E')) {
+                                /* a float: libconfig reads it as a double */
+                                while (i < len && (isdigit((unsigned char)text[i]) ||
+                                                   strchr(".eE+-", text[i])))
+                                        i++;
+                                continue;
+                        }
+                        snprintf(num, sizeof(num), "%.*s", (int)(end - start), text + start);
+                        errno = 0;
+                        if (hex) {
+                                unsigned long long v = strtoull(num, NULL, 16);
+                                if (errno || end - start > 18)
+                                        errfl(e, file, line, "syntax",
+                                              "%.40s does not fit in 64 bits", num);
+                                else if (v > 0xffffffffULL && !(i < len && text[i] == 'L')) {
+                                        if (w)
+                                                goto widen;
+                                        errfl(e, file, line, "syntax",
+                                              "%s does not fit in 32 bits: write %sL", num, num);
+                                }
+                        } else {
+                                long long v = strtoll(num, NULL, 10);
+                                if (errno || end - start > 20)
+                                        errfl(e, file, line, "syntax",
+                                              "%.40s does not fit in 64 bits", num);
+                                else if ((v < INT_MIN || v > INT_MAX) &&
+                                         !(i < len && text[i] == 'L')) {
+                                        if (w)
+                                                goto widen;
+                                        errfl(e, file, line, "syntax",
+                                              "%s does not fit in 32 bits: write %sL", num, num);
+                                }
+                        }
+                        continue;
+                widen:
+                        if (w->cnt == w->cap) {
+                                size_t ncap = w->cap ? w->cap * 2 : 8;
+                                size_t *n = realloc(w->at, ncap * sizeof(*n));
+                                if (!n) {
+                                        errfl(e, file, line, "syntax", "out of memory");
+                                        continue;
+                                }
+                                w->at = n;
+                                w->cap = ncap;
+                        }
+                        w->at[w->cnt++] = end;
+                        continue;
+                }
+                i++;
+        }
+}
+
 /** @returns 0 if the file was read (errors in it are in \p e), -1 if it could not be. */
 static int load_file(kt_config_t *conf, const char *path, errs_t *e) {
         config_t cfg;
+        char why[128], *text, *wide = NULL;
+        size_t len = 0;
+        widen_t w = {NULL, 0, 0};
+        int before = e->cnt, rc = -1;
 
+        /* Read here, not by libconfig: checked first (never a FIFO or a directory), bounded,
+         * and parsed from memory, which is linear (libconfig 1.5 rescans a long token from
+         * its start at each 8 KiB read of a file: 28 s for an 8 MiB string). */
+        if (!(text = file_read(path, KT_MAX_CONFIG_FILE_BYTES, &len, why, sizeof(why)))) {
+                errf(e, 0, path, "cannot read: %s", why);
+                return -1;
+        }
+        prescan(path, text, len, 0, &w, e);
+        if (e->cnt != before)
+                goto out;
+        if (w.cnt) { /* 4294967360 -> 4294967360L */
+                size_t from = 0, n = 0;
+                if (!(wide = malloc(len + w.cnt + 1))) {
+                        errf(e, 0, path, "out of memory");
+                        goto out;
+                }
+                for (size_t j = 0; j < w.cnt; j++) {
+                        memcpy(wide + n, text + from, w.at[j] - from);
+                        n += w.at[j] - from;
+                        wide[n++] = 'L';
+                        from = w.at[j];
+                }
+                memcpy(wide + n, text + from, len - from + 1);
+        }
         config_init(&cfg);
-        if (config_read_file(&cfg, path) != CONFIG_TRUE) {
+        if (config_read_string(&cfg, wide ? wide : text) != CONFIG_TRUE) {
                 if (config_error_type(&cfg) == CONFIG_ERR_FILE_IO)
                         errf(e, 0, path, "cannot read: %s", strerror(errno));
+                else if (config_error_file(&cfg))
+                        errfl(e, config_error_file(&cfg), config_error_line(&cfg), "syntax", "%s",
+                              config_error_text(&cfg));
                 else
                         errf(e, config_error_line(&cfg), "syntax", "%s", config_error_text(&cfg));
                 config_destroy(&cfg);
-                return -1;
+                goto out;
         }
         check_known(config_root_setting(&cfg), "", e);
         for (size_t i = 0; i < kt_config_key_cnt; i++) {
                 config_setting_t *s = config_lookup(&cfg, kt_config_keys[i].path);
+                /* A setting from an @include'd file: its errors name that file. (What is
+                 * kept as its source for later messages is the line only.) */
+                const char *from = s ? config_setting_source_file(s) : NULL;
+
+                e->file = from ? from : path;
                 if (s)
                         set_file(conf, &kt_config_keys[i], s, e);
+                e->file = path;
         }
         config_destroy(&cfg);
-        return 0;
+        rc = 0;
+out:
+        free(w.at);
+        free(wide);
+        free(text);
+        return rc;
 }
 
 /* ---------------------------------------------------------------- environment, flags */
@@ -862,14 +1233,115 @@ static void redact_in(char *msg, size_t size, const kt_config_prop_t *p) {
         snprintf(msg, size, "%s", out);
 }
 
+/** function.handler is `module.function` (Kubeless: MOD_NAME and FUNC_HANDLER): no empty
+ *  part, no blank or control character. @returns NULL if valid, else why not. */
+static const char *handler_invalid(const char *h) {
+        const char *p;
+
+        if (!strchr(h, '.'))
+                return "no '.' between module and function";
+        for (p = h; *p; p++)
+                if (isspace((unsigned char)*p) || iscntrl((unsigned char)*p))
+                        return "white space or a control character";
+        if (h[0] == '.' || strstr(h, "..") || h[strlen(h) - 1] == '.')
+                return "an empty module or function name";
+        return NULL;
+}
+
+/**
+ * kafka.brokers as librdkafka reads it: entries separated by ',' or blanks, each
+ * `[proto://]host[:port]` (port 9092 if none; IPv6 as [addr]:port).
+ * @returns NULL if valid, else why not (in \p why).
+ */
+static const char *brokers_invalid(const char *list, char *why, size_t why_size) {
+        const char *p = list;
+
+        while (*p) {
+                size_t n = strcspn(p, ", \t\r\n");
+                const char *ent = p, *sep;
+                char *hp, *host = NULL;
+                int port, bad;
+
+                p += n;
+                if (*p)
+                        p++;
+                if (!n)
+                        continue;
+                if ((sep = strstr(ent, "://")) && sep < ent + n) {
+                        n -= (size_t)(sep + 3 - ent);
+                        ent = sep + 3;
+                }
+                if (!(hp = strndup(ent, n)))
+                        return "out of memory";
+                if (!strchr(hp, ':') && *hp != '[') /* a host alone */
+                        bad = !*hp || strpbrk(hp, "/@?#[]%") != NULL;
+                else
+                        bad = kt_config_hostport_parse(hp, &host, &port) != 0;
+                free(host);
+                if (bad) {
+                        snprintf(why, why_size,
+                                 "'%.200s' is not host:port with a port in 1..65535 "
+                                 "(or a host alone: port 9092)",
+                                 hp);
+                        free(hp);
+                        return why;
+                }
+                free(hp);
+        }
+        return NULL;
+}
+
+/** metrics.listen: host:port, or :port for every (IPv4) interface as Go and Prometheus
+ *  write it. Sets metrics_host and metrics_port. @returns 0, -1 if malformed. */
+static int listen_parse(kt_config_t *conf) {
+        long long port;
+
+        free(conf->metrics_host);
+        conf->metrics_host = NULL;
+        if (!conf->metrics_listen)
+                return -1;
+        if (conf->metrics_listen[0] == ':') {
+                if (parse_int(conf->metrics_listen + 1, &port) || port < 1 || port > 65535 ||
+                    !(conf->metrics_host = strdup("0.0.0.0")))
+                        return -1;
+                conf->metrics_port = (int)port;
+                return 0;
+        }
+        return kt_config_hostport_parse(conf->metrics_listen, &conf->metrics_host,
+                                        &conf->metrics_port);
+}
+
+/**
+ * librdkafka reads an integer property with strtol() into an int: "4294967360" is accepted as
+ * 64. Read a decimal value back after setting it. @returns 0 if it reads back as written (or
+ * is not a decimal integer), -1 if it wrapped.
+ */
+static int prop_wrapped(rd_kafka_conf_t *rkconf, const kt_config_prop_t *p) {
+        char back[64];
+        size_t size = sizeof(back);
+        long long want, got;
+
+        if (parse_int(p->value, &want) ||
+            rd_kafka_conf_get(rkconf, p->name, back, &size) != RD_KAFKA_CONF_OK ||
+            parse_int(back, &got))
+                return 0;
+        return want != got;
+}
+
 static void validate(kt_config_t *conf, errs_t *e) {
         rd_kafka_conf_t *rkconf;
-        char errstr[512];
+        char errstr[512], why[320];
+        const char *bad;
 
-        if (!conf->handler || !*conf->handler)
+        /* A key already reported (e.g. FUNC_HANDLER=handler without MOD_NAME) is not also
+         * "missing": one mistake, one error. */
+        if ((!conf->handler || !*conf->handler) && !key_failed(e, "function.handler"))
                 errk(e, conf, "function.handler",
                      "no function handler: set function.handler or FUNC_HANDLER (and MOD_NAME)");
-        if (!conf->topic_cnt)
+        else if (conf->handler && (bad = handler_invalid(conf->handler)))
+                errk(e, conf, "function.handler", "'%.200s' is not module.function: %s",
+                     conf->handler, bad);
+        if (!conf->topic_cnt && !key_failed(e, "kafka.topics"))
                 errk(e, conf, "kafka.topics", "no topic: set kafka.topics or TOPIC_NAME");
         for (size_t i = 0; i < conf->topic_cnt; i++)
                 if (!topic_valid(conf->topics[i]))
@@ -883,6 +1355,8 @@ static void validate(kt_config_t *conf, errs_t *e) {
                                      conf->topics[i]);
         if ((!conf->brokers || !*conf->brokers) && !conf->zookeeper)
                 errk(e, conf, "kafka.brokers", "must not be empty (unless kafka.zookeeper is set)");
+        else if (conf->brokers && (bad = brokers_invalid(conf->brokers, why, sizeof(why))))
+                errk(e, conf, "kafka.brokers", "%s", bad);
         zookeeper_validate(conf, e);
         if (conf->group_id && !*conf->group_id)
                 errk(e, conf, "kafka.group_id", "must not be empty");
@@ -937,9 +1411,9 @@ static void validate(kt_config_t *conf, errs_t *e) {
                              "'%s' is also a consumed topic: failures would loop",
                              conf->dead_letter_topic);
 
-        if (kt_config_hostport_parse(conf->metrics_listen, &conf->metrics_host,
-                                     &conf->metrics_port))
-                errk(e, conf, "metrics.listen", "'%s' is not host:port with a port in 1..65535",
+        if (listen_parse(conf))
+                errk(e, conf, "metrics.listen",
+                     "'%.200s' is not host:port or :port with a port in 1..65535",
                      conf->metrics_listen);
 
         /* librdkafka properties: checked by librdkafka itself, without connecting. */
@@ -959,7 +1433,10 @@ static void validate(kt_config_t *conf, errs_t *e) {
                         RD_KAFKA_CONF_OK) {
                         redact_in(errstr, sizeof(errstr), p);
                         errs_at(e, &p->src, "kafka.properties", "%s", errstr);
-                }
+                } else if (!owned && p->value && prop_wrapped(rkconf, p))
+                        errs_at(e, &p->src, "kafka.properties",
+                                "%s: %s does not fit in librdkafka's 32-bit integer", p->name,
+                                prop_secret(p->name) ? "(redacted)" : p->value);
         }
         rd_kafka_conf_destroy(rkconf);
 
@@ -978,7 +1455,10 @@ static void validate(kt_config_t *conf, errs_t *e) {
                                                        sizeof(errstr)) != RD_KAFKA_CONF_OK) {
                         redact_in(errstr, sizeof(errstr), p);
                         errs_at(e, &p->src, "kafka.producer_properties", "%s", errstr);
-                }
+                } else if (p->value && prop_wrapped(rkconf, p))
+                        errs_at(e, &p->src, "kafka.producer_properties",
+                                "%s: %s does not fit in librdkafka's 32-bit integer", p->name,
+                                prop_secret(p->name) ? "(redacted)" : p->value);
         }
         rd_kafka_conf_destroy(rkconf);
 }
@@ -990,7 +1470,7 @@ static int derive(kt_config_t *conf) {
 
         if (!conf->group_id && !(conf->group_id = xstrdup(conf->handler)))
                 return -1;
-        if (conf->static_membership) {
+        if (conf->static_membership && !conf->instance_id) {
                 /* The pod name is stable across restarts of a replica (StatefulSet) or at least
                  * unique; the host name stands in on a VM. */
                 const char *pod = getenv("POD_NAME");
@@ -1036,10 +1516,14 @@ static const char *prop_shown(const kt_config_prop_t *p) {
 /** A string value quoted as libconfig would read it. */
 static void put_quoted(FILE *f, const char *s) {
         fputc('"', f);
-        for (; s && *s; s++) {
-                if (*s == '"' || *s == '\\')
+        while (s && *s) { /* runs at once: values may be megabytes */
+                size_t n = strcspn(s, "\"\\");
+                fwrite(s, 1, n, f);
+                s += n;
+                if (*s) {
                         fputc('\\', f);
-                fputc(*s, f);
+                        fputc(*s++, f);
+                }
         }
         fputc('"', f);
 }
@@ -1205,17 +1689,26 @@ kt_config_t *kt_config_load(const char *path, char *errstr, size_t errstr_size) 
 
 kt_config_t *kt_config_load_with(const char *path, char *const *sets, size_t set_cnt, char *errstr,
                                  size_t errstr_size) {
-        kt_config_t *conf;
-        errs_t e = {errstr, errstr_size, 0, 0, path};
+        return kt_config_load_ex(path, sets, set_cnt, errstr, errstr_size, NULL);
+}
+
+kt_config_t *kt_config_load_ex(const char *path, char *const *sets, size_t set_cnt, char *errstr,
+                               size_t errstr_size, int *log_jsonp) {
+        kt_config_t *conf = NULL;
+        unsigned char *failed = calloc(kt_config_key_cnt, 1);
+        errs_t e = {errstr, errstr_size, 0, 0, path, failed, 0};
         kt_config_source_t def = {KT_ORIGIN_DEFAULT, 0, ""};
 
         if (errstr_size)
                 errstr[0] = '\0';
-        if (!(conf = calloc(1, sizeof(*conf))) ||
+        if (log_jsonp)
+                *log_jsonp = 0;
+        if (!failed || !(conf = calloc(1, sizeof(*conf))) ||
             !(conf->sources = calloc(kt_config_key_cnt, sizeof(*conf->sources))) ||
             (set_cnt && !(conf->sets = calloc(set_cnt, sizeof(*conf->sets))))) {
                 errf(&e, 0, "config", "out of memory");
                 kt_config_destroy(conf);
+                free(failed);
                 return NULL;
         }
         for (size_t i = 0; i < set_cnt; i++)
@@ -1227,7 +1720,12 @@ kt_config_t *kt_config_load_with(const char *path, char *const *sets, size_t set
                         set_text(conf, &kt_config_keys[i], kt_config_keys[i].def, &def, &e);
 
         if (path && load_file(conf, path, &e)) {
+                /* The environment may still say how to log the errors. */
+                load_env(conf, &e);
+                if (log_jsonp)
+                        *log_jsonp = conf->log_json;
                 kt_config_destroy(conf);
+                free(failed);
                 return NULL;
         }
         load_env(conf, &e);
@@ -1241,7 +1739,10 @@ kt_config_t *kt_config_load_with(const char *path, char *const *sets, size_t set
         validate(conf, &e);
         if (!e.cnt && derive(conf))
                 errf(&e, 0, "config", "out of memory");
+        free(failed);
         if (e.cnt) {
+                if (log_jsonp)
+                        *log_jsonp = conf->log_json;
                 kt_config_destroy(conf);
                 return NULL;
         }
@@ -1363,4 +1864,225 @@ void kt_config_print(const kt_config_t *conf, FILE *out) {
         if (conf->instance_id)
                 fprintf(out, "kafka.group_instance_id = \"%s\"  # derived\n", conf->instance_id);
         fprintf(out, "config.hash = \"%s\"  # derived\n", conf->hash);
+}
+
+/* ---------------------------------------------------------------- the resolved text */
+
+static void source_render(FILE *f, const kt_config_source_t *src) {
+        fprintf(f, "%d, %d, ", (int)src->origin, src->line);
+        put_quoted(f, src->name);
+}
+
+int kt_config_render(const kt_config_t *conf, FILE *out) {
+        fputs("kt_render = 1;\n", out);
+        if (conf->path) {
+                fputs("path = ", out);
+                put_quoted(out, conf->path);
+                fputs(";\n", out);
+        }
+        if (conf->warnings) {
+                fputs("warnings = ", out);
+                put_quoted(out, conf->warnings);
+                fputs(";\n", out);
+        }
+        if (conf->instance_id) {
+                fputs("instance_id = ", out);
+                put_quoted(out, conf->instance_id);
+                fputs(";\n", out);
+        }
+        fputs("sets = [", out);
+        for (size_t i = 0; i < conf->set_cnt; i++) {
+                fputs(i ? ", " : " ", out);
+                put_quoted(out, conf->sets[i]);
+        }
+        fputs(" ];\nvalues = (", out);
+        for (size_t i = 0, n = 0; i < kt_config_key_cnt; i++) {
+                const kt_config_key_t *k = &kt_config_keys[i];
+                const void *fp = (const char *)conf + k->offset;
+
+                if (k->type == KT_CONF_STRING && !*(char *const *)fp)
+                        continue; /* unset */
+                fputs(n++ ? ",\n  (" : "\n  (", out);
+                put_quoted(out, k->path);
+                fputs(", ", out);
+                switch (k->type) {
+                case KT_CONF_STRING:
+                        put_quoted(out, *(char *const *)fp);
+                        break;
+                case KT_CONF_INT:
+                case KT_CONF_BOOL:
+                case KT_CONF_ENUM:
+                        fprintf(out, "%d", *(const int *)fp);
+                        break;
+                case KT_CONF_LIST: {
+                        char *const *v = *(char **const *)fp;
+                        size_t cnt = *(const size_t *)((const char *)conf + k->offset_cnt);
+                        fputc('[', out);
+                        for (size_t j = 0; j < cnt; j++) {
+                                fputs(j ? ", " : " ", out);
+                                put_quoted(out, v[j]);
+                        }
+                        fputs(" ]", out);
+                        break;
+                }
+                case KT_CONF_PROPS:
+                        fputs("()", out);
+                        break;
+                }
+                fputs(", ", out);
+                source_render(out, &conf->sources[i]);
+                fputc(')', out);
+        }
+        fputs("\n);\nprops = (", out);
+        for (size_t i = 0, n = 0; i < kt_config_key_cnt; i++) {
+                const kt_config_key_t *k = &kt_config_keys[i];
+                const kt_config_prop_t *v;
+                size_t cnt;
+
+                if (k->type != KT_CONF_PROPS)
+                        continue;
+                v = *(kt_config_prop_t *const *)((const char *)conf + k->offset);
+                cnt = *(const size_t *)((const char *)conf + k->offset_cnt);
+                for (size_t j = 0; j < cnt; j++) {
+                        fputs(n++ ? ",\n  (" : "\n  (", out);
+                        put_quoted(out, k->path);
+                        fputs(", ", out);
+                        put_quoted(out, v[j].name);
+                        fputs(", ", out);
+                        put_quoted(out, v[j].value);
+                        fputs(", ", out);
+                        put_quoted(out, v[j].raw);
+                        fprintf(out, ", %d, ", v[j].line);
+                        source_render(out, &v[j].src);
+                        fputc(')', out);
+                }
+        }
+        fputs("\n);\n", out);
+        return ferror(out) ? -1 : 0;
+}
+
+/** A source from elements \p at.. of list \p s. @returns 0, -1 if malformed. */
+static int source_parse(const config_setting_t *s, int at, kt_config_source_t *src) {
+        const char *name = config_setting_get_string_elem(s, at + 2);
+
+        src->origin = (kt_config_origin_t)config_setting_get_int_elem(s, at);
+        src->line = config_setting_get_int_elem(s, at + 1);
+        if (!name || src->origin < KT_ORIGIN_DEFAULT || src->origin > KT_ORIGIN_FLAG)
+                return -1;
+        snprintf(src->name, sizeof(src->name), "%s", name);
+        return 0;
+}
+
+static const char *str_of(const config_t *cfg, const char *path) {
+        const char *v = NULL;
+        return config_lookup_string(cfg, path, &v) == CONFIG_TRUE ? v : NULL;
+}
+
+kt_config_t *kt_config_from_render(const char *text, char *errstr, size_t errstr_size) {
+        config_t cfg;
+        config_setting_t *vals, *props, *sets;
+        kt_config_t *conf = NULL;
+        const char *why = "malformed";
+        int ok = 0;
+
+        config_init(&cfg);
+        if (config_read_string(&cfg, text) != CONFIG_TRUE) {
+                snprintf(errstr, errstr_size, "config: the reader's answer does not parse: %d: %s",
+                         config_error_line(&cfg), config_error_text(&cfg));
+                config_destroy(&cfg);
+                return NULL;
+        }
+        vals = config_lookup(&cfg, "values");
+        props = config_lookup(&cfg, "props");
+        sets = config_lookup(&cfg, "sets");
+        if (!vals || !props || !sets || !(conf = calloc(1, sizeof(*conf))) ||
+            !(conf->sources = calloc(kt_config_key_cnt, sizeof(*conf->sources))))
+                goto out;
+        conf->path = xstrdup(str_of(&cfg, "path"));
+        conf->warnings = xstrdup(str_of(&cfg, "warnings"));
+        conf->instance_id = xstrdup(str_of(&cfg, "instance_id"));
+        if (config_setting_length(sets) &&
+            !(conf->sets = calloc((size_t)config_setting_length(sets), sizeof(*conf->sets))))
+                goto out;
+        for (int i = 0; i < config_setting_length(sets); i++) {
+                const char *v = config_setting_get_string_elem(sets, i);
+                if (!v || !(conf->sets[conf->set_cnt] = strdup(v)))
+                        goto out;
+                conf->set_cnt++;
+        }
+        for (int i = 0; i < config_setting_length(vals); i++) {
+                config_setting_t *v = config_setting_get_elem(vals, (unsigned)i), *val;
+                const char *name = config_setting_get_string_elem(v, 0);
+                const kt_config_key_t *k = name ? kt_config_key_find(name) : NULL;
+
+                if (!k || config_setting_length(v) != 5 || !(val = config_setting_get_elem(v, 1)) ||
+                    source_parse(v, 2, &conf->sources[k - kt_config_keys])) {
+                        why = "a malformed value";
+                        goto out;
+                }
+                switch (k->type) {
+                case KT_CONF_STRING:
+                        free(*(char **)field(conf, k));
+                        if (!config_setting_get_string(val) ||
+                            !(*(char **)field(conf, k) = strdup(config_setting_get_string(val))))
+                                goto out;
+                        break;
+                case KT_CONF_INT:
+                case KT_CONF_BOOL:
+                case KT_CONF_ENUM:
+                        *(int *)field(conf, k) = config_setting_get_int(val);
+                        break;
+                case KT_CONF_LIST:
+                        list_free(field(conf, k), field_cnt(conf, k));
+                        for (int j = 0; j < config_setting_length(val); j++) {
+                                const char *t = config_setting_get_string_elem(val, j);
+                                if (!t ||
+                                    list_add(field(conf, k), field_cnt(conf, k), t, strlen(t)))
+                                        goto out;
+                        }
+                        break;
+                case KT_CONF_PROPS:
+                        break;
+                }
+        }
+        for (int i = 0; i < config_setting_length(props); i++) {
+                config_setting_t *v = config_setting_get_elem(props, (unsigned)i);
+                const char *key = config_setting_get_string_elem(v, 0),
+                           *name = config_setting_get_string_elem(v, 1),
+                           *value = config_setting_get_string_elem(v, 2),
+                           *raw = config_setting_get_string_elem(v, 3);
+                const kt_config_key_t *k = key ? kt_config_key_find(key) : NULL;
+                kt_config_prop_t **vp, *n, *p;
+                size_t *cntp;
+
+                if (!k || k->type != KT_CONF_PROPS || !name || !value || !raw ||
+                    config_setting_length(v) != 8) {
+                        why = "a malformed property";
+                        goto out;
+                }
+                vp = field(conf, k);
+                cntp = field_cnt(conf, k);
+                if (!(n = realloc(*vp, (*cntp + 1) * sizeof(*n))))
+                        goto out;
+                *vp = n;
+                p = &n[(*cntp)++];
+                memset(p, 0, sizeof(*p));
+                p->line = config_setting_get_int_elem(v, 4);
+                if (!(p->name = strdup(name)) || !(p->value = strdup(value)) ||
+                    !(p->raw = strdup(raw)) || source_parse(v, 5, &p->src))
+                        goto out;
+        }
+        why = "out of memory";
+        if (listen_parse(conf) || derive(conf))
+                goto out;
+        hash_set(conf);
+        ok = 1;
+out:
+        config_destroy(&cfg);
+        if (!ok) {
+                snprintf(errstr, errstr_size, "config: the reader's answer is %s", why);
+                kt_config_destroy(conf);
+                return NULL;
+        }
+        return conf;
 }

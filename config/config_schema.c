@@ -108,7 +108,8 @@ const kt_config_key_t kt_config_keys[] = {
      "a record's application/json with parameters is sent as exactly application/json"},
 
     {"metrics.listen", KT_CONF_STRING, OFF(metrics_listen), NOCNT, "0.0.0.0:9464", NORANGE, NOENUM,
-     KT_RELOAD_RESTART, NULL, "host:port of /metrics, /healthz, /readyz"},
+     KT_RELOAD_RESTART, NULL,
+     "host:port (or :port, every interface) of /metrics, /healthz, /readyz"},
     {"metrics.ready_requires_kafka", KT_CONF_BOOL, OFF(metrics_ready_kafka), NOCNT, "false",
      NORANGE, NOENUM, KT_RELOAD_LIVE, NULL,
      "/readyz also requires the consumer group joined (and a ZooKeeper broker)"},

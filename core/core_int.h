@@ -66,9 +66,10 @@ typedef struct kt_loop {
         kt_consumer_hooks_t hooks;
         size_t *topic_map; /**< conf->topics index -> metrics topic index */
         int reload_asked;
-        kt_config_t *rejoin_conf;  /**< REJOIN_*: the configuration to join with */
-        int64_t drain_deadline_ms; /**< *_DRAIN and *_COMMIT: when to give up waiting */
-        uint64_t final_commit;     /**< *_COMMIT: the commit waited for */
+        kt_config_reader_t *reader; /**< a reload being read (SIGHUP), NULL if none */
+        kt_config_t *rejoin_conf;   /**< REJOIN_*: the configuration to join with */
+        int64_t drain_deadline_ms;  /**< *_DRAIN and *_COMMIT: when to give up waiting */
+        uint64_t final_commit;      /**< *_COMMIT: the commit waited for */
         int64_t commit_retry_at_ms;
         int64_t nomem_until_ms; /**< start no call before (an allocation failed) */
         kt_consumer_t *kc;
@@ -140,8 +141,12 @@ int kt_loop_runtime_wait(kt_loop_t *kl);
 
 /* ---------------------------------------------------------------- core_reload.c */
 
-/** @brief SIGHUP: read the configuration again and apply what changed. */
+/** @brief SIGHUP: start reading the configuration again (in a child process). */
 void kt_loop_reload(kt_loop_t *kl);
+
+/** @brief Serve the reload being read, if any: apply it once read, or log why not.
+ *  @returns 1 if a new configuration was applied (or a re-join with it is waiting). */
+int kt_loop_reload_poll(kt_loop_t *kl);
 
 /** @brief REJOIN_COMMIT is over: leave, join again. @returns 0, -1 if no consumer at all. */
 int kt_loop_rejoin(kt_loop_t *kl);

@@ -37,7 +37,10 @@
  * states (kt_loop_state_t in core_int.h).
  *
  * Reload (SIGHUP): the file, environment and --set flags are read again into a new
- * configuration; if it is invalid every error is logged and the running one stays. Otherwise
+ * configuration, in a child process (config/config_reader.c) whose pipe is one more fd to
+ * sleep on and which is killed at its deadline: nothing read can end or stall the loop. If
+ * it is invalid (or the child died or timed out) every error is logged and the running one
+ * stays. Otherwise
  * kt_config_diff() says how the changes apply (strongest class wins):
  *   - live: log level and format, dispatch limits, retries, on_failure, runtime URL and timeout:
  *     every module is pointed at the new configuration between two iterations, the dispatcher
@@ -345,11 +348,12 @@ int kt_loop_run(kt_config_t **confp, kt_metrics_t *km) {
 
         while (kl.state != KT_LOOP_STOPPED && !kt_consumer_fatal(kl.kc) &&
                !(kl.kp && kt_produce_fatal(kl.kp))) {
-                struct curl_waitfd fds[4] = {
+                struct curl_waitfd fds[5] = {
                     {kt_consumer_wakeup_fd(kl.kc), CURL_WAIT_POLLIN, 0},
                     {kl.sigfd, CURL_WAIT_POLLIN, 0},
                     {kl.kp ? kt_produce_wakeup_fd(kl.kp) : -1, CURL_WAIT_POLLIN, 0},
                     {kl.zk ? kt_consumer_zk_wakeup_fd(kl.zk) : -1, CURL_WAIT_POLLIN, 0},
+                    {-1, CURL_WAIT_POLLIN, 0},
                 };
                 int more;
                 int64_t wait_ms;
@@ -359,6 +363,10 @@ int kt_loop_run(kt_config_t **confp, kt_metrics_t *km) {
                         shutdown_begin(&kl);
                 if (kl.reload_asked)
                         kt_loop_reload(&kl);
+                /* Here, where nothing holds on to the running configuration: a reload read
+                 * meanwhile is applied between two iterations. Its fd wakes the loop when the
+                 * child is done; its deadline is met within KT_LOOP_MAX_WAIT_MS. */
+                kt_loop_reload_poll(&kl);
                 /* Calls first, so a finished call's successor (one call at a time per
                  * partition in `partition` ordering) is sent before anything else is done.
                  * Completions before the dispatch pass: they free slots and schedule retries
@@ -410,8 +418,10 @@ int kt_loop_run(kt_config_t **confp, kt_metrics_t *km) {
                         if (wait_ms > KT_LOOP_MAX_WAIT_MS)
                                 wait_ms = KT_LOOP_MAX_WAIT_MS;
                 }
-                /* poll(2) skips the -1 entries (no producer, no ZooKeeper). */
-                kt_dispatch_wait(kl.kd, fds, 4, (int)wait_ms);
+                /* The reader's fd as it is now: a reload may have started or ended above. */
+                fds[4].fd = kl.reader ? kt_config_reader_fd(kl.reader) : -1;
+                /* poll(2) skips the -1 entries (no producer, no ZooKeeper, no reload). */
+                kt_dispatch_wait(kl.kd, fds, 5, (int)wait_ms);
         }
 
         if (kl.state != KT_LOOP_STOPPED) {
@@ -431,6 +441,7 @@ out:
         kt_sched_destroy(kl.ks);
         free(kl.topic_map);
         kt_config_destroy(kl.rejoin_conf);
+        kt_config_reader_destroy(kl.reader);
         if (kl.sigfd != -1)
                 close(kl.sigfd);
         if (status == 0)

@@ -54,10 +54,10 @@ int main(int argc, char **argv) {
         char **sets = NULL;
         size_t set_cnt = 0;
         const char *path = NULL;
-        int check = 0, print = 0, opt, status;
+        int check = 0, print = 0, opt, status, log_json = 0;
         kt_config_t *conf;
         kt_metrics_t *km;
-        char errstr[8192];
+        char errstr[16384];
         sigset_t mask;
 
         if (!(sets = calloc((size_t)argc, sizeof(*sets))))
@@ -102,9 +102,24 @@ int main(int argc, char **argv) {
                 return 2;
         }
 
-        conf = kt_config_load_with(path, sets, set_cnt, errstr, sizeof(errstr));
+        /* In a child process with a deadline (config_reader.c): whatever reading does, this
+         * process only ever sees a configuration or errors. */
+        conf = kt_config_load_isolated(path, sets, set_cnt, errstr, sizeof(errstr), &log_json);
         free(sets); /* the config keeps its own copy, for reloads */
         if (!conf) {
+                if (log_json && !check && !print) {
+                        /* The daemon logs JSON lines: so are its start-up errors. */
+                        kt_log_json_set(1);
+                        for (const char *l = errstr; *l;) {
+                                const char *nl = strchr(l, '\n');
+                                int len = nl ? (int)(nl - l) : (int)strlen(l);
+                                KT_ERR("CONFIG", "%.*s", len, l);
+                                l = nl ? nl + 1 : l + len;
+                        }
+                        KT_ERR("CONFIG", "invalid configuration%s%s", path ? " in " : "",
+                               path ? path : "");
+                        return KT_EXIT_CONFIG;
+                }
                 fprintf(stderr, "%s\n", errstr);
                 fprintf(stderr, "ktrigger: invalid configuration%s%s\n", path ? " in " : "",
                         path ? path : "");

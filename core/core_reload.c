@@ -165,29 +165,35 @@ static void rejoin_cancel(kt_loop_t *kl) {
         kt_loop_state_set(kl, KT_LOOP_RUNNING);
 }
 
-/** SIGHUP: read the configuration again and apply what changed (a re-join: once the buffers
- *  are done, see the loop). */
+/** SIGHUP: start reading the configuration again, in a child process (config_reader.c), so
+ *  nothing it reads can end or stall the loop; kt_loop_reload_poll() applies what it gives. */
 void kt_loop_reload(kt_loop_t *kl) {
-        char errstr[8192], changed[1024];
-        kt_config_t *nc;
-        int cls;
+        char errstr[512];
 
         kl->reload_asked = 0;
         if (kl->state == KT_LOOP_SHUTDOWN_DRAIN || kl->state == KT_LOOP_SHUTDOWN_COMMIT) {
                 KT_INFO(FAC, "reload: ignored while shutting down");
                 return;
         }
-        nc = kt_config_load_with(kl->conf->path, kl->conf->sets, kl->conf->set_cnt, errstr,
-                                 sizeof(errstr));
-        if (!nc) {
-                kt_loop_log_lines(KT_LOG_ERR, "reload: ", errstr);
-                KT_ERR(FAC,
-                       "reload: invalid configuration: still running on the previous one "
-                       "(config %s)",
-                       kl->conf->hash);
-                kt_metrics_reload(kl->km, KT_METRICS_RELOAD_INVALID, NULL);
-                return;
+        if (kl->reader) {
+                KT_INFO(FAC, "reload: SIGHUP again while reading: reading again");
+                kt_config_reader_destroy(kl->reader);
+                kl->reader = NULL;
+                kt_dispatch_wait_reset(kl->kd); /* its fd is closed; numbers get reused */
         }
+        if (!(kl->reader = kt_config_reader_start(kl->conf->path, kl->conf->sets, kl->conf->set_cnt,
+                                                  errstr, sizeof(errstr)))) {
+                KT_ERR(FAC, "reload: %s: still running on the previous configuration (config %s)",
+                       errstr, kl->conf->hash);
+                kt_metrics_reload(kl->km, KT_METRICS_RELOAD_INVALID, NULL);
+        }
+}
+
+/** Apply the configuration a reload read (see the loop's DESIGN block). */
+static void reload_apply(kt_loop_t *kl, kt_config_t *nc) {
+        char changed[1024];
+        int cls;
+
         kt_loop_log_lines(KT_LOG_WARNING, "", nc->warnings);
         cls = kt_config_diff(kl->conf, nc, changed, sizeof(changed));
         if (needs_producer(kl->conf) != needs_producer(nc))
@@ -233,4 +239,34 @@ void kt_loop_reload(kt_loop_t *kl) {
                 nc->hash);
         kt_metrics_reload(kl->km, KT_METRICS_RELOAD_APPLIED, nc->hash);
         conf_switch(kl, nc, 0);
+}
+
+int kt_loop_reload_poll(kt_loop_t *kl) {
+        static char errstr[16384]; /* loop thread only */
+        kt_config_t *nc = NULL;
+
+        if (!kl->reader)
+                return 0;
+        if (kt_config_reader_step(kl->reader, &nc, errstr, sizeof(errstr), NULL))
+                return 0; /* still reading */
+        kt_config_reader_destroy(kl->reader);
+        kl->reader = NULL;
+        kt_dispatch_wait_reset(kl->kd); /* its fd is closed; numbers get reused */
+        if (kl->state == KT_LOOP_SHUTDOWN_DRAIN || kl->state == KT_LOOP_SHUTDOWN_COMMIT ||
+            kl->state == KT_LOOP_STOPPED) {
+                KT_INFO(FAC, "reload: ignored while shutting down");
+                kt_config_destroy(nc);
+                return 0;
+        }
+        if (!nc) {
+                kt_loop_log_lines(KT_LOG_ERR, "reload: ", errstr);
+                KT_ERR(FAC,
+                       "reload: invalid configuration: still running on the previous one "
+                       "(config %s)",
+                       kl->conf->hash);
+                kt_metrics_reload(kl->km, KT_METRICS_RELOAD_INVALID, NULL);
+                return 0;
+        }
+        reload_apply(kl, nc);
+        return 1;
 }

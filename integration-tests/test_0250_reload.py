@@ -3,7 +3,10 @@ the group without losing or repeating a record; a broken file is refused with ev
 named, and ktrigger goes on with the configuration it had."""
 
 import os
+import re
 import signal
+
+import pytest
 
 import kthelpers as kt
 
@@ -219,4 +222,77 @@ def test_changed_back_while_rejoin_waits(kafka, names, config, runtime_factory,
     kt.assert_exactly_once_in_order(rt.calls(), kt.expected_by_partition(first + more), 1,
                                     'records around a cancelled re-join')
     assert 'left the group' not in ktr.log(), 'the cancelled re-join left the group'
+    assert ktr.stop() == 0
+
+
+# (id, make the bad text from (good text, tmp_path), needle of its line, key, reason regex)
+def _fifo(tmp_path):
+    path = tmp_path / 'fifo'
+    os.mkfifo(path)
+    return path
+
+
+def _dir(tmp_path):
+    path = tmp_path / 'a-dir'
+    path.mkdir()
+    return path
+
+
+def _empty(tmp_path):
+    path = tmp_path / 'empty-secret'
+    path.write_text('')
+    return path
+
+
+def _secret(text, ref):
+    return text.replace('("fetch.wait.max.ms", "10")',
+                        '("fetch.wait.max.ms", "10"),\n    ("sasl.password", "%s")' % ref)
+
+
+BAD_RELOADS = [
+    ('include-directory', lambda t, p: t + '@include "%s"\n' % _dir(p), '@include',
+     '@include', r'cannot read "[^"]*": it is a directory'),
+    ('secret-fifo', lambda t, p: _secret(t, '${file:%s}' % _fifo(p)), 'sasl.password',
+     'kafka.properties', r'cannot read \S+: it is a FIFO'),
+    ('secret-directory', lambda t, p: _secret(t, '${file:%s}' % _dir(p)), 'sasl.password',
+     'kafka.properties', r'cannot read \S+: it is a directory'),
+    ('secret-empty', lambda t, p: _secret(t, '${file:%s}' % _empty(p)), 'sasl.password',
+     'kafka.properties', r'\S+ is empty'),
+]
+
+
+@pytest.mark.parametrize('case,make,needle,key,reason', BAD_RELOADS,
+                         ids=[c[0] for c in BAD_RELOADS])
+def test_unreadable_input_on_reload_keeps_running(kafka, names, config, runtime_factory,
+                                                  ktrigger_factory, tmp_path, case, make,
+                                                  needle, key, reason):
+    """SIGHUP with a file ktrigger must not read (libconfig exits on an @include of a directory,
+    a FIFO blocks, a directory or an empty file is no secret): the error is logged as
+    file:line: key: reason, the running configuration stays, /healthz stays 200 (the loop is
+    not blocked) and records keep flowing."""
+    kafka.create_topic(names.topic, 1)
+    rt = runtime_factory()
+    conf = config(rt.port)
+    ktr = ktrigger_factory(conf)
+    before_hash = config_hash(ktr)
+    kafka.produce(names.topic, [(0, 'before %d' % i) for i in range(5)])
+    kt.wait_for(lambda: len(rt.calls()) >= 5, 60, '5 calls')
+
+    bad = make(kt.render_config(conf), tmp_path)
+    rewrite_and_hup(ktr, bad)
+    kt.wait_for(lambda: 'still running on the previous one' in ktr.log(), 20,
+                'the refused reload to be logged', describe=lambda: kt.tail(ktr.log_path, 10))
+    ktr.assert_running()
+    pattern = r'reload: %s:%d: %s: %s' % (re.escape(str(ktr.config_path)),
+                                          kt.line_of(bad, needle), re.escape(key), reason)
+    assert re.search(pattern, ktr.log()), (pattern, kt.tail(ktr.log_path, 10))
+    assert reloads(ktr, 'invalid') == 1
+    assert reloads(ktr, 'applied') == 0
+    assert config_hash(ktr) == before_hash
+    status, _ = kt.http_get('http://127.0.0.1:%d/healthz' % ktr.metrics_port, timeout=2)
+    assert status == 200, '/healthz %s after the refused reload' % status
+
+    kafka.produce(names.topic, [(0, 'after %d' % i) for i in range(5)])
+    kt.wait_for(lambda: len(rt.calls()) >= 10, 30, '10 calls after the refused reload')
+    ktr.assert_running()
     assert ktr.stop() == 0

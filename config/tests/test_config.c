@@ -2,6 +2,12 @@
 #define _POSIX_C_SOURCE 200809L
 #include "../../core/tests/kt_test.h"
 #include "../config.h"
+#include "../config_int.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <signal.h>
+#include <time.h>
 
 #include <stdlib.h>
 #include <string.h>
@@ -768,6 +774,432 @@ static void test_example_file(void) {
         free(text);
 }
 
+/** Load \p text (a file), put the errors in \p err. @returns the config or NULL. */
+static kt_config_t *load_text(const char *text, char *err, size_t size) {
+        kt_config_t *conf = kt_config_load(write_conf(text), err, size);
+        unlink(path);
+        return conf;
+}
+
+static int count_of(const char *hay, const char *needle) {
+        int n = 0;
+        for (const char *p = hay; (p = strstr(p, needle)); p += strlen(needle))
+                n++;
+        return n;
+}
+
+#define BASE                                                                                       \
+        "function = { handler = \"m.f\"; };\nkafka = { topics = [\"t\"]; brokers = \"b:1\"; };\n"
+
+/* Files are checked before they are read: an @include of a directory (libconfig 1.5 exits(2)
+ * in its scanner) or of a FIFO (blocks), a ${file:} of a FIFO (blocks), of a directory (read
+ * as an empty secret), an empty secret: each an error naming file:line, in this process. */
+static void test_files_checked(void) {
+        static const char *const fifo = "/tmp/kt-test-fifo", *const dir = "/tmp/kt-test-dir",
+                                 *const empty = "/tmp/kt-test-empty", *const nl = "/tmp/kt-test-nl";
+        static const struct {
+                const char *text;
+                const char *want;
+        } cases[] = {
+            {BASE "@include \"/tmp/kt-test-dir\"\n",
+             ":3: @include: cannot read \"/tmp/kt-test-dir\": it is a directory"},
+            {BASE "  @include \"/tmp/kt-test-fifo\"\n",
+             ":3: @include: cannot read \"/tmp/kt-test-fifo\": it is a FIFO"},
+            {BASE "@include \"/nonexistent/x.conf\"\n",
+             ":3: @include: cannot read \"/nonexistent/x.conf\": No such file"},
+            {BASE "dispatch = {\n dead_letter_topic = \"${file:/tmp/kt-test-fifo}\"; };\n",
+             ":4: dispatch.dead_letter_topic: cannot read /tmp/kt-test-fifo: it is a FIFO, not a "
+             "regular file"},
+            {BASE "dispatch = {\n reply_topic = \"${file:/tmp/kt-test-dir}\"; };\n",
+             ":4: dispatch.reply_topic: cannot read /tmp/kt-test-dir: it is a directory"},
+            {"function = { handler = \"m.f\"; };\nkafka = { topics = [\"t\"];\n"
+             "properties = ( (\"sasl.password\", \"${file:/tmp/kt-test-empty}\") ); };\n",
+             ":3: kafka.properties: /tmp/kt-test-empty is empty"},
+            {"function = { handler = \"m.f\"; };\nkafka = { topics = [\"t\"];\n"
+             "properties = ( (\"sasl.password\", \"${file:/tmp/kt-test-nl}\") ); };\n",
+             ":3: kafka.properties: /tmp/kt-test-nl is empty"},
+            {"function = { handler = \"m.f\"; };\nkafka = { topics = [\"t\"];\n"
+             "properties = ( (\"sasl.password\", \"${KT_TEST_EMPTY}\") ); };\n",
+             ":3: kafka.properties: environment variable KT_TEST_EMPTY is empty"},
+            {BASE "@include \"/tmp/kt-test-self\"\n", "more than 10 nested includes"},
+            {BASE "@include \"/tmp/kt-test-self2\"\n", "more than 10 nested includes"},
+            {BASE "@include \"/tmp/kt-test-many\"\n", "more than 64 included files"},
+        };
+        char err[4096];
+        FILE *f;
+
+        env_clear();
+        unlink(fifo);
+        rmdir(dir);
+        KT_CHECK(mkfifo(fifo, 0600) == 0, "mkfifo: %s", strerror(errno));
+        KT_CHECK(mkdir(dir, 0700) == 0, "mkdir: %s", strerror(errno));
+        if ((f = fopen(empty, "w")))
+                fclose(f);
+        if ((f = fopen(nl, "w"))) {
+                fputs("\n", f);
+                fclose(f);
+        }
+        if ((f = fopen("/tmp/kt-test-self", "w"))) {
+                fputs("@include \"/tmp/kt-test-self\"\n", f);
+                fclose(f);
+        }
+        if ((f = fopen("/tmp/kt-test-self2", "w"))) { /* 10 deep, 10 wide: 10^10 reads */
+                for (int i = 0; i < 10; i++)
+                        fputs("@include \"/tmp/kt-test-self2\"\n", f);
+                fclose(f);
+        }
+        if ((f = fopen("/tmp/kt-test-many", "w"))) {
+                for (int i = 0; i < 70; i++)
+                        fputs("@include \"/tmp/kt-test-empty\"\n", f);
+                fclose(f);
+        }
+        setenv("KT_TEST_EMPTY", "", 1);
+        for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+                kt_config_t *conf = load_text(cases[i].text, err, sizeof(err));
+                KT_CHECK(conf == NULL, "files %zu should fail", i);
+                kt_config_destroy(conf);
+                KT_CHECK(strstr(err, cases[i].want) != NULL, "files %zu: want '%s' in:\n%s", i,
+                         cases[i].want, err);
+                KT_CHECK(count_of(err, "@include") <= 1, "files %zu: one include error:\n%s", i,
+                         err);
+        }
+        /* Errors in an @include'd file name that file. */
+        if ((f = fopen("/tmp/kt-test-incl", "w"))) {
+                fputs("runtime = { port = 0;\n  prot = 1; };\nfoo = 1;\n", f);
+                fclose(f);
+        }
+        KT_CHECK(!load_text(BASE "@include \"/tmp/kt-test-incl\"\n", err, sizeof(err)) &&
+                     strstr(err, "/tmp/kt-test-incl:1: runtime.port: 0 is outside") &&
+                     strstr(err, "/tmp/kt-test-incl:2: runtime: unknown key 'prot'") &&
+                     strstr(err, "/tmp/kt-test-incl:3: foo: unknown section"),
+                 "include errors: %s", err);
+        unlink("/tmp/kt-test-incl");
+        /* The config file itself. */
+        KT_CHECK(kt_config_load(dir, err, sizeof(err)) == NULL && strstr(err, "is a directory"),
+                 "a directory as the config: %s", err);
+        KT_CHECK(kt_config_load(fifo, err, sizeof(err)) == NULL && strstr(err, "is a FIFO"),
+                 "a FIFO as the config: %s", err);
+        /* A NUL byte would end libconfig's input early, silently. */
+        {
+                static const char text[] = BASE "runtime = { port = 1; };\n\0runtime = { x };";
+                int fd;
+                snprintf(path, sizeof(path), "/tmp/kt-test-conf-XXXXXX");
+                fd = mkstemp(path);
+                KT_CHECK(write(fd, text, sizeof(text) - 1) == (ssize_t)sizeof(text) - 1, "write");
+                close(fd);
+                KT_CHECK(kt_config_load(path, err, sizeof(err)) == NULL &&
+                             strstr(err, ":4: syntax: a NUL byte"),
+                         "NUL: %s", err);
+                unlink(path);
+        }
+        unsetenv("KT_TEST_EMPTY");
+        unlink(fifo);
+        rmdir(dir);
+        unlink(empty);
+        unlink(nl);
+        unlink("/tmp/kt-test-self");
+        unlink("/tmp/kt-test-self2");
+        unlink("/tmp/kt-test-many");
+}
+
+/* Integers are read in 64 bits and range-checked as written: libconfig 1.5 wraps a literal
+ * beyond 32 bits (4294967360 reads as 64). */
+static void test_int64(void) {
+        static const struct {
+                const char *line;
+                const char *want; /* NULL: loads */
+                int max_in_flight;
+        } cases[] = {
+            {"dispatch = { max_in_flight = 4294967360; };",
+             ":3: dispatch.max_in_flight: 4294967360 is outside 1..10000", 0},
+            {"dispatch = { max_in_flight = -4294967232; };",
+             ":3: dispatch.max_in_flight: -4294967232 is outside 1..10000", 0},
+            {"dispatch = { max_in_flight = 0x100000040; };",
+             ":3: dispatch.max_in_flight: 4294967360 is outside 1..10000", 0},
+            {"dispatch = { max_in_flight = 4294967360L; };",
+             ":3: dispatch.max_in_flight: 4294967360 is outside 1..10000", 0},
+            {"dispatch = { max_in_flight = 99999999999999999999; };",
+             ":3: syntax: 99999999999999999999 does not fit in 64 bits", 0},
+            {"dispatch = { max_in_flight = 2147483648; };",
+             ":3: dispatch.max_in_flight: 2147483648 is outside", 0},
+            {"dispatch = { max_in_flight = 64; };", NULL, 64},
+            {"dispatch = { max_in_flight = 0x10; };", NULL, 16},
+            /* digits in names and strings are not numbers */
+            {"dispatch = { max_in_flight = 7; dead_letter_topic = \"t4294967360\"; };", NULL, 7},
+            {"# 4294967360\ndispatch = { max_in_flight = 8; /* 99999999999999999999 */ };", NULL,
+             8},
+        };
+        char err[4096], text[512];
+
+        env_clear();
+        for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+                kt_config_t *conf;
+                snprintf(text, sizeof(text), BASE "%s\n", cases[i].line);
+                conf = load_text(text, err, sizeof(err));
+                if (cases[i].want) {
+                        KT_CHECK(conf == NULL, "int %zu should fail", i);
+                        KT_CHECK(strstr(err, cases[i].want) != NULL, "int %zu: want '%s' in:\n%s",
+                                 i, cases[i].want, err);
+                } else {
+                        KT_CHECK(conf != NULL, "int %zu: %s", i, err);
+                        KT_CHECK(conf && conf->max_in_flight == cases[i].max_in_flight,
+                                 "int %zu: max_in_flight %d", i, conf ? conf->max_in_flight : -1);
+                }
+                kt_config_destroy(conf);
+        }
+        /* In properties too: the value as written reaches librdkafka (which range-checks). */
+        {
+                kt_config_t *conf =
+                    load_text("function = { handler = \"m.f\"; };\nkafka = { topics = [\"t\"];\n"
+                              "properties = ( (\"fetch.wait.max.ms\", 4294967360) ); };\n",
+                              err, sizeof(err));
+                KT_CHECK(conf == NULL &&
+                             strstr(err, ":3: kafka.properties: fetch.wait.max.ms: 4294967360 "
+                                         "does not fit in librdkafka's 32-bit integer"),
+                         "property beyond 32 bits: %s", err);
+                kt_config_destroy(conf);
+        }
+        /* The environment: out of range, not "not an integer". */
+        setenv("FUNC_HANDLER", "m.f", 1);
+        setenv("TOPIC_NAME", "t", 1);
+        setenv("KTRIGGER_DISPATCH_MAX_IN_FLIGHT", "4294967360", 1);
+        KT_CHECK(kt_config_load(NULL, err, sizeof(err)) == NULL &&
+                     strstr(err, "KTRIGGER_DISPATCH_MAX_IN_FLIGHT: dispatch.max_in_flight: "
+                                 "4294967360 is outside 1..10000"),
+                 "env: %s", err);
+        env_clear();
+}
+
+/* A long string parses in linear time (libconfig reading a file itself: 28 s for 8 MiB). */
+static void test_long_string(void) {
+        size_t n = 8u << 20;
+        char *text = malloc(n + 256), err[1024];
+        struct timespec a, b;
+        kt_config_t *conf;
+        double s;
+
+        env_clear();
+        if (!text)
+                return;
+        snprintf(text, 256, BASE "dispatch = { dead_letter_topic = \"");
+        memset(text + strlen(text), 'a', n);
+        snprintf(text + strlen(BASE) + 34 + n, 64, "\"; };\n");
+        clock_gettime(CLOCK_MONOTONIC, &a);
+        conf = load_text(text, err, sizeof(err));
+        clock_gettime(CLOCK_MONOTONIC, &b);
+        s = (double)(b.tv_sec - a.tv_sec) + (double)(b.tv_nsec - a.tv_nsec) / 1e9;
+        /* Not a valid topic name (> 249): the point is how long it takes to say so. */
+        KT_CHECK(conf == NULL && strstr(err, ":3: dispatch.dead_letter_topic: "), "%.200s", err);
+        KT_CHECK(s < 5.0, "8 MiB string: %.1f s", s);
+        kt_config_destroy(conf);
+        free(text);
+}
+
+/* Issue 14's rough edges. */
+static void test_rough_edges(void) {
+        static const struct {
+                const char *func, *mod, *brokers;
+                const char *want; /* NULL: loads */
+        } env_cases[] = {
+            {"mod.", NULL, NULL,
+             "FUNC_HANDLER: function.handler: 'mod.' is not module.function: an empty module "
+             "or function name"},
+            {".fn", NULL, NULL, "'.fn' is not module.function"},
+            {"a..b", NULL, NULL, "'a..b' is not module.function"},
+            {"my mod.fn", NULL, NULL,
+             "FUNC_HANDLER: function.handler: 'my mod.fn' is not module.function: white space"},
+            {"fn", "my mod", NULL, "'my mod.fn' is not module.function"},
+            {"m.f", NULL, "kafka:notaport",
+             "KAFKA_BROKERS: kafka.brokers: 'kafka:notaport' is not host:port"},
+            {"m.f", NULL, "a:1,b:99999", "'b:99999' is not host:port"},
+            {"m.f", NULL, "a:1,b:", "'b:' is not host:port"},
+            {"m.f", NULL, "kafka", NULL},
+            {"m.f", NULL, "a:1, b:2 c:3", NULL},
+            {"m.f", NULL, "SSL://a:9093,[::1]:9092", NULL},
+            {"pkg.mod.fn", NULL, NULL, NULL},
+            {"handler", "hello", NULL, NULL},
+        };
+        static const struct {
+                const char *listen, *host;
+                int port;
+        } listens[] = {
+            {":9464", "0.0.0.0", 9464},
+            {"127.0.0.1:1", "127.0.0.1", 1},
+            {"[::]:80", "::", 80},
+            {":0", NULL, 0},
+            {":x", NULL, 0},
+            {":", NULL, 0},
+        };
+        char err[4096];
+        kt_config_t *conf;
+
+        for (size_t i = 0; i < sizeof(env_cases) / sizeof(env_cases[0]); i++) {
+                env_clear();
+                setenv("FUNC_HANDLER", env_cases[i].func, 1);
+                if (env_cases[i].mod)
+                        setenv("MOD_NAME", env_cases[i].mod, 1);
+                if (env_cases[i].brokers)
+                        setenv("KAFKA_BROKERS", env_cases[i].brokers, 1);
+                setenv("TOPIC_NAME", "t", 1);
+                conf = kt_config_load(NULL, err, sizeof(err));
+                if (env_cases[i].want)
+                        KT_CHECK(!conf && strstr(err, env_cases[i].want),
+                                 "env %zu: want '%s' in:\n%s", i, env_cases[i].want,
+                                 conf ? "(loaded)" : err);
+                else
+                        KT_CHECK(conf != NULL, "env %zu: %s", i, err);
+                kt_config_destroy(conf);
+        }
+        for (size_t i = 0; i < sizeof(listens) / sizeof(listens[0]); i++) {
+                char *sets[] = {NULL};
+                char set[64];
+                env_clear();
+                setenv("FUNC_HANDLER", "m.f", 1);
+                setenv("TOPIC_NAME", "t", 1);
+                snprintf(set, sizeof(set), "metrics.listen=%s", listens[i].listen);
+                sets[0] = set;
+                conf = kt_config_load_with(NULL, sets, 1, err, sizeof(err));
+                if (listens[i].host) {
+                        KT_CHECK(conf && !strcmp(conf->metrics_host, listens[i].host) &&
+                                     conf->metrics_port == listens[i].port,
+                                 "listen '%s': %s", listens[i].listen, conf ? "" : err);
+                } else
+                        KT_CHECK(!conf && strstr(err, "--set: metrics.listen: '"),
+                                 "listen '%s' must fail", listens[i].listen);
+                kt_config_destroy(conf);
+        }
+        /* FUNC_HANDLER=handler without MOD_NAME: exactly one error, about that. */
+        env_clear();
+        setenv("FUNC_HANDLER", "handler", 1);
+        setenv("TOPIC_NAME", "t", 1);
+        conf = kt_config_load(NULL, err, sizeof(err));
+        KT_CHECK(!conf && count_of(err, "function.handler") == 1 && !strchr(err, '\n') &&
+                     strstr(err, "MOD_NAME is not set"),
+                 "one error, got:\n%s", err);
+        kt_config_destroy(conf);
+        env_clear();
+}
+
+/* The reader: the child's answer loads to the same configuration as an in-process load; a
+ * child that exits (as libconfig does), crashes or hangs is an error, killed at its deadline. */
+static void child_exit2(int fd, void *arg) {
+        (void)fd;
+        (void)arg;
+        exit(2);
+}
+
+static void child_hang(int fd, void *arg) {
+        (void)fd;
+        (void)arg;
+        for (;;)
+                pause();
+}
+
+static void child_crash(int fd, void *arg) {
+        (void)fd;
+        (void)arg;
+        raise(SIGKILL);
+}
+
+static void child_garbage(int fd, void *arg) {
+        (void)arg;
+        if (write(fd, "Ovalues = (", 11) != 11)
+                _exit(3);
+        _exit(0);
+}
+
+static void test_reader(void) {
+        static const struct {
+                void (*fn)(int, void *);
+                const char *want;
+        } bad[] = {
+            {child_exit2, "F: cannot read: reading it ended the reader with exit status 2"},
+            {child_hang, "F: cannot read: not read and checked within 300 ms"},
+            {child_crash, "F: cannot read: reading it killed the reader (signal 9"},
+            {child_garbage, "config: the reader's answer does not parse"},
+        };
+        char err[4096], err2[4096], *pa = NULL, *pb = NULL;
+        size_t la = 0, lb = 0;
+        char *sets[] = {"dispatch.max_in_flight=9", "kafka.producer_properties=linger.ms=5"};
+        kt_config_t *a, *b;
+        FILE *f;
+        int json = -1;
+
+        env_clear();
+        setenv("KT_TEST_PW", "hunter2", 1);
+        setenv("POD_NAME", "pod-1", 1);
+        write_conf("function = { handler = \"m.f\"; };\n"
+                   "kafka = { topics = [\"t\", \"u\"]; brokers = \"b:1\"; static_membership = "
+                   "true;\n"
+                   "  properties = ( (\"sasl.password\", \"${KT_TEST_PW}\"),\n"
+                   "    (\"fetch.wait.max.ms\", 10) );\n"
+                   "  producer_properties = ( (\"message.max.bytes\", \"100000\") ); };\n"
+                   "dispatch = { reply_topic = \"r\"; ordering = \"key\"; };\n"
+                   "metrics = { listen = \":9999\"; };\nlog = { level = \"debug\"; };\n");
+        a = kt_config_load_with(path, sets, 2, err, sizeof(err));
+        b = kt_config_load_isolated(path, sets, 2, err2, sizeof(err2), &json);
+        KT_CHECK(a && b, "load: %s / isolated: %s", err, err2);
+        if (a && b) {
+                char changed[256];
+                KT_CHECK(kt_config_diff(a, b, changed, sizeof(changed)) == -1, "differ: %s",
+                         changed);
+                KT_CHECK_STR(b->hash, a->hash);
+                KT_CHECK(b->set_cnt == 2 && !strcmp(b->sets[1], a->sets[1]), "sets");
+                KT_CHECK(b->warnings && a->warnings && !strcmp(a->warnings, b->warnings),
+                         "warnings: %s", b->warnings);
+                KT_CHECK_STR(b->instance_id, "pod-1");
+                KT_CHECK(b->metrics_port == 9999 && !strcmp(b->metrics_host, "0.0.0.0"), "listen");
+                KT_CHECK(b->prop_cnt == 2 && !strcmp(b->props[0].value, "hunter2") &&
+                             !strcmp(b->props[0].raw, "${KT_TEST_PW}") && b->props[0].line == 3,
+                         "props");
+                KT_CHECK(b->producer_prop_cnt == 2, "producer props %zu", b->producer_prop_cnt);
+                f = open_memstream(&pa, &la);
+                kt_config_print(a, f);
+                fclose(f);
+                f = open_memstream(&pb, &lb);
+                kt_config_print(b, f);
+                fclose(f);
+                KT_CHECK(la == lb && !memcmp(pa, pb, la), "--print-config differs:\n%s\n%s", pa,
+                         pb);
+                free(pa);
+                free(pb);
+        }
+        kt_config_destroy(a);
+        kt_config_destroy(b);
+        /* Errors come back as they are, with the log format. */
+        setenv("KTRIGGER_LOG_FORMAT", "json", 1);
+        setenv("KTRIGGER_RUNTIME_PORT", "0", 1);
+        KT_CHECK(!kt_config_load_isolated(path, NULL, 0, err2, sizeof(err2), &json) &&
+                     strstr(err2, "KTRIGGER_RUNTIME_PORT: runtime.port: 0 is outside") && json == 1,
+                 "errors: %s (json %d)", err2, json);
+        unlink(path);
+        unsetenv("KT_TEST_PW");
+        unsetenv("POD_NAME");
+        env_clear();
+
+        for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+                kt_config_reader_t *kr =
+                    kt_config_reader_run(bad[i].fn, NULL, "F", 300, err, sizeof(err));
+                kt_config_t *conf = NULL;
+                struct timespec t0, t1;
+                double s;
+
+                KT_CHECK(kr != NULL, "bad %zu: start: %s", i, err);
+                if (!kr)
+                        continue;
+                clock_gettime(CLOCK_MONOTONIC, &t0);
+                while (kt_config_reader_step(kr, &conf, err, sizeof(err), NULL))
+                        poll(NULL, 0, 10);
+                clock_gettime(CLOCK_MONOTONIC, &t1);
+                s = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
+                KT_CHECK(conf == NULL && strstr(err, bad[i].want), "bad %zu: want '%s' in '%s'", i,
+                         bad[i].want, err);
+                KT_CHECK(s < 3.0, "bad %zu: took %.1f s", i, s);
+                kt_config_reader_destroy(kr);
+                kt_config_destroy(conf);
+        }
+}
+
 int main(void) {
         test_handler_resolve();
         test_references();
@@ -782,5 +1214,10 @@ int main(void) {
         test_producer_size();
         test_secret_values_hidden();
         test_example_file();
+        test_files_checked();
+        test_int64();
+        test_long_string();
+        test_rough_edges();
+        test_reader();
         return kt_test_done("test_config");
 }
