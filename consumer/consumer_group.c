@@ -351,6 +351,7 @@ static void part_remove(kt_consumer_t *kc, kt_partition_t *p) {
                         break;
                 }
         kc->part_cnt--;
+        kc->stats.lag_updated = 1; /* its lag series goes: statistics stop naming it */
         if (p->paused)
                 kc->stats.paused--;
         kc->by_id[p->topic_idx][p->partition] = NULL;
@@ -1182,6 +1183,7 @@ kt_consumer_t *kt_consumer_new(const kt_config_t *conf, const kt_consumer_hooks_
                 kc->hooks = *hooks;
         kc->wake[0] = kc->wake[1] = -1;
         kc->join_safe = -1;
+        kc->stats.lag_updated = 1; /* a re-join's new consumer owns nothing yet: no lag series */
         kc->by_id = calloc(conf->topic_cnt, sizeof(*kc->by_id));
         kc->by_id_size = calloc(conf->topic_cnt, sizeof(*kc->by_id_size));
         if (!kc->by_id || !kc->by_id_size) {
