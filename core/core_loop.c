@@ -410,8 +410,9 @@ int kt_loop_run(kt_config_t **confp, kt_metrics_t *km) {
                         if (wait_ms > KT_LOOP_MAX_WAIT_MS)
                                 wait_ms = KT_LOOP_MAX_WAIT_MS;
                 }
-                /* poll(2) skips the -1 entries (no producer, no ZooKeeper). */
-                kt_dispatch_wait(kl.kd, fds, 4, (int)wait_ms);
+                /* -1 entries (no producer, no ZooKeeper) are skipped. A failed wait has
+                 * logged (rate limited) and slept its back-off: going round is no spin. */
+                (void)kt_dispatch_wait(kl.kd, fds, 4, (int)wait_ms);
         }
 
         if (kl.state != KT_LOOP_STOPPED) {
