@@ -138,7 +138,7 @@ typedef struct kt_partition {
         kt_partition_state_t state; /**< see kt_partition_state_t; read-only outside consumer/ */
         int paused;                 /**< paused by us (runtime down, draining) */
         int full;          /**< buffer over its record or byte bound: its queue is not read */
-        int more;          /**< its queue may hold records we have not read */
+        int more;          /**< its queue may hold records: in the read list (read_next) */
         int64_t stored;    /**< offset to commit (all before it done), -1 if none */
         int64_t committed; /**< the offset last committed successfully, -1 if none */
         int dirty;         /**< a record finished since the last commit started */
@@ -159,6 +159,8 @@ typedef struct kt_partition {
         struct kt_record *parked_tail;    /**< (linked through ready_next) */
         struct kt_partition *parked_next; /**< next partition with parked records */
         int parked;                       /**< it is in the scheduler's parked list */
+        /* the read path (consumer_group.c, kt_consumer_poll: wake-ups name partitions) */
+        struct kt_partition *read_next; /**< next in the consumer's list of partitions to read */
 } kt_partition_t;
 
 /** Counters the consumer keeps for the metrics (read by the loop). */
