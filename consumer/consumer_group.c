@@ -122,6 +122,7 @@ struct kt_consumer {
         /* The read path: partitions to read at the next kt_consumer_poll() (see DESIGN). */
         kt_partition_t *to_read; /**< partitions whose queue may hold records (p->more) */
         kt_partition_t *reading; /**< the part of that list kt_consumer_poll() is reading */
+        int was_member;          /**< got an assignment once: on close it "left the group" */
 };
 
 /**
@@ -275,6 +276,8 @@ static void log_cb(const rd_kafka_t *rk, int level, const char *fac, const char 
                         return;
         } else if (level >= KT_LOG_DEBUG && !kt_log_enabled(KT_LOG_DEBUG))
                 return; /* the cgrp debug lines we asked for */
+        else if (!strcmp(fac, "FAIL") && !kt_log_enabled(KT_LOG_DEBUG))
+                return; /* a broker connection failed: error_cb logs it once, with its code */
         snprintf(f, sizeof(f), "KAFKA-%s", fac);
         kt_log(level, f, "%s", buf);
 }
@@ -403,8 +406,10 @@ static void part_remove(kt_consumer_t *kc, kt_partition_t *p) {
                 record_free(rec);
         }
         if (dropped)
-                KT_INFO(FAC, "%s [%d]: dropped %zu unfinished records (not committed)", p->topic,
-                        p->partition, dropped);
+                KT_INFO(FAC,
+                        "%s [%d]: released with %zu records not done here: they are not "
+                        "committed, so the partition's next owner delivers them again",
+                        p->topic, p->partition, dropped);
         if (p->rkq) {
                 /* librdkafka forwards it again when it next starts fetching the partition. */
                 rd_kafka_queue_io_event_enable(p->rkq, -1, NULL, 0);
@@ -441,6 +446,7 @@ static void on_assign(kt_consumer_t *kc, rd_kafka_topic_partition_list_t *tps) {
         rd_kafka_resp_err_t err = RD_KAFKA_RESP_ERR_NO_ERROR;
 
         kc->joined = 1;
+        kc->was_member = 1;
         kc->brokers_down = 0; /* an assignment came from the coordinator */
         kc->stats.assigns++;
         for (int i = 0; i < tps->cnt; i++) {
@@ -1331,7 +1337,10 @@ void kt_consumer_destroy(kt_consumer_t *kc) {
                 while (kc->parts)
                         part_remove(kc, kc->parts);
                 rd_kafka_destroy(kc->rk);
-                KT_INFO(FAC, "left the group");
+                if (kc->was_member)
+                        KT_INFO(FAC, "left the group");
+                else
+                        KT_INFO(FAC, "consumer closed (it never joined the group)");
         }
         if (kc->carry_cnt)
                 KT_WARN(FAC,
