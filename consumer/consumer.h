@@ -373,6 +373,17 @@ int64_t kt_consumer_zk_poll(kt_zk_t *zk);
 const kt_zk_stats_t *kt_consumer_zk_stats(const kt_zk_t *zk);
 
 /**
+ * @brief Resolve the hosts of a ZooKeeper connect string (`host:port,...[/chroot]`, a host may
+ *        be `[v6]`) into the same string of numeric addresses in \p out: every address of each
+ *        host, as the ZooKeeper client would take them, as `addr:port` (no brackets).
+ * @returns KT_OK, or KT_ERR_INVALID with the reason in \p errstr (no port, no host resolves,
+ *          over \p size).
+ * @remark Blocks for as long as DNS takes: called on a thread of its own (see consumer_zk.c).
+ */
+kt_err_t kt_consumer_zk_connect_resolve(const char *connect, char *out, size_t size, char *errstr,
+                                        size_t errstr_size);
+
+/**
  * @brief Pick the endpoint of one Kafka broker registration (the JSON of /brokers/ids/<id>).
  *
  * With \p listener (non-NULL, non-empty): the endpoint of that listener name. Else the first
