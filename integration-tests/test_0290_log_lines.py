@@ -22,16 +22,22 @@ def test_broker_down_logged_once_and_never_joined(names, config, runtime_factory
     rt = runtime_factory()
     conf = config(rt.port)
     conf['kafka']['brokers'] = '127.0.0.1:%d' % kt.free_port()  # nothing listens there
+    # A dead-letter producer too: its failures were logged twice the same way.
+    conf['dispatch']['on_failure'] = 'dead-letter'
+    conf['dispatch']['dead_letter_topic'] = names.topic + '-dlq'
     ktr = ktrigger_factory(conf)
-    kt.wait_for(lambda: ktr.log().count('Connection refused') >= 2, 30,
-                'two connection failures logged', describe=lambda: ktr.log()[-2000:])
+    kt.wait_for(lambda: ' KAFKA: _TRANSPORT' in ktr.log() and ' PRODUCE: _TRANSPORT' in ktr.log(),
+                30, 'connection failures of both clients logged',
+                describe=lambda: ktr.log()[-2000:])
     assert ktr.stop() == 0
     lines = [message(l) for l in ktr.log().splitlines()]
     refused = [(lv, fac, msg) for lv, fac, msg in lines if 'Connection refused' in msg]
     print('\n'.join('%s %s: %s' % r for r in refused))
-    assert not [r for r in refused if r[1] == 'KAFKA-FAIL'], 'logged twice: also as KAFKA-FAIL'
-    assert all(lv == 'WARN' and fac == 'KAFKA' for lv, fac, _ in refused), refused
-    counts = collections.Counter(msg for _, _, msg in refused)
+    assert not [r for r in refused if r[1] in ('KAFKA-FAIL', 'PRODUCER-FAIL')], \
+        'logged twice: also as KAFKA-FAIL / PRODUCER-FAIL'
+    assert all(lv == 'WARN' and fac in ('KAFKA', 'PRODUCE') for lv, fac, _ in refused), refused
+    assert {fac for _, fac, _ in refused} == {'KAFKA', 'PRODUCE'}, 'both clients report it'
+    counts = collections.Counter((fac, msg) for _, fac, msg in refused)
     assert all(n == 1 for n in counts.values()), 'a failure logged more than once: %s' % counts
     assert 'left the group' not in ktr.log(), 'it never joined the group'
     assert 'never joined the group' in ktr.log()
