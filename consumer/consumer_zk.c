@@ -585,7 +585,7 @@ static void resolve_unref(zk_resolve_t *r, int abandon) {
 /** @locality its own thread */
 static void *resolve_run(void *arg) {
         zk_resolve_t *r = arg;
-        char numeric[sizeof(r->numeric)], why[sizeof(r->why)];
+        char numeric[sizeof(r->numeric)], why[sizeof(r->why)] = "";
         kt_err_t err =
             kt_consumer_zk_connect_resolve(r->connect, numeric, sizeof(numeric), why, sizeof(why));
 
@@ -644,7 +644,9 @@ struct kt_zk {
         size_t broker_cnt;
         size_t broker_size; /**< allocated */
         kt_zk_stats_t stats;
-        zk_resolve_t *resolve; /**< the resolution of the connect string running or done */
+        zk_resolve_t *resolve;    /**< the resolution of the connect string running or done */
+        int64_t resolve_since_ms; /**< when it started */
+        int resolve_logged;       /**< a slow resolution was logged */
 };
 
 static void zk_log(const char *message) {
@@ -921,6 +923,8 @@ static void session_start(kt_zk_t *zk) {
                 return;
         }
         zk->resolve = r;
+        zk->resolve_since_ms = kt_now_ms();
+        zk->resolve_logged = 0;
         KT_DBG(FAC, "resolving the hosts of ZooKeeper %s", zk->conf->zookeeper);
 }
 
@@ -1195,7 +1199,17 @@ int64_t kt_consumer_zk_poll(kt_zk_t *zk) {
                         zk->conf->zookeeper, KT_ZK_CONNECT_WARN_MS,
                         zk->stats.discovered ? "" : " (not ready until a broker is discovered)");
         }
-        if (!zk->zh)
+        if (zk->resolve && !zk->resolve_logged &&
+            now >= zk->resolve_since_ms + KT_ZK_CONNECT_WARN_MS) {
+                zk->resolve_logged = 1;
+                KT_WARN(FAC,
+                        "ZooKeeper %s: its host names not resolved after %d ms: still waiting%s",
+                        zk->conf->zookeeper, KT_ZK_CONNECT_WARN_MS,
+                        zk->stats.discovered ? "" : " (not ready until a broker is discovered)");
+        }
+        if (zk->resolve)
+                due = zk->resolve_logged ? INT64_MAX : zk->resolve_since_ms + KT_ZK_CONNECT_WARN_MS;
+        else if (!zk->zh)
                 due = zk->start_at_ms;
         else if (!zk->stats.connected) {
                 if (!zk->outage_logged)

@@ -135,6 +135,8 @@ def test_zookeeper_hosts_are_resolved_off_the_loop(kafka, kafka_bootstrap, names
                 describe=lambda: len(rt.calls()))
     assert zk_metrics(ktr)['connected'] == 0
     assert not gate.exists()
+    kt.wait_for(lambda: 'its host names not resolved after 5000 ms: still waiting' in ktr.log(),
+                20, 'a WARN about the slow resolution')
 
     gate.write_text('open')
     kt.wait_for(lambda: zk_metrics(ktr) == {'connected': 1, 'brokers': 1,
