@@ -90,8 +90,9 @@ def test_known_brokers_are_watched_again_on_a_new_session(kafka, kafka_bootstrap
                     "the server expiring ktrigger's session", interval=0.5)
     finally:
         os.kill(ktr.pid, signal.SIGCONT)
-    kt.wait_for(lambda: 'session expired: starting a new one' in ktr.log(), 30,
-                'ktrigger sees its session expired')
+    kt.wait_for(lambda: 'session expired: starting a new one' in ktr.log() or
+                'giving the session up for a new one' in ktr.log(), 30,
+                'ktrigger replacing its expired session')
     kt.wait_for(lambda: ktr.log().count('ZooKeeper %s: watching' % (server.address + root)) >= 2
                 and zk_metrics(ktr)['connected'] == 1, 30, 'a new session',
                 describe=lambda: zk_metrics(ktr))
