@@ -179,6 +179,8 @@ typedef struct kt_consumer_stats {
         int errors_updated;     /**< the loop clears it */
         int paused;             /**< partitions paused now */
         uint64_t fetch_wakeups; /**< seeks made to wake a fetcher over its prefetch bounds */
+        /* the read path */
+        uint64_t partition_reads; /**< partition queues read (tests: reads follow wake-ups) */
 } kt_consumer_stats_t;
 
 typedef struct kt_consumer kt_consumer_t;

@@ -1547,6 +1547,7 @@ int kt_consumer_poll(kt_consumer_t *kc, int max) {
                 if (room > sizeof(batch) / sizeof(batch[0]))
                         room = sizeof(batch) / sizeof(batch[0]);
                 got = rd_kafka_consume_batch_queue(p->rkq, 0, batch, room);
+                kc->stats.partition_reads++;
                 for (ssize_t i = 0; i < got; i++)
                         message_serve(kc, batch[i]);
                 /* A full batch means there may be more; an empty queue will wake us. */
