@@ -140,7 +140,7 @@ typedef struct kt_partition {
         kt_partition_state_t state; /**< see kt_partition_state_t; read-only outside consumer/ */
         int paused;                 /**< paused by us (runtime down, draining) */
         int full;          /**< buffer over its record or byte bound: its queue is not read */
-        int more;          /**< its queue may hold records we have not read */
+        int more;          /**< its queue may hold records: in the read list (read_next) */
         int64_t stored;    /**< offset to commit (all before it done), -1 if none */
         int64_t committed; /**< the offset last committed successfully, -1 if none */
         int dirty;         /**< a record finished since the last commit started */
@@ -161,6 +161,8 @@ typedef struct kt_partition {
         struct kt_record *parked_tail;    /**< (linked through ready_next) */
         struct kt_partition *parked_next; /**< next partition with parked records */
         int parked;                       /**< it is in the scheduler's parked list */
+        /* the read path (consumer_group.c, kt_consumer_poll: wake-ups name partitions) */
+        struct kt_partition *read_next; /**< next in the consumer's list of partitions to read */
 } kt_partition_t;
 
 /** Counters the consumer keeps for the metrics (read by the loop). */
@@ -179,6 +181,8 @@ typedef struct kt_consumer_stats {
         int errors_updated;     /**< the loop clears it */
         int paused;             /**< partitions paused now */
         uint64_t fetch_wakeups; /**< seeks made to wake a fetcher over its prefetch bounds */
+        /* the read path */
+        uint64_t partition_reads; /**< partition queues read (tests: reads follow wake-ups) */
 } kt_consumer_stats_t;
 
 typedef struct kt_consumer kt_consumer_t;
@@ -371,6 +375,17 @@ int64_t kt_consumer_zk_poll(kt_zk_t *zk);
 
 /** @returns the discovery counters. */
 const kt_zk_stats_t *kt_consumer_zk_stats(const kt_zk_t *zk);
+
+/**
+ * @brief Resolve the hosts of a ZooKeeper connect string (`host:port,...[/chroot]`, a host may
+ *        be `[v6]`) into the same string of numeric addresses in \p out: every address of each
+ *        host, as the ZooKeeper client would take them, as `addr:port` (no brackets).
+ * @returns KT_OK, or KT_ERR_INVALID with the reason in \p errstr (no port, no host resolves,
+ *          over \p size).
+ * @remark Blocks for as long as DNS takes: called on a thread of its own (see consumer_zk.c).
+ */
+kt_err_t kt_consumer_zk_connect_resolve(const char *connect, char *out, size_t size, char *errstr,
+                                        size_t errstr_size);
 
 /**
  * @brief Pick the endpoint of one Kafka broker registration (the JSON of /brokers/ids/<id>).

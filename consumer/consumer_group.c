@@ -11,9 +11,17 @@
  *   and then poll until the queue is empty (or the budget runs out and the caller knows to
  *   come back without sleeping), so a wake-up is never lost.
  * - Each assigned partition has its own librdkafka queue (not forwarded to the consumer
- *   queue), all waking the same pipe. A partition's queue is read only while its buffer is
- *   under partition_buffer_records and partition_buffer_bytes; a full partition is simply not
- *   read, and librdkafka stops fetching it once its own prefetch (queued.min.messages,
+ *   queue), all waking the same pipe, and each wake-up names its queue: every queue writes a
+ *   fixed-size frame (wake_t: topic index and partition; -1 for the consumer queue) when it
+ *   goes from empty to non-empty, so a wake-up reads only the partitions it names (and those
+ *   known to hold more: cut short by the batch size, or full and drained since), never all P
+ *   of them. Frames are under PIPE_BUF, so written whole and never interleaved. A queue whose
+ *   frame finds the pipe full loses it (librdkafka ignores the write error): a drain that read
+ *   at least KT_WAKE_PIPE_MIN bytes (one page, the smallest pipe) may have found it full, and
+ *   then reads every partition, as each wake-up once did.
+ *   A partition's queue is read only while its buffer is under partition_buffer_records and
+ *   partition_buffer_bytes; a full partition is simply not read, and librdkafka stops
+ *   fetching it once its own prefetch (queued.min.messages,
  *   queued.max.messages.kbytes, per partition then) is full. Pausing was the first design:
  *   it made librdkafka drop the prefetched records and resume only on its ~1 s broker wake-up,
  *   which capped throughput at about partition_buffer_records per partition per second.
@@ -111,6 +119,10 @@ struct kt_consumer {
         struct carry *carry; /**< see carry_save() */
         size_t carry_cnt, carry_size;
         kt_consumer_stats_t stats;
+        /* The read path: partitions to read at the next kt_consumer_poll() (see DESIGN). */
+        kt_partition_t *to_read; /**< partitions whose queue may hold records (p->more) */
+        kt_partition_t *reading; /**< the part of that list kt_consumer_poll() is reading */
+        int was_member;          /**< got an assignment once: on close it "left the group" */
 };
 
 /**
@@ -146,6 +158,36 @@ static void carry_drop(kt_consumer_t *kc, carry_t *c) {
         free(c->topic);
         free(c->md);
         *c = kc->carry[--kc->carry_cnt];
+}
+
+/** What a queue writes to the wake-up pipe when it goes from empty to non-empty (see DESIGN). */
+typedef struct wake {
+        int32_t topic_idx; /**< in kt_config_t.topics; -1: the consumer queue */
+        int32_t partition;
+} wake_t;
+
+/** A drain of the wake-up pipe that read this much may have found it full (see DESIGN). */
+#define KT_WAKE_PIPE_MIN 4096
+
+/** \p p's queue may hold records: read it at the next kt_consumer_poll(). */
+static void read_list_add(kt_consumer_t *kc, kt_partition_t *p) {
+        if (p->more)
+                return;
+        p->more = 1;
+        p->read_next = kc->to_read;
+        kc->to_read = p;
+}
+
+static void read_list_remove(kt_consumer_t *kc, kt_partition_t *p) {
+        kt_partition_t **lists[] = {&kc->to_read, &kc->reading};
+
+        for (size_t i = 0; i < sizeof(lists) / sizeof(lists[0]); i++)
+                for (kt_partition_t **pp = lists[i]; *pp; pp = &(*pp)->read_next)
+                        if (*pp == p) {
+                                *pp = p->read_next;
+                                break;
+                        }
+        p->more = 0;
 }
 
 /** Pause or resume one partition in librdkafka; no-op if already in that state. */
@@ -234,6 +276,8 @@ static void log_cb(const rd_kafka_t *rk, int level, const char *fac, const char 
                         return;
         } else if (level >= KT_LOG_DEBUG && !kt_log_enabled(KT_LOG_DEBUG))
                 return; /* the cgrp debug lines we asked for */
+        else if (!strcmp(fac, "FAIL") && !kt_log_enabled(KT_LOG_DEBUG))
+                return; /* a broker connection failed: error_cb logs it once, with its code */
         snprintf(f, sizeof(f), "KAFKA-%s", fac);
         kt_log(level, f, "%s", buf);
 }
@@ -350,7 +394,9 @@ static void part_remove(kt_consumer_t *kc, kt_partition_t *p) {
                         *pp = p->next;
                         break;
                 }
+        read_list_remove(kc, p);
         kc->part_cnt--;
+        kc->stats.lag_updated = 1; /* its lag series goes: statistics stop naming it */
         if (p->paused)
                 kc->stats.paused--;
         kc->by_id[p->topic_idx][p->partition] = NULL;
@@ -360,8 +406,10 @@ static void part_remove(kt_consumer_t *kc, kt_partition_t *p) {
                 record_free(rec);
         }
         if (dropped)
-                KT_INFO(FAC, "%s [%d]: dropped %zu unfinished records (not committed)", p->topic,
-                        p->partition, dropped);
+                KT_INFO(FAC,
+                        "%s [%d]: released with %zu records not done here: they are not "
+                        "committed, so the partition's next owner delivers them again",
+                        p->topic, p->partition, dropped);
         if (p->rkq) {
                 /* librdkafka forwards it again when it next starts fetching the partition. */
                 rd_kafka_queue_io_event_enable(p->rkq, -1, NULL, 0);
@@ -398,6 +446,7 @@ static void on_assign(kt_consumer_t *kc, rd_kafka_topic_partition_list_t *tps) {
         rd_kafka_resp_err_t err = RD_KAFKA_RESP_ERR_NO_ERROR;
 
         kc->joined = 1;
+        kc->was_member = 1;
         kc->brokers_down = 0; /* an assignment came from the coordinator */
         kc->stats.assigns++;
         for (int i = 0; i < tps->cnt; i++) {
@@ -429,9 +478,10 @@ static void on_assign(kt_consumer_t *kc, rd_kafka_topic_partition_list_t *tps) {
                 if (!p || p->rkq)
                         continue;
                 if ((p->rkq = rd_kafka_queue_get_partition(kc->rk, p->topic, p->partition))) {
+                        wake_t w = {(int32_t)p->topic_idx, p->partition};
                         rd_kafka_queue_forward(p->rkq, NULL);
-                        rd_kafka_queue_io_event_enable(p->rkq, kc->wake[1], "1", 1);
-                        p->more = 1;
+                        rd_kafka_queue_io_event_enable(p->rkq, kc->wake[1], &w, sizeof(w));
+                        read_list_add(kc, p); /* it may hold records already */
                 }
         }
         if (kc->hold)
@@ -1182,6 +1232,7 @@ kt_consumer_t *kt_consumer_new(const kt_config_t *conf, const kt_consumer_hooks_
                 kc->hooks = *hooks;
         kc->wake[0] = kc->wake[1] = -1;
         kc->join_safe = -1;
+        kc->stats.lag_updated = 1; /* a re-join's new consumer owns nothing yet: no lag series */
         kc->by_id = calloc(conf->topic_cnt, sizeof(*kc->by_id));
         kc->by_id_size = calloc(conf->topic_cnt, sizeof(*kc->by_id_size));
         if (!kc->by_id || !kc->by_id_size) {
@@ -1232,7 +1283,10 @@ kt_consumer_t *kt_consumer_new(const kt_config_t *conf, const kt_consumer_hooks_
         rd_kafka_set_log_queue(kc->rk, NULL); /* main queue, forwarded below */
         rd_kafka_poll_set_consumer(kc->rk);
         kc->rkq = rd_kafka_queue_get_consumer(kc->rk);
-        rd_kafka_queue_io_event_enable(kc->rkq, kc->wake[1], "1", 1);
+        {
+                wake_t w = {-1, -1}; /* the same frame size as the partitions' (see DESIGN) */
+                rd_kafka_queue_io_event_enable(kc->rkq, kc->wake[1], &w, sizeof(w));
+        }
 
         topics = rd_kafka_topic_partition_list_new((int)conf->topic_cnt);
         for (size_t i = 0; i < conf->topic_cnt; i++)
@@ -1283,7 +1337,10 @@ void kt_consumer_destroy(kt_consumer_t *kc) {
                 while (kc->parts)
                         part_remove(kc, kc->parts);
                 rd_kafka_destroy(kc->rk);
-                KT_INFO(FAC, "left the group");
+                if (kc->was_member)
+                        KT_INFO(FAC, "left the group");
+                else
+                        KT_INFO(FAC, "consumer closed (it never joined the group)");
         }
         if (kc->carry_cnt)
                 KT_WARN(FAC,
@@ -1426,15 +1483,38 @@ static void fetch_wakeup(kt_consumer_t *kc, kt_partition_t *p) {
                 kc->stats.fetch_wakeups++;
 }
 
+/** Drain the wake-up pipe: each frame names a queue that went from empty to non-empty. */
+static void wake_read(kt_consumer_t *kc) {
+        wake_t w[64];
+        size_t total = 0;
+        ssize_t got;
+
+        while ((got = read(kc->wake[0], w, sizeof(w))) > 0) {
+                total += (size_t)got;
+                if ((size_t)got % sizeof(w[0]))
+                        total = KT_WAKE_PIPE_MIN; /* cannot happen (whole frames): read all */
+                for (size_t i = 0; i < (size_t)got / sizeof(w[0]); i++) {
+                        kt_partition_t *p;
+                        if (w[i].topic_idx < 0 || (size_t)w[i].topic_idx >= kc->conf->topic_cnt ||
+                            w[i].partition < 0 || w[i].partition >= kc->by_id_size[w[i].topic_idx])
+                                continue; /* the consumer queue: always polled */
+                        if ((p = kc->by_id[w[i].topic_idx][w[i].partition]))
+                                read_list_add(kc, p); /* NULL: gone since, nothing to read */
+                }
+        }
+        if (total >= KT_WAKE_PIPE_MIN) /* the pipe may have been full: a frame lost */
+                for (kt_partition_t *p = kc->parts; p; p = p->next)
+                        read_list_add(kc, p);
+}
+
 int kt_consumer_poll(kt_consumer_t *kc, int max) {
         rd_kafka_message_t *batch[64];
-        char buf[256];
-        int n, more = 0, woke = 0;
+        kt_partition_t *p;
+        int n, more = 0;
 
         /* Drain the wake-up pipe before polling: librdkafka writes it again only when a queue
          * goes from empty to non-empty. */
-        while (read(kc->wake[0], buf, sizeof(buf)) > 0)
-                woke = 1;
+        wake_read(kc);
         /* Group events, errors, logs, statistics (and records of partitions whose own queue
          * could not be set up). */
         for (n = 0; n < max; n++) {
@@ -1447,28 +1527,37 @@ int kt_consumer_poll(kt_consumer_t *kc, int max) {
                 more = 1;
         if (kc->commit_again && !kc->commit_inflight && kc->join_safe && !kc->closing)
                 commit_send(kc); /* deferred while the group was joining */
-        /* Records, from each partition with room: after a wake-up (it does not say which
-         * queue) all of them, else those known to hold more (p->more: a partition left
-         * unread while full, or cut short by the batch size, gets no new wake-up). */
-        for (kt_partition_t *p = kc->parts; p; p = p->next) {
-                size_t room;
+        /* Records, from the partitions that may hold some: named by a wake-up, cut short by
+         * the batch size, or full and drained since (no new wake-up tells of those). The list
+         * is taken whole; what is read here and may hold more goes on the next one. */
+        kc->reading = kc->to_read;
+        kc->to_read = NULL;
+        while ((p = kc->reading)) {
+                size_t room, limit = (size_t)kc->conf->partition_buffer_records;
                 ssize_t got;
 
-                if (!p->rkq || p->full || p->state != KT_PART_ACTIVE || (!woke && !p->more) ||
-                    p->q.cnt >= (size_t)kc->conf->partition_buffer_records) /* lowered live */
+                kc->reading = p->read_next;
+                p->more = 0;
+                if (p->q.cnt >= limit) /* the bound was lowered live: full, as buffer_record says */
+                        p->full = 1;
+                /* Full: read again once drained (kt_consumer_record_done puts it back). */
+                if (!p->rkq || p->full || p->state != KT_PART_ACTIVE)
                         continue;
-                room = (size_t)kc->conf->partition_buffer_records - p->q.cnt;
+                room = limit - p->q.cnt;
                 if (room > sizeof(batch) / sizeof(batch[0]))
                         room = sizeof(batch) / sizeof(batch[0]);
                 got = rd_kafka_consume_batch_queue(p->rkq, 0, batch, room);
+                kc->stats.partition_reads++;
                 for (ssize_t i = 0; i < got; i++)
                         message_serve(kc, batch[i]);
                 /* A full batch means there may be more; an empty queue will wake us. */
-                p->more = got > 0 && (size_t)got == room;
+                if (got > 0 && (size_t)got == room) {
+                        read_list_add(kc, p);
+                        if (!p->full)
+                                more = 1;
+                }
                 if (got >= 0 && (size_t)got < room)
                         fetch_wakeup(kc, p);
-                if (p->more && !p->full)
-                        more = 1;
                 n += got > 0 ? (int)got : 0;
         }
         return more;
@@ -1510,7 +1599,7 @@ void kt_consumer_record_done(kt_consumer_t *kc, kt_record_t *rec) {
         if (p->full && p->q.cnt <= (size_t)kc->conf->partition_buffer_records / 2 &&
             p->bytes <= (size_t)kc->conf->partition_buffer_bytes / 2) {
                 p->full = 0;
-                p->more = 1; /* its queue may hold records: no wake-up will tell */
+                read_list_add(kc, p); /* its queue may hold records: no wake-up will tell */
                 kc->more = 1;
                 KT_DBG(FAC, "%s [%d]: buffer drained (%zu), reading again", p->topic, p->partition,
                        p->q.cnt);

@@ -27,6 +27,17 @@
  * client's threads (calling outstanding completions with ZCLOSING first), so once it returned
  * nothing refers to the session's context any more. Logged once per state change, never per
  * attempt; the client's own log goes to ours at debug level, else it is silenced.
+ * Watches belong to a session: when one is replaced, every known broker is marked stale, so
+ * the new session's first list reads each registration again and so sets its data watch
+ * again (a version already looked at is not counted or handed over twice).
+ *
+ * Host names. zookeeper_init2() resolves the connect string's hosts itself, synchronously
+ * (getaddrinfo), which would block the loop for as long as DNS takes. So each session start
+ * first resolves them on a thread of its own (zk_resolve_t, detached, one at a time) into a
+ * connect string of numeric addresses (kt_consumer_zk_connect_resolve), handed back under a
+ * lock with a byte on the same pipe; the loop then calls zookeeper_init2() with that, which
+ * resolves nothing. A resolution still running when discovery is destroyed is abandoned: the
+ * thread frees it and no longer writes the pipe.
  *
  * Bad data. A registration that cannot be used (not JSON, wrong types, no endpoint for our
  * protocol, bad host or port, too big) or a child that is not a broker id is skipped, logged
@@ -36,6 +47,9 @@
 #include "consumer.h"
 
 #include <arpa/inet.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <cjson/cJSON.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -450,6 +464,145 @@ static void on_data(int rc, const char *value, int value_len, const struct Stat 
         ev_push(sh, ev);
 }
 
+/* ---------------------------------------------------------------- host names, off the loop */
+
+/** Append \p n bytes of \p s to \p out (capacity \p size, \p *len used). @returns -1 if they
+ *  do not fit. */
+static int append(char *out, size_t size, size_t *len, const char *s, size_t n) {
+        if (*len + n >= size)
+                return -1;
+        memcpy(out + *len, s, n);
+        *len += n;
+        out[*len] = '\0';
+        return 0;
+}
+
+kt_err_t kt_consumer_zk_connect_resolve(const char *connect, char *out, size_t size, char *errstr,
+                                        size_t errstr_size) {
+        const char *chroot = strchr(connect, '/');
+        const char *end = chroot ? chroot : connect + strlen(connect), *h = connect;
+        size_t len = 0;
+        int resolved = 0;
+        char why[256] = "";
+
+        if (!size)
+                return fail(errstr, errstr_size, "no room");
+        out[0] = '\0';
+        while (h < end) {
+                const char *comma = memchr(h, ',', (size_t)(end - h));
+                const char *stop = comma ? comma : end, *colon = NULL, *host = h, *host_end;
+                char hbuf[256], pbuf[8];
+                struct addrinfo hints, *res = NULL, *ai;
+                int rc;
+
+                while (host < stop && (*host == ' ' || *host == '\t'))
+                        host++;
+                for (const char *c = host; c < stop; c++)
+                        if (*c == ':')
+                                colon = c;
+                if (!colon || colon + 1 >= stop || (size_t)(stop - colon - 1) >= sizeof(pbuf))
+                        return fail(errstr, errstr_size, "'%.*s' has no port", (int)(stop - h), h);
+                host_end = colon;
+                if (*host == '[' && host_end > host + 1 && host_end[-1] == ']') {
+                        host++;
+                        host_end--;
+                }
+                if (host_end == host || (size_t)(host_end - host) >= sizeof(hbuf))
+                        return fail(errstr, errstr_size, "'%.*s' has no host", (int)(stop - h), h);
+                memcpy(hbuf, host, (size_t)(host_end - host));
+                hbuf[host_end - host] = '\0';
+                memcpy(pbuf, colon + 1, (size_t)(stop - colon - 1));
+                pbuf[stop - colon - 1] = '\0';
+                memset(&hints, 0, sizeof(hints));
+                hints.ai_family = AF_UNSPEC;
+                hints.ai_socktype = SOCK_STREAM;
+                hints.ai_protocol = IPPROTO_TCP;
+                hints.ai_flags = AI_ADDRCONFIG;
+                rc = getaddrinfo(hbuf, pbuf, &hints, &res);
+                if (rc == EAI_BADFLAGS) {
+                        hints.ai_flags = 0; /* as the ZooKeeper client does */
+                        rc = getaddrinfo(hbuf, pbuf, &hints, &res);
+                }
+                if (rc)
+                        snprintf(why, sizeof(why), "%.64s: %s", hbuf, gai_strerror(rc));
+                for (ai = rc ? NULL : res; ai; ai = ai->ai_next) {
+                        char num[INET6_ADDRSTRLEN];
+                        if ((ai->ai_family != AF_INET && ai->ai_family != AF_INET6) ||
+                            getnameinfo(ai->ai_addr, ai->ai_addrlen, num, sizeof(num), NULL, 0,
+                                        NI_NUMERICHOST))
+                                continue;
+                        /* The client splits host and port at the last ':': no brackets. */
+                        if ((len && append(out, size, &len, ",", 1)) ||
+                            append(out, size, &len, num, strlen(num)) ||
+                            append(out, size, &len, ":", 1) ||
+                            append(out, size, &len, pbuf, strlen(pbuf))) {
+                                freeaddrinfo(res);
+                                return fail(errstr, errstr_size,
+                                            "resolved addresses over %zu bytes", size);
+                        }
+                        resolved = 1;
+                }
+                if (!rc && res)
+                        freeaddrinfo(res);
+                h = comma ? comma + 1 : end;
+        }
+        if (!resolved)
+                return fail(errstr, errstr_size, "no host of it resolves%s%s%s", *why ? " (" : "",
+                            why, *why ? ")" : "");
+        if (chroot && append(out, size, &len, chroot, strlen(chroot)))
+                return fail(errstr, errstr_size, "resolved addresses over %zu bytes", size);
+        return KT_OK;
+}
+
+/** One resolution of the connect string, on its own thread (see DESIGN: host names). */
+typedef struct zk_resolve {
+        pthread_mutex_t lock;
+        int refs;      /**< under lock: the thread and the loop; the last one frees it */
+        int abandoned; /**< under lock: discovery is gone, its pipe must not be written */
+        int done;      /**< under lock; then err, numeric and why are the thread's answer */
+        int wake_fd;   /**< discovery's pipe, written once done unless abandoned */
+        kt_err_t err;
+        char *connect; /**< what to resolve (a copy: a reload may free the config) */
+        char numeric[4096];
+        char why[256];
+} zk_resolve_t;
+
+static void resolve_unref(zk_resolve_t *r, int abandon) {
+        int last;
+
+        pthread_mutex_lock(&r->lock);
+        if (abandon)
+                r->abandoned = 1;
+        last = --r->refs == 0;
+        pthread_mutex_unlock(&r->lock);
+        if (!last)
+                return;
+        pthread_mutex_destroy(&r->lock);
+        free(r->connect);
+        free(r);
+}
+
+/** @locality its own thread */
+static void *resolve_run(void *arg) {
+        zk_resolve_t *r = arg;
+        char numeric[sizeof(r->numeric)], why[sizeof(r->why)] = "";
+        kt_err_t err =
+            kt_consumer_zk_connect_resolve(r->connect, numeric, sizeof(numeric), why, sizeof(why));
+
+        pthread_mutex_lock(&r->lock);
+        r->err = err;
+        memcpy(r->numeric, numeric, sizeof(numeric));
+        memcpy(r->why, why, sizeof(why));
+        r->done = 1;
+        if (!r->abandoned) {
+                ssize_t w = write(r->wake_fd, "r", 1); /* a full pipe already wakes the loop */
+                (void)w;
+        }
+        pthread_mutex_unlock(&r->lock);
+        resolve_unref(r, 0);
+        return NULL;
+}
+
 /* ---------------------------------------------------------------- the loop's side */
 
 typedef enum broker_state {
@@ -491,6 +644,9 @@ struct kt_zk {
         size_t broker_cnt;
         size_t broker_size; /**< allocated */
         kt_zk_stats_t stats;
+        zk_resolve_t *resolve;    /**< the resolution of the connect string running or done */
+        int64_t resolve_since_ms; /**< when it started */
+        int resolve_logged;       /**< a slow resolution was logged */
 };
 
 static void zk_log(const char *message) {
@@ -709,56 +865,115 @@ static void session_close(kt_zk_t *zk) {
         zk->gen++; /* what the closed session queued is stale */
         zk->stats.connected = 0;
         zk->ses_connected = 0;
-        for (size_t i = 0; i < zk->broker_cnt; i++)
-                if (zk->brokers[i].fetching) {
-                        zk->brokers[i].fetching = 0;
-                        zk->brokers[i].stale = 1;
-                }
+        /* Every data watch went with the session: the next one reads each broker again. */
+        for (size_t i = 0; i < zk->broker_cnt; i++) {
+                zk->brokers[i].fetching = 0;
+                zk->brokers[i].stale = 1;
+        }
 }
 
+/** A session could not be started (\p why): log once per outage, back off. */
+static void start_failed(kt_zk_t *zk, const char *why) {
+        if (!zk->start_failing)
+                KT_WARN(FAC,
+                        "cannot start a session with ZooKeeper %s: %s; retrying with back-off%s",
+                        zk->conf->zookeeper, why,
+                        zk->stats.discovered ? "" : " (not ready until a broker is discovered)");
+        else
+                KT_DBG(FAC, "ZooKeeper %s: start failed again: %s", zk->conf->zookeeper, why);
+        zk->start_failing = 1;
+        zk->start_at_ms = kt_now_ms() + zk->backoff_ms;
+        zk->backoff_ms =
+            zk->backoff_ms * 2 > KT_ZK_BACKOFF_MAX_MS ? KT_ZK_BACKOFF_MAX_MS : zk->backoff_ms * 2;
+}
+
+/** Resolve the connect string's hosts on a thread (see DESIGN: host names); session_init()
+ *  follows once it answered (resolve_poll). */
 static void session_start(kt_zk_t *zk) {
-        int64_t now = kt_now_ms();
-        int saved;
+        pthread_attr_t attr;
+        zk_resolve_t *r;
+        int rc = -1;
 
         zk->start_at_ms = INT64_MAX;
+        if (zk->resolve)
+                return; /* one at a time: its answer starts the session */
+        if (!(r = calloc(1, sizeof(*r))) || !(r->connect = strdup(zk->conf->zookeeper))) {
+                free(r);
+                start_failed(zk, "out of memory");
+                return;
+        }
+        r->wake_fd = zk->sh.wake[1];
+        r->refs = 2;
+        if (pthread_mutex_init(&r->lock, NULL)) {
+                free(r->connect);
+                free(r);
+                start_failed(zk, "mutex: out of resources");
+                return;
+        }
+        if (!pthread_attr_init(&attr)) {
+                pthread_t t;
+                pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+                rc = pthread_create(&t, &attr, resolve_run, r);
+                pthread_attr_destroy(&attr);
+        }
+        if (rc) {
+                r->refs = 1;
+                resolve_unref(r, 1);
+                start_failed(zk, "cannot start a thread to resolve its hosts");
+                return;
+        }
+        zk->resolve = r;
+        zk->resolve_since_ms = kt_now_ms();
+        zk->resolve_logged = 0;
+        KT_DBG(FAC, "resolving the hosts of ZooKeeper %s", zk->conf->zookeeper);
+}
+
+/** The hosts resolved: create the session with the numeric connect string. */
+static void session_init(kt_zk_t *zk, const char *numeric) {
+        int saved;
+
         if (!(zk->ses = calloc(1, sizeof(*zk->ses)))) {
-                zk->start_at_ms = now + zk->backoff_ms;
+                start_failed(zk, "out of memory");
                 return;
         }
         zk->ses->sh = &zk->sh;
         zk->ses->gen = ++zk->gen;
         errno = 0;
-        zk->zh = zookeeper_init2(zk->conf->zookeeper, on_watch, KT_ZK_SESSION_TIMEOUT_MS, NULL,
-                                 zk->ses, 0, zk_log);
+        /* Numeric addresses only: the client resolves nothing on the loop thread. */
+        zk->zh =
+            zookeeper_init2(numeric, on_watch, KT_ZK_SESSION_TIMEOUT_MS, NULL, zk->ses, 0, zk_log);
         saved = errno;
         if (!zk->zh) {
-                /* The client says ENOENT when no host of the connect string resolves. */
-                const char *why = saved == ENOENT ? "no host of it resolves"
-                                  : saved         ? strerror(saved)
-                                                  : "unknown error";
-                if (!zk->start_failing)
-                        KT_WARN(FAC,
-                                "cannot start a session with ZooKeeper %s: %s; retrying with "
-                                "back-off%s",
-                                zk->conf->zookeeper, why,
-                                zk->stats.discovered ? ""
-                                                     : " (not ready until a broker is discovered)");
-                else
-                        KT_DBG(FAC, "ZooKeeper %s: start failed again: %s", zk->conf->zookeeper,
-                               why);
-                zk->start_failing = 1;
                 free(zk->ses);
                 zk->ses = NULL;
-                zk->start_at_ms = now + zk->backoff_ms;
-                zk->backoff_ms = zk->backoff_ms * 2 > KT_ZK_BACKOFF_MAX_MS ? KT_ZK_BACKOFF_MAX_MS
-                                                                           : zk->backoff_ms * 2;
+                start_failed(zk, saved ? strerror(saved) : "unknown error");
                 return;
         }
         if (zk->start_failing)
                 KT_INFO(FAC, "session with ZooKeeper %s started; connecting", zk->conf->zookeeper);
         zk->start_failing = 0;
-        zk->down_since_ms = now;
-        KT_DBG(FAC, "connecting to ZooKeeper %s", zk->conf->zookeeper);
+        zk->down_since_ms = kt_now_ms();
+        KT_DBG(FAC, "connecting to ZooKeeper %s (%s)", zk->conf->zookeeper, numeric);
+}
+
+/** Take the resolution's answer if it is there, and start the session with it. */
+static void resolve_poll(kt_zk_t *zk) {
+        zk_resolve_t *r = zk->resolve;
+        int done;
+
+        if (!r)
+                return;
+        pthread_mutex_lock(&r->lock);
+        done = r->done;
+        pthread_mutex_unlock(&r->lock);
+        if (!done)
+                return;
+        zk->resolve = NULL;
+        if (r->err)
+                start_failed(zk, r->why);
+        else if (!zk->zh)
+                session_init(zk, r->numeric);
+        resolve_unref(r, 0);
 }
 
 /** Session state changes (from the global watcher and, duplicated, from every watch). */
@@ -891,6 +1106,9 @@ void kt_consumer_zk_destroy(kt_zk_t *zk) {
         if (!zk)
                 return;
         session_close(zk); /* joins the ZooKeeper threads: nothing touches zk->sh after it */
+        if (zk->resolve)   /* its thread frees it and no longer writes our pipe */
+                resolve_unref(zk->resolve, 1);
+        zk->resolve = NULL;
         while ((ev = zk->sh.head)) {
                 zk->sh.head = ev->next;
                 ev_free(ev);
@@ -971,6 +1189,7 @@ int64_t kt_consumer_zk_poll(kt_zk_t *zk) {
                 session_close(zk);
                 zk->start_at_ms = now;
         }
+        resolve_poll(zk);
         if (!zk->zh && now >= zk->start_at_ms)
                 session_start(zk);
         if (zk->zh && !zk->stats.connected && !zk->outage_logged &&
@@ -980,7 +1199,17 @@ int64_t kt_consumer_zk_poll(kt_zk_t *zk) {
                         zk->conf->zookeeper, KT_ZK_CONNECT_WARN_MS,
                         zk->stats.discovered ? "" : " (not ready until a broker is discovered)");
         }
-        if (!zk->zh)
+        if (zk->resolve && !zk->resolve_logged &&
+            now >= zk->resolve_since_ms + KT_ZK_CONNECT_WARN_MS) {
+                zk->resolve_logged = 1;
+                KT_WARN(FAC,
+                        "ZooKeeper %s: its host names not resolved after %d ms: still waiting%s",
+                        zk->conf->zookeeper, KT_ZK_CONNECT_WARN_MS,
+                        zk->stats.discovered ? "" : " (not ready until a broker is discovered)");
+        }
+        if (zk->resolve)
+                due = zk->resolve_logged ? INT64_MAX : zk->resolve_since_ms + KT_ZK_CONNECT_WARN_MS;
+        else if (!zk->zh)
                 due = zk->start_at_ms;
         else if (!zk->stats.connected) {
                 if (!zk->outage_logged)

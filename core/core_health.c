@@ -58,6 +58,7 @@ void kt_loop_probe_done(int up, void *cbarg) {
  */
 int kt_loop_runtime_wait(kt_loop_t *kl) {
         int backoff = KT_PROBE_MIN_MS, logged = 0;
+        int64_t since = kt_now_ms(), warned = 0;
 
         kt_metrics_runtime_up_set(kl->km, 0);
         for (;;) {
@@ -83,6 +84,15 @@ int kt_loop_runtime_wait(kt_loop_t *kl) {
                 if (!logged++)
                         KT_INFO(FAC, "waiting for the runtime at %s before joining the group",
                                 kl->conf->runtime_health_url);
+                /* A runtime that never answers is worth a WARN, not only the INFO above. */
+                if (kt_now_ms() - since >= KT_RUNTIME_WAIT_WARN_MS &&
+                    (!warned || kt_now_ms() - warned >= KT_RUNTIME_WAIT_WARN_EVERY_MS)) {
+                        warned = kt_now_ms();
+                        KT_WARN(FAC,
+                                "the runtime at %s has not answered for %lld s: not joining the "
+                                "group until it does",
+                                kl->conf->runtime_health_url, (long long)(warned - since) / 1000);
+                }
                 while (kt_now_ms() < next) {
                         kt_metrics_heartbeat(kl->km);
                         if (kt_loop_signals_read(kl))

@@ -26,6 +26,10 @@
 /** Runtime health probes back off from the first to the second. */
 #define KT_PROBE_MIN_MS 100
 #define KT_PROBE_MAX_MS 5000
+/** Waiting at start for a runtime that does not answer: a WARN after this long, and again
+ *  at most this often. */
+#define KT_RUNTIME_WAIT_WARN_MS       10000
+#define KT_RUNTIME_WAIT_WARN_EVERY_MS 60000
 /** After an allocation failure in the dispatch path, start nothing for this long. */
 #define KT_NOMEM_PAUSE_MS 100
 

@@ -420,8 +420,9 @@ int kt_loop_run(kt_config_t **confp, kt_metrics_t *km) {
                 }
                 /* The reader's fd as it is now: a reload may have started or ended above. */
                 fds[4].fd = kl.reader ? kt_config_reader_fd(kl.reader) : -1;
-                /* poll(2) skips the -1 entries (no producer, no ZooKeeper, no reload). */
-                kt_dispatch_wait(kl.kd, fds, 5, (int)wait_ms);
+                /* -1 entries (no producer, no ZooKeeper, no reload) are skipped. A failed wait
+                 * has logged (rate limited) and slept its back-off: going round is no spin. */
+                (void)kt_dispatch_wait(kl.kd, fds, 5, (int)wait_ms);
         }
 
         if (kl.state != KT_LOOP_STOPPED) {

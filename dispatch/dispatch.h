@@ -132,9 +132,19 @@ void kt_dispatch_wait_reset(kt_dispatch_t *kd);
 /**
  * @brief Sleep until a transfer, one of \p extra fds, or \p timeout_ms (capped by curl's own
  *        timers) wants attention.
+ * @returns KT_OK (also when a signal cut the wait short), or KT_ERR_SYS when epoll failed:
+ *          then it has slept a back-off (10 ms doubling to 1 s while it keeps failing, woken
+ *          early only by \p extra) and logged it, at most once per 10 s, so a caller that
+ *          just waits again never spins.
  */
 kt_err_t kt_dispatch_wait(kt_dispatch_t *kd, struct curl_waitfd *extra, unsigned extra_cnt,
                           int timeout_ms);
+
+/**
+ * @brief Test hook: the next \p cnt waits fail as if epoll_wait() failed with \p err.
+ * @remark Unit tests only.
+ */
+void kt_dispatch_wait_fail_inject(kt_dispatch_t *kd, int err, int cnt);
 
 /**
  * @brief Back-off before attempt number \p attempts + 1: full jitter, uniform in

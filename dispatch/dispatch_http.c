@@ -36,6 +36,13 @@
  *   curl_multi_timeout() says one is due. curl_multi_perform() would instead visit every
  *   transfer on every call and poll() each one's socket: with 64 calls in flight that was
  *   about 3.4 poll() calls and a walk over 64 handles per record.
+ * - A wait that fails (epoll_wait, or epoll_ctl of one of the loop's fds; EINTR is a normal
+ *   wake-up) would make the loop spin: the loop asks to sleep, comes straight back, asks again.
+ *   So a failed wait sleeps instead, in poll(2) on the loop's own fds (signals, Kafka, the
+ *   producer still wake it), for a back-off that doubles from KT_DISPATCH_WAIT_BACKOFF_MIN_MS
+ *   to KT_DISPATCH_WAIT_BACKOFF_MAX_MS and is reset by the next wait that works; curl's
+ *   sockets are then served only by its timeouts. One ERROR per KT_DISPATCH_WAIT_LOG_MS says
+ *   so, with the count of the failures not logged (epoll_ctl failures of curl's sockets too).
  */
 #define _GNU_SOURCE
 #include "dispatch.h"
@@ -44,6 +51,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <poll.h>
 #include <sys/epoll.h>
 #include <unistd.h>
 
@@ -53,6 +61,11 @@
 #define KT_DISPATCH_MAX_EXTRA 8
 /** epoll data tag of an extra fd (curl sockets are tagged with their fd, never negative). */
 #define EXTRA_TAG (UINT64_C(1) << 63)
+/** A failed wait sleeps this long, doubled at each failure in a row up to the max. */
+#define KT_DISPATCH_WAIT_BACKOFF_MIN_MS 10
+#define KT_DISPATCH_WAIT_BACKOFF_MAX_MS 1000
+/** At most one ERROR about failing waits (or socket registrations) this often. */
+#define KT_DISPATCH_WAIT_LOG_MS 10000
 
 #define FAC "DISPATCH"
 
@@ -96,7 +109,28 @@ struct kt_dispatch {
         unsigned extra_cnt;
         struct epoll_event ready[KT_DISPATCH_MAX_EVENTS]; /**< curl sockets ready, for perform */
         int ready_cnt;
+        int wait_backoff_ms;         /**< the last failed wait's sleep; 0 after one that worked */
+        int64_t wait_logged_ms;      /**< when the last ERROR about it was logged, 0 never */
+        unsigned long wait_unlogged; /**< failures since then, not logged */
+        int inject_errno;            /**< test hook: the next inject_cnt waits fail with it */
+        int inject_cnt;
 };
+
+/** Log a failed epoll call, at most once per KT_DISPATCH_WAIT_LOG_MS (see DESIGN). */
+static void epoll_err_log(kt_dispatch_t *kd, const char *what, int fd, int err) {
+        int64_t now = kt_now_ms();
+
+        if (kd->wait_logged_ms && now - kd->wait_logged_ms < KT_DISPATCH_WAIT_LOG_MS) {
+                kd->wait_unlogged++;
+                return;
+        }
+        KT_ERR(FAC,
+               "%s(%d): %s: waiting with a back-off of up to %d ms (%lu more failures since "
+               "the last such message)",
+               what, fd, strerror(err), KT_DISPATCH_WAIT_BACKOFF_MAX_MS, kd->wait_unlogged);
+        kd->wait_logged_ms = now;
+        kd->wait_unlogged = 0;
+}
 
 /** CURLMOPT_SOCKETFUNCTION: keep the epoll set equal to what curl waits for. */
 static int socket_cb(CURL *easy, curl_socket_t fd, int what, void *userp, void *socketp) {
@@ -113,7 +147,7 @@ static int socket_cb(CURL *easy, curl_socket_t fd, int what, void *userp, void *
         ev.data.u64 = (uint64_t)fd;
         if (epoll_ctl(kd->epfd, socketp ? EPOLL_CTL_MOD : EPOLL_CTL_ADD, fd, &ev) == -1 &&
             !(socketp && errno == ENOENT && epoll_ctl(kd->epfd, EPOLL_CTL_ADD, fd, &ev) == 0)) {
-                KT_ERR(FAC, "epoll_ctl(%d): %s", (int)fd, strerror(errno));
+                epoll_err_log(kd, "epoll_ctl", (int)fd, errno);
                 return -1; /* curl fails the transfers on this socket */
         }
         if (!socketp)
@@ -643,8 +677,8 @@ static kt_err_t extra_sync(kt_dispatch_t *kd, const struct curl_waitfd *extra, u
                 ev.events = events;
                 ev.data.u64 = EXTRA_TAG | (uint64_t)(unsigned)extra[j].fd;
                 if (epoll_ctl(kd->epfd, op, extra[j].fd, &ev) == -1) {
-                        KT_ERR(FAC, "epoll_ctl(%d): %s", extra[j].fd, strerror(errno));
-                        return KT_ERR_HTTP;
+                        epoll_err_log(kd, "epoll_ctl", extra[j].fd, errno);
+                        return KT_ERR_SYS;
                 }
                 if (op == EPOLL_CTL_ADD)
                         kd->extra[kd->extra_cnt++] = extra[j].fd;
@@ -653,28 +687,59 @@ static kt_err_t extra_sync(kt_dispatch_t *kd, const struct curl_waitfd *extra, u
         return KT_OK;
 }
 
+/** A wait failed: sleep the back-off in poll(2) on \p extra, never less (see DESIGN). */
+static kt_err_t wait_backoff(kt_dispatch_t *kd, struct curl_waitfd *extra, unsigned extra_cnt) {
+        struct pollfd pfd[KT_DISPATCH_MAX_EXTRA];
+        nfds_t n = 0;
+
+        kd->wait_backoff_ms =
+            kd->wait_backoff_ms ? kd->wait_backoff_ms * 2 : KT_DISPATCH_WAIT_BACKOFF_MIN_MS;
+        if (kd->wait_backoff_ms > KT_DISPATCH_WAIT_BACKOFF_MAX_MS)
+                kd->wait_backoff_ms = KT_DISPATCH_WAIT_BACKOFF_MAX_MS;
+        for (unsigned j = 0; j < extra_cnt && n < KT_DISPATCH_MAX_EXTRA; j++)
+                if (extra[j].fd >= 0)
+                        pfd[n++] = (struct pollfd){extra[j].fd, POLLIN, 0};
+        if (poll(pfd, n, kd->wait_backoff_ms) > 0)
+                for (nfds_t i = 0; i < n; i++)
+                        for (unsigned j = 0; j < extra_cnt; j++)
+                                if (extra[j].fd == pfd[i].fd && (pfd[i].revents & POLLIN))
+                                        extra[j].revents = CURL_WAIT_POLLIN;
+        return KT_ERR_SYS;
+}
+
+void kt_dispatch_wait_fail_inject(kt_dispatch_t *kd, int err, int cnt) {
+        kd->inject_errno = err;
+        kd->inject_cnt = cnt;
+}
+
 kt_err_t kt_dispatch_wait(kt_dispatch_t *kd, struct curl_waitfd *extra, unsigned extra_cnt,
                           int timeout_ms) {
         struct epoll_event evs[KT_DISPATCH_MAX_EVENTS];
         long curl_ms;
         int n;
 
-        if (extra_sync(kd, extra, extra_cnt))
-                return KT_ERR_HTTP;
         for (unsigned j = 0; j < extra_cnt; j++)
                 extra[j].revents = 0;
+        if (extra_sync(kd, extra, extra_cnt))
+                return wait_backoff(kd, extra, extra_cnt);
         /* Level-triggered: a socket not handed to curl yet is reported again. */
         kd->ready_cnt = 0;
         if (timeout_ms != 0 && curl_multi_timeout(kd->multi, &curl_ms) == CURLM_OK &&
             curl_ms >= 0 && (timeout_ms < 0 || curl_ms < timeout_ms))
                 timeout_ms = (int)curl_ms;
-        n = epoll_wait(kd->epfd, evs, KT_DISPATCH_MAX_EVENTS, timeout_ms);
+        if (kd->inject_cnt > 0) {
+                kd->inject_cnt--;
+                errno = kd->inject_errno;
+                n = -1;
+        } else
+                n = epoll_wait(kd->epfd, evs, KT_DISPATCH_MAX_EVENTS, timeout_ms);
         if (n == -1) {
                 if (errno == EINTR)
-                        return KT_OK;
-                KT_ERR(FAC, "epoll_wait: %s", strerror(errno));
-                return KT_ERR_HTTP;
+                        return KT_OK; /* a signal: the loop looks at the signalfd */
+                epoll_err_log(kd, "epoll_wait", kd->epfd, errno);
+                return wait_backoff(kd, extra, extra_cnt);
         }
+        kd->wait_backoff_ms = 0;
         for (int i = 0; i < n; i++) {
                 if (!(evs[i].data.u64 & EXTRA_TAG)) {
                         kd->ready[kd->ready_cnt++] = evs[i];

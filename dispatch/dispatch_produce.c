@@ -73,6 +73,8 @@ static void log_cb(const rd_kafka_t *rk, int level, const char *fac, const char 
         char f[64];
 
         (void)rk;
+        if (!strcmp(fac, "FAIL") && !kt_log_enabled(KT_LOG_DEBUG))
+                return; /* a broker connection failed: error_cb logs it once, with its code */
         snprintf(f, sizeof(f), "PRODUCER-%s", fac);
         kt_log(level, f, "%s", buf);
 }

@@ -211,8 +211,53 @@ static void test_unreachable(void) {
         kt_consumer_zk_destroy(zk);
 }
 
+/** Connect strings resolved to numeric addresses (off the loop, see consumer_zk.c). Only
+ *  numeric hosts and localhost (/etc/hosts): no network. */
+static void test_connect_resolve(void) {
+        static const struct {
+                const char *in;
+                size_t size;      /* of the output buffer */
+                const char *want; /* the output, or a part of the error text */
+                int ok;
+        } cases[] = {
+            {"127.0.0.1:2181", 256, "127.0.0.1:2181", 1},
+            {"127.0.0.1:2181,127.0.0.2:2182/kafka", 256, "127.0.0.1:2181,127.0.0.2:2182/kafka", 1},
+            {"127.0.0.1:2181,  127.0.0.3:1/a/b", 256, "127.0.0.1:2181,127.0.0.3:1/a/b", 1},
+            {"[127.0.0.1]:7", 256, "127.0.0.1:7", 1},
+            {"127.0.0.1", 256, "has no port", 0},
+            {"127.0.0.1:", 256, "has no port", 0},
+            {":2181", 256, "has no host", 0},
+            {"127.0.0.1:2181,127.0.0.2:2182", 20, "over 20 bytes", 0},
+            {"127.0.0.1:2181/kafka", 16, "over 16 bytes", 0},
+        };
+        char out[256], errstr[256];
+
+        for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+                kt_err_t err;
+                errstr[0] = '\0';
+                err = kt_consumer_zk_connect_resolve(cases[i].in, out, cases[i].size, errstr,
+                                                     sizeof(errstr));
+                if (cases[i].ok) {
+                        KT_CHECK(err == KT_OK, "%s: %s", cases[i].in, errstr);
+                        if (!err)
+                                KT_CHECK(!strcmp(out, cases[i].want), "%s -> '%s', want '%s'",
+                                         cases[i].in, out, cases[i].want);
+                } else
+                        KT_CHECK(err != KT_OK && strstr(errstr, cases[i].want), "%s: %d '%s'",
+                                 cases[i].in, (int)err, errstr);
+        }
+        /* A name from /etc/hosts: resolved to its numeric address(es), the chroot kept. */
+        KT_CHECK(kt_consumer_zk_connect_resolve("localhost:2181/k", out, sizeof(out), errstr,
+                                                sizeof(errstr)) == KT_OK,
+                 "localhost: %s", errstr);
+        KT_CHECK(!strstr(out, "localhost") && strstr(out, ":2181") && strlen(out) > 2 &&
+                     !strcmp(out + strlen(out) - 2, "/k"),
+                 "localhost:2181/k -> '%s'", out);
+}
+
 int main(void) {
         test_parse();
+        test_connect_resolve();
         test_parse_bounds();
         test_unreachable();
         return kt_test_done("test_zk");
