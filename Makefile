@@ -184,12 +184,12 @@ $(BARE_FORWARDER): bench/bare_forwarder.c
 	$(CC) -O2 -g -std=c11 $(WARN) $(patsubst -I%,-isystem %,$(shell pkg-config --cflags rdkafka libcurl)) \
 	  -o $@ $< $(shell pkg-config --libs rdkafka libcurl)
 
-bench: $(BARE_FORWARDER)
+bench:
 	scripts/install-deps
-	@$(MAKE) --no-print-directory ktrigger
+	@$(MAKE) --no-print-directory ktrigger bare-forwarder
 	BARE_FORWARDER_BIN=$(CURDIR)/$(BARE_FORWARDER) $(PYTHON) bench/bench.py --full
 
-bench-quick: $(BARE_FORWARDER)
+bench-quick:
 	scripts/install-deps
-	@$(MAKE) --no-print-directory ktrigger
+	@$(MAKE) --no-print-directory ktrigger bare-forwarder
 	BARE_FORWARDER_BIN=$(CURDIR)/$(BARE_FORWARDER) $(PYTHON) bench/bench.py --quick
