@@ -29,6 +29,9 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 KAFKA_SH = os.path.join(ROOT, 'integration-tests', 'kafka', 'kafka.sh')
 KTRIGGER = os.environ.get('KTRIGGER_BIN', os.path.join(ROOT, 'ktrigger'))
+#: The per-record ceiling run beside ktrigger (bench/bare_forwarder.c, built by make bench).
+BARE_FORWARDER = os.environ.get('BARE_FORWARDER_BIN',
+                                os.path.join(ROOT, 'build', 'release', 'bench', 'bare_forwarder'))
 KAFKA_DIR = os.environ.get('KT_KAFKA_DIR', '/tmp/ktrigger-kafka-bench')
 CLK_TCK = os.sysconf('SC_CLK_TCK')
 MAX_IN_FLIGHT = 64
@@ -39,6 +42,17 @@ HANDLER = 'bench.handler'
 # Benchmark-only overrides of ktrigger's defaults (everything else, prefetch bounds included, is
 # ktrigger's default): commit often so "committed == end" is seen soon after the last call.
 KAFKA_PROPS = [('fetch.wait.max.ms', '10'), ('auto.commit.interval.ms', '100')]
+#: ktrigger's own prefetch and fetch defaults (consumer/consumer_group.c, kt_consumer_new), given
+#: to the bare forwarder too so that both fetch the same way.
+KTRIGGER_FETCH_DEFAULTS = [('queued.max.messages.kbytes', '512'), ('queued.min.messages', '1000'),
+                           ('fetch.message.max.bytes', '262144'), ('fetch.max.bytes', '1048576')]
+#: How the topic is produced. '1MB': librdkafka's default batch.size (1,000,000 bytes) with
+#: linger 50 ms, so 100 B records land in ~8,700-record batches; '16KiB': Java's default
+#: batch.size (16384) with linger.ms 5, the common case (issue 15: memory with lag).
+PRODUCERS = {
+    '1MB': {'batch.size': 1000000, 'linger.ms': 50},
+    '16KiB': {'batch.size': 16384, 'linger.ms': 5},
+}
 
 #: name, partitions, value_bytes, ordering, runtime ('fast' | 'delay5' | 'sink'),
 #: records per mode (quick, full); 0 = not run in that mode. kind: 'throughput' | 'latency'.
@@ -46,6 +60,9 @@ SCENARIOS = [
     # The headline targets.
     dict(name='p8-100B-none-fast', partitions=8, value_bytes=100, ordering='none', runtime='fast',
          records=(100_000, 1_000_000)),
+    # The peak-RSS scenario again, with the topic written in Java-default 16 KiB batches.
+    dict(name='p8-100B-none-fast-b16KiB', partitions=8, value_bytes=100, ordering='none',
+         runtime='fast', records=(0, 1_000_000), producer='16KiB'),
     dict(name='p8-100B-key-fast', partitions=8, value_bytes=100, ordering='key', runtime='fast',
          records=(100_000, 300_000)),
     dict(name='p8-100B-partition-fast', partitions=8, value_bytes=100, ordering='partition',
@@ -165,10 +182,22 @@ class Kafka:
                  len(self.admin.list_topics(topic, timeout=5).topics[topic].partitions) ==
                  partitions, 30, f'topic {topic}')
 
-    def produce_bulk(self, topic, records, value_bytes):
-        p = Producer({'bootstrap.servers': self.bootstrap, 'linger.ms': 50,
-                      'batch.num.messages': 10000, 'queue.buffering.max.messages': 1000000,
-                      'queue.buffering.max.kbytes': 1048576, 'acks': 1})
+    def produce_bulk(self, topic, records, value_bytes, producer='1MB'):
+        """Fills topic; returns the producer's batch statistics (librdkafka's per-topic
+        batchsize / batchcnt windows, weighted by batch count)."""
+        windows = []
+
+        def on_stats(js):
+            t = json.loads(js).get('topics', {}).get(topic)
+            if t and t['batchcnt']['cnt']:
+                windows.append((t['batchcnt']['cnt'], t['batchsize']['avg'],
+                                t['batchsize']['max'], t['batchcnt']['avg'],
+                                t['batchcnt']['max']))
+        p = Producer(dict({'bootstrap.servers': self.bootstrap, 'batch.num.messages': 10000,
+                           'queue.buffering.max.messages': 1000000,
+                           'queue.buffering.max.kbytes': 1048576, 'acks': 1,
+                           'statistics.interval.ms': 500, 'stats_cb': on_stats},
+                          **PRODUCERS[producer]))
         value = b'x' * value_bytes
         keys = [b'k%03d' % i for i in range(KEYS)]
         for i in range(records):
@@ -182,6 +211,15 @@ class Kafka:
                 p.poll(0)
         if p.flush(120) != 0:
             raise RuntimeError(f'produce to {topic}: undelivered records')
+        time.sleep(0.6)   # one more statistics window for the last batches
+        p.poll(0)
+        n = sum(w[0] for w in windows)
+        return {'producer': producer, 'producer_batch_size': PRODUCERS[producer]['batch.size'],
+                'producer_linger_ms': PRODUCERS[producer]['linger.ms'],
+                'producer_batch_bytes_avg': sum(w[0] * w[1] for w in windows) / n if n else None,
+                'producer_batch_bytes_max': max((w[2] for w in windows), default=None),
+                'producer_batch_records_avg': sum(w[0] * w[3] for w in windows) / n if n else None,
+                'producer_batch_records_max': max((w[4] for w in windows), default=None)}
 
     def consumer(self, group):
         return Consumer({'bootstrap.servers': self.bootstrap, 'group.id': group,
@@ -413,6 +451,76 @@ def run_throughput(kafka, workdir, sc, topic, records, url, run_no):
         'join_s': t_first - kt.t_start,
         'peak_rss_mib': rss,
         'cpu_s_per_million': cpu / records * 1e6,
+        'cpu_us_per_record': cpu / records * 1e6,
+    }
+
+
+def run_bare_forwarder(kafka, workdir, sc, topic, records, url, run_no, conns):
+    """The bare forwarder on the same topic with a fresh group and ktrigger's fetch settings.
+    Its rate is records / (first call -> every call completed and the group's committed
+    offsets equal the end offsets), both seen by polling every 20 ms as for ktrigger: it stores
+    offsets as records are polled (enable.auto.offset.store), so commits alone could run ahead
+    of its last (at most `conns`) calls."""
+    group = f'bench-bare-{sc["name"]}-{run_no}-{int(time.time() * 1000)}'.replace('/', '_')
+    out_path = os.path.join(workdir, f'bare-{sc["name"].replace("/", "_")}-{run_no}.out')
+    props = [f'{k}={v}' for k, v in KTRIGGER_FETCH_DEFAULTS + KAFKA_PROPS]
+    outf = open(out_path, 'w')
+    t_start = time.monotonic()
+    proc = subprocess.Popen([BARE_FORWARDER, kafka.bootstrap, topic, group, url, str(conns),
+                             str(records)] + props, stdout=outf, stderr=subprocess.STDOUT)
+    c = kafka.consumer(group)
+
+    def seen(word):
+        with open(out_path) as f:
+            return any(line.startswith(word + ' ') for line in f)
+    try:
+        end = kafka.end_offsets(c, topic, sc['partitions'])
+        t_first = None
+        deadline = time.monotonic() + SCENARIO_TIMEOUT_S
+        complete = True
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise RuntimeError(f'bare_forwarder exited {proc.returncode}: see {out_path}')
+            now = time.monotonic()
+            if t_first is None and seen('first'):
+                t_first = now
+            if seen('done'):
+                break
+            time.sleep(0.02)
+        committed = kafka.committed(c, topic, sc['partitions'])
+        while time.monotonic() < deadline:
+            committed = kafka.committed(c, topic, sc['partitions'])
+            if committed == end:
+                break
+            time.sleep(0.02)
+        else:
+            complete = False
+            log(f'{sc["name"]}: bare forwarder not done after {SCENARIO_TIMEOUT_S}s: '
+                f'{sum(max(o, 0) for o in committed):,} of {records:,} committed')
+            records = sum(max(o, 0) for o in committed)
+            t_first = t_first or t_start
+        t_done = time.monotonic()
+        cpu = proc_cpu_s(proc.pid)
+        rss = proc_hwm_mib(proc.pid)
+    finally:
+        c.close()
+        stop_pid(proc, 40)
+        outf.close()
+    errors = None
+    with open(out_path) as f:
+        for line in f:
+            m = re.match(r'exit calls=(\d+) errors=(\d+)', line)
+            if m:
+                errors = int(m.group(2))
+    if errors:
+        log(f'{sc["name"]}: bare forwarder: {errors} failed calls (see {out_path})')
+    return {
+        'bare_forwarder_complete': complete,
+        'ceiling_bare_forwarder_records_per_s': records / (t_done - t_first),
+        'bare_forwarder_join_s': t_first - t_start,
+        'bare_forwarder_peak_rss_mib': rss,
+        'bare_forwarder_cpu_us_per_record': cpu / records * 1e6,
+        'bare_forwarder_errors': errors,
     }
 
 
@@ -523,10 +631,13 @@ def fmt(v, nd=0):
 def print_table(scenarios):
     cols = [('scenario', 'name', 0), ('records', 'records', 0), ('rec/s', 'records_per_s', 0),
             ('wrk/s', 'ceiling_wrk_req_per_s', 0), ('vs wrk', 'ratio_vs_wrk', 2),
-            ('kcat/s', 'ceiling_kafka_records_per_s', 0), ('p50ms', 'p50_ms', 2),
+            ('kcat/s', 'ceiling_kafka_records_per_s', 0),
+            ('bare/s', 'ceiling_bare_forwarder_records_per_s', 0),
+            ('vs bare', 'ratio_vs_bare_forwarder', 2), ('p50ms', 'p50_ms', 2),
             ('p99ms', 'p99_ms', 2), ('p999ms', 'p999_ms', 2), ('kafka p99', 'kafka_p99_ms', 2),
-            ('RSS MiB', 'peak_rss_mib', 1),
-            ('cpu s/M', 'cpu_s_per_million', 1)]
+            ('RSS MiB', 'peak_rss_mib', 1), ('bare MiB', 'bare_forwarder_peak_rss_mib', 1),
+            ('us/rec', 'cpu_us_per_record', 1),
+            ('bare us/rec', 'bare_forwarder_cpu_us_per_record', 1)]
     rows = [[h for h, _, _ in cols]]
     for s in scenarios:
         rows.append([fmt(s.get(k), nd) for _, k, nd in cols])
@@ -580,6 +691,8 @@ def main():
     ap.add_argument('--only', help='run the scenarios whose name contains this')
     ap.add_argument('--out', default=os.path.join(HERE, 'results', 'latest.json'))
     ap.add_argument('--keep-broker', action='store_true', help='leave the broker running')
+    ap.add_argument('--no-bare-forwarder', action='store_true',
+                    help='skip the bare forwarder ceiling (bench/bare_forwarder.c)')
     args = ap.parse_args()
     idx = 1 if args.full else 0
     runs = args.runs or (2 if args.full else 1)
@@ -596,6 +709,10 @@ def main():
             todo.append(dict(sc, records=sc['records'][idx]))
     if not os.access(KTRIGGER, os.X_OK):
         sys.exit(f'bench: {KTRIGGER} not built: run make')
+    bare = not args.no_bare_forwarder
+    if bare and not os.access(BARE_FORWARDER, os.X_OK):
+        sys.exit(f'bench: {BARE_FORWARDER} not built: run make bare-forwarder '
+                 '(or --no-bare-forwarder)')
     for tool in ('nginx', 'wrk', 'kcat'):
         if not shutil.which(tool):
             sys.exit(f'bench: {tool} not found: run scripts/install-deps')
@@ -612,19 +729,24 @@ def main():
         machine = machine_info(nginx_version)
         topics = {}
         for sc in todo:
+            producer = sc.get('producer', '1MB')
             key = (sc['partitions'], sc['value_bytes'],
-                   sc['records'] if sc.get('kind') != 'latency' else f'lat-{sc["name"]}')
+                   sc['records'] if sc.get('kind') != 'latency' else f'lat-{sc["name"]}',
+                   producer)
             if key not in topics:
                 name = (f'bench-p{sc["partitions"]}-v{sc["value_bytes"]}-'
-                        f'{key[2]}-{int(time.time())}').replace('/', '_')
+                        f'{key[2]}-b{producer}-{int(time.time())}').replace('/', '_')
                 kafka.create_topic(name, sc['partitions'])
+                pstats = {}
                 if sc.get('kind') != 'latency':
                     t0 = time.monotonic()
-                    kafka.produce_bulk(name, sc['records'], sc['value_bytes'])
+                    pstats = kafka.produce_bulk(name, sc['records'], sc['value_bytes'], producer)
                     log(f'produced {sc["records"]:,} x {sc["value_bytes"]} B to {name} in '
-                        f'{time.monotonic() - t0:.1f}s')
-                topics[key] = name
-            sc['topic'] = topics[key]
+                        f'{time.monotonic() - t0:.1f}s; batches: ' +
+                        ', '.join(f'{k}={v:.6g}' if isinstance(v, float) else f'{k}={v}'
+                                  for k, v in pstats.items()))
+                topics[key] = (name, pstats)
+            sc['topic'], sc['producer_stats'] = topics[key]
 
         for sc in todo:
             lat = sc.get('kind') == 'latency'
@@ -638,11 +760,14 @@ def main():
             lua = post_lua(workdir, sc['value_bytes'])
             records = sc['rate'] * sc['seconds'] if lat else sc['records']
             log(f'{sc["name"]}: {records:,} records, wrk -c{conns}')
-            wrk, kc, got = [], [], []
+            wrk, kc, got, bf = [], [], [], []
             for r in range(runs):
                 wrk.append(wrk_ceiling(url, conns, lua, wrk_s))
                 if not lat:
                     kc.append(kcat_ceiling(kafka.bootstrap, sc['topic'], records))
+                if not lat and bare:
+                    bf.append(run_bare_forwarder(kafka, workdir, sc, sc['topic'], records, url,
+                                                 r, conns))
                 ng0 = nginx.cpu_s()
                 if lat:
                     # A topic per run: a new group starts from the earliest offset, and the
@@ -659,7 +784,10 @@ def main():
                 log(f'  run {r + 1}: ' + ', '.join(f'{k}={v:.4g}' if isinstance(v, float)
                                                    else f'{k}={v}' for k, v in res.items()))
                 log(f'  ceilings: wrk {wrk[-1]:.0f}/s' +
-                    (f', kcat {kc[-1]:.0f}/s' if kc else ''))
+                    (f', kcat {kc[-1]:.0f}/s' if kc else '') +
+                    (f', bare forwarder {bf[-1]["ceiling_bare_forwarder_records_per_s"]:.0f}/s '
+                     f'at {bf[-1]["bare_forwarder_cpu_us_per_record"]:.1f} us/record, '
+                     f'{bf[-1]["bare_forwarder_peak_rss_mib"]:.1f} MiB' if bf else ''))
             out = {
                 'name': sc['name'], 'kind': sc.get('kind', 'throughput'),
                 'partitions': sc['partitions'], 'value_bytes': sc['value_bytes'],
@@ -670,7 +798,21 @@ def main():
                 'records': records, 'runs': len(got), 'wrk_connections': conns,
                 'ceiling_wrk_req_per_s': median(wrk),
                 'ceiling_kafka_records_per_s': median(kc),
+                # Records per HTTP request: per-record delivery here; batching is future work.
+                'batch_max_records': None,
             }
+            out.update(sc.get('producer_stats') or {})
+            if bf:
+                for k in bf[0]:
+                    if k == 'bare_forwarder_complete':
+                        out[k] = all(b[k] for b in bf)
+                    elif k == 'bare_forwarder_errors':
+                        out[k] = sum(b[k] or 0 for b in bf)
+                    else:
+                        out[k] = median([b[k] for b in bf])
+                out['bare_forwarder_concurrency'] = conns
+                out['bare_forwarder_peak_rss_mib'] = max(b['bare_forwarder_peak_rss_mib']
+                                                         for b in bf)
             for k in got[0]:
                 if k == 'complete':
                     out[k] = all(g[k] for g in got)
@@ -680,6 +822,11 @@ def main():
                                    if out['ceiling_wrk_req_per_s'] else None)
             out['ratio_vs_kafka'] = (out['records_per_s'] / out['ceiling_kafka_records_per_s']
                                      if out['ceiling_kafka_records_per_s'] else None)
+            if bf:
+                out['ratio_vs_bare_forwarder'] = (
+                    out['records_per_s'] / out['ceiling_bare_forwarder_records_per_s']
+                    if out['ceiling_bare_forwarder_records_per_s'] else None)
+                out['per_run_bare_forwarder'] = bf
             if sc['runtime'] == 'delay5':
                 out['ratio_vs_in_flight_over_delay'] = out['records_per_s'] / (
                     min(conns, MAX_IN_FLIGHT) / 0.005)
