@@ -429,6 +429,7 @@ out:
         kt_produce_destroy(kl.kp);
         kt_dispatch_destroy(kl.kd);
         kt_sched_destroy(kl.ks);
+        kt_loop_batch_free(&kl);
         free(kl.topic_map);
         kt_config_destroy(kl.rejoin_conf);
         if (kl.sigfd != -1)

@@ -221,7 +221,8 @@ void kt_sched_resolved(kt_sched_t *ks, kt_record_t *rec) {
                 lane->tail = NULL;
         rec->lane = NULL;
         rec->lane_next = NULL;
-        if (lane->head)
+        /* Not if it is already running: a batch may carry a lane's next records with it. */
+        if (lane->head && lane->head->state == KT_REC_QUEUED)
                 ready_push(ks, lane->head);
 }
 
