@@ -1,5 +1,5 @@
 """Batched delivery (dispatch.batch.*), against a batch-aware Python runtime
-(runtimes/python/handlers/batch_recorder.py): several records per POST in the CloudEvents
+(runtimes/{python,node,ruby}/handlers/batch_recorder.*): several records per POST in the CloudEvents
 JSON batch format, per-entry results in Dapr's bulk subscribe form.
 
 - exact delivery and per-lane order with `partition` and `key` ordering; a `partition` batch
@@ -26,11 +26,11 @@ def text(v):
     return v.decode() if isinstance(v, bytes) else v
 
 
-def start_batch_runtime(runtime_factory, tmp_path, **env):
+def start_batch_runtime(runtime_factory, tmp_path, lang='python', **env):
     record = tmp_path / 'batches.jsonl'
     environ = {'MOD_NAME': 'batch_recorder'}
     environ.update({k: str(v) for k, v in env.items()})
-    rt = runtime_factory(record_file=record, env=environ)
+    rt = runtime_factory(record_file=record, env=environ, lang=lang)
     return rt, record
 
 
@@ -62,15 +62,16 @@ def batch_conf(config, rt, ordering='partition', max_records=20, max_bytes=10485
     return conf
 
 
+@pytest.mark.parametrize('lang', kt.LANGS)
 @pytest.mark.parametrize('ordering', ['partition', 'key'])
-def test_exact_delivery_and_lane_order(ordering, kafka, names, config, runtime_factory,
+def test_exact_delivery_and_lane_order(ordering, lang, kafka, names, config, runtime_factory,
                                        ktrigger_factory, tmp_path):
     parts, per, keys = 2, 150, 5
     kafka.create_topic(names.topic, parts)
     recs = [{'partition': p, 'value': 'b p%d n%d' % (p, n), 'key': ('k%d' % (n % keys)).encode()}
             for p in range(parts) for n in range(per)]
     produced = kafka.produce(names.topic, recs)
-    rt, record = start_batch_runtime(runtime_factory, tmp_path, HANDLER_DELAY_MS=5)
+    rt, record = start_batch_runtime(runtime_factory, tmp_path, lang=lang, HANDLER_DELAY_MS=5)
     ktr = ktrigger_factory(batch_conf(config, rt, ordering=ordering, max_records=20,
                                       max_in_flight=3))
     total = parts * per
@@ -119,12 +120,13 @@ def test_exact_delivery_and_lane_order(ordering, kafka, names, config, runtime_f
     assert kt.metric_sum(samples, 'ktrigger_calls_total', outcome='success') == total
 
 
-def test_partial_failure_retry_and_drop(kafka, names, config, runtime_factory, ktrigger_factory,
+@pytest.mark.parametrize('lang', kt.LANGS)
+def test_partial_failure_retry_and_drop(lang, kafka, names, config, runtime_factory, ktrigger_factory,
                                         tmp_path):
     n = 30
     kafka.create_topic(names.topic, 1)
     kafka.produce(names.topic, [(0, 'e%d' % i) for i in range(n)])
-    rt, record = start_batch_runtime(runtime_factory, tmp_path, RETRY_TIMES='e5=1',
+    rt, record = start_batch_runtime(runtime_factory, tmp_path, lang=lang, RETRY_TIMES='e5=1',
                                      DROP_BODIES='e12')
     ktr = ktrigger_factory(batch_conf(config, rt, max_records=10, on_failure='skip'))
     want = set((0, i) for i in range(n)) - {(0, 12)}
@@ -165,12 +167,13 @@ def test_partial_failure_retry_and_drop(kafka, names, config, runtime_factory, k
     assert kt.metric_sum(samples, 'function_calls_total') == len(evs)
 
 
-def test_malformed_answer_fails_the_whole_batch(kafka, names, config, runtime_factory,
+@pytest.mark.parametrize('lang', kt.LANGS)
+def test_malformed_answer_fails_the_whole_batch(lang, kafka, names, config, runtime_factory,
                                                 ktrigger_factory, tmp_path):
     n = 8
     kafka.create_topic(names.topic, 1)
     kafka.produce(names.topic, [(0, 'm%d' % i) for i in range(n)])
-    rt, record = start_batch_runtime(runtime_factory, tmp_path, MALFORMED_NTH='1')
+    rt, record = start_batch_runtime(runtime_factory, tmp_path, lang=lang, MALFORMED_NTH='1')
     # max_wait_ms: all 8 in the first batch.
     ktr = ktrigger_factory(batch_conf(config, rt, max_records=n, max_wait_ms=3000))
     kt.wait_for(lambda: len(succeeded(record)) >= n, 60, 'all succeeded',
