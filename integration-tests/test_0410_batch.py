@@ -252,3 +252,23 @@ def test_batching_switched_on_by_reload(kafka, names, config, runtime_factory, k
         'q%d' % i for i in range(6)]
     kt.wait_for(lambda: kafka.committed(names.group, names.topic) == {0: 11}, 30, 'committed')
     assert ktr.stop() == 0
+
+
+def test_shutdown_sends_a_waiting_batch(kafka, names, config, runtime_factory, ktrigger_factory,
+                                        tmp_path):
+    """A drain means done: a batch waiting for max_wait_ms (here 60 s, past the 10 s drain
+    timeout) is sent at once when the shutdown starts, and committed."""
+    kafka.create_topic(names.topic, 1)
+    rt, record = start_batch_runtime(runtime_factory, tmp_path)
+    ktr = ktrigger_factory(batch_conf(config, rt, max_records=100, max_wait_ms=60000))
+    kafka.produce(names.topic, [(0, 'h%d' % i) for i in range(4)])
+    kt.wait_for(lambda: kt.metric_sum(ktr.metrics(), 'ktrigger_buffered_records') == 4, 30,
+                '4 records buffered', describe=lambda: [s for s in ktr.metrics()
+                                                        if 'buffered' in s[0]])
+    assert requests(record) == []  # waiting for more
+    t0 = time.time()
+    assert ktr.stop() == 0
+    assert time.time() - t0 < 8, 'the shutdown waited for max_wait_ms'
+    reqs = requests(record)
+    assert [[e['body'] for e in r['events']] for r in reqs] == [['h0', 'h1', 'h2', 'h3']]
+    assert kafka.committed(names.group, names.topic) == {0: 4}
