@@ -19,6 +19,8 @@
  * - Size: up to max_records records and max_bytes of encoded body; a record that does not
  *   fit waits for the next batch, and the first record always goes in (one bigger than
  *   max_bytes is sent alone). dispatch.max_in_flight counts requests (a batch takes one slot).
+ *   The encoded body counts in its partition's p->bytes while the call runs, so reading
+ *   pauses by dispatch.partition_buffer_bytes with the batch counted.
  * - When: at once if full (records or bytes), if max_wait_ms is 0, if its first record is a
  *   retry, or if the loop or its partition is draining; else it waits until its oldest
  *   record was buffered max_wait_ms ago: its lane heads are held (kl->held_*, out of the
@@ -55,6 +57,7 @@
 /** A batch call in flight: its records in the order sent, one partition's. */
 typedef struct batch {
         kt_partition_t *part;
+        size_t bytes; /**< its encoded body, counted in part->bytes while it is in flight */
         size_t cnt;
         kt_batch_status_t *st; /**< per entry, after recs[] in the same allocation */
         kt_record_t *recs[];
@@ -406,6 +409,7 @@ static void batch_start(kt_loop_t *kl, kt_record_t *first, int64_t now) {
             !(bt = malloc(sizeof(*bt) + n * (sizeof(bt->recs[0]) + sizeof(bt->st[0])))))
                 goto nomem;
         bt->part = p;
+        bt->bytes = b->len;
         bt->cnt = n;
         memcpy(bt->recs, kl->batch_cand, n * sizeof(bt->recs[0]));
         bt->st = (kt_batch_status_t *)(void *)(bt->recs + n);
@@ -425,6 +429,9 @@ static void batch_start(kt_loop_t *kl, kt_record_t *first, int64_t now) {
                 rec->batch = bt;
                 p->in_flight++;
         }
+        /* The encoded body is memory too: it counts in the partition's buffer bound (reading
+         * waits while it is over) until the call ends. */
+        p->bytes += bt->bytes;
         kt_metrics_batch_observe(kl->km, n);
         if (notes.dropped) {
                 kt_metrics_headers_dropped_add(kl->km, notes.dropped);
@@ -565,6 +572,7 @@ static void batch_done(kt_loop_t *kl, batch_t *bt, const kt_dispatch_result_t *r
                 bt->recs[i]->call = NULL;
                 bt->recs[i]->batch = NULL;
         }
+        p->bytes -= bt->bytes;
         if (res->runtime_down) {
                 /* Nothing listens: not these records' fault, not an attempt. */
                 for (size_t i = n; i-- > 0;) {
@@ -814,6 +822,7 @@ void kt_loop_partition_release(void *opaque, kt_partition_t *p, int lost) {
                                 bt->recs[i]->state = KT_REC_QUEUED;
                                 p->in_flight--;
                         }
+                        p->bytes -= bt->bytes;
                         free(bt);
                 }
                 if (rec->state == KT_REC_IN_FLIGHT) {
