@@ -6,7 +6,9 @@
  * ordering); in `none` ordering every record is alone. Only a lane's head may be started; when
  * it is resolved (succeeded, skipped, or handed to the dead-letter producer) the next record of
  * the lane becomes startable. A record waiting to retry stays its lane's head, so the records
- * behind it wait, and only them.
+ * behind it wait, and only them. A batch (core_record.c) may carry a head and the records
+ * behind it in one call: resolving the head then makes the next one startable only if it is
+ * still QUEUED, not while it is IN_FLIGHT in that batch.
  *
  * Startable records wait in one FIFO across all partitions (fair by arrival); the loop pops
  * from it while call slots are free, so dispatch.max_in_flight is the one global bound. Retries
