@@ -292,3 +292,41 @@ def test_drain_timeout_cancels_a_batch_in_flight(kafka, names, config, runtime_f
     assert kafka.committed(names.group, names.topic) in (None, {}, {0: 0}, {0: None}), \
         kafka.committed(names.group, names.topic)
     assert 'stopped cleanly' in ktr.log()
+
+
+def test_key_ordering_retry_holds_only_its_key(kafka, names, config, runtime_factory,
+                                               ktrigger_factory, tmp_path):
+    """With `key` ordering, an entry answered RETRY holds back only its key: the other keys'
+    entries in the same batch are done (sent once); the retry goes with its key's later
+    entries only."""
+    kafka.create_topic(names.topic, 1)
+    recs = [{'partition': 0, 'value': '%s%d' % (k, i), 'key': k.encode()}
+            for i in range(6) for k in ('a', 'b')]  # a0 b0 a1 b1 ...
+    kafka.produce(names.topic, recs)
+    rt, record = start_batch_runtime(runtime_factory, tmp_path, RETRY_TIMES='a1=1')
+    ktr = ktrigger_factory(batch_conf(config, rt, ordering='key', max_records=20,
+                                      max_wait_ms=2000))
+    kt.wait_for(lambda: len(succeeded(record)) >= 12, 30, 'all 12 records',
+                describe=lambda: requests(record))
+    kt.wait_for(lambda: kafka.committed(names.group, names.topic) == {0: 12}, 30, 'committed')
+    assert ktr.stop() == 0
+    reqs = requests(record)
+    evs = entries(reqs)
+    first = [e for e in evs if e['body'] == 'a1'][0]
+    assert first['answer'] == 'RETRY'
+    bodies = [e['body'] for e in evs]
+    for i in range(6):
+        assert bodies.count('b%d' % i) == 1, 'b%d sent %d times' % (i, bodies.count('b%d' % i))
+    assert bodies.count('a0') == 1
+    # a1 and the a-records after it in its batch went again, after a1, with no b-record.
+    retry = [r for r in reqs if r['seq'] > first['seq'] and
+             any(e['body'] == 'a1' for e in r['events'])]
+    assert retry, 'a1 was not sent again'
+    assert all(e['key'] == 'a' for e in retry[0]['events']), retry[0]['events']
+    assert retry[0]['events'][0]['body'] == 'a1'
+    last = {}
+    for e in evs:
+        last[e['body']] = e['seq']
+    for k in 'ab':
+        seqs = [last['%s%d' % (k, i)] for i in range(6)]
+        assert seqs == sorted(seqs), (k, seqs)
