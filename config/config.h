@@ -166,6 +166,9 @@ typedef struct kt_config {
         int json_content_type_exact; /**< send a JSON record's Content-Type as exactly
                                           application/json (its own value stays in
                                           event-header-content-type) */
+        int batch_max_records;       /**< records per request; 0 or 1: batching off */
+        int batch_max_bytes;         /**< most bytes of an encoded batch (one record may be more) */
+        int batch_max_wait_ms;       /**< an unfull batch waits this long for its oldest record */
 
         /* metrics */
         char *metrics_listen; /**< host:port as given */

@@ -1400,6 +1400,11 @@ static void validate(kt_config_t *conf, errs_t *e) {
         if (conf->reply_topic && !topic_valid(conf->reply_topic))
                 errk(e, conf, "dispatch.reply_topic", "'%s' is not a valid topic name",
                      conf->reply_topic);
+        if (conf->reply_topic && conf->batch_max_records > 1)
+                errk(e, conf, "dispatch.batch.max_records",
+                     "%d (batching) cannot be used with dispatch.reply_topic: a batch's answer "
+                     "is its per-entry statuses, not a reply",
+                     conf->batch_max_records);
         for (size_t i = 0; conf->reply_topic && i < conf->topic_cnt; i++)
                 if (!strcmp(conf->topics[i], conf->reply_topic))
                         errk(e, conf, "dispatch.reply_topic",

@@ -71,6 +71,8 @@ typedef struct kt_record {
         char *last_error;         /**< last transfer error, NULL if none */
         int value_kind;           /**< dispatch's content-type detection (KT_VALUE_*), kept
                                        between attempts; 0 until the first */
+        int64_t added_ms;         /**< kt_now_ms() when buffered (dispatch.batch.max_wait_ms) */
+        void *batch; /**< the loop's batch call it is part of while IN_FLIGHT, or NULL */
         /* scheduler bookkeeping */
         kt_lane_t *lane;              /**< NULL in `none` ordering */
         struct kt_record *lane_next;  /**< next record of its lane */

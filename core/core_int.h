@@ -88,6 +88,13 @@ typedef struct kt_loop {
         int probing;
         int64_t probe_at_ms;
         int probe_backoff_ms;
+        /* batching (dispatch.batch.max_records > 1), see core_record.c */
+        kt_record_t *held_head, *held_tail; /**< lane heads of batches waiting to fill up
+                                                 (dispatch.batch.max_wait_ms), linked through
+                                                 ready_next; out of the scheduler's queue */
+        kt_dispatch_batch_t batch_body;     /**< the batch body being built */
+        kt_record_t **batch_cand;           /**< its records, in the order added */
+        size_t batch_cand_cap;
 } kt_loop_t;
 
 /** A reply or dead letter in flight. The record may be dropped (revoked) before Kafka answers;
@@ -131,6 +138,9 @@ void kt_loop_record_add(void *opaque, kt_record_t *rec);
 
 /** @brief Serve the reply/dead-letter producer's delivery reports. */
 void kt_loop_produce_poll(kt_loop_t *kl);
+
+/** @brief Free the batch building storage (at the end). */
+void kt_loop_batch_free(kt_loop_t *kl);
 
 /* ---------------------------------------------------------------- core_health.c */
 

@@ -440,6 +440,7 @@ out:
         kt_produce_destroy(kl.kp);
         kt_dispatch_destroy(kl.kd);
         kt_sched_destroy(kl.ks);
+        kt_loop_batch_free(&kl);
         free(kl.topic_map);
         kt_config_destroy(kl.rejoin_conf);
         kt_config_reader_destroy(kl.reader);

@@ -4,6 +4,43 @@
  * finished (done -> the consumer stores the offset its partition is finished up to), retried
  * with back-off, given up by dispatch.on_failure (skip / dead-letter; block never gives up),
  * its reply or dead letter produced and acknowledged, or released with its partition.
+ *
+ * DESIGN: batches (dispatch.batch.max_records > 1) are a way of starting and finishing the
+ * same records, not a second life: each record of a batch is IN_FLIGHT (rec->call is the
+ * batch's call, rec->batch the batch) and comes out of it through the same steps as from its
+ * own call (done, retry wait, given up by on_failure).
+ * - What goes in: the scheduler still hands out only startable records (lane heads). A batch
+ *   starts with one and takes the QUEUED records behind it in its lane, in order (a lane's
+ *   records are consecutive in the batch); in `key` and `none` ordering it then takes more
+ *   startable records of the same partition from the ready queue (records of other
+ *   partitions are put back in front, in order; at most KT_BATCH_SCAN_MAX are looked at). So
+ *   with `partition` ordering a batch is consecutive records of one partition. One partition
+ *   per batch: revoking it cancels the call, and no other partition's records are in it.
+ * - Size: up to max_records records and max_bytes of encoded body; a record that does not
+ *   fit waits for the next batch, and the first record always goes in (one bigger than
+ *   max_bytes is sent alone). dispatch.max_in_flight counts requests (a batch takes one slot).
+ *   The encoded body counts in its partition's p->bytes while the call runs, so reading
+ *   pauses by dispatch.partition_buffer_bytes with the batch counted.
+ * - When: at once if full (records or bytes), if max_wait_ms is 0, if its first record is a
+ *   retry, or if the loop or its partition is draining; else it waits until its oldest
+ *   record was buffered max_wait_ms ago: its lane heads are held (kl->held_*, out of the
+ *   ready queue so the loop sleeps) and put back in front at the next dispatch pass.
+ * - A retry goes alone with its lane's records behind it (no other lane's records).
+ * - The answer (dispatch_batch.c): per entry SUCCESS, RETRY or DROP. Entries are settled in
+ *   the order sent. SUCCESS: done (its lane's next record is not started while it is still in
+ *   this batch). RETRY: a retriable failure of that record; DROP: a permanent one (4xx-like:
+ *   on_failure applies, block retries it). When an entry is left waiting to retry, its lane's
+ *   later entries in the batch go back to QUEUED behind it, whatever their status, and that
+ *   send is not counted as an attempt of theirs: they reach the function again after it, as
+ *   AWS Lambda re-sends a stream batch from its first failed record. Nothing is committed
+ *   that is not done, so the commit rule is untouched.
+ * - A non-2xx, a transport failure, or a 2xx whose answer cannot be read fails every entry
+ *   as that call would have failed a single record (an unreadable answer: retriable); the
+ *   lane rule above applies. A runtime that is down: every record back, not an attempt.
+ * - Metrics: ktrigger_calls_total{outcome} counts entries by the answer each got (RETRY as
+ *   http_5xx, DROP as http_4xx, a whole-batch failure as that call's class, an unreadable 2xx
+ *   answer as http_other), also those sent again; function_calls_total and the
+ *   duration histogram count records; ktrigger_batch_records counts requests.
  */
 #define _GNU_SOURCE
 #include "core_int.h"
@@ -13,6 +50,18 @@
 #include <string.h>
 
 #define FAC "LOOP"
+
+/** Records of other partitions looked at (and put back) while filling one batch. */
+#define KT_BATCH_SCAN_MAX 64
+
+/** A batch call in flight: its records in the order sent, one partition's. */
+typedef struct batch {
+        kt_partition_t *part;
+        size_t bytes; /**< its encoded body, counted in part->bytes while it is in flight */
+        size_t cnt;
+        kt_batch_status_t *st; /**< per entry, after recs[] in the same allocation */
+        kt_record_t *recs[];
+} batch_t;
 
 static void retry_later(kt_loop_t *kl, kt_record_t *rec, int64_t delay_ms) {
         if (kt_sched_retry_at(kl->ks, rec, kt_now_ms() + delay_ms)) {
@@ -209,6 +258,208 @@ static void record_start(kt_loop_t *kl, kt_record_t *rec) {
         p->in_flight++;
 }
 
+/* ---------------------------------------------------------------- batches (see DESIGN) */
+
+static int is_lane_head(const kt_record_t *rec) {
+        return !rec->lane || rec->lane->head == rec;
+}
+
+/** Put the held lane heads back in front of the ready queue, in their order. */
+static void held_return(kt_loop_t *kl) {
+        kt_record_t *rev = NULL, *rec, *next;
+
+        for (rec = kl->held_head; rec; rec = next) {
+                next = rec->ready_next;
+                rec->ready_next = rev;
+                rev = rec;
+        }
+        kl->held_head = kl->held_tail = NULL;
+        for (rec = rev; rec; rec = next) {
+                next = rec->ready_next;
+                kt_sched_requeue(kl->ks, rec);
+        }
+}
+
+static void held_push(kt_loop_t *kl, kt_record_t *rec) {
+        rec->ready_next = NULL;
+        if (kl->held_tail)
+                kl->held_tail->ready_next = rec;
+        else
+                kl->held_head = rec;
+        kl->held_tail = rec;
+}
+
+/** Forget the held records of \p p (being released). */
+static void held_drop(kt_loop_t *kl, kt_partition_t *p) {
+        kt_record_t **pp = &kl->held_head, *last = NULL;
+
+        while (*pp) {
+                kt_record_t *rec = *pp;
+                if (rec->part == p) {
+                        *pp = rec->ready_next;
+                        rec->ready_next = NULL;
+                } else {
+                        last = rec;
+                        pp = &rec->ready_next;
+                }
+        }
+        kl->held_tail = last;
+}
+
+static void req_fill(const kt_loop_t *kl, const kt_record_t *rec, kt_dispatch_req_t *req) {
+        const kt_partition_t *p = rec->part;
+
+        req->topic = p->topic;
+        req->partition = p->partition;
+        req->offset = rec->offset;
+        req->timestamp_ms = rec->timestamp_ms;
+        req->timestamp_type = rec->timestamp_type;
+        req->key = rec->key;
+        req->key_len = rec->key_len;
+        req->value = rec->value;
+        req->len = rec->len;
+        req->headers = rec->headers;
+        req->format = kl->conf->event_format;
+        req->json_ct_exact = kl->conf->json_content_type_exact;
+        req->value_kind = NULL; /* the batch encoder decides JSON its own way */
+}
+
+/** Records of other partitions popped while filling a batch: put back in front, in order. */
+static void skipped_return(kt_loop_t *kl, kt_record_t *lifo) {
+        for (kt_record_t *rec = lifo, *next; rec; rec = next) {
+                next = rec->ready_next;
+                kt_sched_requeue(kl->ks, rec);
+        }
+}
+
+/** Start a batch with the startable record \p first (see the DESIGN block). */
+static void batch_start(kt_loop_t *kl, kt_record_t *first, int64_t now) {
+        const kt_config_t *c = kl->conf;
+        kt_partition_t *p = first->part;
+        kt_dispatch_batch_t *b = &kl->batch_body;
+        kt_dispatch_notes_t notes = {0, 0};
+        kt_record_t *skipped = NULL, *head = first;
+        size_t max = (size_t)c->batch_max_records, n = 0;
+        int full = 0, scanned = 0, retry = first->attempts > 0;
+        int64_t oldest = first->added_ms;
+        batch_t *bt = NULL;
+        void *call = NULL;
+        char *body;
+        size_t len;
+        kt_err_t err;
+
+        if (kl->batch_cand_cap < max) {
+                kt_record_t **cand = realloc(kl->batch_cand, max * sizeof(*cand));
+                if (!cand)
+                        goto nomem;
+                kl->batch_cand = cand;
+                kl->batch_cand_cap = max;
+        }
+        kt_dispatch_batch_reset(b);
+        while (head) {
+                /* The head, then the records behind it in its lane. */
+                for (kt_record_t *rec = head; rec && n < max;
+                     rec = rec->lane ? rec->lane_next : NULL) {
+                        kt_dispatch_req_t req;
+                        if (rec != head && rec->state != KT_REC_QUEUED)
+                                break;
+                        req_fill(kl, rec, &req);
+                        err = kt_dispatch_batch_add(b, &req, (size_t)c->batch_max_bytes, &notes);
+                        if (err == KT_ERR_NOMEM && !n)
+                                goto nomem;
+                        if (err) {
+                                full = 1;
+                                if (rec == head) { /* waits for the next batch, in front */
+                                        head->ready_next = skipped;
+                                        skipped = head;
+                                }
+                                break;
+                        }
+                        kl->batch_cand[n++] = rec;
+                        if (rec->added_ms < oldest)
+                                oldest = rec->added_ms;
+                }
+                if (n >= max)
+                        full = 1;
+                head = NULL;
+                if (full || retry || c->ordering == KT_ORDER_PARTITION)
+                        break;
+                /* More startable records of the same partition (other lanes). */
+                while (scanned < KT_BATCH_SCAN_MAX && (head = kt_sched_next(kl->ks))) {
+                        scanned++;
+                        if (head->part == p && head->state == KT_REC_QUEUED && !head->attempts)
+                                break;
+                        head->ready_next = skipped;
+                        skipped = head;
+                        head = NULL;
+                }
+        }
+        if (!full && !retry && c->batch_max_wait_ms > 0 && kl->state == KT_LOOP_RUNNING &&
+            p->state == KT_PART_ACTIVE && now < oldest + c->batch_max_wait_ms) {
+                /* Not full yet and not old enough: its lane heads wait (out of the ready
+                 * queue, so the loop sleeps), the records behind them stay in their lanes. */
+                for (size_t i = 0; i < n; i++)
+                        if (is_lane_head(kl->batch_cand[i]))
+                                held_push(kl, kl->batch_cand[i]);
+                kt_loop_wake_at(kl, oldest + c->batch_max_wait_ms);
+                skipped_return(kl, skipped);
+                return;
+        }
+        if (kt_dispatch_batch_finish(b) ||
+            !(bt = malloc(sizeof(*bt) + n * (sizeof(bt->recs[0]) + sizeof(bt->st[0])))))
+                goto nomem;
+        bt->part = p;
+        bt->bytes = b->len;
+        bt->cnt = n;
+        memcpy(bt->recs, kl->batch_cand, n * sizeof(bt->recs[0]));
+        bt->st = (kt_batch_status_t *)(void *)(bt->recs + n);
+        body = b->buf; /* handed over to the call */
+        len = b->len;
+        b->buf = NULL;
+        b->len = b->cap = b->cnt = 0;
+        if (kt_dispatch_batch_submit(kl->kd, body, len, bt, &call)) {
+                free(bt);
+                goto nomem;
+        }
+        for (size_t i = 0; i < n; i++) {
+                kt_record_t *rec = bt->recs[i];
+                rec->attempts++;
+                rec->state = KT_REC_IN_FLIGHT;
+                rec->call = call;
+                rec->batch = bt;
+                p->in_flight++;
+        }
+        /* The encoded body is memory too: it counts in the partition's buffer bound (reading
+         * waits while it is over) until the call ends. */
+        p->bytes += bt->bytes;
+        kt_metrics_batch_observe(kl->km, n);
+        if (notes.dropped) {
+                kt_metrics_headers_dropped_add(kl->km, notes.dropped);
+                KT_WARN(FAC,
+                        "%s [%d] @%lld..: %d record header(s) not carried in the batch (name "
+                        "too long, value too big, repeated, or past the header cap)",
+                        p->topic, p->partition, (long long)first->offset, notes.dropped);
+        }
+        KT_DBG(FAC, "%s [%d]: batch of %zu records (%zu bytes) from @%lld", p->topic, p->partition,
+               n, len, (long long)first->offset);
+        skipped_return(kl, skipped);
+        return;
+
+nomem:
+        /* Keep the records where they were (the skipped ones behind), start nothing for a
+         * while. */
+        skipped_return(kl, skipped);
+        for (size_t i = n; i-- > 0;)
+                if (is_lane_head(kl->batch_cand[i]))
+                        kt_sched_requeue(kl->ks, kl->batch_cand[i]);
+        if (!n)
+                kt_sched_requeue(kl->ks, first);
+        kl->nomem_until_ms = kt_now_ms() + KT_NOMEM_PAUSE_MS;
+        kt_loop_wake_at(kl, kl->nomem_until_ms);
+        KT_WARN(FAC, "%s [%d] @%lld: out of memory building a batch: trying again shortly",
+                p->topic, p->partition, (long long)first->offset);
+}
+
 /** Start what may start now; recompute when the loop must wake up next. */
 void kt_loop_dispatch_ready(kt_loop_t *kl) {
         int64_t now = kt_now_ms();
@@ -233,12 +484,15 @@ void kt_loop_dispatch_ready(kt_loop_t *kl) {
                 kt_loop_wake_at(kl, kl->nomem_until_ms);
                 return;
         }
+        held_return(kl);
         /* A slot frees only through a completion, which wakes the loop. */
         while (kt_dispatch_slots_free(kl->kd) && (rec = kt_sched_next(kl->ks))) {
                 /* Draining partitions go on too: a drain means done. (A released one's records
                  * left the scheduler when it was released.) */
                 if (rec->state == KT_REC_PRODUCING)
                         produce(kl, rec); /* an earlier write failed */
+                else if (kl->conf->batch_max_records > 1)
+                        batch_start(kl, rec, now);
                 else
                         record_start(kl, rec);
         }
@@ -277,14 +531,167 @@ static kt_call_outcome_t call_outcome(const kt_dispatch_result_t *res) {
         return KT_CALL_HTTP_OTHER;
 }
 
+/** One entry of a batch failed (\p outcome): retry it or give it up, as for its own call.
+ *  @returns 1 if it waits to retry (it stays its lane's head). */
+static int entry_failed(kt_loop_t *kl, kt_record_t *rec, kt_outcome_t outcome, long status,
+                        const char *why, int64_t retry_after_ms) {
+        kt_partition_t *p = rec->part;
+        int64_t backoff;
+
+        record_error_set(rec, status, why);
+        if (kl->conf->on_failure != KT_FAIL_BLOCK &&
+            (outcome == KT_OUTCOME_PERMANENT || rec->attempts >= kl->conf->retry_max_attempts)) {
+                give_up(kl, rec, why);
+                return 0;
+        }
+        backoff = kt_dispatch_backoff_ms(kl->conf, rec->attempts);
+        if (retry_after_ms >= 0)
+                backoff = retry_after_ms < kl->conf->retry_max_backoff_ms
+                              ? retry_after_ms
+                              : kl->conf->retry_max_backoff_ms;
+        rec->state = KT_REC_RETRY_WAIT;
+        retry_later(kl, rec, backoff);
+        kt_metrics_retry_inc(kl->km);
+        KT_WARN(FAC, "%s [%d] @%lld: attempt %d (in a batch): %s; retrying in %lld ms", p->topic,
+                p->partition, (long long)rec->offset, rec->attempts, why, (long long)backoff);
+        return 1;
+}
+
+/** A batch call finished: settle its entries in the order sent (see the DESIGN block). */
+static void batch_done(kt_loop_t *kl, batch_t *bt, const kt_dispatch_result_t *res) {
+        kt_partition_t *p = bt->part;
+        size_t n = bt->cnt;
+        kt_dispatch_req_t *reqs = NULL;
+        kt_outcome_t outcome = res->outcome;
+        kt_call_outcome_t counted = call_outcome(res);
+        kt_lane_t *broken = NULL;
+        int whole = 0; /* every entry failed as the call did */
+        char why[512], perr[300];
+
+        for (size_t i = 0; i < n; i++) {
+                bt->recs[i]->call = NULL;
+                bt->recs[i]->batch = NULL;
+        }
+        p->bytes -= bt->bytes;
+        if (res->runtime_down) {
+                /* Nothing listens: not these records' fault, not an attempt. */
+                for (size_t i = n; i-- > 0;) {
+                        kt_record_t *rec = bt->recs[i];
+                        p->in_flight--;
+                        rec->attempts--;
+                        rec->state = KT_REC_QUEUED;
+                        kt_metrics_outcome_inc(kl->km, KT_CALL_CONNECT_ERROR);
+                        if (is_lane_head(rec))
+                                kt_sched_requeue(kl->ks, rec);
+                }
+                free(res->body);
+                free(bt);
+                kt_loop_runtime_down_enter(kl);
+                return;
+        }
+        if (res->unbuildable || outcome != KT_OUTCOME_SUCCESS) {
+                whole = 1;
+                if (res->unbuildable)
+                        outcome = KT_OUTCOME_RETRIABLE; /* a batch can be made again smaller */
+                if (res->status)
+                        snprintf(why, sizeof(why), "runtime answered %ld to the batch",
+                                 res->status);
+                else
+                        snprintf(why, sizeof(why), "batch call failed: %s", res->error);
+        } else if (res->body_too_big) {
+                whole = 1;
+                outcome = KT_OUTCOME_RETRIABLE;
+                counted = KT_CALL_HTTP_OTHER;
+                snprintf(why, sizeof(why),
+                         "batch answer over %d bytes: per-entry statuses "
+                         "unreadable",
+                         KT_MAX_RESPONSE_BYTES);
+        } else if (!(reqs = malloc((n ? n : 1) * sizeof(*reqs)))) {
+                whole = 1;
+                outcome = KT_OUTCOME_RETRIABLE;
+                counted = KT_CALL_HTTP_OTHER;
+                snprintf(why, sizeof(why), "out of memory reading the batch answer");
+        } else {
+                for (size_t i = 0; i < n; i++)
+                        req_fill(kl, bt->recs[i], &reqs[i]);
+                if (kt_dispatch_batch_parse(res->body, res->body_len, reqs, n, bt->st, perr,
+                                            sizeof(perr))) {
+                        whole = 1;
+                        outcome = KT_OUTCOME_RETRIABLE;
+                        counted = KT_CALL_HTTP_OTHER;
+                        snprintf(why, sizeof(why),
+                                 "runtime answered %ld with unreadable per-entry statuses: %s",
+                                 res->status, perr);
+                        KT_WARN(FAC, "%s [%d] @%lld..: %s", p->topic, p->partition,
+                                (long long)bt->recs[0]->offset, why);
+                }
+        }
+        free(reqs);
+        free(res->body);
+
+        for (size_t i = 0; i < n; i++) {
+                kt_record_t *rec = bt->recs[i];
+                kt_batch_status_t st = whole ? KT_BATCH_RETRY : bt->st[i];
+                int failed = whole || st != KT_BATCH_SUCCESS;
+
+                p->in_flight--;
+                kt_metrics_call_observe(kl->km, kl->topic_map[p->topic_idx], res->seconds, failed);
+                if (res->sends > 1) {
+                        rec->attempts += res->sends - 1;
+                        kt_metrics_call_resends_add(kl->km, kl->topic_map[p->topic_idx],
+                                                    res->sends - 1);
+                }
+                /* Counted by the answer this entry got, also when it goes again below. */
+                kt_metrics_outcome_inc(kl->km, whole                    ? counted
+                                               : st == KT_BATCH_SUCCESS ? KT_CALL_SUCCESS
+                                               : st == KT_BATCH_RETRY   ? KT_CALL_HTTP_5XX
+                                                                        : KT_CALL_HTTP_4XX);
+                if (rec->lane && rec->lane == broken) {
+                        /* An earlier record of its lane waits to retry: this one goes again
+                         * after it, and this send was not an attempt of its own. */
+                        rec->attempts--;
+                        rec->state = KT_REC_QUEUED;
+                        continue;
+                }
+                if (whole) {
+                        if (entry_failed(kl, rec, outcome, res->status, why, res->retry_after_ms))
+                                broken = rec->lane;
+                        continue;
+                }
+                switch (st) {
+                case KT_BATCH_SUCCESS:
+                        kt_sched_resolved(kl->ks, rec);
+                        rec->state = KT_REC_DONE;
+                        kt_consumer_record_done(kl->kc, rec); /* may free rec */
+                        break;
+                case KT_BATCH_RETRY:
+                        if (entry_failed(kl, rec, KT_OUTCOME_RETRIABLE, res->status,
+                                         "the function answered RETRY for it", -1))
+                                broken = rec->lane;
+                        break;
+                case KT_BATCH_DROP:
+                        if (entry_failed(kl, rec, KT_OUTCOME_PERMANENT, res->status,
+                                         "the function answered DROP for it", -1))
+                                broken = rec->lane;
+                        break;
+                }
+        }
+        free(bt);
+}
+
 /** kt_dispatch_done_cb */
 void kt_loop_call_done(void *opaque, const kt_dispatch_result_t *res, void *cbarg) {
         kt_loop_t *kl = cbarg;
         kt_record_t *rec = opaque;
-        kt_partition_t *p = rec->part;
+        kt_partition_t *p;
         int64_t backoff;
         char why[256];
 
+        if (res->batch) {
+                batch_done(kl, opaque, res);
+                return;
+        }
+        p = rec->part;
         p->in_flight--;
         rec->call = NULL;
         if (res->unbuildable) {
@@ -406,6 +813,18 @@ void kt_loop_partition_release(void *opaque, kt_partition_t *p, int lost) {
 
         (void)lost;
         for (kt_record_t *rec = p->q.head; rec; rec = rec->next) {
+                if (rec->state == KT_REC_IN_FLIGHT && rec->batch) {
+                        batch_t *bt = rec->batch;
+                        kt_dispatch_request_cancel(kl->kd, rec->call);
+                        for (size_t i = 0; i < bt->cnt; i++) {
+                                bt->recs[i]->call = NULL;
+                                bt->recs[i]->batch = NULL;
+                                bt->recs[i]->state = KT_REC_QUEUED;
+                                p->in_flight--;
+                        }
+                        p->bytes -= bt->bytes;
+                        free(bt);
+                }
                 if (rec->state == KT_REC_IN_FLIGHT) {
                         kt_dispatch_request_cancel(kl->kd, rec->call);
                         rec->call = NULL;
@@ -418,6 +837,7 @@ void kt_loop_partition_release(void *opaque, kt_partition_t *p, int lost) {
                         p->producing--;
                 }
         }
+        held_drop(kl, p);
         kt_sched_partition_drop(kl->ks, p);
 }
 
@@ -429,5 +849,14 @@ void kt_loop_produce_poll(kt_loop_t *kl) {
 /** kt_consumer_hooks_t.record */
 void kt_loop_record_add(void *opaque, kt_record_t *rec) {
         kt_loop_t *kl = opaque;
+
+        rec->added_ms = kt_now_ms();
         kt_sched_record_add(kl->ks, rec);
+}
+
+void kt_loop_batch_free(kt_loop_t *kl) {
+        kt_dispatch_batch_free(&kl->batch_body);
+        free(kl->batch_cand);
+        kl->batch_cand = NULL;
+        kl->batch_cand_cap = 0;
 }

@@ -71,6 +71,8 @@ typedef struct kt_dispatch_result {
         size_t body_len;
         int body_too_big;         /**< the body was over KT_MAX_RESPONSE_BYTES (body is NULL) */
         const char *content_type; /**< response Content-Type, NULL if none */
+        int batch;                /**< the call was a batch (kt_dispatch_batch_submit): the
+                                       body is kept whatever dispatch.reply_topic says */
 } kt_dispatch_result_t;
 
 /* KT_MAX_RESPONSE_BYTES, the largest response body kept for a reply, is in config.h: the
@@ -251,6 +253,66 @@ int kt_dispatch_value_is_json(const void *value, size_t len);
 
 /** @returns non-zero if \p s[0..len) is valid UTF-8. */
 int kt_dispatch_utf8_valid(const unsigned char *s, size_t len);
+
+/* ---------------------------------------------------------------- batches (dispatch_batch.c) */
+
+/** Content-Type of a batch request: the CloudEvents JSON batch format. */
+#define KT_BATCH_CONTENT_TYPE "application/cloudevents-batch+json"
+
+/**
+ * A batch body being built: a JSON array of structured-mode CloudEvents, one per record (see
+ * the DESIGN block of dispatch_batch.c). Plain data, owned by its user; zero-initialize.
+ */
+typedef struct kt_dispatch_batch {
+        char *buf; /**< the body, not NUL-terminated */
+        size_t len, cap;
+        size_t cnt; /**< events in it */
+} kt_dispatch_batch_t;
+
+/** One entry's result in a batch answer (Dapr bulk subscribe statuses). */
+typedef enum kt_batch_status {
+        KT_BATCH_SUCCESS, /**< done */
+        KT_BATCH_RETRY,   /**< failed, retriable */
+        KT_BATCH_DROP     /**< failed for good: dispatch.on_failure applies */
+} kt_batch_status_t;
+
+/** @brief Empty \p b, keeping its storage. */
+void kt_dispatch_batch_reset(kt_dispatch_batch_t *b);
+
+/** @brief Free the storage of \p b (it may be used again, empty). */
+void kt_dispatch_batch_free(kt_dispatch_batch_t *b);
+
+/**
+ * @brief Append \p req's event. The first event always goes in; a later one that would take
+ *        the finished body over \p max_bytes does not (\p b is left as it was).
+ * @param notes dropped is incremented by the record headers not carried.
+ * @returns KT_OK, KT_ERR_FULL (did not fit), KT_ERR_NOMEM (\p b as it was).
+ */
+kt_err_t kt_dispatch_batch_add(kt_dispatch_batch_t *b, const kt_dispatch_req_t *req,
+                               size_t max_bytes, kt_dispatch_notes_t *notes);
+
+/** @brief Close the array. @returns KT_OK, KT_ERR_NOMEM, KT_ERR_INVALID if it is empty. */
+kt_err_t kt_dispatch_batch_finish(kt_dispatch_batch_t *b);
+
+/**
+ * @brief Read a 2xx answer to a batch of \p cnt entries \p reqs (in the order sent) into
+ *        \p st: an empty body is all SUCCESS; {"statuses":[{"entryId","status"}]} gives each
+ *        listed entry its status, an unlisted one RETRY.
+ * @returns KT_OK, or KT_ERR_INVALID (unreadable: every \p st is RETRY, the reason is in
+ *          \p errstr), KT_ERR_NOMEM.
+ */
+kt_err_t kt_dispatch_batch_parse(const char *body, size_t len, const kt_dispatch_req_t *reqs,
+                                 size_t cnt, kt_batch_status_t *st, char *errstr,
+                                 size_t errstr_size);
+
+/**
+ * @brief Start one call carrying the finished batch body \p body (taken over: freed by the
+ *        dispatcher when the call ends or is cancelled, also on failure). The answer's body is
+ *        kept (up to KT_MAX_RESPONSE_BYTES) and the result has batch set.
+ * @returns KT_OK, KT_ERR_FULL when every slot is busy, KT_ERR_HTTP.
+ */
+kt_err_t kt_dispatch_batch_submit(kt_dispatch_t *kd, char *body, size_t len, void *opaque,
+                                  void **callp);
 
 /* ---------------------------------------------------------------- scheduler (dispatch_sched.c) */
 

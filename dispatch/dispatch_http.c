@@ -81,8 +81,11 @@ typedef struct slot {
         char *body;       /**< response body (reply mode only), at most KT_MAX_RESPONSE_BYTES */
         size_t body_len, body_cap;
         int body_too_big;
-        int idx; /**< in kt_dispatch.slots */
-        int gen; /**< the settings' generation applied to easy */
+        int keeping;    /**< the write callback keeps the body (reply mode, or a batch) */
+        int batch;      /**< this call carries a batch (kt_dispatch_batch_submit) */
+        char *req_body; /**< a batch's body, owned while the call runs */
+        int idx;        /**< in kt_dispatch.slots */
+        int gen;        /**< the settings' generation applied to easy */
 } slot_t;
 
 struct kt_dispatch {
@@ -232,6 +235,16 @@ int64_t kt_dispatch_backoff_ms(const kt_config_t *conf, int attempts) {
         return lo + (int64_t)((uint64_t)rand() % (uint64_t)(hi - lo + 1));
 }
 
+/** Keep the response body (a reply, a batch's answer) or throw it away. */
+static void slot_keep(slot_t *s, int keep) {
+        if (keep) {
+                curl_easy_setopt(s->easy, CURLOPT_WRITEFUNCTION, keep_cb);
+                curl_easy_setopt(s->easy, CURLOPT_WRITEDATA, s);
+        } else
+                curl_easy_setopt(s->easy, CURLOPT_WRITEFUNCTION, discard_cb);
+        s->keeping = keep;
+}
+
 /** The settings a reload may change. */
 static void slot_apply(kt_dispatch_t *kd, slot_t *s) {
         /* Parsed once: with CURLOPT_URL curl parses the string again for every call. */
@@ -244,11 +257,7 @@ static void slot_apply(kt_dispatch_t *kd, slot_t *s) {
         /* Past the runtime's own FUNC_TIMEOUT, so its 408 is what we see, not our timeout. */
         curl_easy_setopt(s->easy, CURLOPT_TIMEOUT_MS,
                          (long)kd->conf->timeout_s * 1000L + kd->conf->timeout_grace_ms);
-        if (kd->conf->reply_topic) {
-                curl_easy_setopt(s->easy, CURLOPT_WRITEFUNCTION, keep_cb);
-                curl_easy_setopt(s->easy, CURLOPT_WRITEDATA, s);
-        } else
-                curl_easy_setopt(s->easy, CURLOPT_WRITEFUNCTION, discard_cb);
+        slot_keep(s, kd->conf->reply_topic != NULL);
         s->gen = kd->gen;
 }
 
@@ -411,6 +420,9 @@ static void slot_release(kt_dispatch_t *kd, slot_t *s) {
         s->body = NULL;
         s->body_len = s->body_cap = 0;
         s->body_too_big = 0;
+        free(s->req_body);
+        s->req_body = NULL;
+        s->batch = 0;
         kd->free_stack[kd->free_cnt++] = s->idx;
 }
 
@@ -455,6 +467,8 @@ kt_err_t kt_dispatch_request_submit(kt_dispatch_t *kd, const kt_dispatch_req_t *
         s = kd->slots[kd->free_stack[kd->free_cnt - 1]];
         if (s->gen != kd->gen)
                 slot_apply(kd, s);
+        if (s->keeping != (kd->conf->reply_topic != NULL))
+                slot_keep(s, kd->conf->reply_topic != NULL); /* after a batch */
         if ((err = kt_dispatch_headers_build(req, &s->hdrs, notes)))
                 return err;
         s->error[0] = '\0';
@@ -471,6 +485,47 @@ kt_err_t kt_dispatch_request_submit(kt_dispatch_t *kd, const kt_dispatch_req_t *
         }
         kd->free_cnt--;
         s->busy = 1;
+        s->opaque = opaque;
+        *callp = s;
+        return KT_OK;
+}
+
+/* A batch's header lines: constant, so one list serves every slot (curl only reads it). */
+static char batch_ct_line[] = "Content-Type: " KT_BATCH_CONTENT_TYPE;
+static char batch_expect_line[] = "Expect:";
+static struct curl_slist batch_hdr_expect = {batch_expect_line, NULL};
+static struct curl_slist batch_hdrs = {batch_ct_line, &batch_hdr_expect};
+
+kt_err_t kt_dispatch_batch_submit(kt_dispatch_t *kd, char *body, size_t len, void *opaque,
+                                  void **callp) {
+        slot_t *s;
+        CURLMcode mc;
+
+        if (!kd->free_cnt || kd->slot_cnt - kd->free_cnt >= kd->limit) {
+                free(body);
+                return KT_ERR_FULL;
+        }
+        s = kd->slots[kd->free_stack[kd->free_cnt - 1]];
+        if (s->gen != kd->gen)
+                slot_apply(kd, s);
+        if (!s->keeping)
+                slot_keep(s, 1); /* the per-entry answer */
+        s->error[0] = '\0';
+        s->sends = 0;
+        s->head_done = 0;
+        s->head_status = 0;
+        curl_easy_setopt(s->easy, CURLOPT_HTTPHEADER, &batch_hdrs);
+        curl_easy_setopt(s->easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)len);
+        curl_easy_setopt(s->easy, CURLOPT_POSTFIELDS, body);
+        if ((mc = curl_multi_add_handle(kd->multi, s->easy)) != CURLM_OK) {
+                KT_ERR(FAC, "cannot start call: %s", curl_multi_strerror(mc));
+                free(body);
+                return KT_ERR_HTTP;
+        }
+        kd->free_cnt--;
+        s->busy = 1;
+        s->batch = 1;
+        s->req_body = body;
         s->opaque = opaque;
         *callp = s;
         return KT_OK;
@@ -625,6 +680,7 @@ void kt_dispatch_perform(kt_dispatch_t *kd) {
                                            : "");
                         res.error = error;
                 }
+                res.batch = s->batch;
                 res.outcome = res.unbuildable ? KT_OUTCOME_PERMANENT
                                               : kt_dispatch_outcome_classify(res.status);
                 opaque = s->opaque;

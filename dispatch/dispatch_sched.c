@@ -6,7 +6,9 @@
  * ordering); in `none` ordering every record is alone. Only a lane's head may be started; when
  * it is resolved (succeeded, skipped, or handed to the dead-letter producer) the next record of
  * the lane becomes startable. A record waiting to retry stays its lane's head, so the records
- * behind it wait, and only them.
+ * behind it wait, and only them. A batch (core_record.c) may carry a head and the records
+ * behind it in one call: resolving the head then makes the next one startable only if it is
+ * still QUEUED, not while it is IN_FLIGHT in that batch.
  *
  * Startable records wait in one FIFO across all partitions (fair by arrival); the loop pops
  * from it while call slots are free, so dispatch.max_in_flight is the one global bound. Retries
@@ -221,7 +223,8 @@ void kt_sched_resolved(kt_sched_t *ks, kt_record_t *rec) {
                 lane->tail = NULL;
         rec->lane = NULL;
         rec->lane_next = NULL;
-        if (lane->head)
+        /* Not if it is already running: a batch may carry a lane's next records with it. */
+        if (lane->head && lane->head->state == KT_REC_QUEUED)
                 ready_push(ks, lane->head);
 }
 

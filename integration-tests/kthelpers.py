@@ -49,7 +49,8 @@ LANGS = tuple(RUNTIMES)
 # the environment a runtime is started with so only start_runtime's arguments decide.
 RECORDER_ENV_VARS = ('FAIL_BODIES', 'FAIL_NTH', 'FAIL_KEYS', 'STATUS_BODIES', 'RETRY_AFTER',
                      'HANDLER_DELAY_MS', 'SLEEP_BODIES', 'DROP_BODIES', 'REPLY_BODY',
-                     'REPLY_BYTES', 'MOD_ROOT_PATH', 'ARRIVAL_FILE', 'EXIT_AFTER_TIMEOUT')
+                     'REPLY_BYTES', 'MOD_ROOT_PATH', 'ARRIVAL_FILE', 'EXIT_AFTER_TIMEOUT',
+                     'RETRY_TIMES', 'MALFORMED_NTH', 'EMPTY_ANSWER')
 
 # Environment variables ktrigger reads on top of its config file (Kubeless names and its own);
 # scrubbed from the environment ktrigger is started with so the file alone decides.

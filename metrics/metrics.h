@@ -86,6 +86,9 @@ void kt_metrics_produce_failure_inc(kt_metrics_t *km, int dead_letter, int perma
 /** @brief Count a record skipped after its retries (dispatch.on_failure = "skip"). */
 void kt_metrics_skip_inc(kt_metrics_t *km);
 
+/** @brief A batch request of \p records records was sent (ktrigger_batch_records). */
+void kt_metrics_batch_observe(kt_metrics_t *km, size_t records);
+
 /** @brief Count record headers (and keys) that could not be forwarded. */
 void kt_metrics_headers_dropped_add(kt_metrics_t *km, int n);
 

@@ -11,7 +11,8 @@
 
 struct MHD_Daemon;
 
-#define BUCKET_CNT 35 /* kt_metrics_buckets[] in metrics_registry.c */
+#define BUCKET_CNT                  35 /* kt_metrics_buckets[] in metrics_registry.c */
+#define KT_METRICS_BATCH_BUCKET_CNT 12 /* kt_metrics_batch_buckets[] */
 
 typedef struct topic_metrics {
         _Atomic uint64_t calls;
@@ -37,6 +38,8 @@ struct kt_metrics {
         _Atomic uint64_t outcomes[KT_CALL__CNT];
         _Atomic uint64_t dead_lettered;
         _Atomic uint64_t skipped;
+        _Atomic uint64_t batch_bucket[KT_METRICS_BATCH_BUCKET_CNT + 1]; /**< last = +Inf */
+        _Atomic uint64_t batch_sum;
         _Atomic uint64_t replies;
         _Atomic uint64_t produce_failures[2][2]; /**< [dead letter][permanent] */
         _Atomic uint64_t headers_dropped;

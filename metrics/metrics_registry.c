@@ -19,6 +19,12 @@ static const double kt_metrics_buckets[] = {
     1,     1.5,    2,     2.5,    5,    7.5,    10,    30,   60,    120,  180};
 _Static_assert(sizeof(kt_metrics_buckets) / sizeof(kt_metrics_buckets[0]) == BUCKET_CNT,
                "bucket count");
+/* Records per batch request, up to dispatch.batch.max_records' maximum. */
+static const unsigned kt_metrics_batch_buckets[] = {1,   2,   5,   10,   20,   50,
+                                                    100, 200, 500, 1000, 2000, 10000};
+_Static_assert(sizeof(kt_metrics_batch_buckets) / sizeof(kt_metrics_batch_buckets[0]) ==
+                   KT_METRICS_BATCH_BUCKET_CNT,
+               "batch bucket count");
 
 kt_metrics_t *kt_metrics_new(const kt_config_t *conf) {
         kt_metrics_t *km = calloc(1, sizeof(*km));
@@ -140,6 +146,15 @@ void kt_metrics_produce_failure_inc(kt_metrics_t *km, int dead_letter, int perma
 
 void kt_metrics_skip_inc(kt_metrics_t *km) {
         INC(km->skipped, 1);
+}
+
+void kt_metrics_batch_observe(kt_metrics_t *km, size_t records) {
+        size_t b;
+
+        for (b = 0; b < KT_METRICS_BATCH_BUCKET_CNT && records > kt_metrics_batch_buckets[b]; b++)
+                ;
+        INC(km->batch_bucket[b], 1);
+        INC(km->batch_sum, (uint64_t)records);
 }
 
 void kt_metrics_headers_dropped_add(kt_metrics_t *km, int n) {
@@ -446,6 +461,24 @@ char *kt_metrics_format(kt_metrics_t *km, size_t *lenp) {
                 (unsigned long long)GET(km->unbuildable), GET(km->runtime_up), kafka_ready(km),
                 GET(km->in_flight), GET(km->assigned), (unsigned long long)GET(km->buffered),
                 KT_VERSION);
+        {
+                uint64_t cum = 0;
+                fputs("# HELP ktrigger_batch_records Records per batch request "
+                      "(dispatch.batch.max_records > 1).\n"
+                      "# TYPE ktrigger_batch_records histogram\n",
+                      f);
+                for (size_t b = 0; b <= KT_METRICS_BATCH_BUCKET_CNT; b++) {
+                        cum += GET(km->batch_bucket[b]);
+                        if (b < KT_METRICS_BATCH_BUCKET_CNT)
+                                fprintf(f, "ktrigger_batch_records_bucket{le=\"%u\"} %llu\n",
+                                        kt_metrics_batch_buckets[b], (unsigned long long)cum);
+                        else
+                                fprintf(f, "ktrigger_batch_records_bucket{le=\"+Inf\"} %llu\n",
+                                        (unsigned long long)cum);
+                }
+                fprintf(f, "ktrigger_batch_records_sum %llu\nktrigger_batch_records_count %llu\n",
+                        (unsigned long long)GET(km->batch_sum), (unsigned long long)cum);
+        }
         fputs("# HELP ktrigger_produce_failures_total Replies and dead letters Kafka refused, "
               "for good (permanent) or not (transient).\n"
               "# TYPE ktrigger_produce_failures_total counter\n",

@@ -1,4 +1,5 @@
-/* The scheduler's reply bound: replies held and expected keep a partition's calls back. */
+/* The scheduler's reply bound: replies held and expected keep a partition's calls back; a
+ * lane's next record is not started again while a batch carries it. */
 #define _POSIX_C_SOURCE 200809L
 #include "../../core/tests/kt_test.h"
 #include "../dispatch.h"
@@ -100,8 +101,44 @@ static void test_reply_estimate(void) {
         KT_CHECK(p.reply_est >= 100 && p.reply_est < 110, "converges: %zu", p.reply_est);
 }
 
+/* A batch carries a lane's head and the records behind it: resolving the head must not make
+ * the next one startable while it is still in flight in that batch. */
+static void test_resolved_in_flight_successor(void) {
+        static kt_config_t conf;
+        static kt_partition_t p;
+        static kt_lane_t lane;
+        static kt_record_t recs[3];
+        kt_sched_t *ks;
+        kt_record_t *rec;
+
+        conf.ordering = KT_ORDER_PARTITION;
+        p.lanes = &lane;
+        p.lane_cnt = 1;
+        ks = kt_sched_new(&conf);
+        KT_CHECK(ks != NULL, "kt_sched_new");
+        if (!ks)
+                return;
+        for (int i = 0; i < 3; i++) {
+                recs[i].part = &p;
+                recs[i].offset = i;
+                recs[i].heap_idx = SIZE_MAX;
+                kt_sched_record_add(ks, &recs[i]);
+        }
+        rec = kt_sched_next(ks);
+        KT_CHECK(rec == &recs[0] && !kt_sched_next(ks), "only the head is startable");
+        /* The batch: recs[0] and recs[1]. */
+        recs[0].state = recs[1].state = KT_REC_IN_FLIGHT;
+        kt_sched_resolved(ks, &recs[0]);
+        KT_CHECK(!kt_sched_next(ks), "its successor is in the batch: not startable again");
+        kt_sched_resolved(ks, &recs[1]);
+        rec = kt_sched_next(ks);
+        KT_CHECK(rec == &recs[2], "the record after the batch is startable: %p", (void *)rec);
+        kt_sched_destroy(ks);
+}
+
 int main(void) {
         test_reply_bound();
         test_reply_estimate();
+        test_resolved_in_flight_successor();
         return kt_test_done("test_sched");
 }
