@@ -346,19 +346,25 @@ static void test_unbuildable(void) {
         static const struct {
                 CURLcode rc;
                 long request_bytes;
+                size_t header_bytes;
                 int want;
         } cases[] = {
-            {CURLE_OUT_OF_MEMORY, 0, 1},
-            {CURLE_BAD_FUNCTION_ARGUMENT, 0, 1},
-            {CURLE_OUT_OF_MEMORY, 1234, 0},
-            {CURLE_COULDNT_CONNECT, 0, 0},
-            {CURLE_OPERATION_TIMEDOUT, 0, 0},
-            {CURLE_RECV_ERROR, 0, 0},
-            {CURLE_OK, 0, 0},
+            {CURLE_OUT_OF_MEMORY, 0, 1100 * 1024, 1},
+            {CURLE_BAD_FUNCTION_ARGUMENT, 0, 1100 * 1024, 1},
+            {CURLE_OUT_OF_MEMORY, 0, KT_MIN_UNBUILDABLE_HEADER_BYTES, 1},
+            /* Under the bound libcurl can build it: out of memory is the allocator's. */
+            {CURLE_OUT_OF_MEMORY, 0, KT_MIN_UNBUILDABLE_HEADER_BYTES - 1, 0},
+            {CURLE_OUT_OF_MEMORY, 0, 300, 0},
+            {CURLE_BAD_FUNCTION_ARGUMENT, 0, 300, 0},
+            {CURLE_OUT_OF_MEMORY, 1234, 1100 * 1024, 0},
+            {CURLE_COULDNT_CONNECT, 0, 1100 * 1024, 0},
+            {CURLE_OPERATION_TIMEDOUT, 0, 1100 * 1024, 0},
+            {CURLE_RECV_ERROR, 0, 1100 * 1024, 0},
+            {CURLE_OK, 0, 1100 * 1024, 0},
         };
         for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
-                KT_CHECK(kt_dispatch_transfer_unbuildable(cases[i].rc, cases[i].request_bytes) ==
-                             cases[i].want,
+                KT_CHECK(kt_dispatch_transfer_unbuildable(cases[i].rc, cases[i].request_bytes,
+                                                          cases[i].header_bytes) == cases[i].want,
                          "case %zu", i);
 }
 
