@@ -33,8 +33,15 @@
 
 /** One header line: name, ": ", a base64 value of the largest allowed size, NUL. */
 #define LINE_MAX_BYTES (64 + KT_MAX_HEADER_NAME_BYTES + (KT_MAX_HEADER_VALUE_BYTES / 3 + 1) * 4 + 8)
-/** Header bytes kept for the lines put after the record headers (trace context, Expect:). */
-#define TAIL_RESERVE_BYTES (2 * KT_MAX_TRACESTATE_BYTES + 256)
+/** The longest traceparent propagated (kt_dispatch_traceparent_valid()). */
+#define TRACEPARENT_MAX_BYTES 256
+/** One pass of trace context lines at their longest (ce- names), each with its CRLF. */
+#define TRACE_LINES_BYTES                                                                          \
+        (sizeof("ce-traceparent: ") - 1 + TRACEPARENT_MAX_BYTES + 2 + sizeof("ce-tracestate: ") -  \
+         1 + KT_MAX_TRACESTATE_BYTES + 2)
+/** Header bytes kept for the lines put after the record headers: the trace context (twice with
+ *  CloudEvents: the W3C headers and ce-traceparent/ce-tracestate), then "Expect:". */
+#define TAIL_RESERVE_BYTES (2 * TRACE_LINES_BYTES + sizeof("Expect:") - 1 + 2)
 
 static int is_ws(unsigned char c) {
         return c == ' ' || c == '\t' || c == '\r' || c == '\n';
@@ -328,7 +335,7 @@ int kt_dispatch_traceparent_valid(const char *v, size_t len) {
         int tid_zero = 1, pid_zero = 1;
 
         /* 00-<32 hex trace-id>-<16 hex parent-id>-<2 hex flags> */
-        if (!v || len < 55 || len > 256)
+        if (!v || len < 55 || len > TRACEPARENT_MAX_BYTES)
                 return 0;
         for (size_t i = 0; i < 55; i++) {
                 unsigned char c = (unsigned char)v[i];
