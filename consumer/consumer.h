@@ -71,6 +71,9 @@ typedef struct kt_record {
         char *last_error;         /**< last transfer error, NULL if none */
         int value_kind;           /**< dispatch's content-type detection (KT_VALUE_*), kept
                                        between attempts; 0 until the first */
+        int notes_reported;       /**< what building its request found (headers dropped, trace
+                                       context invalid) is counted and logged: once a record,
+                                       also when an attempt is not counted (runtime down) */
         /* scheduler bookkeeping */
         kt_lane_t *lane;              /**< NULL in `none` ordering */
         struct kt_record *lane_next;  /**< next record of its lane */
