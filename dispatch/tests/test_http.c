@@ -118,6 +118,17 @@ int main(void) {
             {"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
              KT_OUTCOME_SUCCESS, 200},
             {"HTTP/1.1 503 Busy\r\nContent-Length: 0\r\n\r\n", KT_OUTCOME_RETRIABLE, 503},
+            /* Whole answers, however bare: never refused as cut off. */
+            {"HTTP/1.0 200 OK\r\n\r\n", KT_OUTCOME_SUCCESS, 200},
+            {"HTTP/1.0 200 OK\r\n\r\nbody until close", KT_OUTCOME_SUCCESS, 200},
+            {"HTTP/1.1 200 OK\nContent-Length: 2\n\nok", KT_OUTCOME_SUCCESS, 200},
+            {"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n"
+             "X-Trailer: 1\r\n\r\n",
+             KT_OUTCOME_SUCCESS, 200},
+            {"HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\nHTTP/1.1 202 Accepted\r\n"
+             "Content-Length: 0\r\n\r\n",
+             KT_OUTCOME_SUCCESS, 202},
+            {"HTTP/1.1 304 Not Modified\r\nContent-Length: 5\r\n\r\n", KT_OUTCOME_PERMANENT, 304},
         };
 
         curl_global_init_mem(CURL_GLOBAL_ALL, t_malloc, t_free, t_realloc, t_strdup, t_calloc);
