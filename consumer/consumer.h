@@ -71,6 +71,8 @@ typedef struct kt_record {
         char *last_error;         /**< last transfer error, NULL if none */
         int value_kind;           /**< dispatch's content-type detection (KT_VALUE_*), kept
                                        between attempts; 0 until the first */
+        int headers_err;          /**< rd_kafka_resp_err_t: its headers could not be read
+                                       (librdkafka: over 100,000, or malformed); 0 if none */
         int notes_reported;       /**< what building its request found (headers dropped, trace
                                        context invalid) is counted and logged: once a record,
                                        also when an attempt is not counted (runtime down) */

@@ -189,8 +189,16 @@ static void record_start(kt_loop_t *kl, kt_record_t *rec) {
         if (err || rec->notes_reported) {
                 notes.dropped = 0;
                 notes.trace_invalid = 0;
-        } else
+        } else {
                 rec->notes_reported = 1;
+                if (rec->headers_err) {
+                        notes.dropped++; /* how many librdkafka could not tell */
+                        KT_WARN(FAC,
+                                "%s [%d] @%lld: record headers unreadable (%s): none forwarded",
+                                p->topic, p->partition, (long long)rec->offset,
+                                rd_kafka_err2str((rd_kafka_resp_err_t)rec->headers_err));
+                }
+        }
         if (notes.dropped) {
                 kt_metrics_headers_dropped_add(kl->km, notes.dropped);
                 KT_WARN(FAC,
