@@ -312,27 +312,17 @@ static int hdr_layout_ok(void) {
 
 /** @returns non-zero if \p name (value \p v) of a header of \p hs has no NUL inside. */
 static int name_whole(const rd_kafka_headers_t *hs, const char *name, size_t nlen, const void *v) {
-        const char *n;
         const void *fv;
-        size_t fl, whole = 0, all = 0;
+        size_t fl;
 
         if (v && hdr_layout_ok())
                 return (const char *)v == name + nlen + 1;
-        if (v) {
-                for (size_t k = 0; !rd_kafka_header_get(hs, k, name, &fv, &fl); k++)
-                        if (fv == v)
-                                return 1;
-                return 0;
-        }
-        /* Two NULL values cannot be told apart: whole only if every NULL-valued header that
-         * reads as \p name is one of exactly that name ("dup" beside "dup\0evil" is not). */
+        if (!v) /* cannot tell two NULL values apart: a whole one of that name will do */
+                return !rd_kafka_header_get_last(hs, name, &fv, &fl);
         for (size_t k = 0; !rd_kafka_header_get(hs, k, name, &fv, &fl); k++)
-                whole += !fv;
-        for (size_t i = 0;
-             whole && i < KT_MAX_RECORD_HEADERS && !rd_kafka_header_get_all(hs, i, &n, &fv, &fl);
-             i++)
-                all += !fv && !strcmp(n, name);
-        return whole && whole == all;
+                if (fv == v)
+                        return 1;
+        return 0;
 }
 
 /* ---------------------------------------------------------------- W3C trace context */
