@@ -288,7 +288,8 @@ static int name_is_token(const char *name, size_t len) {
  * NUL in one allocation, so for a non-NULL value the name's real length is value - name - 1;
  * a self-test checks that layout once. For a NULL value (or another layout) the public
  * rd_kafka_header_get()/_get_last(), which match only names of exactly strlen(name) bytes,
- * must find the header.
+ * must find the header; they walk the list, so a record of more headers than are looked at
+ * has its NULL-valued ones dropped rather than checked.
  */
 static int hdr_layout_ok(void) {
         static int checked, ok;
@@ -317,8 +318,14 @@ static int name_whole(const rd_kafka_headers_t *hs, const char *name, size_t nle
 
         if (v && hdr_layout_ok())
                 return (const char *)v == name + nlen + 1;
-        if (!v) /* cannot tell two NULL values apart: a whole one of that name will do */
+        if (!v) {
+                /* Cannot tell two NULL values apart: a whole one of that name will do. The
+                 * lookup walks the whole list, so only in a record of at most
+                 * KT_MAX_RECORD_HEADERS headers (1024 lookups of 100,000 took 0.33 s). */
+                if (rd_kafka_header_cnt(hs) > KT_MAX_RECORD_HEADERS)
+                        return 0;
                 return !rd_kafka_header_get_last(hs, name, &fv, &fl);
+        }
         for (size_t k = 0; !rd_kafka_header_get(hs, k, name, &fv, &fl); k++)
                 if (fv == v)
                         return 1;
