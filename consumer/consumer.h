@@ -72,7 +72,12 @@ typedef struct kt_record {
         int value_kind;           /**< dispatch's content-type detection (KT_VALUE_*), kept
                                        between attempts; 0 until the first */
         int64_t added_ms;         /**< kt_now_ms() when buffered (dispatch.batch.max_wait_ms) */
-        void *batch; /**< the loop's batch call it is part of while IN_FLIGHT, or NULL */
+        void *batch;        /**< the loop's batch call it is part of while IN_FLIGHT, or NULL */
+        int headers_err;    /**< rd_kafka_resp_err_t: its headers could not be read
+                                 (librdkafka: over 100,000, or malformed); 0 if none */
+        int notes_reported; /**< what building its request found (headers dropped, trace
+                                 context invalid) is counted and logged: once a record,
+                                 also when an attempt is not counted (runtime down) */
         /* scheduler bookkeeping */
         kt_lane_t *lane;              /**< NULL in `none` ordering */
         struct kt_record *lane_next;  /**< next record of its lane */

@@ -1417,8 +1417,15 @@ static void buffer_record(kt_consumer_t *kc, rd_kafka_message_t *rkm) {
         rec->len = len;
         rec->timestamp_ms = rd_kafka_message_timestamp(rkm, &tstype);
         rec->timestamp_type = (int)tstype;
-        if (rd_kafka_message_detach_headers(rkm, &rec->headers))
-                rec->headers = NULL; /* none */
+        {
+                rd_kafka_resp_err_t herr = rd_kafka_message_detach_headers(rkm, &rec->headers);
+                if (herr) {
+                        rec->headers = NULL;
+                        /* Not none, unreadable: the loop counts and logs the loss. */
+                        if (herr != RD_KAFKA_RESP_ERR__NOENT)
+                                rec->headers_err = (int)herr;
+                }
+        }
         rec->part = p;
         rec->offset = rkm->offset;
         rd_kafka_message_destroy(rkm);

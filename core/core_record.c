@@ -232,14 +232,30 @@ static void record_start(kt_loop_t *kl, kt_record_t *rec) {
         req.value_kind = &rec->value_kind;
 
         err = kt_dispatch_request_submit(kl->kd, &req, rec, &rec->call, &notes);
-        if (notes.dropped && rec->attempts == 0) {
+        /* Once per record: attempts is 0 again after a runtime-down requeue (not an attempt)
+         * and after a submit that failed, so it cannot tell a first build. A build that
+         * failed (NOMEM) may not have looked at every header: counted when one succeeds. */
+        if (err || rec->notes_reported) {
+                notes.dropped = 0;
+                notes.trace_invalid = 0;
+        } else {
+                rec->notes_reported = 1;
+                if (rec->headers_err) {
+                        notes.dropped++; /* how many librdkafka could not tell */
+                        KT_WARN(FAC,
+                                "%s [%d] @%lld: record headers unreadable (%s): none forwarded",
+                                p->topic, p->partition, (long long)rec->offset,
+                                rd_kafka_err2str((rd_kafka_resp_err_t)rec->headers_err));
+                }
+        }
+        if (notes.dropped) {
                 kt_metrics_headers_dropped_add(kl->km, notes.dropped);
                 KT_WARN(FAC,
                         "%s [%d] @%lld: %d record header(s) not forwarded (not an HTTP "
                         "token, too big, or over the request's header cap)",
                         p->topic, p->partition, (long long)rec->offset, notes.dropped);
         }
-        if (notes.trace_invalid && rec->attempts == 0) {
+        if (notes.trace_invalid) {
                 kt_metrics_trace_invalid_inc(kl->km);
                 KT_WARN(FAC,
                         "%s [%d] @%lld: traceparent/tracestate header not valid W3C trace "

@@ -170,10 +170,13 @@ kt_outcome_t kt_dispatch_outcome_classify(long status);
  * @brief Whether a transfer that ended with \p rc failed because libcurl could not build the
  *        request (CURLE_OUT_OF_MEMORY: libcurl 7.88 refuses a request header block over
  *        ~1 MiB; CURLE_BAD_FUNCTION_ARGUMENT) before any byte of it was sent
- *        (\p request_bytes, CURLINFO_REQUEST_SIZE, is 0). Such a record can never be
- *        delivered as it is: no call was made, and trying again cannot help.
+ *        (\p request_bytes, CURLINFO_REQUEST_SIZE, is 0) and its header lines
+ *        (\p header_bytes) are at least KT_MIN_UNBUILDABLE_HEADER_BYTES. Such a record can
+ *        never be delivered as it is: no call was made, and trying again cannot help. A
+ *        smaller request libcurl always builds: its CURLE_OUT_OF_MEMORY is the allocator's,
+ *        transient, and not "unbuildable" (dispatch.on_failure = block would skip the record).
  */
-int kt_dispatch_transfer_unbuildable(CURLcode rc, long request_bytes);
+int kt_dispatch_transfer_unbuildable(CURLcode rc, long request_bytes, size_t header_bytes);
 
 /** Caps on what a record may put into a request. */
 #define KT_MAX_HEADER_NAME_BYTES  128
@@ -182,6 +185,10 @@ int kt_dispatch_transfer_unbuildable(CURLcode rc, long request_bytes);
 /** The most header bytes one request carries (lines plus CRLF): record headers that would go
  *  over are dropped and counted. A quarter of what libcurl 7.88 accepts (~1 MiB). */
 #define KT_MAX_REQUEST_HEADER_BYTES (256 * 1024)
+/** Header lines under this (twice the builder's cap, half of libcurl 7.88's ~1 MiB request
+ *  buffer, which also holds the request line, curl's own headers and a body under 64 KiB)
+ *  libcurl always builds: failing to is not the request's fault. */
+#define KT_MIN_UNBUILDABLE_HEADER_BYTES (2 * KT_MAX_REQUEST_HEADER_BYTES)
 /** The most record headers looked at per record; the rest are dropped and counted. */
 #define KT_MAX_RECORD_HEADERS 1024
 /** W3C trace context: the longest tracestate propagated, and its most list members. */

@@ -18,8 +18,10 @@
  *   CURLE_OK for a response cut off inside its header block; that is a transport failure here.
  * - A request libcurl refuses to build (CURLE_OUT_OF_MEMORY past its ~1 MiB request header
  *   buffer) with no byte sent (CURLINFO_REQUEST_SIZE 0) is "unbuildable": not a call, and
- *   permanent. CURLOPT_PREREQFUNCTION has run by then, so sends is reset to 0. The header
- *   builder's own cap (KT_MAX_REQUEST_HEADER_BYTES) keeps this from happening in practice.
+ *   permanent. Only a request that big: a smaller one's CURLE_OUT_OF_MEMORY is malloc failing,
+ *   a transient transport failure (else block would skip, i.e. lose, the record).
+ * CURLOPT_PREREQFUNCTION has run by then, so sends is reset to 0. The header builder's own cap
+ * (KT_MAX_REQUEST_HEADER_BYTES) keeps this from happening in practice.
  * - "Nothing listens" (connection refused before any request was sent) is reported as
  *   runtime_down, not as a failure of the record: the loop stops calling and probes the
  *   runtime's health path with a separate easy handle (not a slot) until it answers. A
@@ -211,9 +213,9 @@ static size_t header_cb(char *ptr, size_t size, size_t nmemb, void *userdata) {
         return n;
 }
 
-int kt_dispatch_transfer_unbuildable(CURLcode rc, long request_bytes) {
+int kt_dispatch_transfer_unbuildable(CURLcode rc, long request_bytes, size_t header_bytes) {
         return (rc == CURLE_OUT_OF_MEMORY || rc == CURLE_BAD_FUNCTION_ARGUMENT) &&
-               request_bytes == 0;
+               request_bytes == 0 && header_bytes >= KT_MIN_UNBUILDABLE_HEADER_BYTES;
 }
 
 kt_outcome_t kt_dispatch_outcome_classify(long status) {
@@ -647,7 +649,9 @@ void kt_dispatch_perform(kt_dispatch_t *kd) {
                         long request_bytes = 0;
                         res.status = 0;
                         curl_easy_getinfo(s->easy, CURLINFO_REQUEST_SIZE, &request_bytes);
-                        if (kt_dispatch_transfer_unbuildable(msg->data.result, request_bytes)) {
+                        /* The lines on the wire: each with CRLF for the NUL kept here. */
+                        if (kt_dispatch_transfer_unbuildable(msg->data.result, request_bytes,
+                                                             s->hdrs.len + s->hdrs.cnt)) {
                                 /* Nothing was sent, so no call: CURLOPT_PREREQFUNCTION ran
                                  * before libcurl built (and refused) the request. */
                                 res.unbuildable = 1;
@@ -669,7 +673,7 @@ void kt_dispatch_perform(kt_dispatch_t *kd) {
                                               msg->data.result == CURLE_COULDNT_RESOLVE_HOST)
                                      ? " (after the request was sent; its re-send found "
                                        "nothing listening)"
-                                 : msg->data.result == CURLE_OUT_OF_MEMORY && !res.unbuildable
+                                 : msg->data.result == CURLE_OUT_OF_MEMORY && request_bytes > 0
                                      /* libcurl 7.88's answer to a response header block over
                                       * its 100 KiB limit */
                                      ? " (reading the response: its header block may be over "

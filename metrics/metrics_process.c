@@ -15,7 +15,7 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
-/** Largest /proc/self/stat line we read (it is about 300 bytes; comm is at most 16). */
+/** Largest /proc/self/stat we read (it is about 300 bytes; comm is at most 16). */
 #define KT_METRICS_PROC_STAT_MAX 1024
 
 int kt_metrics_proc_stat_parse(const char *text, kt_metrics_proc_stat_t *st) {
@@ -100,8 +100,12 @@ void kt_metrics_process_format(FILE *f) {
         int have_stat = 0;
 
         if (sf) {
-                have_stat = fgets(text, sizeof(text), sf) &&
-                            !kt_metrics_proc_stat_parse(text, &st) && ticks > 0 && page > 0;
+                /* All of it, not a line: comm may hold a newline (prctl, the executable's name),
+                 * and only the last ')' ends it. */
+                size_t n = fread(text, 1, sizeof(text) - 1, sf);
+                text[n] = '\0';
+                have_stat =
+                    n > 0 && !kt_metrics_proc_stat_parse(text, &st) && ticks > 0 && page > 0;
                 fclose(sf);
         }
         if (have_stat) {

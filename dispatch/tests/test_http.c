@@ -16,6 +16,30 @@
 static kt_dispatch_result_t last;
 static int done;
 
+/* libcurl's allocator (curl_global_init_mem): fails every allocation while alloc_fail is set,
+ * as malloc does under memory pressure. */
+static int alloc_fail;
+
+static void *t_malloc(size_t n) {
+        return alloc_fail ? NULL : malloc(n);
+}
+
+static void t_free(void *p) {
+        free(p);
+}
+
+static void *t_realloc(void *p, size_t n) {
+        return alloc_fail ? NULL : realloc(p, n);
+}
+
+static char *t_strdup(const char *str) {
+        return alloc_fail ? NULL : strdup(str);
+}
+
+static void *t_calloc(size_t n, size_t size) {
+        return alloc_fail ? NULL : calloc(n, size);
+}
+
 static void done_cb(void *opaque, const kt_dispatch_result_t *res, void *cbarg) {
         (void)opaque;
         (void)cbarg;
@@ -94,9 +118,20 @@ int main(void) {
             {"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
              KT_OUTCOME_SUCCESS, 200},
             {"HTTP/1.1 503 Busy\r\nContent-Length: 0\r\n\r\n", KT_OUTCOME_RETRIABLE, 503},
+            /* Whole answers, however bare: never refused as cut off. */
+            {"HTTP/1.0 200 OK\r\n\r\n", KT_OUTCOME_SUCCESS, 200},
+            {"HTTP/1.0 200 OK\r\n\r\nbody until close", KT_OUTCOME_SUCCESS, 200},
+            {"HTTP/1.1 200 OK\nContent-Length: 2\n\nok", KT_OUTCOME_SUCCESS, 200},
+            {"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n"
+             "X-Trailer: 1\r\n\r\n",
+             KT_OUTCOME_SUCCESS, 200},
+            {"HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\nHTTP/1.1 202 Accepted\r\n"
+             "Content-Length: 0\r\n\r\n",
+             KT_OUTCOME_SUCCESS, 202},
+            {"HTTP/1.1 304 Not Modified\r\nContent-Length: 5\r\n\r\n", KT_OUTCOME_PERMANENT, 304},
         };
 
-        curl_global_init(CURL_GLOBAL_ALL);
+        curl_global_init_mem(CURL_GLOBAL_ALL, t_malloc, t_free, t_realloc, t_strdup, t_calloc);
         sa.sin_family = AF_INET;
         sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
         KT_CHECK(lfd >= 0 && !bind(lfd, (struct sockaddr *)&sa, sizeof(sa)) && !listen(lfd, 8) &&
@@ -119,6 +154,32 @@ int main(void) {
                              !last.unbuildable,
                          "answer %zu: outcome %d status %ld unbuildable %d", i, (int)last.outcome,
                          last.status, last.unbuildable);
+        }
+
+        /* libcurl out of memory before it sent anything, for a request well under the header
+         * builder's cap: the allocator failed, not the request. Transient: a retriable transport
+         * failure, never "unbuildable" (which dispatch.on_failure = block would skip). */
+        {
+                void *c = NULL;
+                kt_dispatch_notes_t nt = {0, 0};
+                KT_CHECK(kt_dispatch_request_submit(kd, &req, NULL, &c, &nt) == KT_OK, "submit");
+                alloc_fail = 1;
+                done = 0;
+                for (int i = 0; !done && i < 500; i++) {
+                        kt_dispatch_wait(kd, NULL, 0, 10);
+                        kt_dispatch_perform(kd);
+                }
+                alloc_fail = 0;
+                KT_CHECK(done, "the call ended");
+                KT_CHECK(!last.unbuildable && last.outcome == KT_OUTCOME_RETRIABLE &&
+                             last.status == 0 && last.sends == 0,
+                         "out of memory: unbuildable %d outcome %d status %ld sends %d",
+                         last.unbuildable, (int)last.outcome, last.status, last.sends);
+                /* And the next call goes through again. */
+                call(kd, lfd, &req, "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
+                KT_CHECK(last.outcome == KT_OUTCOME_SUCCESS && last.status == 200,
+                         "after out of memory: outcome %d status %ld", (int)last.outcome,
+                         last.status);
         }
 
         /* Fixed lines over libcurl's ~1 MiB request buffer (a topic name no broker allows, the

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
@@ -26,6 +27,7 @@ static void test_parse(void) {
             {"7 (a) b (c) ) R 1 7 7 0 -1 0 0 0 0 0 300 200 0 0 20 0 1 0 99 4096 3 0\n", 1, 300, 200,
              99, 4096, 3},
             {"7 (x) R 1 7 7 0 -1 0 0 0 0 0 1 2 0 0 20 0 1 0 3 4 5", 1, 1, 2, 3, 4, 5},
+            {"7 (a\n) 1 2\n) R 1 7 7 0 -1 0 0 0 0 0 1 2 0 0 20 0 1 0 3 4 5\n", 1, 1, 2, 3, 4, 5},
             {"7 (x) R 1 7 7 0 -1 0 0 0 0 0 1 2 0 0 20 0 1 0 3 4\n", 0, 0, 0, 0, 0, 0},
             {"7 x R 1 7 7 0 -1 0 0 0 0 0 1 2 0 0 20 0 1 0 3 4 5\n", 0, 0, 0, 0, 0, 0},
             {"7 (x) R 1 7 7 0 -1 0 0 0 0 0 1x 2 0 0 20 0 1 0 3 4 5\n", 0, 0, 0, 0, 0, 0},
@@ -126,8 +128,31 @@ static void test_live(void) {
         free(a);
 }
 
+/* comm is whatever the process calls itself (prctl, or the executable's name): a newline
+ * in it must not hide the CPU and memory metrics. */
+static void test_live_comm(void) {
+        static const char *const names[] = {"kt\n) S 1 2", "a b) (c", "kt)\n"};
+        char old[17] = {0};
+
+        prctl(PR_GET_NAME, old, 0, 0, 0);
+        for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+                char *a;
+
+                prctl(PR_SET_NAME, names[i], 0, 0, 0);
+                a = format();
+                KT_CHECK(a && sample(a, "process_cpu_seconds_total") >= 0 &&
+                             sample(a, "process_resident_memory_bytes") > 1e6,
+                         "comm %zu: cpu %g rss %g", i,
+                         a ? sample(a, "process_cpu_seconds_total") : -1,
+                         a ? sample(a, "process_resident_memory_bytes") : -1);
+                free(a);
+        }
+        prctl(PR_SET_NAME, old, 0, 0, 0);
+}
+
 int main(void) {
         test_parse();
         test_live();
+        test_live_comm();
         return kt_test_done("test_process");
 }
