@@ -5,12 +5,15 @@
   alert's expression replaced by one that never fires, they fail.
 - deploy/kubernetes/monitoring/prometheusrule.yaml carries exactly those groups.
 - Every metric the alerts and the Grafana dashboard (deploy/grafana/ktrigger-dashboard.json)
-  name is in the README's metrics table (or is named as another exporter's).
+  name is in the README's metrics table (or is named as another exporter's), and every
+  ktrigger metric an alert fires on has a dashboard panel.
 - A real Prometheus (Debian's) loads the rules and scrapes a real ktrigger fed by the real
-  broker (some records failing and dead-lettered): every dashboard expression and every metric
-  selector of every alert returns data, every alert expression is valid PromQL that the server
-  evaluates without error, and the alerts the scenario provokes (dead letters, failure ratio)
-  return their series. Each query and its result is printed.
+  broker (some records failing and dead-lettered) and a second one whose topic does not exist
+  (never in its group: ktrigger_kafka_ready 0, its runtime up): every dashboard expression and
+  every metric selector of every alert returns data, every alert expression is valid PromQL
+  that the server evaluates without error, and the alerts the scenario provokes (dead letters,
+  failure ratio; Kafka not ready and no partitions for the second function only) return their
+  series. Each query and its result is printed.
 """
 
 import copy
@@ -42,6 +45,9 @@ EXTERNAL = {'kube_pod_container_status_ready': 'kube-state-metrics',
 # ktrigger's own `function` (the handler) collides with.
 TARGET_LABELS = {'namespace': 'kt-monitoring', 'pod': 'hello-7c9d-x1', 'container': 'ktrigger',
                  'app_kubernetes_io_name': 'hello', 'function': 'hello'}
+# A second function's replica, subscribed to a topic that does not exist: never in its group.
+ORPHAN_LABELS = dict(TARGET_LABELS, pod='orphan-5f6d-y2', app_kubernetes_io_name='orphan',
+                     function='orphan')
 PODMONITOR = REPO / 'deploy' / 'kubernetes' / 'monitoring' / 'podmonitor.yaml'
 
 
@@ -195,19 +201,34 @@ def test_alert_and_dashboard_metrics_are_ktriggers():
     assert len(used) >= 20, used
 
 
+def test_what_an_alert_watches_is_on_the_dashboard():
+    """Every ktrigger metric an alert fires on has a dashboard panel, so whoever is paged can
+    see its history (kube-state-metrics' and Prometheus' own series excepted)."""
+    shown = {name for _, expr in dashboard_exprs() for name, _ in selectors(grafana_expand(expr))}
+    missing = {}
+    for a in alerts():
+        for name, _ in selectors(a['expr']):
+            if name not in EXTERNAL and name not in shown:
+                missing.setdefault(name, []).append(a['alert'])
+    print('on the dashboard:', sorted(shown))
+    assert not missing, 'alerted on but on no dashboard panel: %s' % missing
+
+
 # --------------------------------------------------------------------------- real Prometheus
 
 class Prometheus:
-    def __init__(self, tmp_path, target_port):
+    def __init__(self, tmp_path, targets):
+        """targets: [(metrics port, target labels)]"""
         self.port = kt.free_port()
         rules_copy = tmp_path / 'ktrigger.rules.yml'
         shutil.copy(RULES, rules_copy)
-        target = {'targets': ['127.0.0.1:%d' % target_port], 'labels': TARGET_LABELS}
+        static = [{'targets': ['127.0.0.1:%d' % port], 'labels': labels}
+                  for port, labels in targets]
         conf = {'global': {'scrape_interval': '1s', 'evaluation_interval': '1s'},
                 'rule_files': [str(rules_copy)],
                 'scrape_configs': [{'job_name': 'ktrigger',
                                     'honor_labels': podmonitor_honor_labels(),
-                                    'static_configs': [target]}]}
+                                    'static_configs': static}]}
         (tmp_path / 'prometheus.yml').write_text(yaml.safe_dump(conf))
         self.log_path = tmp_path / 'prometheus.log'
         with open(self.log_path, 'wb') as log:
@@ -265,16 +286,20 @@ def test_dashboard_and_alert_expressions_against_real_prometheus(
     conf['kafka']['properties'] = {'fetch.wait.max.ms': '10', 'statistics.interval.ms': '1000',
                                    'auto.commit.interval.ms': '200'}
     ktr = ktrigger_factory(conf)
-    prom = Prometheus(tmp_path, ktr.metrics_port)
+    # Same runtime (it answers, so only Kafka keeps this one out), its own group, no topic.
+    orphan = ktrigger_factory(config(rt.port, topics=[names.topic + '-missing'],
+                                     group_id=names.group + '-orphan'))
+    prom = Prometheus(tmp_path, [(ktr.metrics_port, TARGET_LABELS),
+                                 (orphan.metrics_port, ORPHAN_LABELS)])
+
+    def total(q):
+        r = prom.query(q)
+        return float(r[0]['value'][1]) if r else None
     try:
-        kt.wait_for(lambda: prom.query('up{job="ktrigger"}'), 60, 'Prometheus up and scraping',
-                    interval=0.5)
+        kt.wait_for(lambda: total('count(up{job="ktrigger"} == 1)') == 2, 60,
+                    'Prometheus up and scraping both', interval=0.5)
         kafka.produce(names.topic, records)
         calls = n + len(failing)  # every failing record is called twice, then dead-lettered
-
-        def total(q):
-            r = prom.query(q)
-            return float(r[0]['value'][1]) if r else None
         kt.wait_for(lambda: total('sum(function_calls_total{topic="%s"})' % names.topic)
                     == calls, 90, 'Prometheus sees %d calls' % calls, interval=0.5,
                     describe=lambda: total('sum(function_calls_total)'))
@@ -284,6 +309,12 @@ def test_dashboard_and_alert_expressions_against_real_prometheus(
         kt.wait_for(lambda: total('count(ktrigger_consumer_lag)') == 2, 30,
                     'lag series of both partitions', interval=0.5)
         kt.wait_for(lambda: total('sum(ktrigger_commits_total)'), 30, 'a commit', interval=0.5)
+        # Kafka's state as Prometheus sees it: hello in its group, orphan not (its runtime up).
+        ready = 'ktrigger_kafka_ready{pod="%s"}'
+        kt.wait_for(lambda: total(ready % TARGET_LABELS['pod']) == 1, 30, 'hello Kafka-ready',
+                    interval=0.5)
+        assert total(ready % ORPHAN_LABELS['pod']) == 0, prom.query(ready % '.+')
+        assert total('ktrigger_runtime_up{pod="%s"}' % ORPHAN_LABELS['pod']) == 1
 
         failures = []
         for where, expr in dashboard_exprs():
@@ -301,7 +332,7 @@ def test_dashboard_and_alert_expressions_against_real_prometheus(
             if not [r for r in result if r['metric'].get(label)]:
                 failures.append('variable %s: no %s values from %s' % (name, label, sel))
 
-        fired = {}
+        fired, checked = {}, {}
         for a in alerts():
             expr = a['expr']
             result = prom.query(expr)
@@ -314,10 +345,13 @@ def test_dashboard_and_alert_expressions_against_real_prometheus(
                           % (sel, EXTERNAL[name]))
                     continue
                 r = prom.query(sel)
+                checked.setdefault(a['alert'], []).append(sel)
                 print('  selector %s -> %d series' % (sel, len(r or [])))
                 if not r:
                     failures.append('%s: selector %s returned no data' % (a['alert'], sel))
         assert not failures, '\n'.join(failures)
+        assert checked.get('KtriggerKafkaNotReady') == ['ktrigger_kafka_ready',
+                                                        'ktrigger_runtime_up'], checked
         # ktrigger's `function` label (the handler) survives the target label of that name.
         series = [r['metric'] for r in prom.query('function_calls_total') or []]
         print('function_calls_total series: %s' % series)
@@ -328,9 +362,15 @@ def test_dashboard_and_alert_expressions_against_real_prometheus(
         for name in ('KtriggerDeadLettersProduced', 'KtriggerFunctionFailureRatio'):
             assert fired[name], '%s: its expression returned nothing' % name
         assert fired['KtriggerFunctionFailureRatio'][0]['metric']['function'] == kt.HANDLER
-        for name in ('KtriggerRuntimeDown', 'KtriggerCommitFailures', 'KtriggerScrapeDown',
-                     'KtriggerNoPartitionsAssigned'):
+        for name in ('KtriggerRuntimeDown', 'KtriggerCommitFailures', 'KtriggerScrapeDown'):
             assert not fired[name], '%s fires on a healthy ktrigger: %s' % (name, fired[name])
+        # The replica out of its group, and only it (the healthy one is in its group).
+        assert [r['metric'] for r in fired['KtriggerKafkaNotReady']] == [
+            {'namespace': ORPHAN_LABELS['namespace'], 'pod': ORPHAN_LABELS['pod']}], (
+            fired['KtriggerKafkaNotReady'])
+        assert [r['metric'] for r in fired['KtriggerNoPartitionsAssigned']] == [
+            {'namespace': ORPHAN_LABELS['namespace'], 'app_kubernetes_io_name': 'orphan'}], (
+            fired['KtriggerNoPartitionsAssigned'])
 
         # The server loaded every rule and evaluates it without error.
         def evaluated():
@@ -344,9 +384,11 @@ def test_dashboard_and_alert_expressions_against_real_prometheus(
             assert r['health'] == 'ok', r
         states = {r['name']: r.get('state') for r in rs}
         assert states['KtriggerDeadLettersProduced'] == 'firing', states
+        assert states['KtriggerKafkaNotReady'] == 'pending', states  # for: 5m
     finally:
         prom.stop()
         (tmp_path / 'prometheus-queries.log').write_text('\n'.join(lines) + '\n')
         with capsys.disabled():
             sys.stdout.write('\n' + '\n'.join(lines) + '\n')
     assert ktr.stop() == 0
+    assert orphan.stop() == 0
