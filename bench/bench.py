@@ -896,7 +896,7 @@ def main():
             if sc['runtime'] == 'delay5':
                 out['ratio_vs_in_flight_over_delay'] = out['records_per_s'] / (
                     min(conns, MAX_IN_FLIGHT) / 0.005)
-            if sc.get('batch') and not lat:
+            if sc.get('batch') and sc['runtime'] == 'delay5':
                 # The runtime's own request ceiling (wrk, same run) x records per request.
                 out['ratio_vs_wrk_x_batch'] = (
                     out['records_per_s'] / (out['ceiling_wrk_req_per_s'] * sc['batch'][0])
