@@ -56,6 +56,10 @@ PRODUCERS = {
 
 #: name, partitions, value_bytes, ordering, runtime ('fast' | 'delay5' | 'sink'),
 #: records per mode (quick, full); 0 = not run in that mode. kind: 'throughput' | 'latency'.
+#: batch: (dispatch.batch.max_records, dispatch.batch.max_wait_ms), batched delivery (issue 15);
+#: absent = one request per record. per_record_baseline: each run also runs ktrigger without
+#: batches on the same topic, right before, for ratio_vs_per_record. bare: False skips the bare
+#: forwarder (a per-record ceiling; at 5 ms a call it would take longer than the scenario).
 SCENARIOS = [
     # The headline targets.
     dict(name='p8-100B-none-fast', partitions=8, value_bytes=100, ordering='none', runtime='fast',
@@ -89,6 +93,14 @@ SCENARIOS = [
          runtime='delay5', records=(0, 1_500)),
     dict(name='p8-10KiB-key-5ms', partitions=8, value_bytes=10240, ordering='key',
          runtime='delay5', records=(0, 40_000)),
+    # Batched delivery (issue 15), on the same topics as the per-record scenarios above (a topic
+    # is shared when partitions, value size, record count and producer match).
+    dict(name='p8-100B-none-fast-batch100', partitions=8, value_bytes=100, ordering='none',
+         runtime='fast', records=(100_000, 1_000_000), batch=(100, 0), per_record_baseline=True),
+    dict(name='p8-100B-key-fast-batch100', partitions=8, value_bytes=100, ordering='key',
+         runtime='fast', records=(0, 300_000), batch=(100, 0), per_record_baseline=True),
+    dict(name='p8-100B-key-5ms-batch100', partitions=8, value_bytes=100, ordering='key',
+         runtime='delay5', records=(100_000, 300_000), batch=(100, 0), bare=False),
     # Latency at a fixed offered rate: records = rate x seconds.
     dict(name='latency-p8-100B-key-1000/s', partitions=8, value_bytes=100, ordering='key',
          runtime='sink', kind='latency', rate=1000, seconds=(10, 30)),
@@ -96,6 +108,9 @@ SCENARIOS = [
          ordering='partition', runtime='sink', kind='latency', rate=1000, seconds=(0, 30)),
     dict(name='latency-p1-100B-partition-1000/s', partitions=1, value_bytes=100,
          ordering='partition', runtime='sink', kind='latency', rate=1000, seconds=(0, 30)),
+    dict(name='latency-p8-100B-key-1000/s-batch100-wait5', partitions=8, value_bytes=100,
+         ordering='key', runtime='sink', kind='latency', rate=1000, seconds=(10, 30),
+         batch=(100, 5)),
 ]
 
 
@@ -349,8 +364,10 @@ def wrk_ceiling(url, conns, lua, seconds):
 
 # ----------------------------------------------------------------------------- ktrigger
 
-def render_config(bootstrap, topic, group, port, metrics_port, ordering):
+def render_config(bootstrap, topic, group, port, metrics_port, ordering, batch=None):
     props = ',\n    '.join(f'("{k}", "{v}")' for k, v in KAFKA_PROPS)
+    batch_conf = (f' batch = {{ max_records = {batch[0]}; max_wait_ms = {batch[1]}; }};'
+                  if batch else '')
     return f'''function = {{ handler = "{HANDLER}"; }};
 kafka = {{
   brokers = "{bootstrap}";
@@ -362,7 +379,7 @@ kafka = {{
   );
 }};
 runtime = {{ host = "127.0.0.1"; port = {port}; path = "/"; }};
-dispatch = {{ ordering = "{ordering}"; max_in_flight = {MAX_IN_FLIGHT}; }};
+dispatch = {{ ordering = "{ordering}"; max_in_flight = {MAX_IN_FLIGHT};{batch_conf} }};
 metrics = {{ listen = "127.0.0.1:{metrics_port}"; }};
 log = {{ level = "warning"; }};
 '''
@@ -391,6 +408,16 @@ class Ktrigger:
                 n += int(float(line.rsplit(' ', 1)[1]))
         return n
 
+    def batch_requests(self, metrics_port):
+        """(records, requests) of the ktrigger_batch_records histogram, or None without it."""
+        status, text = http_get(f'http://127.0.0.1:{metrics_port}/metrics', 1.0)
+        got = {}
+        for line in text.splitlines() if status == 200 else []:
+            for part in ('sum', 'count'):
+                if line.startswith(f'ktrigger_batch_records_{part}'):
+                    got[part] = got.get(part, 0) + float(line.rsplit(' ', 1)[1])
+        return (got['sum'], got['count']) if 'count' in got else None
+
     def alive(self):
         return self.proc.poll() is None
 
@@ -399,12 +426,14 @@ class Ktrigger:
         self.logf.close()
 
 
-def run_throughput(kafka, workdir, sc, topic, records, url, run_no):
-    group = f'bench-{sc["name"]}-{run_no}-{int(time.time() * 1000)}'.replace('/', '_')
+def run_throughput(kafka, workdir, sc, topic, records, url, run_no, batch=None):
+    tag = 'batch' if batch else 'single'
+    group = f'bench-{sc["name"]}-{tag}-{run_no}-{int(time.time() * 1000)}'.replace('/', '_')
     mport = free_port()
     port = int(url.rsplit(':', 1)[1].split('/')[0])
-    kt = Ktrigger(workdir, f'{sc["name"].replace("/", "_")}-{run_no}',
-                  render_config(kafka.bootstrap, topic, group, port, mport, sc['ordering']))
+    kt = Ktrigger(workdir, f'{sc["name"].replace("/", "_")}-{tag}-{run_no}',
+                  render_config(kafka.bootstrap, topic, group, port, mport, sc['ordering'],
+                                batch))
     c = kafka.consumer(group)
     try:
         end = kafka.end_offsets(c, topic, sc['partitions'])
@@ -439,11 +468,15 @@ def run_throughput(kafka, workdir, sc, topic, records, url, run_no):
         t_done = time.monotonic()
         cpu = proc_cpu_s(kt.proc.pid)
         rss = proc_hwm_mib(kt.proc.pid)
+        hist = kt.batch_requests(mport)
     finally:
         c.close()
         kt.stop()
     return {
         'complete': complete,
+        # Records per request, as ktrigger's ktrigger_batch_records histogram saw them.
+        'batch_records_mean': hist[0] / hist[1] if hist and hist[1] else None,
+        'requests_per_s': (hist[1] / (t_done - t_first) if hist and hist[1] else None),
         'records_per_s': records / (t_done - t_first),
         'records_per_s_from_start': records / (t_done - kt.t_start),
         'calls_per_s': records / max(t_calls - t_first, 1e-6),
@@ -528,7 +561,8 @@ def run_latency(kafka, workdir, sc, topic, sink, rate, seconds, run_no):
     group = f'bench-{sc["name"]}-{run_no}-{int(time.time() * 1000)}'.replace('/', '_')
     mport = free_port()
     kt = Ktrigger(workdir, f'{sc["name"].replace("/", "_")}-{run_no}',
-                  render_config(kafka.bootstrap, topic, group, sink.port, mport, sc['ordering']))
+                  render_config(kafka.bootstrap, topic, group, sink.port, mport, sc['ordering'],
+                                sc.get('batch')))
     records = rate * seconds
     floor = None
     try:
@@ -571,6 +605,7 @@ def run_latency(kafka, workdir, sc, topic, sink, rate, seconds, run_no):
         wait_for(lambda: (kt.calls(mport) or 0) - base >= records, 60, 'latency records called')
         cpu = proc_cpu_s(kt.proc.pid) - cpu0
         rss = proc_hwm_mib(kt.proc.pid)
+        hist = kt.batch_requests(mport)
         st = sink.stats()
         try:
             floor.wait(60)
@@ -586,7 +621,9 @@ def run_latency(kafka, workdir, sc, topic, sink, rate, seconds, run_no):
             'samples': st['count'], 'peak_rss_mib': rss, 'cpu_s_per_million': cpu / records * 1e6,
             'kafka_p50_ms': fl.get('p50_ms'), 'kafka_p99_ms': fl.get('p99_ms'),
             'kafka_p999_ms': fl.get('p999_ms'), 'kafka_max_ms': fl.get('max_ms'),
-            'kafka_samples': fl.get('count')}
+            'kafka_samples': fl.get('count'),
+            'batch_records_mean': hist[0] / hist[1] if hist and hist[1] else None,
+            'sink_batch_requests': st.get('batch_requests')}
 
 
 # ----------------------------------------------------------------------------- main
@@ -633,7 +670,8 @@ def print_table(scenarios):
             ('wrk/s', 'ceiling_wrk_req_per_s', 0), ('vs wrk', 'ratio_vs_wrk', 2),
             ('kcat/s', 'ceiling_kafka_records_per_s', 0),
             ('bare/s', 'ceiling_bare_forwarder_records_per_s', 0),
-            ('vs bare', 'ratio_vs_bare_forwarder', 2), ('p50ms', 'p50_ms', 2),
+            ('vs bare', 'ratio_vs_bare_forwarder', 2), ('batch', 'batch_records_mean', 1),
+            ('vs 1/req', 'ratio_vs_per_record', 2), ('p50ms', 'p50_ms', 2),
             ('p99ms', 'p99_ms', 2), ('p999ms', 'p999_ms', 2), ('kafka p99', 'kafka_p99_ms', 2),
             ('RSS MiB', 'peak_rss_mib', 1), ('bare MiB', 'bare_forwarder_peak_rss_mib', 1),
             ('us/rec', 'cpu_us_per_record', 1),
@@ -674,6 +712,24 @@ def targets(scenarios):
     for s in scenarios:
         if s.get('p99_ms') is not None:
             add('p99 <= 10 ms at 1,000/s', s['name'], s['p99_ms'], 10, s['p99_ms'] <= 10)
+    # Batched delivery (issue 15).
+    for s in scenarios:
+        if not s.get('batch_max_records'):
+            continue
+        if s.get('ratio_vs_per_record') is not None:
+            add('>= 5x own per-record rec/s (batched)', s['name'], s['ratio_vs_per_record'], 5,
+                s['ratio_vs_per_record'] >= 5)
+            add('>= 250,000 records/s (batched)', s['name'], s['records_per_s'], 250000,
+                s['records_per_s'] >= 250000)
+            add('<= 3 us CPU per record (batched)', s['name'], s['cpu_us_per_record'], 3,
+                s['cpu_us_per_record'] <= 3)
+        if s['runtime_delay_ms'] == 5 and s.get('ratio_vs_wrk_x_batch') is not None:
+            add('>= 0.8 of wrk x batch (5 ms, batched)', s['name'], s['ratio_vs_wrk_x_batch'],
+                0.8, s['ratio_vs_wrk_x_batch'] >= 0.8)
+        if s.get('p99_ms') is not None and s.get('kafka_p99_ms') is not None:
+            goal = s['kafka_p99_ms'] + s['batch_max_wait_ms'] + 1
+            add('p99 <= Kafka p99 + max_wait_ms + 1 ms', s['name'], s['p99_ms'], goal,
+                s['p99_ms'] <= goal)
     worst = max((s for s in scenarios if s.get('peak_rss_mib')), key=lambda s: s['peak_rss_mib'],
                 default=None)
     if worst:
@@ -760,12 +816,12 @@ def main():
             lua = post_lua(workdir, sc['value_bytes'])
             records = sc['rate'] * sc['seconds'] if lat else sc['records']
             log(f'{sc["name"]}: {records:,} records, wrk -c{conns}')
-            wrk, kc, got, bf = [], [], [], []
+            wrk, kc, got, bf, single = [], [], [], [], []
             for r in range(runs):
                 wrk.append(wrk_ceiling(url, conns, lua, wrk_s))
                 if not lat:
                     kc.append(kcat_ceiling(kafka.bootstrap, sc['topic'], records))
-                if not lat and bare:
+                if not lat and bare and sc.get('bare', True):
                     bf.append(run_bare_forwarder(kafka, workdir, sc, sc['topic'], records, url,
                                                  r, conns))
                 ng0 = nginx.cpu_s()
@@ -777,7 +833,16 @@ def main():
                     res = run_latency(kafka, workdir, sc, topic, sink, sc['rate'],
                                       sc['seconds'], r)
                 else:
-                    res = run_throughput(kafka, workdir, sc, sc['topic'], records, url, r)
+                    if sc.get('per_record_baseline'):
+                        # ktrigger itself without batches, on the same topic, in the same run.
+                        single.append(run_throughput(kafka, workdir, sc, sc['topic'], records,
+                                                     url, r))
+                        log(f'  run {r + 1} per record: '
+                            f'{single[-1]["records_per_s"]:.0f} rec/s, '
+                            f'{single[-1]["cpu_us_per_record"]:.1f} us/record')
+                        ng0 = nginx.cpu_s()
+                    res = run_throughput(kafka, workdir, sc, sc['topic'], records, url, r,
+                                         sc.get('batch'))
                 if sc['runtime'] != 'sink' and ng0 is not None:
                     res['runtime_cpu_s_per_million'] = (nginx.cpu_s() - ng0) / records * 1e6
                 got.append(res)
@@ -798,8 +863,9 @@ def main():
                 'records': records, 'runs': len(got), 'wrk_connections': conns,
                 'ceiling_wrk_req_per_s': median(wrk),
                 'ceiling_kafka_records_per_s': median(kc),
-                # Records per HTTP request: per-record delivery here; batching is future work.
-                'batch_max_records': None,
+                # dispatch.batch.max_records / max_wait_ms; null: one request per record.
+                'batch_max_records': sc['batch'][0] if sc.get('batch') else None,
+                'batch_max_wait_ms': sc['batch'][1] if sc.get('batch') else None,
             }
             out.update(sc.get('producer_stats') or {})
             if bf:
@@ -830,6 +896,24 @@ def main():
             if sc['runtime'] == 'delay5':
                 out['ratio_vs_in_flight_over_delay'] = out['records_per_s'] / (
                     min(conns, MAX_IN_FLIGHT) / 0.005)
+            if sc.get('batch') and sc['runtime'] == 'delay5':
+                # The runtime's own request ceiling (wrk, same run) x records per request.
+                out['ratio_vs_wrk_x_batch'] = (
+                    out['records_per_s'] / (out['ceiling_wrk_req_per_s'] * sc['batch'][0])
+                    if out['ceiling_wrk_req_per_s'] else None)
+            if lat and out.get('p99_ms') is not None and out.get('kafka_p99_ms') is not None:
+                # What ktrigger adds over Kafka's own floor, percentile by percentile.
+                out['p50_over_kafka_ms'] = out['p50_ms'] - out['kafka_p50_ms']
+                out['p99_over_kafka_ms'] = out['p99_ms'] - out['kafka_p99_ms']
+            if single:
+                out['per_record_records_per_s'] = median([g['records_per_s'] for g in single])
+                out['per_record_cpu_us_per_record'] = median([g['cpu_us_per_record']
+                                                              for g in single])
+                out['per_record_peak_rss_mib'] = max(g['peak_rss_mib'] for g in single)
+                out['per_record_complete'] = all(g['complete'] for g in single)
+                out['ratio_vs_per_record'] = (out['records_per_s'] /
+                                              out['per_record_records_per_s'])
+                out['per_run_per_record'] = single
             out['per_run'] = got
             out['peak_rss_mib'] = max(g['peak_rss_mib'] for g in got)
             results.append(out)
