@@ -66,9 +66,12 @@
 #include <cjson/cJSON.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #define FAC "KAFKA"
@@ -1310,6 +1313,47 @@ fail:
         return NULL;
 }
 
+/** The handle rd_kafka_destroy() runs on in destroyer(), and whether it returned. */
+struct destroying {
+        rd_kafka_t *rk;
+        int flags;
+        _Atomic int done;
+};
+
+static void *destroyer(void *arg) {
+        struct destroying *d = arg;
+
+        rd_kafka_destroy_flags(d->rk, d->flags);
+        atomic_store(&d->done, 1);
+        return NULL;
+}
+
+/**
+ * rd_kafka_destroy() waits for the group handler to terminate, which waits for the commit and
+ * LeaveGroup requests still out to be answered or to time out: up to session.timeout.ms when
+ * the coordinator does not answer (seen: 35 s after a 10 s close). Nothing of ours runs in it
+ * (the partitions are gone, no callback is served), so it runs on a thread of its own while
+ * this one keeps beating; we wait for it, so nothing of the handle outlives us.
+ */
+static void handle_destroy(kt_consumer_t *kc, void (*beat)(void *opaque), void *opaque) {
+        struct destroying d = {kc->rk,
+                               kc->close_timed_out ? RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE : 0, 0};
+        pthread_t thr;
+
+        kc->rk = NULL;
+        if (!beat || pthread_create(&thr, NULL, destroyer, &d)) {
+                destroyer(&d);
+        } else {
+                struct timespec ts = {0, KT_CONSUMER_CLOSE_POLL_MS * 1000000L};
+                while (!atomic_load(&d.done)) {
+                        beat(opaque);
+                        nanosleep(&ts, NULL);
+                }
+                pthread_join(thr, NULL);
+        }
+        KT_INFO(FAC, "left the group");
+}
+
 int kt_consumer_close(kt_consumer_t *kc, void (*beat)(void *opaque), void *opaque) {
         rd_kafka_queue_t *q;
         rd_kafka_error_t *error;
@@ -1335,14 +1379,15 @@ int kt_consumer_close(kt_consumer_t *kc, void (*beat)(void *opaque), void *opaqu
          * sends the final revoke (release, unassign) and the LeaveGroup through q, which we
          * serve here in short waits, beating between them, for at most
          * KT_CONSUMER_CLOSE_MS. */
-        if (!(q = rd_kafka_queue_new(kc->rk)))
-                return -1;
+        if (!(q = rd_kafka_queue_new(kc->rk))) {
+                kc->close_timed_out = 1;
+                goto out;
+        }
         if ((error = rd_kafka_consumer_close_queue(kc->rk, q))) {
                 KT_WARN(FAC, "consumer close: %s", rd_kafka_error_string(error));
                 rd_kafka_error_destroy(error);
-                rd_kafka_queue_destroy(q);
                 kc->close_timed_out = 1;
-                return -1;
+                goto out;
         }
         deadline = kt_now_ms() + KT_CONSUMER_CLOSE_MS;
         while (!rd_kafka_consumer_closed(kc->rk)) {
@@ -1364,27 +1409,29 @@ int kt_consumer_close(kt_consumer_t *kc, void (*beat)(void *opaque), void *opaqu
                 if ((rkm = rd_kafka_consumer_poll(kc->rk, KT_CONSUMER_CLOSE_POLL_MS)))
                         rd_kafka_message_destroy(rkm); /* a late record: its next owner gets it */
         }
-        rd_kafka_queue_destroy(q);
+        /* Closed may be flagged before the last events (the final revoke) are served. */
+        for (int i = 0; i < 1000 && rd_kafka_queue_length(q) > 0; i++) {
+                rd_kafka_message_t *rkm = rd_kafka_consumer_poll(kc->rk, 0);
+                if (rkm)
+                        rd_kafka_message_destroy(rkm);
+        }
+out:
+        if (q)
+                rd_kafka_queue_destroy(q);
+        /* After a fatal error the close revokes without the rebalance callback: release what
+         * is left through the hook (as lost) so nothing still points at it. */
+        for (kt_partition_t *p = kc->parts; p; p = p->next)
+                part_state_set(kc, p, KT_PART_RELEASED, 1);
+        while (kc->parts)
+                part_remove(kc, kc->parts);
+        handle_destroy(kc, beat, opaque);
         return kc->close_timed_out ? -1 : 0;
 }
 
 void kt_consumer_destroy(kt_consumer_t *kc) {
         if (!kc)
                 return;
-        if (kc->rk) {
-                kt_consumer_close(kc, NULL, NULL);
-                /* After a fatal error close() revokes without the rebalance callback: release
-                 * what is left through the hook (as lost) so nothing still points at it. */
-                for (kt_partition_t *p = kc->parts; p; p = p->next)
-                        part_state_set(kc, p, KT_PART_RELEASED, 1);
-                while (kc->parts)
-                        part_remove(kc, kc->parts);
-                if (kc->close_timed_out)
-                        rd_kafka_destroy_flags(kc->rk, RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE);
-                else
-                        rd_kafka_destroy(kc->rk);
-                KT_INFO(FAC, "left the group");
-        }
+        kt_consumer_close(kc, NULL, NULL);
         free(kc->md_offsets);
         if (kc->carry_cnt)
                 KT_WARN(FAC,
