@@ -219,8 +219,10 @@ void kt_consumer_conf_set(kt_consumer_t *kc, const kt_config_t *conf);
  * @brief Leave the group without a blocking close: hand back what is assigned (revokes are
  *        handed back at once, uncommitted: commit before), send the LeaveGroup, serving the
  *        consumer's events in waits of KT_CONSUMER_CLOSE_POLL_MS and calling \p beat
- *        (may be NULL) between them, for at most KT_CONSUMER_CLOSE_MS. Commits nothing.
- *        A second call is a no-op.
+ *        (may be NULL) between them, for at most KT_CONSUMER_CLOSE_MS; then destroy the
+ *        librdkafka handle (which waits for the requests still out) on a thread of its own
+ *        while \p beat keeps being called. Commits nothing. A second call is a no-op; the
+ *        consumer can then only be destroyed.
  * @returns 0 once closed, -1 if the close failed or did not finish in time.
  * @locality loop thread
  */
