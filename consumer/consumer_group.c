@@ -860,6 +860,8 @@ static void commit_send(kt_consumer_t *kc, int periodic) {
                 size_t len = 0;
                 char *md;
 
+                if (periodic && !c && !p->dirty && p->committed == commit)
+                        continue; /* our last commit covered it and nothing changed since */
                 p->dirty = 0;
                 if (c && c->offset >= commit) {
                         /* It came back to us and has not got past what we kept. */
