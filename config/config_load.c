@@ -460,6 +460,8 @@ static const struct {
     {"metadata.broker.list", "use kafka.brokers"},
     {"auto.offset.reset", "use kafka.start_from"},
     {"enable.auto.offset.store", "ktrigger stores offsets only for finished records"},
+    {"enable.auto.commit",
+     "ktrigger commits itself (with the completed-offset map) every auto.commit.interval.ms"},
     {"enable.partition.eof", "set by ktrigger"},
     {"group.instance.id", "use kafka.static_membership (one id per replica)"},
 };

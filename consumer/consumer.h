@@ -223,7 +223,26 @@ kt_consumer_t *kt_consumer_new(const kt_config_t *conf, const kt_consumer_hooks_
  */
 void kt_consumer_conf_set(kt_consumer_t *kc, const kt_config_t *conf);
 
-/** @brief Leave the group (committing what is done) and free everything. NULL is a no-op. */
+/** Leaving the group takes at most this long (kt_consumer_close). */
+#define KT_CONSUMER_CLOSE_MS 10000
+/** kt_consumer_close() calls its beat at least this often. */
+#define KT_CONSUMER_CLOSE_POLL_MS 100
+
+/**
+ * @brief Leave the group without a blocking close: hand back what is assigned (revokes are
+ *        handed back at once, uncommitted: commit before), send the LeaveGroup, serving the
+ *        consumer's events in waits of KT_CONSUMER_CLOSE_POLL_MS and calling \p beat
+ *        (may be NULL) between them, for at most KT_CONSUMER_CLOSE_MS; then destroy the
+ *        librdkafka handle (which waits for the requests still out) on a thread of its own
+ *        while \p beat keeps being called. Commits nothing. A second call is a no-op; the
+ *        consumer can then only be destroyed.
+ * @returns 0 once closed, -1 if the close failed or did not finish in time.
+ * @locality loop thread
+ */
+int kt_consumer_close(kt_consumer_t *kc, void (*beat)(void *opaque), void *opaque);
+
+/** @brief Leave the group (kt_consumer_close() unless called before; commits nothing) and free
+ *         everything. NULL is a no-op. */
 void kt_consumer_destroy(kt_consumer_t *kc);
 
 /** @returns a file descriptor that becomes readable when Kafka has events for the loop. */
@@ -231,7 +250,8 @@ int kt_consumer_wakeup_fd(const kt_consumer_t *kc);
 
 /**
  * @brief Serve Kafka events and buffer records into the partitions that have room (a full
- *        partition's queue is left unread until it has room again).
+ *        partition's queue is left unread until it has room again); send the periodic
+ *        commit when it is due (kt_consumer_commit_due).
  * @param max consumer-queue events served per call, at most.
  * @returns non-zero if more may be waiting already (poll again before sleeping).
  */
@@ -298,6 +318,37 @@ int kt_consumer_commit_retry_ready(const kt_consumer_t *kc);
 /** @returns the status of commit \p seq, with the error of a failed one in \p errp. */
 kt_commit_status_t kt_consumer_commit_status(const kt_consumer_t *kc, uint64_t seq,
                                              rd_kafka_resp_err_t *errp);
+
+/** Shortest pause before a refused commit that is waited for is started again. */
+#define KT_COMMIT_RETRY_MS 250
+/** A commit that is waited for is waited for at least this long. */
+#define KT_COMMIT_MIN_WAIT_MS 2000
+
+/** A commit waited for (the one that ends a revoke's drain, a shutdown or a re-join): started
+ *  again while the group refuses it, until a deadline. Plain data, kept by the waiter. */
+typedef struct kt_commit_wait {
+        uint64_t seq;     /**< the commit waited for (kt_consumer_commit_start), 0: none */
+        int64_t deadline; /**< kt_now_ms(): given up then */
+        int64_t retry_at; /**< a refused commit is not started again before */
+} kt_commit_wait_t;
+
+/** @brief Start the commit of everything done now (kt_consumer_commit_start) and wait for it
+ *         until \p deadline, at least KT_COMMIT_MIN_WAIT_MS from now. */
+void kt_consumer_commit_wait_start(kt_consumer_t *kc, kt_commit_wait_t *cw, int64_t deadline);
+
+/**
+ * @brief Drive \p cw: a commit refused (e.g. while the group rebalances) is started again, no
+ *        sooner than KT_COMMIT_RETRY_MS after the last try, once kt_consumer_commit_retry_ready().
+ * @returns KT_COMMIT_DONE; KT_COMMIT_PENDING: call again no later than \p *wake_atp; or
+ *          KT_COMMIT_FAILED: the deadline passed, with the last refusal in \p *errp
+ *          (RD_KAFKA_RESP_ERR_NO_ERROR: no answer came in time).
+ */
+kt_commit_status_t kt_consumer_commit_wait_step(kt_consumer_t *kc, kt_commit_wait_t *cw,
+                                                int64_t *wake_atp, rd_kafka_resp_err_t *errp);
+
+/** @returns when the next periodic commit is due (kt_now_ms(); auto.commit.interval.ms apart,
+ *  sent by kt_consumer_poll()), INT64_MAX if periodic commits are off (interval 0). */
+int64_t kt_consumer_commit_due(const kt_consumer_t *kc);
 
 /** @returns records finished since the last successful commit covered them (an upper bound of
  *  what a new owner would deliver again if no further commit succeeds). */

@@ -1,10 +1,11 @@
 /*
  * DESIGN: the group member and its partitions.
  *
- * - librdkafka's high-level consumer joins the group (cooperative-sticky by default) and
- *   auto-commits, but only offsets we store: enable.auto.offset.store=false, and an offset is
- *   stored only when the tracker pops a done record (all earlier ones of its partition are
- *   done too). Nothing is ever stored past a record in flight or waiting to retry.
+ * - librdkafka's high-level consumer joins the group (cooperative-sticky by default); every
+ *   commit is ours (enable.auto.commit and enable.auto.offset.store are false). A partition's
+ *   commit offset moves only when the tracker pops a done record (all earlier ones of its
+ *   partition are done too): nothing is ever committed past a record in flight or waiting to
+ *   retry.
  * - All events (records, rebalances, errors, librdkafka's own logs via log.queue) arrive on
  *   the one consumer queue, served by kt_consumer_poll() on the loop thread. The queue's
  *   io-event writes to a pipe when it goes from empty to non-empty; we drain the pipe first
@@ -47,15 +48,19 @@
  *   and finishing their buffered records (see on_revoke), then they are RELEASED, committed
  *   with our own asynchronous commit (kt_consumer_commit_start) and handed back. On lost
  *   partitions nothing is committed.
- * - Commits. librdkafka's auto-commit commits the offsets we store every
- *   auto.commit.interval.ms, and only while the group is steady. The commit that ends a drain
- *   is ours (rd_kafka_commit_queue, answered on the consumer queue): it carries per partition
- *   the completed-offset map (consumer_offsetmap.c) of what finished above the committed
- *   offset, which librdkafka 2.0.2 can send only with an explicit partition list. We do not
- *   commit that way periodically: a manual commit sent while the generation is in flux is
- *   answered ILLEGAL_GENERATION, and librdkafka then takes the whole assignment as lost.
- *   A new owner reads the maps with rd_kafka_committed() in the assign callback, before the
- *   partitions are fetched, and a record in its partition's map is done without a call.
+ * - Commits are all ours (commit_send: rd_kafka_commit_queue, answered on the consumer queue,
+ *   never a blocking rd_kafka_commit): each carries per partition the completed-offset map
+ *   (consumer_offsetmap.c) of what finished above the committed offset, which librdkafka 2.0.2
+ *   can send only with an explicit partition list. Two kinds: the commit that ends a drain
+ *   (kt_consumer_commit_start, waited for and retried through kt_consumer_commit_wait_step),
+ *   and the periodic one every auto.commit.interval.ms (commit_tick), sent only while the join
+ *   state is steady (as librdkafka's own auto-commit would), no revoke pends and every
+ *   partition is ACTIVE: a DRAINING or RELEASED partition is committed only by its drain's
+ *   commit. A periodic commit can still meet a generation that changed after it left
+ *   (ILLEGAL_GENERATION, REBALANCE_IN_PROGRESS): it is counted and simply sent again at the
+ *   next interval. A new owner reads the maps with rd_kafka_committed() in the assign
+ *   callback, before the partitions are fetched, and a record in its partition's map is done
+ *   without a call.
  * - Our commits are sent only while librdkafka's join state lets them through (followed from
  *   its cgrp debug lines, join_state_follow): while our JoinGroup waits at the broker, which
  *   it does for up to session.timeout.ms after a member died, a commit would wait behind it
@@ -69,9 +74,12 @@
 #include <cjson/cJSON.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #define FAC "KAFKA"
@@ -99,23 +107,34 @@ struct kt_consumer {
          * second revoke while one pends joins it (same deadline). */
         rd_kafka_topic_partition_list_t *pending; /**< NULL if no revoke pends */
         int64_t pending_deadline;                 /**< drain (and commit) deadline, kt_now_ms */
-        uint64_t pending_commit;                  /**< the commit it waits for; 0 while draining */
-        int64_t pending_retry_at;                 /**< a refused commit is started again then */
-        /* The commits that end a drain: ours, asynchronous, one in flight at a time (see
-         * kt_consumer_commit_start); librdkafka's auto-commit runs beside them. */
+        kt_commit_wait_t pending_commit;          /**< the commit it waits for; seq 0: draining */
+        /* Our commits, asynchronous, one in flight at a time (see kt_consumer_commit_start
+         * and commit_tick). */
         uint64_t commit_seq;            /**< the last commit started */
         uint64_t commit_ok_seq;         /**< the last one that succeeded */
         uint64_t commit_done_seq;       /**< the last one that finished, either way */
         rd_kafka_resp_err_t commit_err; /**< how commit_done_seq ended */
         int commit_inflight;
-        int commit_again;         /**< asked for while one was in flight: start one after it */
-        uint64_t done_cnt;        /**< records that became done, ever */
-        uint64_t done_at_start;   /**< done_cnt when the commit in flight started */
-        uint64_t done_committed;  /**< done_cnt covered by the last successful commit */
-        uint64_t assigns_at_fail; /**< stats.assigns when the last commit failed */
+        int commit_periodic;        /**< the one in flight is periodic (commit_tick) */
+        int commit_again;           /**< asked for while one was in flight: start one after it */
+        int commit_fail_streak;     /**< periodic commits failed in a row (logged once a streak) */
+        int64_t commit_interval_ms; /**< auto.commit.interval.ms: periodic commits, 0: none */
+        int64_t commit_due_ms;      /**< the next periodic commit (kt_now_ms) */
+        uint64_t done_cnt;          /**< records that became done, ever */
+        uint64_t done_at_start;     /**< done_cnt when the commit in flight started */
+        uint64_t done_committed;    /**< done_cnt covered by the last successful commit */
+        uint64_t assigns_at_fail;   /**< stats.assigns when the last commit failed */
         int cooperative; /**< the rebalance protocol last known to be cooperative (cooperative()) */
         int join_safe;   /**< 1: the group join state lets a commit through, 0: a JoinGroup or
                               SyncGroup is in flight, -1: unknown (no cgrp debug line yet) */
+        int join_steady; /**< the join state is `steady`: periodic commits may go */
+        int metadata_off;    /**< the broker refused our metadata as too large (its
+                                  offset.metadata.max.bytes is under KT_COMMIT_METADATA_BYTES):
+                                  commits go on without the offset map */
+        int64_t *md_offsets; /**< part_metadata()'s scratch, grown to need, reused */
+        size_t md_offsets_size;
+        int closed;          /**< kt_consumer_close() was called */
+        int close_timed_out; /**< and did not see the group closed in time */
         struct carry *carry; /**< see carry_save() */
         size_t carry_cnt, carry_size;
         kt_consumer_stats_t stats;
@@ -210,8 +229,6 @@ static void set_paused(kt_consumer_t *kc, kt_partition_t *p, int pause) {
         }
 }
 
-static void stored_forget(kt_consumer_t *kc, const kt_partition_t *p);
-
 /**
  * The one transition function of a partition's life (kt_partition_state_t): every pause and
  * hook that depends on the state happens here.
@@ -233,10 +250,6 @@ static void part_state_set(kt_consumer_t *kc, kt_partition_t *p, kt_partition_st
                 set_paused(kc, p, 1);
                 if (kc->hooks.release)
                         kc->hooks.release(kc->hooks.opaque, p, lost);
-                /* Nothing of it changes any more, and the commit that ends its drain is ours
-                 * (with its offset map): librdkafka's auto-commit must not send the stored
-                 * offset again without the map, behind ours. */
-                stored_forget(kc, p);
                 break;
         }
         p->state = state;
@@ -261,6 +274,7 @@ static void join_state_follow(kt_consumer_t *kc, const char *buf) {
         to += 4;
         len = strcspn(to, " ");
         kc->join_safe = 1;
+        kc->join_steady = len == 6 && !strncmp(to, "steady", len);
         for (size_t i = 0; i < sizeof(unsafe) / sizeof(unsafe[0]); i++)
                 if (strlen(unsafe[i]) == len && !strncmp(to, unsafe[i], len))
                         kc->join_safe = 0;
@@ -498,23 +512,6 @@ static void on_assign(kt_consumer_t *kc, rd_kafka_topic_partition_list_t *tps) {
 
 static int carry_save(kt_consumer_t *kc, const kt_partition_t *p);
 
-/**
- * Forget the offset librdkafka holds stored for \p p before it is unassigned: with
- * enable.auto.commit, librdkafka commits a removed partition's stored offset once more, with
- * no metadata, over the commit (and completed-offset map) that ended its drain. Only when that
- * commit covered the partition: otherwise librdkafka's commit of the watermark is still worth
- * having (and carry_save() keeps the rest).
- */
-static void stored_forget(kt_consumer_t *kc, const kt_partition_t *p) {
-        rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
-
-        rd_kafka_topic_partition_list_add(l, p->topic, p->partition)->offset =
-            RD_KAFKA_OFFSET_INVALID;
-        if (rd_kafka_offsets_store(kc->rk, l))
-                KT_DBG(FAC, "%s [%d]: cannot forget its stored offset", p->topic, p->partition);
-        rd_kafka_topic_partition_list_destroy(l);
-}
-
 /** Release (if not yet) and forget the partitions of \p tps, and hand them back. */
 static void handback(kt_consumer_t *kc, rd_kafka_topic_partition_list_t *tps, int lost) {
         rd_kafka_error_t *error = NULL;
@@ -591,7 +588,7 @@ static void on_revoke(kt_consumer_t *kc, rd_kafka_topic_partition_list_t *tps) {
         }
         kc->pending = rd_kafka_topic_partition_list_copy(tps);
         kc->pending_deadline = kt_now_ms() + kc->conf->drain_timeout_ms;
-        kc->pending_commit = 0;
+        memset(&kc->pending_commit, 0, sizeof(kc->pending_commit));
 }
 
 /** @returns the records of \p p not done yet (0: drained). */
@@ -626,20 +623,15 @@ void kt_consumer_release_all(kt_consumer_t *kc) {
                 part_state_set(kc, p, KT_PART_RELEASED, 0);
 }
 
-/** Shortest pause before a refused commit is tried again. */
-#define KT_COMMIT_RETRY_MS 250
-/** A drained revoke or shutdown waits at least this long for its commit's answer. */
-#define KT_COMMIT_MIN_WAIT_MS 2000
-
 int64_t kt_consumer_revoke_step(kt_consumer_t *kc) {
-        int64_t now = kt_now_ms();
+        int64_t now = kt_now_ms(), wake_at = INT64_MAX;
         rd_kafka_resp_err_t err = RD_KAFKA_RESP_ERR_NO_ERROR;
         kt_commit_status_t st;
         size_t left = 0;
 
         if (!kc->pending)
                 return INT64_MAX;
-        if (!kc->pending_commit) {
+        if (!kc->pending_commit.seq) {
                 for (int i = 0; i < kc->pending->cnt; i++) {
                         kt_partition_t *p = part_find(kc, kc->pending->elems[i].topic,
                                                       kc->pending->elems[i].partition);
@@ -660,28 +652,16 @@ int64_t kt_consumer_revoke_step(kt_consumer_t *kc) {
                         if (p)
                                 part_state_set(kc, p, KT_PART_RELEASED, 0);
                 }
-                kc->pending_commit = kt_consumer_commit_start(kc);
-                if (kc->pending_deadline < now + KT_COMMIT_MIN_WAIT_MS)
-                        kc->pending_deadline = now + KT_COMMIT_MIN_WAIT_MS;
+                kt_consumer_commit_wait_start(kc, &kc->pending_commit, kc->pending_deadline);
         }
-        st = kt_consumer_commit_status(kc, kc->pending_commit, &err);
-        if (st == KT_COMMIT_FAILED && now < kc->pending_deadline) {
-                if (now < kc->pending_retry_at || !kt_consumer_commit_retry_ready(kc)) {
-                        if (kc->pending_retry_at <= now)
-                                kc->pending_retry_at = now + KT_COMMIT_RETRY_MS;
-                        return kc->pending_retry_at;
-                }
-                kc->pending_commit = kt_consumer_commit_start(kc);
-                kc->pending_retry_at = now + KT_COMMIT_RETRY_MS;
-                return kc->pending_retry_at;
-        }
-        if (st == KT_COMMIT_PENDING && now < kc->pending_deadline)
-                return kc->pending_deadline; /* the answer wakes the loop before */
+        st = kt_consumer_commit_wait_step(kc, &kc->pending_commit, &wake_at, &err);
+        if (st == KT_COMMIT_PENDING)
+                return wake_at;
         if (st != KT_COMMIT_DONE)
                 KT_WARN(FAC,
                         "commit of revoked partitions not completed (%s): records finished "
                         "since the last commit are delivered again by their next owner",
-                        st == KT_COMMIT_FAILED ? rd_kafka_err2str(err) : "no answer in time");
+                        err ? rd_kafka_err2str(err) : "no answer in time");
         else
                 KT_INFO(FAC, "committed, handing back %d partitions", kc->pending->cnt);
         handback(kc, kc->pending, 0);
@@ -694,7 +674,7 @@ int64_t kt_consumer_revoke_step(kt_consumer_t *kc) {
 
 /** The commit metadata of \p p: its completed-offset map (see consumer_offsetmap.c).
  *  @returns a malloc'd NUL-terminated blob (librdkafka frees it with the list), NULL if none. */
-static char *part_metadata(const kt_partition_t *p, size_t *lenp);
+static char *part_metadata(kt_consumer_t *kc, const kt_partition_t *p, size_t *lenp);
 
 /** Room for the completed-offset map in a commit: under the broker's default
  *  offset.metadata.max.bytes (4096). What does not fit is left out (done again, never lost). */
@@ -720,32 +700,41 @@ static int part_has_done(const kt_partition_t *p) {
         return 0;
 }
 
-/** Set once the broker refused our metadata as too large (offset.metadata.max.bytes under
- *  KT_COMMIT_METADATA_BYTES): commits go on without the offset map. */
-static int metadata_off;
-
-static char *part_metadata(const kt_partition_t *p, size_t *lenp) {
+static char *part_metadata(kt_consumer_t *kc, const kt_partition_t *p, size_t *lenp) {
         int64_t commit = part_commit_offset(p);
         char buf[KT_COMMIT_METADATA_BYTES];
         int64_t *done, covered, off;
-        size_t n = 0, len = 0;
+        size_t n = 0, need = 0, len = 0;
         char *md = NULL;
 
         *lenp = 0;
-        if (metadata_off || commit < 0 ||
-            !(done = malloc(KT_COMMIT_METADATA_OFFSETS * sizeof(*done))))
+        if (kc->metadata_off || commit < 0)
                 return NULL;
+        /* Size the scratch to what this partition can list (most have nothing above the
+         * watermark: no allocation at all), and keep it for the next partition and commit. */
+        for (const kt_record_t *rec = p->q.head; rec; rec = rec->next)
+                need += rec->state == KT_REC_DONE && rec->offset > commit;
+        need += kt_consumer_offsetmap_cnt(p->done_map);
+        if (!need)
+                return NULL;
+        if (need > KT_COMMIT_METADATA_OFFSETS)
+                need = KT_COMMIT_METADATA_OFFSETS;
+        if (need > kc->md_offsets_size) {
+                if (!(done = realloc(kc->md_offsets, need * sizeof(*done))))
+                        return NULL; /* no map this time: done again, never lost */
+                kc->md_offsets = done;
+                kc->md_offsets_size = need;
+        }
+        done = kc->md_offsets;
         /* Finished above the watermark: ours, then what a previous owner finished that we
          * have not read yet (the rest of its map is ours now, in the tracker). */
-        for (const kt_record_t *rec = p->q.head; rec && n < KT_COMMIT_METADATA_OFFSETS;
-             rec = rec->next)
+        for (const kt_record_t *rec = p->q.head; rec && n < need; rec = rec->next)
                 if (rec->state == KT_REC_DONE && rec->offset > commit)
                         done[n++] = rec->offset;
         off = p->next_offset > commit ? p->next_offset : commit + 1;
         if (n)
                 off = done[n - 1] + 1 > off ? done[n - 1] + 1 : off;
-        while (p->done_map && n < KT_COMMIT_METADATA_OFFSETS &&
-               (off = kt_consumer_offsetmap_next(p->done_map, off)) >= 0)
+        while (p->done_map && n < need && (off = kt_consumer_offsetmap_next(p->done_map, off)) >= 0)
                 done[n++] = off++;
         if (n &&
             kt_consumer_offsetmap_encode(commit, done, n, buf, sizeof(buf), &len, &covered) ==
@@ -760,7 +749,6 @@ static char *part_metadata(const kt_partition_t *p, size_t *lenp) {
                         *lenp = len;
                 }
         }
-        free(done);
         return md;
 }
 
@@ -867,7 +855,7 @@ static int carry_save(kt_consumer_t *kc, const kt_partition_t *p) {
                 kc->carry_cnt++;
         } else if (c->offset > offset)
                 return 1; /* what we kept is further */
-        md = part_metadata(p, &len);
+        md = part_metadata(kc, p, &len);
         free(c->md);
         c->md = md;
         c->md_len = len;
@@ -902,14 +890,17 @@ static char *blob_dup(const char *md, size_t len) {
 }
 
 /** Start one asynchronous commit of every partition that has something done, and of the
- *  progress kept from partitions handed back uncommitted (carry_save). */
-static void commit_send(kt_consumer_t *kc) {
+ *  progress kept from partitions handed back uncommitted (carry_save). \p periodic
+ *  (commit_tick): only when every partition is ACTIVE, and without the progress kept for
+ *  partitions another member owns (that is tried once, by the commit on_assign starts). */
+static void commit_send(kt_consumer_t *kc, int periodic) {
         rd_kafka_topic_partition_list_t *offsets = rd_kafka_topic_partition_list_new(
             kc->part_cnt + (int)kc->carry_cnt > 0 ? kc->part_cnt + (int)kc->carry_cnt : 1);
         rd_kafka_resp_err_t err;
 
         kc->commit_seq++;
         kc->commit_again = 0;
+        kc->commit_periodic = periodic;
         kc->done_at_start = kc->done_cnt;
         for (size_t i = 0; i < kc->carry_cnt; i++)
                 kc->carry[i].in_commit = 0; /* set again below if this commit carries it */
@@ -919,6 +910,8 @@ static void commit_send(kt_consumer_t *kc) {
                 size_t len = 0;
                 char *md;
 
+                if (periodic && !c && !p->dirty && p->committed == commit)
+                        continue; /* our last commit covered it and nothing changed since */
                 p->dirty = 0;
                 if (c && c->offset >= commit) {
                         /* It came back to us and has not got past what we kept. */
@@ -929,12 +922,12 @@ static void commit_send(kt_consumer_t *kc) {
                 }
                 if (commit < 0 || (p->stored < 0 && !part_has_done(p)))
                         continue;
-                md = part_metadata(p, &len); /* before len is read */
+                md = part_metadata(kc, p, &len); /* before len is read */
                 commit_add(offsets, p->topic, p->partition, commit, md, len);
                 if (c)
                         c->in_commit = kc->commit_seq; /* ours is further: it covers it */
         }
-        for (size_t i = 0; i < kc->carry_cnt; i++) {
+        for (size_t i = 0; !periodic && i < kc->carry_cnt; i++) {
                 carry_t *c = &kc->carry[i];
                 if (part_find(kc, c->topic, c->partition))
                         continue; /* above */
@@ -963,6 +956,35 @@ static void commit_send(kt_consumer_t *kc) {
         kc->commit_inflight = 1;
 }
 
+/** @returns non-zero if a periodic commit may be sent now (see DESIGN: Commits). */
+static int periodic_ok(const kt_consumer_t *kc) {
+        if (!kc->commit_interval_ms || kc->closing || kc->pending || !kc->join_steady ||
+            !kc->joined || kc->commit_inflight || kc->commit_again)
+                return 0;
+        for (const kt_partition_t *p = kc->parts; p; p = p->next)
+                if (p->state != KT_PART_ACTIVE)
+                        return 0;
+        return 1;
+}
+
+/** The periodic commit: every commit_interval_ms, of what finished since the last one. Not
+ *  sent while periodic_ok() says no (tried again at the next interval); nothing new done,
+ *  nothing sent. */
+static void commit_tick(kt_consumer_t *kc) {
+        int64_t now;
+
+        if (!kc->commit_interval_ms || (now = kt_now_ms()) < kc->commit_due_ms)
+                return;
+        kc->commit_due_ms = now + kc->commit_interval_ms;
+        if (kc->done_cnt == kc->done_committed || !periodic_ok(kc))
+                return;
+        commit_send(kc, 1);
+}
+
+int64_t kt_consumer_commit_due(const kt_consumer_t *kc) {
+        return kc->commit_interval_ms ? kc->commit_due_ms : INT64_MAX;
+}
+
 int kt_consumer_commit_retry_ready(const kt_consumer_t *kc) {
         switch (kc->commit_err) {
         case RD_KAFKA_RESP_ERR_ILLEGAL_GENERATION:
@@ -982,8 +1004,47 @@ uint64_t kt_consumer_commit_start(kt_consumer_t *kc) {
                 kc->commit_again = 1;
                 return kc->commit_seq + 1;
         }
-        commit_send(kc);
+        commit_send(kc, 0);
         return kc->commit_seq;
+}
+
+void kt_consumer_commit_wait_start(kt_consumer_t *kc, kt_commit_wait_t *cw, int64_t deadline) {
+        int64_t now = kt_now_ms();
+
+        cw->seq = kt_consumer_commit_start(kc);
+        cw->deadline =
+            deadline > now + KT_COMMIT_MIN_WAIT_MS ? deadline : now + KT_COMMIT_MIN_WAIT_MS;
+        cw->retry_at = now + KT_COMMIT_RETRY_MS;
+}
+
+kt_commit_status_t kt_consumer_commit_wait_step(kt_consumer_t *kc, kt_commit_wait_t *cw,
+                                                int64_t *wake_atp, rd_kafka_resp_err_t *errp) {
+        rd_kafka_resp_err_t err = RD_KAFKA_RESP_ERR_NO_ERROR;
+        kt_commit_status_t st = kt_consumer_commit_status(kc, cw->seq, &err);
+        int64_t now = kt_now_ms();
+
+        *errp = RD_KAFKA_RESP_ERR_NO_ERROR;
+        if (st == KT_COMMIT_DONE)
+                return st;
+        if (now >= cw->deadline) {
+                *errp = st == KT_COMMIT_FAILED ? err : RD_KAFKA_RESP_ERR_NO_ERROR;
+                return KT_COMMIT_FAILED;
+        }
+        if (st == KT_COMMIT_PENDING) {
+                *wake_atp = cw->deadline; /* the answer wakes the loop before */
+                return st;
+        }
+        /* Refused, typically while the group rebalances (a member died, another joined):
+         * librdkafka re-joins as we poll; sent again once that can help, and not before
+         * KT_COMMIT_RETRY_MS (look again then, do not spin). */
+        if (now >= cw->retry_at && kt_consumer_commit_retry_ready(kc)) {
+                KT_INFO(FAC, "commit refused (%s): trying again", rd_kafka_err2str(err));
+                cw->seq = kt_consumer_commit_start(kc);
+        }
+        if (cw->retry_at <= now)
+                cw->retry_at = now + KT_COMMIT_RETRY_MS;
+        *wake_atp = cw->retry_at;
+        return KT_COMMIT_PENDING;
 }
 
 kt_commit_status_t kt_consumer_commit_status(const kt_consumer_t *kc, uint64_t seq,
@@ -1017,25 +1078,6 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
         }
 }
 
-/** The answer to one of librdkafka's auto-commits (and, as librdkafka may also report them
- *  here, ours): counted. */
-static void commit_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
-                      rd_kafka_topic_partition_list_t *offsets, void *opaque) {
-        kt_consumer_t *kc = opaque;
-
-        (void)rk;
-        (void)offsets;
-        if (err == RD_KAFKA_RESP_ERR__NO_OFFSET)
-                return; /* nothing new to commit */
-        if (err) {
-                kc->stats.commit_failures++;
-                KT_WARN(FAC, "offset commit failed: %s", rd_kafka_err2str(err));
-        } else {
-                kc->stats.commits++;
-                kc->brokers_down = 0; /* the coordinator answered */
-        }
-}
-
 /** The answer to commit_send()'s commit. */
 static void commit_done_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
                            rd_kafka_topic_partition_list_t *offsets, void *opaque) {
@@ -1050,8 +1092,8 @@ static void commit_done_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
         kc->commit_inflight = 0;
         kc->commit_done_seq = kc->commit_seq;
         kc->commit_err = err;
-        if (err == RD_KAFKA_RESP_ERR_OFFSET_METADATA_TOO_LARGE && !metadata_off) {
-                metadata_off = 1;
+        if (err == RD_KAFKA_RESP_ERR_OFFSET_METADATA_TOO_LARGE && !kc->metadata_off) {
+                kc->metadata_off = 1;
                 KT_ERR(FAC,
                        "the broker refuses commit metadata of up to %d bytes (its "
                        "offset.metadata.max.bytes is lower): committing without the "
@@ -1059,11 +1101,27 @@ static void commit_done_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
                        "done at a drain's end will be delivered again)",
                        KT_COMMIT_METADATA_BYTES);
         }
-        if (err) {
+        if (err && kc->commit_periodic) {
+                /* Sent again at the next interval. A refusal because the generation moved
+                 * on under it is the residual window of every commit between rebalances. */
+                kc->stats.commit_failures++;
+                kc->assigns_at_fail = kc->stats.assigns;
+                if (!kc->commit_fail_streak++)
+                        KT_INFO(FAC,
+                                "periodic commit failed (%s): sent again every %lld ms until "
+                                "one goes through",
+                                rd_kafka_err2str(err), (long long)kc->commit_interval_ms);
+                else
+                        KT_DBG(FAC, "periodic commit failed again: %s", rd_kafka_err2str(err));
+        } else if (err) {
                 kc->stats.commit_failures++;
                 kc->assigns_at_fail = kc->stats.assigns;
                 KT_WARN(FAC, "offset commit failed: %s", rd_kafka_err2str(err));
         } else {
+                if (kc->commit_fail_streak > 1)
+                        KT_INFO(FAC, "committed again after %d failed periodic commits",
+                                kc->commit_fail_streak);
+                kc->commit_fail_streak = 0;
                 kc->stats.commits++;
                 kc->brokers_down = 0;
                 kc->commit_ok_seq = kc->commit_seq;
@@ -1097,7 +1155,7 @@ static void commit_done_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
                         carry_drop(kc, &kc->carry[i]);
                 }
         if (kc->commit_again && kc->join_safe && !kc->closing)
-                commit_send(kc);
+                commit_send(kc, 0);
 }
 
 /** librdkafka's statistics JSON: take each assigned partition's consumer_lag. */
@@ -1200,11 +1258,8 @@ kt_consumer_t *kt_consumer_new(const kt_config_t *conf, const kt_consumer_hooks_
          * from kafka.properties except the ones config/ refuses. */
         static const char *const defaults[][2] = {
             {"partition.assignment.strategy", "cooperative-sticky"},
-            /* librdkafka commits the offsets we store (only finished ones) every second, and
-             * only while the group is steady: a commit with a generation in flux is answered
-             * ILLEGAL_GENERATION, which librdkafka takes as the assignment lost. The commits
-             * that end a drain are ours (commit_send), with the completed-offset map. */
-            {"enable.auto.commit", "true"},
+            /* Our periodic commit (commit_tick), with the completed-offset map, every second;
+             * librdkafka's own auto-commit is off (set below, after the user's properties). */
             {"auto.commit.interval.ms", "1000"},
             /* Prefetch, per partition: each partition has its own queue (see DESIGN). With
              * the per-partition buffers (dispatch.partition_buffer_*) this is the memory
@@ -1259,6 +1314,7 @@ kt_consumer_t *kt_consumer_new(const kt_config_t *conf, const kt_consumer_hooks_
                      conf->start_from == KT_START_EARLIEST ? "earliest" : "latest", errstr,
                      errstr_size) ||
             conf_set(rkconf, "enable.auto.offset.store", "false", errstr, errstr_size) ||
+            conf_set(rkconf, "enable.auto.commit", "false", errstr, errstr_size) ||
             conf_set(rkconf, "enable.partition.eof", "false", errstr, errstr_size) ||
             conf_set(rkconf, "log.queue", "true", errstr, errstr_size) ||
             debug_cgrp(rkconf, errstr, errstr_size) ||
@@ -1269,10 +1325,14 @@ kt_consumer_t *kt_consumer_new(const kt_config_t *conf, const kt_consumer_hooks_
         rd_kafka_conf_set_log_cb(rkconf, log_cb);
         rd_kafka_conf_set_error_cb(rkconf, error_cb);
         rd_kafka_conf_set_rebalance_cb(rkconf, rebalance_cb);
-        rd_kafka_conf_set_offset_commit_cb(rkconf, commit_cb);
         rd_kafka_conf_set_stats_cb(rkconf, stats_cb);
 
         kc->prefetch_msgs = conf_size(rkconf, "queued.min.messages", 1);
+        {
+                size_t ms = conf_size(rkconf, "auto.commit.interval.ms", 1);
+                kc->commit_interval_ms = ms == SIZE_MAX ? 1000 : (int64_t)ms; /* 0: none */
+                kc->commit_due_ms = kt_now_ms() + kc->commit_interval_ms;
+        }
         kc->prefetch_bytes = conf_size(rkconf, "queued.max.messages.kbytes", 1024);
         kc->rk = rd_kafka_new(RD_KAFKA_CONSUMER, rkconf, rkerr, sizeof(rkerr));
         if (!kc->rk) {
@@ -1309,39 +1369,129 @@ fail:
         return NULL;
 }
 
+/** The handle rd_kafka_destroy() runs on in destroyer(), and whether it returned. */
+struct destroying {
+        rd_kafka_t *rk;
+        int flags;
+        _Atomic int done;
+};
+
+static void *destroyer(void *arg) {
+        struct destroying *d = arg;
+
+        rd_kafka_destroy_flags(d->rk, d->flags);
+        atomic_store(&d->done, 1);
+        return NULL;
+}
+
+/**
+ * rd_kafka_destroy() waits for the group handler to terminate, which waits for the commit and
+ * LeaveGroup requests still out to be answered or to time out: up to session.timeout.ms when
+ * the coordinator does not answer (seen: 35 s after a 10 s close). Nothing of ours runs in it
+ * (the partitions are gone, no callback is served), so it runs on a thread of its own while
+ * this one keeps beating; we wait for it, so nothing of the handle outlives us.
+ */
+static void handle_destroy(kt_consumer_t *kc, void (*beat)(void *opaque), void *opaque) {
+        struct destroying d = {kc->rk,
+                               kc->close_timed_out ? RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE : 0, 0};
+        pthread_t thr;
+
+        kc->rk = NULL;
+        if (!beat || pthread_create(&thr, NULL, destroyer, &d)) {
+                destroyer(&d);
+        } else {
+                struct timespec ts = {0, KT_CONSUMER_CLOSE_POLL_MS * 1000000L};
+                while (!atomic_load(&d.done)) {
+                        beat(opaque);
+                        nanosleep(&ts, NULL);
+                }
+                pthread_join(thr, NULL);
+        }
+        if (kc->was_member)
+                KT_INFO(FAC, "left the group");
+        else
+                KT_INFO(FAC, "consumer closed (it never joined the group)");
+}
+
+int kt_consumer_close(kt_consumer_t *kc, void (*beat)(void *opaque), void *opaque) {
+        rd_kafka_queue_t *q;
+        rd_kafka_error_t *error;
+        int64_t deadline;
+
+        if (!kc || !kc->rk || kc->closed)
+                return 0;
+        kc->closed = 1;
+        kc->closing = 1; /* the loop committed before: revokes now hand back at once */
+        if (kc->pending) {
+                handback(kc, kc->pending, 0);
+                rd_kafka_topic_partition_list_destroy(kc->pending);
+                kc->pending = NULL;
+        }
+        if (kc->rkq) {
+                /* librdkafka wants the consumer queue handle gone before close. */
+                rd_kafka_queue_io_event_enable(kc->rkq, -1, NULL, 0);
+                rd_kafka_queue_destroy(kc->rkq);
+                kc->rkq = NULL;
+        }
+        /* Not rd_kafka_consumer_close(): it blocks (up to session.timeout.ms with the
+         * coordinator gone) with no way to tell anyone we are alive. The asynchronous close
+         * sends the final revoke (release, unassign) and the LeaveGroup through q, which we
+         * serve here in short waits, beating between them, for at most
+         * KT_CONSUMER_CLOSE_MS. */
+        if (!(q = rd_kafka_queue_new(kc->rk))) {
+                kc->close_timed_out = 1;
+                goto out;
+        }
+        if ((error = rd_kafka_consumer_close_queue(kc->rk, q))) {
+                KT_WARN(FAC, "consumer close: %s", rd_kafka_error_string(error));
+                rd_kafka_error_destroy(error);
+                kc->close_timed_out = 1;
+                goto out;
+        }
+        deadline = kt_now_ms() + KT_CONSUMER_CLOSE_MS;
+        while (!rd_kafka_consumer_closed(kc->rk)) {
+                rd_kafka_message_t *rkm;
+
+                if (beat)
+                        beat(opaque);
+                if (kt_now_ms() >= deadline) {
+                        KT_WARN(FAC,
+                                "leaving the group took more than %d ms: closing without "
+                                "waiting for the group coordinator (the group notices when "
+                                "this member's session times out)",
+                                KT_CONSUMER_CLOSE_MS);
+                        kc->close_timed_out = 1;
+                        break;
+                }
+                /* The consumer queue is forwarded to q now: this serves q, with the
+                 * rebalance and log callbacks as usual. */
+                if ((rkm = rd_kafka_consumer_poll(kc->rk, KT_CONSUMER_CLOSE_POLL_MS)))
+                        rd_kafka_message_destroy(rkm); /* a late record: its next owner gets it */
+        }
+        /* Closed may be flagged before the last events (the final revoke) are served. */
+        for (int i = 0; i < 1000 && rd_kafka_queue_length(q) > 0; i++) {
+                rd_kafka_message_t *rkm = rd_kafka_consumer_poll(kc->rk, 0);
+                if (rkm)
+                        rd_kafka_message_destroy(rkm);
+        }
+out:
+        if (q)
+                rd_kafka_queue_destroy(q);
+        /* After a fatal error the close revokes without the rebalance callback: release what
+         * is left through the hook (as lost) so nothing still points at it. */
+        for (kt_partition_t *p = kc->parts; p; p = p->next)
+                part_state_set(kc, p, KT_PART_RELEASED, 1);
+        while (kc->parts)
+                part_remove(kc, kc->parts);
+        handle_destroy(kc, beat, opaque);
+        return kc->close_timed_out ? -1 : 0;
+}
+
 void kt_consumer_destroy(kt_consumer_t *kc) {
         if (!kc)
                 return;
-        if (kc->rk) {
-                rd_kafka_resp_err_t err;
-                kc->closing = 1; /* the loop committed before: revokes now hand back at once */
-                if (kc->pending) {
-                        handback(kc, kc->pending, 0);
-                        rd_kafka_topic_partition_list_destroy(kc->pending);
-                        kc->pending = NULL;
-                }
-                if (kc->rkq) {
-                        /* librdkafka wants the consumer queue handle gone before close. */
-                        rd_kafka_queue_io_event_enable(kc->rkq, -1, NULL, 0);
-                        rd_kafka_queue_destroy(kc->rkq);
-                        kc->rkq = NULL;
-                }
-                /* Triggers the final revoke (release, unassign) and leaves the group. */
-                err = rd_kafka_consumer_close(kc->rk);
-                if (err)
-                        KT_WARN(FAC, "consumer close: %s", rd_kafka_err2str(err));
-                /* After a fatal error close() revokes without the rebalance callback: release
-                 * what is left through the hook (as lost) so nothing still points at it. */
-                for (kt_partition_t *p = kc->parts; p; p = p->next)
-                        part_state_set(kc, p, KT_PART_RELEASED, 1);
-                while (kc->parts)
-                        part_remove(kc, kc->parts);
-                rd_kafka_destroy(kc->rk);
-                if (kc->was_member)
-                        KT_INFO(FAC, "left the group");
-                else
-                        KT_INFO(FAC, "consumer closed (it never joined the group)");
-        }
+        kt_consumer_close(kc, NULL, NULL);
+        free(kc->md_offsets);
         if (kc->carry_cnt)
                 KT_WARN(FAC,
                         "the progress of %zu partitions handed back could not be committed: "
@@ -1533,7 +1683,8 @@ int kt_consumer_poll(kt_consumer_t *kc, int max) {
         if (n >= max)
                 more = 1;
         if (kc->commit_again && !kc->commit_inflight && kc->join_safe && !kc->closing)
-                commit_send(kc); /* deferred while the group was joining */
+                commit_send(kc, 0); /* deferred while the group was joining */
+        commit_tick(kc);
         /* Records, from the partitions that may hold some: named by a wake-up, cut short by
          * the batch size, or full and drained since (no new wake-up tells of those). The list
          * is taken whole; what is read here and may hold more goes on the next one. */
@@ -1594,13 +1745,7 @@ void kt_consumer_record_done(kt_consumer_t *kc, kt_record_t *rec) {
                 kt_consumer_offsetmap_destroy(p->done_map); /* all of it is behind us */
                 p->done_map = NULL;
         }
-        /* rd_kafka_offset_store() stores offset + 1; librdkafka's auto-commit commits it. */
-        if (rd_kafka_offset_store(p->rkt, p->partition, p->q.commit_offset - 1) ==
-            RD_KAFKA_RESP_ERR_NO_ERROR)
-                p->stored = p->q.commit_offset;
-        else
-                KT_WARN(FAC, "%s [%d]: cannot store offset %lld", p->topic, p->partition,
-                        (long long)p->q.commit_offset);
+        p->stored = p->q.commit_offset; /* the next commit (ours) takes it */
 
         /* Read again at half, so a partition does not flap between full and not. */
         if (p->full && p->q.cnt <= (size_t)kc->conf->partition_buffer_records / 2 &&

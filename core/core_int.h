@@ -46,8 +46,8 @@
  * "drained": the rest is released (calls cancelled: never committed) and one commit of all
  * partitions, with the completed-offset map, starts. *_COMMIT: nothing starts; the commit is
  * tried again while the group refuses it (a rebalance in progress) until the deadline (at
- * least KT_LOOP_COMMIT_MIN_MS after the drain). A commit that never completes is a WARN
- * saying how many finished records may come again; a shutdown still exits 0.
+ * least KT_COMMIT_MIN_WAIT_MS after the drain; kt_consumer_commit_wait_step). A commit that never
+ * completes is a WARN saying how many finished records may come again; a shutdown still exits 0.
  */
 typedef enum kt_loop_state {
         KT_LOOP_RUNNING,
@@ -58,10 +58,12 @@ typedef enum kt_loop_state {
         KT_LOOP_STOPPED
 } kt_loop_state_t;
 
-/** A drained shutdown or re-join waits at least this long for its commit to complete. */
-#define KT_LOOP_COMMIT_MIN_MS 2000
-/** A refused final commit is tried again after this long. */
-#define KT_LOOP_COMMIT_RETRY_MS 250
+/** The partitions' blocked gauges are recomputed at most this often (a scan of them all). */
+#define KT_LOOP_METRICS_SCAN_MS 1000
+/** Replies and dead letters still in flight at a re-join or exit are waited for this long, in
+ *  flushes of KT_LOOP_FLUSH_STEP_MS with a heartbeat between them. */
+#define KT_LOOP_FLUSH_MS      5000
+#define KT_LOOP_FLUSH_STEP_MS 100
 
 typedef struct kt_loop {
         kt_loop_state_t state;
@@ -70,12 +72,14 @@ typedef struct kt_loop {
         kt_consumer_hooks_t hooks;
         size_t *topic_map; /**< conf->topics index -> metrics topic index */
         int reload_asked;
-        kt_config_reader_t *reader; /**< a reload being read (SIGHUP), NULL if none */
-        kt_config_t *rejoin_conf;   /**< REJOIN_*: the configuration to join with */
-        int64_t drain_deadline_ms;  /**< *_DRAIN and *_COMMIT: when to give up waiting */
-        uint64_t final_commit;      /**< *_COMMIT: the commit waited for */
-        int64_t commit_retry_at_ms;
-        int64_t nomem_until_ms; /**< start no call before (an allocation failed) */
+        kt_config_reader_t *reader;    /**< a reload being read (SIGHUP), NULL if none */
+        kt_config_t *rejoin_conf;      /**< REJOIN_*: the configuration to join with */
+        int64_t drain_deadline_ms;     /**< *_DRAIN and *_COMMIT: when to give up waiting */
+        kt_commit_wait_t final_commit; /**< *_COMMIT: the commit waited for */
+        int64_t metrics_scan_at_ms;    /**< the next scan of the partitions for the metrics */
+        int metrics_blocked;           /**< and what the last one found: blocked partitions, */
+        double metrics_blocked_s;      /**< the longest blocked, seconds */
+        int64_t nomem_until_ms;        /**< start no call before (an allocation failed) */
         kt_consumer_t *kc;
         kt_dispatch_t *kd;
         kt_metrics_t *km;
@@ -117,6 +121,10 @@ int kt_loop_signals_read(kt_loop_t *kl);
 
 /** kt_zk_broker_cb: a broker found in ZooKeeper becomes a bootstrap broker of both clients. */
 void kt_loop_zk_broker(void *opaque, const char *hostport);
+
+/** @brief Leave the group and flush the producer, keeping the health heartbeat going (each is
+ *         bounded); then destroy both (kl->kc, kl->kp NULL). */
+void kt_loop_kafka_close(kt_loop_t *kl);
 
 /* ---------------------------------------------------------------- core_record.c: a record's
  * life (calls, retries, replies, dead letters), driven by the loop */

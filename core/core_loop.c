@@ -105,7 +105,7 @@ void kt_loop_state_set(kt_loop_t *kl, kt_loop_state_t st) {
         KT_DBG(FAC, "loop: %s -> %s", loop_state_name(kl->state), loop_state_name(st));
         switch (st) {
         case KT_LOOP_RUNNING:
-                kl->final_commit = 0;
+                memset(&kl->final_commit, 0, sizeof(kl->final_commit));
                 kt_consumer_hold(kl->kc, kl->runtime_down);
                 break;
         case KT_LOOP_REJOIN_DRAIN:
@@ -117,12 +117,9 @@ void kt_loop_state_set(kt_loop_t *kl, kt_loop_state_t st) {
         case KT_LOOP_REJOIN_COMMIT:
         case KT_LOOP_SHUTDOWN_COMMIT:
                 if (kl->state == KT_LOOP_REJOIN_DRAIN || kl->state == KT_LOOP_SHUTDOWN_DRAIN) {
-                        int64_t min = kt_now_ms() + KT_LOOP_COMMIT_MIN_MS;
                         kt_consumer_release_all(kl->kc);
-                        kl->final_commit = kt_consumer_commit_start(kl->kc);
-                        kl->commit_retry_at_ms = kt_now_ms() + KT_LOOP_COMMIT_RETRY_MS;
-                        if (kl->drain_deadline_ms < min)
-                                kl->drain_deadline_ms = min;
+                        kt_consumer_commit_wait_start(kl->kc, &kl->final_commit,
+                                                      kl->drain_deadline_ms);
                 }
                 break;
         case KT_LOOP_STOPPED:
@@ -173,33 +170,21 @@ static int drain_step(kt_loop_t *kl) {
 
 /** *_COMMIT: @returns non-zero once the final commit completed or will not. */
 static int commit_step(kt_loop_t *kl) {
-        rd_kafka_resp_err_t err = RD_KAFKA_RESP_ERR_NO_ERROR;
-        kt_commit_status_t st = kt_consumer_commit_status(kl->kc, kl->final_commit, &err);
-        int64_t now = kt_now_ms();
+        rd_kafka_resp_err_t err;
+        int64_t wake_at = INT64_MAX;
+        kt_commit_status_t st =
+            kt_consumer_commit_wait_step(kl->kc, &kl->final_commit, &wake_at, &err);
 
         if (st == KT_COMMIT_DONE)
                 return 1;
-        if (now < kl->drain_deadline_ms) {
-                if (st == KT_COMMIT_PENDING) {
-                        kt_loop_wake_at(kl, kl->drain_deadline_ms); /* the answer wakes us before */
-                        return 0;
-                }
-                /* Refused, typically while the group rebalances (a member died, another
-                 * joined): librdkafka re-joins as we poll; try again. */
-                if (now >= kl->commit_retry_at_ms && kt_consumer_commit_retry_ready(kl->kc)) {
-                        KT_INFO(FAC, "commit refused (%s): trying again", rd_kafka_err2str(err));
-                        kl->final_commit = kt_consumer_commit_start(kl->kc);
-                        kl->commit_retry_at_ms = now + KT_LOOP_COMMIT_RETRY_MS;
-                }
-                if (kl->commit_retry_at_ms <= now) /* not ready yet: look again, not spin */
-                        kl->commit_retry_at_ms = now + KT_LOOP_COMMIT_RETRY_MS;
-                kt_loop_wake_at(kl, kl->commit_retry_at_ms);
+        if (st == KT_COMMIT_PENDING) {
+                kt_loop_wake_at(kl, wake_at);
                 return 0;
         }
         KT_WARN(FAC,
                 "the final commit did not complete in time (%s): up to %llu finished records "
                 "will be delivered again",
-                st == KT_COMMIT_FAILED ? rd_kafka_err2str(err) : "no answer",
+                err ? rd_kafka_err2str(err) : "no answer",
                 (unsigned long long)kt_consumer_uncommitted_done(kl->kc));
         return 1;
 }
@@ -214,20 +199,23 @@ static void metrics_update(kt_loop_t *kl) {
         kt_metrics_consumer_set(kl->km, st->assigns, st->revokes, st->losts, st->commits,
                                 st->commit_failures, st->kafka_errors, st->fetch_wakeups);
         kt_metrics_paused_set(kl->km, st->paused);
-        {
+        if (kt_now_ms() >= kl->metrics_scan_at_ms) {
+                /* A scan of every partition: not on every pass (see KT_LOOP_METRICS_SCAN_MS). */
                 int64_t now = kt_now_ms(), longest = 0;
-                int blocked = 0;
+                kl->metrics_scan_at_ms = now + KT_LOOP_METRICS_SCAN_MS;
+                kl->metrics_blocked = 0;
                 for (kt_partition_t *p = kt_consumer_partitions(kl->kc); p; p = p->next) {
                         const kt_record_t *head = p->q.head;
                         if (!head || !head->failing_since_ms || p->state == KT_PART_RELEASED)
                                 continue;
-                        blocked++;
+                        kl->metrics_blocked++;
                         if (now - head->failing_since_ms > longest)
                                 longest = now - head->failing_since_ms;
                 }
-                kt_metrics_delivery_set(kl->km, st->already_done, blocked,
-                                        (double)longest / 1000.0);
+                kl->metrics_blocked_s = (double)longest / 1000.0;
         }
+        kt_metrics_delivery_set(kl->km, st->already_done, kl->metrics_blocked,
+                                kl->metrics_blocked_s);
         if (st->errors_updated && (f = open_memstream(&buf, &len))) {
                 st->errors_updated = 0;
                 for (int i = 0; i < st->error_codes; i++)
@@ -266,6 +254,26 @@ int kt_loop_signals_read(kt_loop_t *kl) {
                 stop = 1;
         }
         return stop;
+}
+
+/** kt_consumer_close's beat: the loop is alive while it leaves the group. */
+static void heartbeat(void *opaque) {
+        kt_metrics_heartbeat(opaque);
+}
+
+void kt_loop_kafka_close(kt_loop_t *kl) {
+        int64_t until = kt_now_ms() + KT_LOOP_FLUSH_MS;
+
+        /* First: it releases what is left (cancelling it: not done, not committed), which
+         * forgets the replies and dead letters of those records; commits nothing. */
+        kt_consumer_close(kl->kc, heartbeat, kl->km);
+        while (kl->kp && kt_now_ms() < until && kt_produce_flush(kl->kp, KT_LOOP_FLUSH_STEP_MS))
+                kt_metrics_heartbeat(kl->km);
+        kt_metrics_heartbeat(kl->km);
+        kt_consumer_destroy(kl->kc);
+        kl->kc = NULL;
+        kt_produce_destroy(kl->kp);
+        kl->kp = NULL;
 }
 
 /* ---------------------------------------------------------------- reload */
@@ -378,6 +386,7 @@ int kt_loop_run(kt_config_t **confp, kt_metrics_t *km) {
                 more = kt_consumer_poll(kl.kc, KT_LOOP_KAFKA_BUDGET);
                 kt_loop_produce_poll(&kl);
                 kt_loop_wake_at(&kl, kt_consumer_revoke_step(kl.kc));
+                kt_loop_wake_at(&kl, kt_consumer_commit_due(kl.kc));
                 zk_poll(&kl);
                 switch (kl.state) {
                 case KT_LOOP_REJOIN_DRAIN:
@@ -436,8 +445,7 @@ out:
          * committed) and leaves the group; it commits nothing more. */
         kl.state = KT_LOOP_STOPPED;
         kt_consumer_zk_destroy(kl.zk); /* first: its broker callback uses the clients */
-        kt_consumer_destroy(kl.kc);
-        kt_produce_destroy(kl.kp);
+        kt_loop_kafka_close(&kl);
         kt_dispatch_destroy(kl.kd);
         kt_sched_destroy(kl.ks);
         kt_loop_batch_free(&kl);

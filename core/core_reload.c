@@ -113,10 +113,7 @@ int kt_loop_rejoin(kt_loop_t *kl) {
         kl->rejoin_conf = NULL;
         kt_consumer_zk_destroy(kl->zk); /* first: its broker callback uses the clients */
         kl->zk = NULL;
-        kt_consumer_destroy(kl->kc); /* leaves the group; its partitions were drained */
-        kl->kc = NULL;
-        kt_produce_destroy(kl->kp);
-        kl->kp = NULL;
+        kt_loop_kafka_close(kl); /* leaves the group (its partitions were drained), beating */
         kt_dispatch_wait_reset(kl->kd); /* their wake-up fds are closed; numbers get reused */
         kl->next_due_ms = INT64_MAX;
         if (kafka_build(kl, nc, errstr, sizeof(errstr))) {

@@ -398,8 +398,16 @@ kt_produce_t *kt_produce_new(const kt_config_t *conf, kt_produce_done_cb *cb, vo
  *         properties and brokers need a new producer). */
 void kt_produce_conf_set(kt_produce_t *kp, const kt_config_t *conf);
 
-/** @brief Flush (bounded) and free. NULL is a no-op. */
+/** @brief Flush (at most 5 s, unless kt_produce_flush() was called: then what is left is
+ *         purged at once) and free. NULL is a no-op. */
 void kt_produce_destroy(kt_produce_t *kp);
+
+/**
+ * @brief Wait up to \p timeout_ms for what is still being produced (rd_kafka_flush: serves the
+ *        delivery reports). The loop calls it in short steps with a heartbeat between them.
+ * @returns the messages still not delivered (0: flushed).
+ */
+int kt_produce_flush(kt_produce_t *kp, int timeout_ms);
 
 /** @returns a file descriptor readable when delivery reports are waiting. */
 int kt_produce_wakeup_fd(const kt_produce_t *kp);

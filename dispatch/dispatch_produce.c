@@ -44,6 +44,7 @@ struct kt_produce {
         void *cbarg;
         int outstanding;
         int fatal;
+        int flushed; /**< kt_produce_flush() was called: destroy purges at once */
 };
 
 /** A fatal producer error (e.g. the idempotent producer's sequence broke): every later write
@@ -232,7 +233,8 @@ void kt_produce_destroy(kt_produce_t *kp) {
                  * dropped uncommitted, so it is only a duplicate-to-be. What is still not
                  * written is purged, and its reports served, so that every borrowed reply
                  * goes back to the loop to be freed. */
-                rd_kafka_flush(kp->rk, 5000);
+                if (!kp->flushed)
+                        rd_kafka_flush(kp->rk, 5000); /* else the loop did, with heartbeats */
                 rd_kafka_purge(kp->rk, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
                 for (int i = 0; i < 100 && kp->outstanding > 0; i++)
                         rd_kafka_poll(kp->rk, 10);
@@ -257,6 +259,12 @@ void kt_produce_poll(kt_produce_t *kp) {
         while (read(kp->wake[0], buf, sizeof(buf)) > 0)
                 ;
         rd_kafka_poll(kp->rk, 0);
+}
+
+int kt_produce_flush(kt_produce_t *kp, int timeout_ms) {
+        kp->flushed = 1;
+        rd_kafka_flush(kp->rk, timeout_ms);
+        return rd_kafka_outq_len(kp->rk);
 }
 
 int kt_produce_outstanding(const kt_produce_t *kp) {

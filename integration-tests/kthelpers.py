@@ -332,6 +332,65 @@ class Kafka:
             out[tp.partition] = tp.offset if tp.offset >= 0 else None
         return out
 
+    def committed_metadata(self, group, topic, partition):
+        """The metadata of the group's last commit of topic [partition], read from the
+        broker's own record of it (__consumer_offsets: confluent_kafka 1.7 gives no commit
+        metadata); None if no commit of it is there. Only OffsetCommit records of version
+        0 to 4 are decoded; a later one fails the test."""
+        md = self.admin.list_topics('__consumer_offsets', timeout=10).topics
+        parts = len(md['__consumer_offsets'].partitions)
+        h = 0
+        for ch in group:
+            h = (31 * h + ord(ch)) & 0xffffffff  # Java's String.hashCode (BMP names)
+        h = h - (1 << 32) if h & 0x80000000 else h
+        part = (0 if h == -(1 << 31) else abs(h)) % parts  # Kafka's Utils.abs
+        c = self._consumer('kt-consumer-offsets-reader')
+        tp = TopicPartition('__consumer_offsets', part)
+        lo, hi = self._retrying('watermarks', lambda: c.get_watermark_offsets(
+            tp, timeout=10, cached=False))
+        if hi <= lo:
+            return None
+        c.assign([TopicPartition('__consumer_offsets', part, lo)])
+        last, at = None, lo
+        try:
+            while at < hi:
+                m = c.poll(5)
+                assert m is not None, '__consumer_offsets [%d]: nothing read at %d of %d' % (
+                    part, at, hi)
+                assert m.error() is None, m.error()
+                at = m.offset() + 1
+                key = m.key()
+                if not key or int.from_bytes(key[:2], 'big') > 1:
+                    continue  # a group metadata record, not an offset commit
+                glen = int.from_bytes(key[2:4], 'big')
+                g = key[4:4 + glen].decode()
+                tlen = int.from_bytes(key[4 + glen:6 + glen], 'big')
+                t = key[6 + glen:6 + glen + tlen].decode()
+                pnum = int.from_bytes(key[6 + glen + tlen:10 + glen + tlen], 'big', signed=True)
+                if (g, t, pnum) != (group, topic, partition):
+                    continue
+                v = m.value()
+                if v is None:
+                    last = None  # a tombstone: the commit was deleted
+                    continue
+                ver = int.from_bytes(v[:2], 'big')
+                pos = {0: 10, 1: 10, 2: 10, 3: 14, 4: 14}.get(ver)
+                assert pos is not None, 'OffsetCommit value version %d' % ver
+                if ver < 4:  # int16 length
+                    mlen, pos = int.from_bytes(v[pos:pos + 2], 'big'), pos + 2
+                else:  # v4 is flexible: a compact string (unsigned varint length + 1)
+                    mlen = shift = 0
+                    while True:
+                        mlen |= (v[pos] & 0x7f) << shift
+                        pos, shift = pos + 1, shift + 7
+                        if not v[pos - 1] & 0x80:
+                            break
+                    mlen -= 1
+                last = v[pos:pos + mlen].decode()
+        finally:
+            c.unassign()
+        return last
+
     def end_offsets(self, topic, partitions=None):
         """The high watermark (offset of the last record + 1) per partition."""
         if partitions is None:

@@ -213,6 +213,10 @@ static void test_errors(void) {
              "(\"no.such.property\", \"1\"), (\"x\") ); };\n",
              {":3: kafka.properties: enable.auto.offset.store: not settable here",
               ":4: kafka.properties: ", "no.such.property", ":4: kafka.properties: element 2"}},
+            /* ktrigger commits itself, with the completed-offset map. */
+            {"function = { handler = \"m.f\"; };\nkafka = { topics = [\"t\"];\n"
+             "properties = ( (\"enable.auto.commit\", \"true\") ); };\n",
+             {":3: kafka.properties: enable.auto.commit: not settable here"}},
             /* Every error in one run. */
             {"function = { handler = 5; };\nkafka = { topics = [\"t\"]; };\n"
              "runtime = { timeout_s = 0; port = \"x\"; timeout_grace_ms = 60001; };\nmetrics = { "

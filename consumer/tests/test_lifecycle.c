@@ -425,9 +425,8 @@ static void test_revoke_drain_commit_handover(void) {
                  "A still holds the revoked partition");
         KT_CHECK(kt_consumer_stats(a.kc)->losts == 0, "A lost partitions");
         off = committed(group, topic, r, md, sizeof(md));
-        /* Known bug (see the report of branch lifecycle-tests): librdkafka's auto-commit of
-         * the removed partitions at rd_kafka_incremental_unassign() (enable.auto.commit=true)
-         * commits the stored offset again without metadata, after ours: the map is gone. */
+        /* librdkafka's auto-commit is off: nothing commits the partition again without the
+         * map after ours (it once did, at rd_kafka_incremental_unassign()). */
         KT_CHECK(off == 2 && *md, "after the hand-back: offset %lld, metadata \"%s\"",
                  (long long)off, md);
         KT_CHECK(kt_consumer_stats(b.kc)->already_done == 4, "B: already_done %llu, want 4",

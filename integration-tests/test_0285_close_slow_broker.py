@@ -1,0 +1,92 @@
+"""Leaving the group while the broker does not answer keeps /healthz honest.
+
+A shutdown whose broker stopped answering (its process stopped, connections still open)
+used to block the loop in rd_kafka_consumer_close() for as long as librdkafka waited for the
+coordinator, with no heartbeat: /healthz answered 503 past its stall limit and a kubelet
+would have restarted the pod in the middle of its shutdown. The close is now asynchronous,
+served in short steps with the heartbeat between them, and bounded (10 s); librdkafka's
+destroy, which then still waits for the requests out, runs on a thread of its own while the
+loop thread keeps beating.
+
+This test stops a broker: it starts its own (kafka.sh with its own KT_KAFKA_DIR), never the
+shared one.
+"""
+
+import os
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from confluent_kafka.admin import AdminClient
+
+import kthelpers as kt
+
+KAFKA_SH = Path(__file__).parent / 'kafka' / 'kafka.sh'
+RECORDS = 20
+
+
+@pytest.fixture
+def own_broker(tmp_path_factory):
+    """(bootstrap, pid) of a broker of this test's own, stopped at the end."""
+    state = tmp_path_factory.mktemp('own-kafka')
+    env = dict(os.environ, KT_KAFKA_DIR=str(state))
+    r = subprocess.run([str(KAFKA_SH), 'start'], env=env, capture_output=True, text=True,
+                       timeout=180)
+    if r.returncode != 0:
+        pytest.fail('own broker did not start: %s' % r.stderr[-2000:])
+    pid = int((state / 'pid').read_text())
+    try:
+        yield r.stdout.strip().splitlines()[-1], pid
+    finally:
+        try:
+            os.kill(pid, signal.SIGCONT)
+        except ProcessLookupError:
+            pass
+        subprocess.run([str(KAFKA_SH), 'stop'], env=env, capture_output=True, timeout=120)
+        shutil.rmtree(state, ignore_errors=True)
+
+
+def test_healthz_stays_200_while_leaving_a_stalled_broker(own_broker, names, runtime_factory,
+                                                          ktrigger_factory, tmp_path):
+    bootstrap, broker_pid = own_broker
+    kafka = kt.Kafka(bootstrap, AdminClient({'bootstrap.servers': bootstrap}))
+    try:
+        kafka.create_topic(names.topic, 1)
+        kafka.produce(names.topic, [(0, 'r%02d' % i, None) for i in range(RECORDS)])
+        rt = runtime_factory(record_file=tmp_path / 'records.jsonl')
+        conf = kt.base_config(bootstrap, [names.topic], rt.port, kt.free_port(),
+                              group_id=names.group,
+                              properties={'session.timeout.ms': '45000'})
+        conf['dispatch']['drain_timeout_ms'] = 1000
+        k = ktrigger_factory(conf)
+        kt.wait_for(lambda: kafka.committed(names.group, names.topic) == {0: RECORDS}, 30,
+                    'all %d records delivered and committed' % RECORDS)
+        healthz = 'http://127.0.0.1:%d/healthz' % k.metrics_port
+
+        os.kill(broker_pid, signal.SIGSTOP)  # connections stay open; nothing answers
+        t0 = time.monotonic()
+        k.proc.send_signal(signal.SIGTERM)
+        answers = []
+        while k.proc.poll() is None and time.monotonic() - t0 < 120:
+            status, _ = kt.http_get(healthz, timeout=2)
+            if k.proc.poll() is None:
+                answers.append((round(time.monotonic() - t0, 1), status))
+            time.sleep(0.5)
+        took = time.monotonic() - t0
+        os.kill(broker_pid, signal.SIGCONT)
+        rc = k.proc.wait(30)
+        # The last answer may be no connection: the metrics server stops just before exit.
+        bad = [(t, s) for i, (t, s) in enumerate(answers)
+               if s != 200 and not (s is None and i == len(answers) - 1)]
+        print('shutdown with a stalled broker: exit %s after %.1f s; /healthz answers not 200: '
+              '%s (of %d)' % (rc, took, bad[:5], len(answers)))
+        assert not bad, '/healthz not 200 while shutting down: %s' % bad[:10]
+        assert rc == 0, 'exit status %s' % rc
+        # librdkafka's destroy waits for the requests still out (up to session.timeout.ms).
+        assert took < 45 + 20, 'the shutdown took %.1f s' % took
+        assert 'leaving the group took more than' in k.log()
+    finally:
+        kafka.close()
