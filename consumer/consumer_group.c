@@ -438,6 +438,13 @@ static void part_remove(kt_consumer_t *kc, kt_partition_t *p) {
 
 static void done_maps_load(kt_consumer_t *kc, const rd_kafka_topic_partition_list_t *tps);
 
+/** What a kt_consumer_close() running now waits for: read by the close watchdog's thread. */
+static _Atomic(const char *) close_stage;
+
+const char *kt_consumer_close_stage(void) {
+        return atomic_load(&close_stage);
+}
+
 /** @returns non-zero if the group uses the cooperative protocol. librdkafka answers NULL once
  *  the group is shutting down (in consumer_close()'s revoke): the last answer then holds. */
 static int cooperative(kt_consumer_t *kc) {
@@ -525,10 +532,16 @@ static void handback(kt_consumer_t *kc, rd_kafka_topic_partition_list_t *tps, in
                 carry_save(kc, p); /* what our commit did not cover */
                 part_remove(kc, p);
         }
+        if (kc->closing)
+                atomic_store(&close_stage,
+                             cooperative(kc) ? "rd_kafka_incremental_unassign() in the final revoke"
+                                             : "rd_kafka_assign(NULL) in the final revoke");
         if (cooperative(kc))
                 error = rd_kafka_incremental_unassign(kc->rk, tps);
         else
                 err = rd_kafka_assign(kc->rk, NULL);
+        if (kc->closing)
+                atomic_store(&close_stage, "serving the close queue (final revoke, LeaveGroup)");
         if (error) {
                 KT_ERR(FAC, "incremental unassign failed: %s", rd_kafka_error_string(error));
                 rd_kafka_error_destroy(error);
@@ -1397,6 +1410,7 @@ static void handle_destroy(kt_consumer_t *kc, void (*beat)(void *opaque), void *
         pthread_t thr;
 
         kc->rk = NULL;
+        atomic_store(&close_stage, "rd_kafka_destroy()");
         if (!beat || pthread_create(&thr, NULL, destroyer, &d)) {
                 destroyer(&d);
         } else {
@@ -1422,6 +1436,7 @@ int kt_consumer_close(kt_consumer_t *kc, void (*beat)(void *opaque), void *opaqu
                 return 0;
         kc->closed = 1;
         kc->closing = 1; /* the loop committed before: revokes now hand back at once */
+        atomic_store(&close_stage, "serving the close queue (final revoke, LeaveGroup)");
         if (kc->pending) {
                 handback(kc, kc->pending, 0);
                 rd_kafka_topic_partition_list_destroy(kc->pending);
@@ -1484,6 +1499,7 @@ out:
         while (kc->parts)
                 part_remove(kc, kc->parts);
         handle_destroy(kc, beat, opaque);
+        atomic_store(&close_stage, NULL);
         return kc->close_timed_out ? -1 : 0;
 }
 
