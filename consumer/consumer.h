@@ -241,6 +241,10 @@ void kt_consumer_conf_set(kt_consumer_t *kc, const kt_config_t *conf);
  */
 int kt_consumer_close(kt_consumer_t *kc, void (*beat)(void *opaque), void *opaque);
 
+/** @returns what a kt_consumer_close() running now waits for (static text, for the close
+ *  watchdog's ERROR), NULL when none runs. @locality any thread */
+const char *kt_consumer_close_stage(void);
+
 /** @brief Leave the group (kt_consumer_close() unless called before; commits nothing) and free
  *         everything. NULL is a no-op. */
 void kt_consumer_destroy(kt_consumer_t *kc);

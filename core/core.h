@@ -83,6 +83,38 @@ struct kt_metrics;
  */
 int kt_loop_run(struct kt_config **confp, struct kt_metrics *km);
 
+/**
+ * The close watchdog: the last line of defence against a shutdown that hangs for ever.
+ *
+ * Closing (leaving the group, destroying the Kafka handles) runs code of librdkafka's that
+ * can wait for ever on a reply that never comes (seen: rd_kafka_incremental_unassign() inside
+ * the final revoke). A watchdog is armed when the loop starts closing; if it is not disarmed
+ * within its bound, a thread of its own logs an ERROR naming the stage that is stuck and ends
+ * the process with _exit(status): nothing else is run, nothing waits.
+ */
+typedef struct kt_watchdog kt_watchdog_t;
+
+/** @returns a text saying what is running now (static storage), or NULL. @locality any thread */
+typedef const char *(kt_watchdog_detail_fn)(void);
+
+/**
+ * @brief Arm a watchdog: unless kt_watchdog_disarm() comes within \p bound_ms, log an ERROR
+ *        naming the current stage (and \p detail's text, if any) and _exit(\p status).
+ * @returns the watchdog, or NULL (logged) if its thread could not start: then nothing guards.
+ * @remark \p what, every stage and every detail text must have static storage.
+ */
+kt_watchdog_t *kt_watchdog_arm(const char *what, int64_t bound_ms, int status,
+                               kt_watchdog_detail_fn *detail);
+
+/** @brief Name the stage running now (static storage) for the watchdog's ERROR. NULL: no-op. */
+void kt_watchdog_stage_set(kt_watchdog_t *kw, const char *stage);
+
+/** @brief Change the exit status a firing watchdog uses. NULL: no-op. */
+void kt_watchdog_status_set(kt_watchdog_t *kw, int status);
+
+/** @brief Disarm (the stages finished in time), stop the thread and free. NULL: no-op. */
+void kt_watchdog_disarm(kt_watchdog_t *kw);
+
 #define KT_ERR(fac, ...)  kt_log(KT_LOG_ERR, fac, __VA_ARGS__)
 #define KT_WARN(fac, ...) kt_log(KT_LOG_WARNING, fac, __VA_ARGS__)
 #define KT_INFO(fac, ...) kt_log(KT_LOG_INFO, fac, __VA_ARGS__)

@@ -64,6 +64,12 @@ typedef enum kt_loop_state {
  *  flushes of KT_LOOP_FLUSH_STEP_MS with a heartbeat between them. */
 #define KT_LOOP_FLUSH_MS      5000
 #define KT_LOOP_FLUSH_STEP_MS 100
+/** Closing (leaving the group, flushing the producer, destroying both: each bounded on its
+ *  own) that has not finished this long after it began is taken as hung and the process
+ *  exits (see kt_watchdog_arm): KT_CONSUMER_CLOSE_MS to leave, KT_LOOP_FLUSH_MS to flush, and
+ *  60 s for librdkafka's destroy, which waits up to session.timeout.ms (45 s by default) for
+ *  requests still out. */
+#define KT_LOOP_CLOSE_WATCHDOG_MS (KT_CONSUMER_CLOSE_MS + KT_LOOP_FLUSH_MS + 60000)
 
 typedef struct kt_loop {
         kt_loop_state_t state;
@@ -76,6 +82,7 @@ typedef struct kt_loop {
         kt_config_t *rejoin_conf;      /**< REJOIN_*: the configuration to join with */
         int64_t drain_deadline_ms;     /**< *_DRAIN and *_COMMIT: when to give up waiting */
         kt_commit_wait_t final_commit; /**< *_COMMIT: the commit waited for */
+        int final_committed;           /**< and it completed (the close watchdog's status) */
         int64_t metrics_scan_at_ms;    /**< the next scan of the partitions for the metrics */
         int metrics_blocked;           /**< and what the last one found: blocked partitions, */
         double metrics_blocked_s;      /**< the longest blocked, seconds */

@@ -106,6 +106,7 @@ void kt_loop_state_set(kt_loop_t *kl, kt_loop_state_t st) {
         switch (st) {
         case KT_LOOP_RUNNING:
                 memset(&kl->final_commit, 0, sizeof(kl->final_commit));
+                kl->final_committed = 0;
                 kt_consumer_hold(kl->kc, kl->runtime_down);
                 break;
         case KT_LOOP_REJOIN_DRAIN:
@@ -175,8 +176,10 @@ static int commit_step(kt_loop_t *kl) {
         kt_commit_status_t st =
             kt_consumer_commit_wait_step(kl->kc, &kl->final_commit, &wake_at, &err);
 
-        if (st == KT_COMMIT_DONE)
+        if (st == KT_COMMIT_DONE) {
+                kl->final_committed = 1;
                 return 1;
+        }
         if (st == KT_COMMIT_PENDING) {
                 kt_loop_wake_at(kl, wake_at);
                 return 0;
@@ -263,17 +266,29 @@ static void heartbeat(void *opaque) {
 
 void kt_loop_kafka_close(kt_loop_t *kl) {
         int64_t until = kt_now_ms() + KT_LOOP_FLUSH_MS;
+        int rejoin = kl->state == KT_LOOP_REJOIN_COMMIT;
+        /* Nothing is lost by exiting once the final commit went through (the group notices
+         * the member by its session timeout); otherwise say that it did not. A re-join was
+         * meant to go on: exit 1, for the supervisor to start us again. */
+        kt_watchdog_t *kw =
+            kt_watchdog_arm(rejoin ? "re-join" : "shutdown", KT_LOOP_CLOSE_WATCHDOG_MS,
+                            !rejoin && kl->final_committed ? 0 : 1, kt_consumer_close_stage);
 
         /* First: it releases what is left (cancelling it: not done, not committed), which
          * forgets the replies and dead letters of those records; commits nothing. */
+        kt_watchdog_stage_set(kw, "closing the consumer");
         kt_consumer_close(kl->kc, heartbeat, kl->km);
+        kt_watchdog_stage_set(kw, "flushing the producer");
         while (kl->kp && kt_now_ms() < until && kt_produce_flush(kl->kp, KT_LOOP_FLUSH_STEP_MS))
                 kt_metrics_heartbeat(kl->km);
         kt_metrics_heartbeat(kl->km);
+        kt_watchdog_stage_set(kw, "destroying the consumer");
         kt_consumer_destroy(kl->kc);
         kl->kc = NULL;
+        kt_watchdog_stage_set(kw, "destroying the producer");
         kt_produce_destroy(kl->kp);
         kl->kp = NULL;
+        kt_watchdog_disarm(kw);
 }
 
 /* ---------------------------------------------------------------- reload */
