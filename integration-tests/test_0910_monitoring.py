@@ -382,9 +382,18 @@ def test_dashboard_and_alert_expressions_against_real_prometheus(
         for r in rs:
             print('rule %s: health %s, state %s' % (r['name'], r['health'], r.get('state')))
             assert r['health'] == 'ok', r
-        states = {r['name']: r.get('state') for r in rs}
-        assert states['KtriggerDeadLettersProduced'] == 'firing', states
-        assert states['KtriggerKafkaNotReady'] == 'pending', states  # for: 5m
+        # A rule's state is that of its last evaluation (every 1 s), which may have seen fewer
+        # samples than the queries above: wait for the evaluation that sees them.
+        def states():
+            return {r['name']: r.get('state')
+                    for g in prom.api('rules')['groups'] for r in g['rules']}
+
+        def expected_states():
+            st = states()
+            return (st.get('KtriggerDeadLettersProduced') == 'firing'
+                    and st.get('KtriggerKafkaNotReady') == 'pending')  # for: 5m
+        kt.wait_for(expected_states, 20, 'dead-letter alert firing, Kafka-not-ready pending',
+                    interval=0.5, describe=states)
     finally:
         prom.stop()
         (tmp_path / 'prometheus-queries.log').write_text('\n'.join(lines) + '\n')

@@ -425,16 +425,27 @@ static void test_revoke_drain_commit_handover(void) {
                  "A still holds the revoked partition");
         KT_CHECK(kt_consumer_stats(a.kc)->losts == 0, "A lost partitions");
         off = committed(group, topic, r, md, sizeof(md));
-        /* librdkafka's auto-commit is off: nothing commits the partition again without the
-         * map after ours (it once did, at rd_kafka_incremental_unassign()). */
-        KT_CHECK(off == 2 && *md, "after the hand-back: offset %lld, metadata \"%s\"",
-                 (long long)off, md);
-        KT_CHECK(kt_consumer_stats(b.kc)->already_done == 4, "B: already_done %llu, want 4",
-                 (unsigned long long)kt_consumer_stats(b.kc)->already_done);
-        for (int o = 0; o < NREC; o++) {
-                int want = o == 2 || o >= 7;
-                KT_CHECK(b.delivered[r][o] == want, "B: [%d] @%d delivered %d times, want %d", r, o,
-                         b.delivered[r][o], want);
+        if (refused) {
+                /* Handed back uncommitted: A's progress is committed once, at its next
+                 * assignment, racing B's start (by design). Only at-least-once holds here:
+                 * B delivers every record that was not done. */
+                for (int o = 0; o < NREC; o++)
+                        if (o == 2 || o >= 7)
+                                KT_CHECK(b.delivered[r][o] >= 1,
+                                         "B: [%d] @%d (not done by A) never delivered", r, o);
+        } else {
+                /* librdkafka's auto-commit is off: nothing commits the partition again without
+                 * the map after ours (it once did, at rd_kafka_incremental_unassign()). */
+                KT_CHECK(off == 2 && *md, "after the hand-back: offset %lld, metadata \"%s\"",
+                         (long long)off, md);
+                KT_CHECK(kt_consumer_stats(b.kc)->already_done == 4, "B: already_done %llu, want 4",
+                         (unsigned long long)kt_consumer_stats(b.kc)->already_done);
+                for (int o = 0; o < NREC; o++) {
+                        int want = o == 2 || o >= 7;
+                        KT_CHECK(b.delivered[r][o] == want,
+                                 "B: [%d] @%d delivered %d times, want %d", r, o, b.delivered[r][o],
+                                 want);
+                }
         }
 out:
         member_stop(&a);
