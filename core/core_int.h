@@ -100,11 +100,8 @@ typedef struct kt_loop {
         int64_t probe_at_ms;
         int probe_backoff_ms;
         /* batching (dispatch.batch.max_records > 1), see core_record.c */
-        kt_record_t *held_head, *held_tail; /**< lane heads of batches waiting to fill up
-                                                 (dispatch.batch.max_wait_ms), linked through
-                                                 ready_next; out of the scheduler's queue */
-        kt_dispatch_batch_t batch_body;     /**< the batch body being built */
-        kt_record_t **batch_cand;           /**< its records, in the order added */
+        kt_dispatch_batch_t batch_body; /**< the batch body being built */
+        kt_record_t **batch_cand;       /**< its records, in the order added */
         size_t batch_cand_cap;
 } kt_loop_t;
 

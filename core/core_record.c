@@ -23,8 +23,8 @@
  *   pauses by dispatch.partition_buffer_bytes with the batch counted.
  * - When: at once if full (records or bytes), if max_wait_ms is 0, if its first record is a
  *   retry, or if the loop or its partition is draining; else it waits until its oldest
- *   record was buffered max_wait_ms ago: its lane heads are held (kl->held_*, out of the
- *   ready queue so the loop sleeps) and put back in front at the next dispatch pass.
+ *   record was buffered max_wait_ms ago: its lane heads are held (the scheduler's held list, out of
+ * the ready queue so the loop sleeps) and put back in front at the next dispatch pass.
  * - A retry goes alone with its lane's records behind it (no other lane's records).
  * - The answer (dispatch_batch.c): per entry SUCCESS, RETRY or DROP. Entries are settled in
  *   the order sent. SUCCESS: done (its lane's next record is not started while it is still in
@@ -280,48 +280,6 @@ static int is_lane_head(const kt_record_t *rec) {
         return !rec->lane || rec->lane->head == rec;
 }
 
-/** Put the held lane heads back in front of the ready queue, in their order. */
-static void held_return(kt_loop_t *kl) {
-        kt_record_t *rev = NULL, *rec, *next;
-
-        for (rec = kl->held_head; rec; rec = next) {
-                next = rec->ready_next;
-                rec->ready_next = rev;
-                rev = rec;
-        }
-        kl->held_head = kl->held_tail = NULL;
-        for (rec = rev; rec; rec = next) {
-                next = rec->ready_next;
-                kt_sched_requeue(kl->ks, rec);
-        }
-}
-
-static void held_push(kt_loop_t *kl, kt_record_t *rec) {
-        rec->ready_next = NULL;
-        if (kl->held_tail)
-                kl->held_tail->ready_next = rec;
-        else
-                kl->held_head = rec;
-        kl->held_tail = rec;
-}
-
-/** Forget the held records of \p p (being released). */
-static void held_drop(kt_loop_t *kl, kt_partition_t *p) {
-        kt_record_t **pp = &kl->held_head, *last = NULL;
-
-        while (*pp) {
-                kt_record_t *rec = *pp;
-                if (rec->part == p) {
-                        *pp = rec->ready_next;
-                        rec->ready_next = NULL;
-                } else {
-                        last = rec;
-                        pp = &rec->ready_next;
-                }
-        }
-        kl->held_tail = last;
-}
-
 static void req_fill(const kt_loop_t *kl, const kt_record_t *rec, kt_dispatch_req_t *req) {
         const kt_partition_t *p = rec->part;
 
@@ -416,7 +374,7 @@ static void batch_start(kt_loop_t *kl, kt_record_t *first, int64_t now) {
                  * queue, so the loop sleeps), the records behind them stay in their lanes. */
                 for (size_t i = 0; i < n; i++)
                         if (is_lane_head(kl->batch_cand[i]))
-                                held_push(kl, kl->batch_cand[i]);
+                                kt_sched_hold(kl->ks, kl->batch_cand[i]);
                 kt_loop_wake_at(kl, oldest + c->batch_max_wait_ms);
                 skipped_return(kl, skipped);
                 return;
@@ -500,7 +458,7 @@ void kt_loop_dispatch_ready(kt_loop_t *kl) {
                 kt_loop_wake_at(kl, kl->nomem_until_ms);
                 return;
         }
-        held_return(kl);
+        kt_sched_unhold(kl->ks);
         /* A slot frees only through a completion, which wakes the loop. */
         while (kt_dispatch_slots_free(kl->kd) && (rec = kt_sched_next(kl->ks))) {
                 /* Draining partitions go on too: a drain means done. (A released one's records
@@ -853,7 +811,6 @@ void kt_loop_partition_release(void *opaque, kt_partition_t *p, int lost) {
                         p->producing--;
                 }
         }
-        held_drop(kl, p);
         kt_sched_partition_drop(kl->ks, p);
 }
 

@@ -362,6 +362,15 @@ void kt_sched_resolved(kt_sched_t *ks, kt_record_t *rec);
 /** @brief Put a started record back at the front without it counting as an attempt. */
 void kt_sched_requeue(kt_sched_t *ks, kt_record_t *rec);
 
+/**
+ * @brief Hold lane head \p rec out of the ready queue (a batch waiting to fill up:
+ * dispatch.batch.max_wait_ms), so the loop sleeps instead of taking it again at once.
+ */
+void kt_sched_hold(kt_sched_t *ks, kt_record_t *rec);
+
+/** @brief Put every held record back at the front of the ready queue, in their order. */
+void kt_sched_unhold(kt_sched_t *ks);
+
 /** @brief Start \p rec again at \p at_ms (it keeps its lane). */
 kt_err_t kt_sched_retry_at(kt_sched_t *ks, kt_record_t *rec, int64_t at_ms);
 
@@ -371,7 +380,7 @@ kt_err_t kt_sched_retry_at(kt_sched_t *ks, kt_record_t *rec, int64_t at_ms);
  */
 int64_t kt_sched_due(kt_sched_t *ks, int64_t now_ms);
 
-/** @brief Forget every record of \p p (being revoked). */
+/** @brief Forget every record of \p p (being revoked), held ones included. */
 void kt_sched_partition_drop(kt_sched_t *ks, kt_partition_t *p);
 
 /* ---------------------------------------------------------------- dead letters

@@ -42,7 +42,8 @@
 struct kt_sched {
         const kt_config_t *conf;
         kt_record_t *ready_head, *ready_tail;
-        kt_partition_t *parked; /**< partitions with parked records */
+        kt_record_t *held_head, *held_tail; /**< lane heads of batches waiting to fill up */
+        kt_partition_t *parked;             /**< partitions with parked records */
         kt_record_t **heap;
         size_t heap_cnt, heap_size;
 };
@@ -68,13 +69,34 @@ void kt_sched_destroy(kt_sched_t *ks) {
 
 /* ---------------------------------------------------------------- ready FIFO */
 
-static void ready_push(kt_sched_t *ks, kt_record_t *rec) {
+static void fifo_push(kt_record_t **head, kt_record_t **tail, kt_record_t *rec) {
         rec->ready_next = NULL;
-        if (ks->ready_tail)
-                ks->ready_tail->ready_next = rec;
+        if (*tail)
+                (*tail)->ready_next = rec;
         else
-                ks->ready_head = rec;
-        ks->ready_tail = rec;
+                *head = rec;
+        *tail = rec;
+}
+
+/** Take \p p's records out of the FIFO \p head .. \p tail. */
+static void fifo_drop(kt_record_t **head, kt_record_t **tail, const kt_partition_t *p) {
+        kt_record_t **pp = head, *last = NULL;
+
+        while (*pp) {
+                kt_record_t *rec = *pp;
+                if (rec->part == p) {
+                        *pp = rec->ready_next;
+                        rec->ready_next = NULL;
+                } else {
+                        last = rec;
+                        pp = &rec->ready_next;
+                }
+        }
+        *tail = last;
+}
+
+static void ready_push(kt_sched_t *ks, kt_record_t *rec) {
+        fifo_push(&ks->ready_head, &ks->ready_tail, rec);
 }
 
 static void ready_push_front(kt_sched_t *ks, kt_record_t *rec) {
@@ -232,6 +254,20 @@ void kt_sched_requeue(kt_sched_t *ks, kt_record_t *rec) {
         ready_push_front(ks, rec);
 }
 
+void kt_sched_hold(kt_sched_t *ks, kt_record_t *rec) {
+        fifo_push(&ks->held_head, &ks->held_tail, rec);
+}
+
+void kt_sched_unhold(kt_sched_t *ks) {
+        if (!ks->held_head)
+                return;
+        ks->held_tail->ready_next = ks->ready_head;
+        if (!ks->ready_head)
+                ks->ready_tail = ks->held_tail;
+        ks->ready_head = ks->held_head;
+        ks->held_head = ks->held_tail = NULL;
+}
+
 /* ---------------------------------------------------------------- retry heap */
 
 static void heap_set(kt_sched_t *ks, size_t i, kt_record_t *rec) {
@@ -308,7 +344,6 @@ int64_t kt_sched_due(kt_sched_t *ks, int64_t now_ms) {
 /* ---------------------------------------------------------------- revocation */
 
 void kt_sched_partition_drop(kt_sched_t *ks, kt_partition_t *p) {
-        kt_record_t **pp = &ks->ready_head, *last = NULL;
 
         for (kt_partition_t **qq = &ks->parked; *qq; qq = &(*qq)->parked_next)
                 if (*qq == p) {
@@ -323,17 +358,8 @@ void kt_sched_partition_drop(kt_sched_t *ks, kt_partition_t *p) {
         p->parked_next = NULL;
         p->parked = 0;
 
-        while (*pp) {
-                kt_record_t *rec = *pp;
-                if (rec->part == p) {
-                        *pp = rec->ready_next;
-                        rec->ready_next = NULL;
-                } else {
-                        last = rec;
-                        pp = &rec->ready_next;
-                }
-        }
-        ks->ready_tail = last;
+        fifo_drop(&ks->ready_head, &ks->ready_tail, p);
+        fifo_drop(&ks->held_head, &ks->held_tail, p);
         {
                 size_t n = 0;
                 for (size_t i = 0; i < ks->heap_cnt; i++) {
