@@ -211,25 +211,32 @@ void kt_loop_produced(void *opaque, rd_kafka_resp_err_t err, void *cbarg) {
         kt_consumer_record_done(kl->kc, rec); /* may free rec */
 }
 
+static void req_fill(const kt_loop_t *kl, const kt_record_t *rec, kt_dispatch_req_t *req) {
+        const kt_partition_t *p = rec->part;
+
+        req->topic = p->topic;
+        req->partition = p->partition;
+        req->offset = rec->offset;
+        req->timestamp_ms = rec->timestamp_ms;
+        req->timestamp_type = rec->timestamp_type;
+        req->key = rec->key;
+        req->key_len = rec->key_len;
+        req->value = rec->value;
+        req->len = rec->len;
+        req->headers = rec->headers;
+        req->format = kl->conf->event_format;
+        req->json_ct_exact = kl->conf->json_content_type_exact;
+        req->value_kind = NULL; /* the batch encoder decides JSON its own way */
+}
+
 static void record_start(kt_loop_t *kl, kt_record_t *rec) {
         kt_partition_t *p = rec->part;
         kt_dispatch_req_t req;
         kt_err_t err;
         kt_dispatch_notes_t notes = {0, 0};
 
-        req.topic = p->topic;
-        req.partition = p->partition;
-        req.offset = rec->offset;
-        req.timestamp_ms = rec->timestamp_ms;
-        req.timestamp_type = rec->timestamp_type;
-        req.key = rec->key;
-        req.key_len = rec->key_len;
-        req.value = rec->value;
-        req.len = rec->len;
-        req.headers = rec->headers;
-        req.format = kl->conf->event_format;
-        req.json_ct_exact = kl->conf->json_content_type_exact;
-        req.value_kind = &rec->value_kind;
+        req_fill(kl, rec, &req);
+        req.value_kind = &rec->value_kind; /* detected once per record, not per attempt */
 
         err = kt_dispatch_request_submit(kl->kd, &req, rec, &rec->call, &notes);
         /* Once per record: attempts is 0 again after a runtime-down requeue (not an attempt)
@@ -278,24 +285,6 @@ static void record_start(kt_loop_t *kl, kt_record_t *rec) {
 
 static int is_lane_head(const kt_record_t *rec) {
         return !rec->lane || rec->lane->head == rec;
-}
-
-static void req_fill(const kt_loop_t *kl, const kt_record_t *rec, kt_dispatch_req_t *req) {
-        const kt_partition_t *p = rec->part;
-
-        req->topic = p->topic;
-        req->partition = p->partition;
-        req->offset = rec->offset;
-        req->timestamp_ms = rec->timestamp_ms;
-        req->timestamp_type = rec->timestamp_type;
-        req->key = rec->key;
-        req->key_len = rec->key_len;
-        req->value = rec->value;
-        req->len = rec->len;
-        req->headers = rec->headers;
-        req->format = kl->conf->event_format;
-        req->json_ct_exact = kl->conf->json_content_type_exact;
-        req->value_kind = NULL; /* the batch encoder decides JSON its own way */
 }
 
 /** Records of other partitions popped while filling a batch: put back in front, in order. */
@@ -505,14 +494,14 @@ static kt_call_outcome_t call_outcome(const kt_dispatch_result_t *res) {
         return KT_CALL_HTTP_OTHER;
 }
 
-/** One entry of a batch failed (\p outcome): retry it or give it up, as for its own call.
+/** \p rec failed (\p outcome, \p why): give it up by the policy or retry it after its
+ *  back-off (\p retry_after_ms if the runtime said, capped). \p where goes in the log line.
  *  @returns 1 if it waits to retry (it stays its lane's head). */
-static int entry_failed(kt_loop_t *kl, kt_record_t *rec, kt_outcome_t outcome, long status,
-                        const char *why, int64_t retry_after_ms) {
+static int retry_or_give_up(kt_loop_t *kl, kt_record_t *rec, kt_outcome_t outcome, const char *why,
+                            int64_t retry_after_ms, const char *where) {
         kt_partition_t *p = rec->part;
         int64_t backoff;
 
-        record_error_set(rec, status, why);
         if (kl->conf->on_failure != KT_FAIL_BLOCK &&
             (outcome == KT_OUTCOME_PERMANENT || rec->attempts >= kl->conf->retry_max_attempts)) {
                 give_up(kl, rec, why);
@@ -526,9 +515,17 @@ static int entry_failed(kt_loop_t *kl, kt_record_t *rec, kt_outcome_t outcome, l
         rec->state = KT_REC_RETRY_WAIT;
         retry_later(kl, rec, backoff);
         kt_metrics_retry_inc(kl->km);
-        KT_WARN(FAC, "%s [%d] @%lld: attempt %d (in a batch): %s; retrying in %lld ms", p->topic,
-                p->partition, (long long)rec->offset, rec->attempts, why, (long long)backoff);
+        KT_WARN(FAC, "%s [%d] @%lld: attempt %d%s: %s; retrying in %lld ms", p->topic, p->partition,
+                (long long)rec->offset, rec->attempts, where, why, (long long)backoff);
         return 1;
+}
+
+/** One entry of a batch failed (\p outcome): retry it or give it up, as for its own call.
+ *  @returns 1 if it waits to retry (it stays its lane's head). */
+static int entry_failed(kt_loop_t *kl, kt_record_t *rec, kt_outcome_t outcome, long status,
+                        const char *why, int64_t retry_after_ms) {
+        record_error_set(rec, status, why);
+        return retry_or_give_up(kl, rec, outcome, why, retry_after_ms, " (in a batch)");
 }
 
 /** A batch call finished: settle its entries in the order sent (see the DESIGN block). */
@@ -658,7 +655,6 @@ void kt_loop_call_done(void *opaque, const kt_dispatch_result_t *res, void *cbar
         kt_loop_t *kl = cbarg;
         kt_record_t *rec = opaque;
         kt_partition_t *p;
-        int64_t backoff;
         char why[256];
 
         if (res->batch) {
@@ -760,23 +756,7 @@ void kt_loop_call_done(void *opaque, const kt_dispatch_result_t *res, void *cbar
                 snprintf(why, sizeof(why), "runtime answered %ld", res->status);
         else
                 snprintf(why, sizeof(why), "%s", res->error);
-        if (kl->conf->on_failure != KT_FAIL_BLOCK &&
-            (res->outcome == KT_OUTCOME_PERMANENT ||
-             rec->attempts >= kl->conf->retry_max_attempts)) {
-                give_up(kl, rec, why);
-                return;
-        }
-
-        backoff = kt_dispatch_backoff_ms(kl->conf, rec->attempts);
-        if (res->retry_after_ms >= 0)
-                backoff = res->retry_after_ms < kl->conf->retry_max_backoff_ms
-                              ? res->retry_after_ms
-                              : kl->conf->retry_max_backoff_ms;
-        rec->state = KT_REC_RETRY_WAIT;
-        retry_later(kl, rec, backoff);
-        kt_metrics_retry_inc(kl->km);
-        KT_WARN(FAC, "%s [%d] @%lld: attempt %d: %s; retrying in %lld ms", p->topic, p->partition,
-                (long long)rec->offset, rec->attempts, why, (long long)backoff);
+        (void)retry_or_give_up(kl, rec, res->outcome, why, res->retry_after_ms, "");
 }
 
 /** kt_consumer_hooks_t.release: cancel \p p's calls, orphan its replies and dead letters in
