@@ -238,9 +238,6 @@ kt_config_reader_t *kt_config_reader_start(const char *path, char *const *sets, 
 /** @returns the fd to poll for input (readable, or hung up once the child is done). */
 int kt_config_reader_fd(const kt_config_reader_t *kr);
 
-/** @returns when (kt_now_ms) the child is killed if it is not done. */
-int64_t kt_config_reader_deadline(const kt_config_reader_t *kr);
-
 /**
  * @brief Take what the child wrote so far; never blocks.
  * @returns 1 while the child is still at work; 0 once done: *\p confp is the new

@@ -151,10 +151,6 @@ int kt_config_reader_fd(const kt_config_reader_t *kr) {
         return kr->fd;
 }
 
-int64_t kt_config_reader_deadline(const kt_config_reader_t *kr) {
-        return kr->deadline_ms;
-}
-
 /** Kill the child if it still runs and reap it. @returns its wait status, -1 if unknown. */
 static int child_reap(kt_config_reader_t *kr, int kill_it) {
         int st = -1;

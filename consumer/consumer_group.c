@@ -133,7 +133,6 @@ struct kt_consumer {
                                   commits go on without the offset map */
         int64_t *md_offsets; /**< part_metadata()'s scratch, grown to need, reused */
         size_t md_offsets_size;
-        int closed;          /**< kt_consumer_close() was called */
         int close_timed_out; /**< and did not see the group closed in time */
         int close_started;   /**< rd_kafka_consumer_close_queue() was called */
         int close_answered;  /**< and a rebalance callback since then called (un)assign */
@@ -1463,9 +1462,8 @@ int kt_consumer_close(kt_consumer_t *kc, void (*beat)(void *opaque), void *opaqu
         rd_kafka_error_t *error;
         int64_t deadline;
 
-        if (!kc || !kc->rk || kc->closed)
+        if (!kc || !kc->rk || kc->closing)
                 return 0;
-        kc->closed = 1;
         kc->closing = 1; /* the loop committed before: revokes now hand back at once */
         atomic_store(&close_stage, "serving the close queue (final revoke, LeaveGroup)");
         if (kc->pending) {

@@ -152,7 +152,7 @@ static void shutdown_begin(kt_loop_t *kl) {
 static int drain_step(kt_loop_t *kl) {
         size_t left = kt_consumer_undone(kl->kc);
         int64_t now = kt_now_ms();
-        int kt_loop_rejoin = kl->state == KT_LOOP_REJOIN_DRAIN;
+        int rejoin = kl->state == KT_LOOP_REJOIN_DRAIN;
 
         if (left && !kl->runtime_down && now < kl->drain_deadline_ms) {
                 kt_loop_wake_at(kl, kl->drain_deadline_ms);
@@ -162,10 +162,10 @@ static int drain_step(kt_loop_t *kl) {
                 KT_WARN(FAC,
                         "%s: %zu records not done (%s): they are not committed and are delivered "
                         "again%s",
-                        kt_loop_rejoin ? "reload" : "shutdown", left,
+                        rejoin ? "reload" : "shutdown", left,
                         kl->runtime_down ? "the runtime is down" : "drain timeout",
-                        kt_loop_rejoin ? " after the re-join" : " by the next owner");
-        kt_loop_state_set(kl, kt_loop_rejoin ? KT_LOOP_REJOIN_COMMIT : KT_LOOP_SHUTDOWN_COMMIT);
+                        rejoin ? " after the re-join" : " by the next owner");
+        kt_loop_state_set(kl, rejoin ? KT_LOOP_REJOIN_COMMIT : KT_LOOP_SHUTDOWN_COMMIT);
         return 1;
 }
 

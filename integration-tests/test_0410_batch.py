@@ -196,7 +196,6 @@ def test_max_wait_ms_is_honoured(kafka, names, config, runtime_factory, ktrigger
     ktr = ktrigger_factory(batch_conf(config, rt, max_records=100, max_wait_ms=1500))
     kt.wait_for(lambda: kt.metric_sum(ktr.metrics(), 'ktrigger_assigned_partitions') == 1, 30,
                 'partition assigned')
-    time.sleep(0.5)  # let the first fetch settle, so the records arrive together
     t0 = time.time()
     kafka.produce(names.topic, [(0, 'w%d' % i) for i in range(3)])
     kt.wait_for(lambda: len(succeeded(record)) >= 3, 30, '3 records')
