@@ -2,7 +2,7 @@
 the runtime's own 408 is the outcome it sees (not its own timeout, which used to fire in the
 same millisecond).  And a runtime that exits after its 408 (the real Go runtime and Ruby's
 function proxy do; restarted here on the same port, as Kubernetes restarts the container)
-cuts the calls in progress: each of those ran the handler, so each is an attempt and a
+cuts the calls in progress: each of those may have run the handler, so each is an attempt and a
 function call, also when curl's re-send of it then finds nothing listening."""
 
 import threading
@@ -108,7 +108,14 @@ def test_runtime_exit_after_408_counts_every_run(kafka, kafka_bootstrap, names, 
     arrivals = runtimes[-1].arrivals()
     calls = kt.metric_sum(samples, 'function_calls_total')
     h = dead_letters(kafka_bootstrap, dlq, names.group)
-    assert sorted(h) == [SLOW], sorted(h)
+    assert SLOW in h, sorted(h)
+    # A neighbour in flight at every one of the MAX_ATTEMPTS exits (a slow machine can start
+    # its retry late enough) is cut each time: it is dead-lettered after MAX_ATTEMPTS counted
+    # attempts, none answered, and it did not run more often than that.
+    for body in set(h) - {SLOW}:
+        assert int(h[body]['ktrigger-attempts']) == MAX_ATTEMPTS, (body, h[body])
+        assert 'ktrigger-last-status' not in h[body], (body, h[body])
+        assert len([a for a in arrivals if a['body'] == body]) <= MAX_ATTEMPTS, body
     slow_runs = [a for a in arrivals if a['body'] == SLOW]
     # One exit per attempt of the slow record, each seen as the runtime's 408.
     assert len(runtimes) >= 1 + MAX_ATTEMPTS, len(runtimes)
@@ -122,11 +129,14 @@ def test_runtime_exit_after_408_counts_every_run(kafka, kafka_bootstrap, names, 
     assert kt.metric_sum(samples, 'ktrigger_calls_total', outcome='transport_error') >= \
         len(started) - len(finished)
     # Every handler run is an attempt, counted: no "4 runs for 3 attempts". The only calls
-    # counted that did not run are requests sent on a kept-alive connection in the instant the
-    # runtime exited, unread: the kernel reset those connections (ktrigger cannot tell that
-    # the runtime never read them, so it counts them too, as it must for at-least-once).
-    resets = ktr.log().count('Connection reset by peer')
-    assert calls == len(arrivals) + resets, (calls, len(arrivals), resets)
-    # And every record was delivered (a 2xx) except the dead-lettered one.
+    # counted that did not run are calls cut without an answer in the instant the runtime
+    # exited, before its handler started: a request left unread (the kernel resets the
+    # connection) or read but not yet handed to the handler (a plain close, so curl re-sends
+    # it and the re-send finds nothing listening). ktrigger cannot tell those from a cut
+    # call whose handler ran, so it counts them too, as it must for at-least-once: each is a
+    # transport failure.
+    cut = kt.metric_sum(samples, 'ktrigger_calls_total', outcome='transport_error')
+    assert len(arrivals) <= calls <= len(arrivals) + cut, (calls, len(arrivals), cut)
+    # And every record was delivered (a 2xx) except the dead-lettered ones.
     ok = {c.body for c in runtimes[-1].calls() if not c.failed}
-    assert ok == {r.value for r in produced if r.value != SLOW}
+    assert ok == {r.value for r in produced} - set(h)
