@@ -5,7 +5,7 @@
  *
  * Each scenario has its own group and topic. The mock's joins take ~3 s and a member joining
  * a running group waits session.timeout.ms - 1 s, hence session.timeout.ms=6000.
- * KT_TEST_VERBOSE=1 prints the consumer's info logs.
+ * KT_TEST_VERBOSE=1 prints the consumer's info logs, 2 also its debug logs (librdkafka's cgrp).
  */
 #define _GNU_SOURCE
 #include "../../core/tests/kt_test.h"
@@ -640,7 +640,9 @@ int main(void) {
         rd_kafka_conf_t *conf = rd_kafka_conf_new();
         const char *v = getenv("KT_TEST_VERBOSE");
 
-        kt_log_level_set(v && *v == '1' ? KT_LOG_INFO : KT_LOG_WARNING);
+        kt_log_level_set(v && *v == '2'   ? KT_LOG_DEBUG
+                         : v && *v == '1' ? KT_LOG_INFO
+                                          : KT_LOG_WARNING);
         rd_kafka_conf_set(conf, "log_level", "0", err, sizeof(err));
         mock_rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof(err));
         KT_CHECK(mock_rk != NULL, "mock handle: %s", err);
