@@ -5,7 +5,7 @@
  *
  * Each scenario has its own group and topic. The mock's joins take ~3 s and a member joining
  * a running group waits session.timeout.ms - 1 s, hence session.timeout.ms=6000.
- * KT_TEST_VERBOSE=1 prints the consumer's info logs.
+ * KT_TEST_VERBOSE=1 prints the consumer's info logs, 2 also its debug logs (librdkafka's cgrp).
  */
 #define _GNU_SOURCE
 #include "../../core/tests/kt_test.h"
@@ -244,6 +244,11 @@ static int cond_assigned_delivered(void *arg) {
         struct want_cnt *w = arg;
         return kt_consumer_assigned_cnt(w->m->kc) == w->assigned &&
                delivered_cnt(w->m) >= w->delivered;
+}
+
+static int cond_committed(void *arg) {
+        member_t *m = arg;
+        return kt_consumer_uncommitted_done(m->kc) == 0;
 }
 
 static int cond_revoked(void *arg) {
@@ -506,6 +511,20 @@ static void test_foreign_metadata_and_close_while_pending(void) {
         printf("test_lifecycle: SKIP second rebalance revoke while one pends: librdkafka 2.0.2 "
                "never calls the rebalance callback during an unfinished rebalance; the close "
                "path (destroy while a revoke pends) is tested instead\n");
+        /* C's periodic commit (of [1] @4 and @5, done on arrival) goes out about 1 s after its
+         * assignment, just when F's join makes the coordinator rebalance. librdkafka 2.0.2
+         * sends a manual commit in whatever join state it is in when it takes the op: C's
+         * heartbeat may have been answered REBALANCE_IN_PROGRESS and its JoinGroup sent in the
+         * same millisecond, after C's loop saw the state steady. The commit then waits behind
+         * the JoinGroup, is refused with ILLEGAL_GENERATION once the rebalance is done,
+         * librdkafka resets the generation to -1 ("Heartbeat ... generation id -1"), its
+         * SyncGroup fails and it drops the assignment as lost: no revoke pends (2 runs in 26
+         * under load). That race is the periodic commit's (consumer_group.c DESIGN: Commits,
+         * not closable from outside librdkafka), not this case's: let the commit go through
+         * before F joins. Nothing is done after it, so no other commit goes out. */
+        KT_CHECK(pump(both, 1, 1, cond_committed, &c, 10000),
+                 "C: the periodic commit did not go through (%llu done not committed)",
+                 (unsigned long long)kt_consumer_uncommitted_done(c.kc));
         if (member_start(&f, "F", topic, group, 30000, NULL))
                 goto out;
         KT_CHECK(pump(both, 2, 1, cond_revoked, &c, 30000), "C got no revoke");
@@ -579,7 +598,9 @@ static void test_commit_failures_and_lost(void) {
                 /* ILLEGAL_GENERATION: the assignment is lost, then the group is joined again. */
                 {
                         struct want_assigns wa = {&d, assigns, 0};
-                        wa.delivered = delivered_cnt(&d) + 5 + 6; /* not done: delivered again */
+                        /* Not done, so delivered again: [0] 5..9 and [1] 2, 4..9 (5 + 7). With
+                         * one too few the wait could end before [1] @9 came in its own batch. */
+                        wa.delivered = delivered_cnt(&d) + 5 + 7;
                         KT_CHECK(pump(one, 1, 1, cond_assigns, &wa, 20000),
                                  "%s: no new assignment (assigns %llu, delivered %d)", name,
                                  (unsigned long long)kt_consumer_stats(d.kc)->assigns,
@@ -640,7 +661,9 @@ int main(void) {
         rd_kafka_conf_t *conf = rd_kafka_conf_new();
         const char *v = getenv("KT_TEST_VERBOSE");
 
-        kt_log_level_set(v && *v == '1' ? KT_LOG_INFO : KT_LOG_WARNING);
+        kt_log_level_set(v && *v == '2'   ? KT_LOG_DEBUG
+                         : v && *v == '1' ? KT_LOG_INFO
+                                          : KT_LOG_WARNING);
         rd_kafka_conf_set(conf, "log_level", "0", err, sizeof(err));
         mock_rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof(err));
         KT_CHECK(mock_rk != NULL, "mock handle: %s", err);
