@@ -87,6 +87,7 @@ typedef struct kt_loop {
         int metrics_blocked;           /**< and what the last one found: blocked partitions, */
         double metrics_blocked_s;      /**< the longest blocked, seconds */
         int64_t nomem_until_ms;        /**< start no call before (an allocation failed) */
+        kt_event_t *ke;                /**< the event core everything below sleeps on */
         kt_consumer_t *kc;
         kt_dispatch_t *kd;
         kt_metrics_t *km;

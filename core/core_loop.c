@@ -344,8 +344,12 @@ int kt_loop_run(kt_config_t **confp, kt_metrics_t *km) {
                 KT_ERR(FAC, "out of memory");
                 goto out;
         }
-        if (!(kl.kd = kt_dispatch_new(conf, kt_loop_call_done, kt_loop_probe_done, &kl, errstr,
-                                      sizeof(errstr)))) {
+        if (!(kl.ke = kt_event_new(errstr, sizeof(errstr)))) {
+                KT_ERR(FAC, "event core: %s", errstr);
+                goto out;
+        }
+        if (!(kl.kd = kt_dispatch_new(conf, kl.ke, kt_loop_call_done, kt_loop_probe_done, &kl,
+                                      errstr, sizeof(errstr)))) {
                 KT_ERR(FAC, "dispatcher: %s", errstr);
                 goto out;
         }
@@ -462,6 +466,7 @@ out:
         kt_consumer_zk_destroy(kl.zk); /* first: its broker callback uses the clients */
         kt_loop_kafka_close(&kl);
         kt_dispatch_destroy(kl.kd);
+        kt_event_destroy(kl.ke); /* after everything registered in it */
         kt_sched_destroy(kl.ks);
         kt_loop_batch_free(&kl);
         free(kl.topic_map);

@@ -79,6 +79,9 @@ static void serve_one(int lfd, const char *answer) {
         close(fd);
 }
 
+/** The event core the dispatcher runs on. */
+static kt_event_t *ke;
+
 static void call(kt_dispatch_t *kd, int lfd, const kt_dispatch_req_t *req, const char *answer) {
         void *c = NULL;
         kt_dispatch_notes_t nt = {0, 0};
@@ -87,7 +90,7 @@ static void call(kt_dispatch_t *kd, int lfd, const kt_dispatch_req_t *req, const
         KT_CHECK(err == KT_OK, "submit: %d", (int)err);
         done = 0;
         for (int i = 0; !err && !done && i < 500; i++) {
-                kt_dispatch_wait(kd, NULL, 0, 10);
+                kt_event_wait(ke, 10);
                 kt_dispatch_perform(kd);
                 if (answer)
                         serve_one(lfd, answer);
@@ -143,7 +146,10 @@ int main(void) {
         conf.runtime_health_url = health;
         conf.timeout_s = 5;
         conf.max_in_flight = 1;
-        kd = kt_dispatch_new(&conf, done_cb, probe_cb, NULL, errstr, sizeof(errstr));
+        ke = kt_event_new(errstr, sizeof(errstr));
+        KT_CHECK(ke != NULL, "kt_event_new: %s", errstr);
+        kd =
+            ke ? kt_dispatch_new(&conf, ke, done_cb, probe_cb, NULL, errstr, sizeof(errstr)) : NULL;
         KT_CHECK(kd != NULL, "kt_dispatch_new: %s", errstr);
         if (!kd || !topic)
                 return kt_test_done("test_http");
@@ -166,7 +172,7 @@ int main(void) {
                 alloc_fail = 1;
                 done = 0;
                 for (int i = 0; !done && i < 500; i++) {
-                        kt_dispatch_wait(kd, NULL, 0, 10);
+                        kt_event_wait(ke, 10);
                         kt_dispatch_perform(kd);
                 }
                 alloc_fail = 0;
@@ -194,6 +200,7 @@ int main(void) {
                  (int)last.outcome);
 
         kt_dispatch_destroy(kd);
+        kt_event_destroy(ke);
         close(lfd);
         free(topic);
         curl_global_cleanup();
