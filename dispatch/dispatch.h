@@ -129,21 +129,6 @@ int kt_dispatch_slots_free(const kt_dispatch_t *kd);
 void kt_dispatch_perform(kt_dispatch_t *kd);
 
 /**
- * @brief Forget the extra fds registered by earlier waits: call after closing any of them (a
- *        new one may reuse the number, and epoll dropped the old one when it was closed).
- */
-void kt_dispatch_wait_reset(kt_dispatch_t *kd);
-
-/**
- * @brief Register \p extra fds (read interest; revents are not filled in) with the event core,
- *        forgetting the ones of the previous call that are not among them, and wait on it
- *        (kt_event_wait(), capped by curl's timer).
- * @returns what kt_event_wait() returns.
- */
-kt_err_t kt_dispatch_wait(kt_dispatch_t *kd, struct curl_waitfd *extra, unsigned extra_cnt,
-                          int timeout_ms);
-
-/**
  * @brief Back-off before attempt number \p attempts + 1: full jitter, uniform in
  *        [initial, min(max, initial * 2^(attempts-1))].
  */

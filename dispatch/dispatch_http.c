@@ -57,8 +57,6 @@
 /** curl sockets noted ready between two performs (more stay ready: the event core is
  *  level-triggered, the next wait reports them again). */
 #define KT_DISPATCH_MAX_READY 128
-/** The loop's own fds (Kafka, signals, producer) that one wait may watch besides curl's. */
-#define KT_DISPATCH_MAX_EXTRA 8
 
 #define FAC "DISPATCH"
 
@@ -104,10 +102,8 @@ struct kt_dispatch {
                 int fd, mask;           /**< KT_EVENT_* */
         } ready[KT_DISPATCH_MAX_READY]; /**< curl sockets ready, for perform */
         int ready_cnt;
-        uint64_t timer;                   /**< curl's timer in the event core, 0 if none */
-        int timer_fired;                  /**< it ran: perform runs curl's timeouts */
-        int extra[KT_DISPATCH_MAX_EXTRA]; /**< kt_dispatch_wait's extra fds in the event core */
-        unsigned extra_cnt;
+        uint64_t timer;  /**< curl's timer in the event core, 0 if none */
+        int timer_fired; /**< it ran: perform runs curl's timeouts */
 };
 
 /** kt_event_fd_cb of a curl socket: noted for perform (see DESIGN). */
@@ -459,7 +455,6 @@ void kt_dispatch_destroy(kt_dispatch_t *kd) {
         if (kd->multi)
                 curl_multi_cleanup(kd->multi); /* removes curl's sockets from the event core */
         kt_event_timer_del(kd->ke, kd->timer);
-        kt_dispatch_wait_reset(kd);
         curl_url_cleanup(kd->url); /* after the easy handles that used it */
         for (size_t i = 0; i < kd->old_url_cnt; i++)
                 curl_url_cleanup(kd->old_urls[i]);
@@ -704,38 +699,4 @@ void kt_dispatch_perform(kt_dispatch_t *kd) {
                 slot_release(kd, s);
                 kd->cb(opaque, &res, kd->cbarg);
         }
-}
-
-void kt_dispatch_wait_reset(kt_dispatch_t *kd) {
-        for (unsigned i = 0; i < kd->extra_cnt; i++)
-                kt_event_fd_del(kd->ke, kd->extra[i]); /* may be closed: fine */
-        kd->extra_cnt = 0;
-}
-
-kt_err_t kt_dispatch_wait(kt_dispatch_t *kd, struct curl_waitfd *extra, unsigned extra_cnt,
-                          int timeout_ms) {
-        unsigned i, j;
-
-        for (i = 0; i < kd->extra_cnt;) {
-                for (j = 0; j < extra_cnt && extra[j].fd != kd->extra[i]; j++)
-                        ;
-                if (j < extra_cnt) {
-                        i++;
-                        continue;
-                }
-                kt_event_fd_del(kd->ke, kd->extra[i]);
-                kd->extra[i] = kd->extra[--kd->extra_cnt];
-        }
-        for (j = 0; j < extra_cnt && kd->extra_cnt < KT_DISPATCH_MAX_EXTRA; j++) {
-                if (extra[j].fd < 0)
-                        continue;
-                for (i = 0; i < kd->extra_cnt && kd->extra[i] != extra[j].fd; i++)
-                        ;
-                if (i < kd->extra_cnt)
-                        continue;
-                if (kt_event_fd_set(kd->ke, extra[j].fd, KT_EVENT_READ | KT_EVENT_BACKOFF, NULL,
-                                    NULL) != KT_ERR_NOMEM)
-                        kd->extra[kd->extra_cnt++] = extra[j].fd;
-        }
-        return kt_event_wait(kd->ke, timeout_ms);
 }
