@@ -164,8 +164,12 @@ static int timer_cb(CURLM *multi, long timeout_ms, void *userp) {
         kd->timer = 0;
         /* Out of memory: perform still runs a timeout curl_multi_timeout() says is due, and the
          * loop wakes at least once a second. */
+        /* +1: kt_now_ms() rounds down, so now + timeout_ms can be up to 1 ms before curl's
+         * deadline. Run that early, curl runs nothing and, its deadline unchanged, does not
+         * announce it again (Curl_update_timer() skips an unchanged one): the wait would then
+         * sleep until something else woke it. One ms late, never early. */
         if (timeout_ms >= 0)
-                kd->timer = kt_event_timer_add(kd->ke, kt_now_ms() + timeout_ms, timer_ran, kd);
+                kd->timer = kt_event_timer_add(kd->ke, kt_now_ms() + timeout_ms + 1, timer_ran, kd);
         return 0;
 }
 
@@ -585,7 +589,8 @@ void kt_dispatch_perform(kt_dispatch_t *kd) {
         }
         kd->ready_cnt = 0;
         /* curl's timer ran, or curl says a timeout is due (it rounds a partial millisecond up:
-         * 0 only once one is). Run early, curl runs nothing and announces its timer again. */
+         * 0 only once one is). Never run early (see timer_cb): curl would run nothing and not
+         * announce its unchanged deadline again. */
         if (kd->timer_fired ||
             (curl_multi_timeout(kd->multi, &timeout_ms) == CURLM_OK && timeout_ms == 0)) {
                 kd->timer_fired = 0;
