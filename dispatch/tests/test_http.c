@@ -1,6 +1,7 @@
 /* Calls through real libcurl against a loopback listener run by the test itself (no network):
  * a request libcurl cannot build is reported as unbuildable, not as a call; responses cut off
- * in their header block are transport failures, a whole one is a success. */
+ * in their header block are transport failures, a whole one is a success; curl's timer, on the
+ * event core, ends a wait that nothing else would, so a call nobody answers times out. */
 #define _GNU_SOURCE
 #include "../../core/tests/kt_test.h"
 #include "../dispatch.h"
@@ -9,6 +10,8 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -81,6 +84,60 @@ static void serve_one(int lfd, const char *answer) {
 
 /** The event core the dispatcher runs on. */
 static kt_event_t *ke;
+
+/* The watchdog of test_timer_ends_wait: turns a wait nothing ends into a failure, not a hang
+ * (the handler interrupts epoll_wait: EINTR, a normal wake-up). */
+static volatile sig_atomic_t watchdog_rang;
+
+static void watchdog(int sig) {
+        (void)sig;
+        watchdog_rang = 1;
+}
+
+/* A runtime that accepts the call and never answers, with waits that have no limit but the
+ * event core's timers: only curl's timer, registered there (timer_cb), can end them and let
+ * perform time the call out. Without it the first wait would sleep until the watchdog. A
+ * bounded number of waits: no spin on a deadline in the past either. */
+static void test_timer_ends_wait(kt_dispatch_t *kd, kt_config_t *conf, int lfd) {
+        struct sigaction sa = {0}, old;
+        void *c = NULL;
+        kt_dispatch_notes_t nt = {0, 0};
+        kt_dispatch_req_t req = {"t", 0,   1, -1, 0, NULL, 0, "x", 1, NULL, KT_EVENT_KUBELESS,
+                                 0,   NULL};
+        int fd = -1, waits = 0;
+        int64_t t0;
+
+        sa.sa_handler = watchdog; /* no SA_RESTART: the wait returns */
+        sigaction(SIGALRM, &sa, &old);
+        conf->timeout_s = 1;
+        kt_dispatch_conf_set(kd, conf);
+        KT_CHECK(kt_dispatch_request_submit(kd, &req, NULL, &c, &nt) == KT_OK, "submit");
+        done = 0;
+        watchdog_rang = 0;
+        alarm(30);
+        t0 = kt_now_ms();
+        kt_dispatch_perform(kd); /* starts the call (curl's 0 ms timeout) */
+        while (!done && !watchdog_rang && waits < 1000) {
+                kt_event_wait(ke, -1);
+                waits++;
+                kt_dispatch_perform(kd);
+                if (fd < 0)
+                        fd = accept4(lfd, NULL, NULL, SOCK_NONBLOCK); /* and never answer */
+        }
+        alarm(0);
+        sigaction(SIGALRM, &old, NULL);
+        printf("timer ends the wait: %d waits, %lld ms\n", waits, (long long)(kt_now_ms() - t0));
+        KT_CHECK(!watchdog_rang, "curl's timer ended the waits, not the watchdog (%d waits)",
+                 waits);
+        KT_CHECK(done && last.timed_out && last.outcome == KT_OUTCOME_RETRIABLE,
+                 "timed out: done %d timed_out %d outcome %d", done, last.timed_out,
+                 (int)last.outcome);
+        KT_CHECK(waits <= 20, "no spin: %d waits", waits);
+        if (fd >= 0)
+                close(fd);
+        conf->timeout_s = 5;
+        kt_dispatch_conf_set(kd, conf);
+}
 
 static void call(kt_dispatch_t *kd, int lfd, const kt_dispatch_req_t *req, const char *answer) {
         void *c = NULL;
@@ -187,6 +244,8 @@ int main(void) {
                          "after out of memory: outcome %d status %ld", (int)last.outcome,
                          last.status);
         }
+
+        test_timer_ends_wait(kd, &conf, lfd);
 
         /* Fixed lines over libcurl's ~1 MiB request buffer (a topic name no broker allows, the
          * only way past the builder's own cap): libcurl refuses it before sending a byte. */
