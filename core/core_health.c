@@ -90,7 +90,7 @@ int kt_loop_runtime_wait(kt_loop_t *kl) {
                                 "group until it does",
                                 kl->conf->runtime_health_url, (long long)(warned - since) / 1000);
                 }
-                while (kt_now_ms() < next) {
+                for (int64_t left; (left = next - kt_now_ms()) > 0;) {
                         kt_metrics_heartbeat(kl->km);
                         if (kt_loop_signals_read(kl))
                                 return 1;
@@ -98,8 +98,8 @@ int kt_loop_runtime_wait(kt_loop_t *kl) {
                                 kt_loop_reload(kl);
                         if (kt_loop_reload_poll(kl))
                                 break; /* probe the (maybe new) health URL now */
-                        kt_loop_wait(kl, (int)(next - kt_now_ms() < 200 ? next - kt_now_ms() : 200),
-                                     0);
+                        /* left read once: read again it could be negative (no limit). */
+                        kt_loop_wait(kl, (int)(left < 200 ? left : 200), 0);
                 }
                 backoff = backoff * 2 > KT_PROBE_MAX_MS ? KT_PROBE_MAX_MS : backoff * 2;
         }

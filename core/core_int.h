@@ -132,7 +132,8 @@ void kt_loop_wake_at(kt_loop_t *kl, int64_t at_ms);
 /**
  * @brief Register the loop's own fds as they are now with the event core (\p joined: all of
  *        them; 0, waiting for the runtime before joining: the signalfd and a reload's pipe only,
- *        nothing else is served then) and sleep on it, at most \p timeout_ms.
+ *        nothing else is served then) and sleep on it, at most \p timeout_ms (negative: 0,
+ *        never "no limit").
  */
 void kt_loop_wait(kt_loop_t *kl, int timeout_ms, int joined);
 

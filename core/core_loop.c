@@ -109,8 +109,9 @@ void kt_loop_wait(kt_loop_t *kl, int timeout_ms, int joined) {
                                     NULL) != KT_ERR_NOMEM)
                         kl->fds[i] = want[i];
         /* A failed wait has logged (rate limited) and slept its back-off: going round is no
-         * spin. */
-        (void)kt_event_wait(kl->ke, timeout_ms);
+         * spin. A negative timeout (a deadline computed as passed) is 0, not the event core's
+         * "no limit but the timers": the loop must never sleep without its own limit. */
+        (void)kt_event_wait(kl->ke, timeout_ms < 0 ? 0 : timeout_ms);
 }
 
 /* ---------------------------------------------------------------- runtime health */
