@@ -191,6 +191,13 @@ kt_err_t kt_event_wait(kt_event_t *ke, int timeout_ms);
  */
 void kt_event_wait_fail_inject(kt_event_t *ke, int err, int cnt);
 
+/**
+ * @brief Test hook: the next \p cnt epoll_ctl() calls of registrations (kt_event_fd_set(), the
+ *        retries at each wait; not kt_event_fd_del()) fail with \p err, without being made.
+ * @remark Unit tests only.
+ */
+void kt_event_ctl_fail_inject(kt_event_t *ke, int err, int cnt);
+
 #define KT_ERR(fac, ...)  kt_log(KT_LOG_ERR, fac, __VA_ARGS__)
 #define KT_WARN(fac, ...) kt_log(KT_LOG_WARNING, fac, __VA_ARGS__)
 #define KT_INFO(fac, ...) kt_log(KT_LOG_INFO, fac, __VA_ARGS__)

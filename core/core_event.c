@@ -81,6 +81,8 @@ struct kt_event {
         unsigned long unlogged; /**< failures since then, not logged */
         int inject_errno;       /**< test hook: the next inject_cnt waits fail with it */
         int inject_cnt;
+        int inject_ctl_errno; /**< test hook: the next inject_ctl_cnt registrations fail */
+        int inject_ctl_cnt;
 };
 
 /** Log a failed epoll call, at most once per KT_EVENT_LOG_MS (see DESIGN). */
@@ -123,6 +125,16 @@ void kt_event_destroy(kt_event_t *ke) {
         free(ke);
 }
 
+/** epoll_ctl(), or the failure kt_event_ctl_fail_inject() asked for (nothing done). */
+static int ctl(kt_event_t *ke, int op, int fd, struct epoll_event *ev) {
+        if (ke->inject_ctl_cnt > 0) {
+                ke->inject_ctl_cnt--;
+                errno = ke->inject_ctl_errno;
+                return -1;
+        }
+        return epoll_ctl(ke->epfd, op, fd, ev);
+}
+
 /** Make the epoll set say what ke->fds[fd] says. @returns 0, -1 (logged). */
 static int fd_sync(kt_event_t *ke, int fd) {
         file_ev_t *f = &ke->fds[fd];
@@ -133,12 +145,12 @@ static int fd_sync(kt_event_t *ke, int fd) {
             (f->mask & KT_EVENT_READ ? EPOLLIN : 0U) | (f->mask & KT_EVENT_WRITE ? EPOLLOUT : 0U);
         ev.data.fd = fd;
         /* Gone from the set (closed and reopened under us), or still in it after a failure. */
-        if (epoll_ctl(ke->epfd, op, fd, &ev) == -1 &&
-            !(op == EPOLL_CTL_MOD && errno == ENOENT &&
-              epoll_ctl(ke->epfd, EPOLL_CTL_ADD, fd, &ev) == 0) &&
-            !(op == EPOLL_CTL_ADD && errno == EEXIST &&
-              epoll_ctl(ke->epfd, EPOLL_CTL_MOD, fd, &ev) == 0)) {
+        if (ctl(ke, op, fd, &ev) == -1 &&
+            !(op == EPOLL_CTL_MOD && errno == ENOENT && ctl(ke, EPOLL_CTL_ADD, fd, &ev) == 0) &&
+            !(op == EPOLL_CTL_ADD && errno == EEXIST && ctl(ke, EPOLL_CTL_MOD, fd, &ev) == 0)) {
                 err_log(ke, "epoll_ctl", fd, errno);
+                /* A failed MOD may leave the kernel's registration as it was: in_epoll 0 only
+                 * means "not known to match"; kt_event_fd_del() removes it regardless. */
                 if (f->in_epoll) {
                         f->in_epoll = 0;
                         ke->pending++;
@@ -182,9 +194,11 @@ void kt_event_fd_del(kt_event_t *ke, int fd) {
 
         if (fd < 0 || fd >= ke->fd_cap || !(f = &ke->fds[fd])->mask)
                 return;
-        if (f->in_epoll)
-                epoll_ctl(ke->epfd, EPOLL_CTL_DEL, fd, NULL); /* may be closed already: fine */
-        else
+        /* Always, also when not known to be in the set (a failed MOD may have left the old
+         * registration there, which would wake every wait for an fd nobody serves). Not in it
+         * (ENOENT) or closed already (EBADF): fine. */
+        epoll_ctl(ke->epfd, EPOLL_CTL_DEL, fd, NULL);
+        if (!f->in_epoll)
                 ke->pending--;
         memset(f, 0, sizeof(*f));
 }
@@ -273,6 +287,11 @@ static kt_err_t wait_backoff(kt_event_t *ke) {
 void kt_event_wait_fail_inject(kt_event_t *ke, int err, int cnt) {
         ke->inject_errno = err;
         ke->inject_cnt = cnt;
+}
+
+void kt_event_ctl_fail_inject(kt_event_t *ke, int err, int cnt) {
+        ke->inject_ctl_errno = err;
+        ke->inject_ctl_cnt = cnt;
 }
 
 kt_err_t kt_event_wait(kt_event_t *ke, int timeout_ms) {

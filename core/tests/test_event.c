@@ -2,7 +2,8 @@
  * timers run once, in deadline order, and cut the wait short; a failing wait (epoll_wait, or
  * a registration epoll refuses) sleeps a growing, bounded back-off (never a spin) woken early
  * only by KT_EVENT_BACKOFF fds, is logged at most once per 10 s, and a wait that works
- * resets it. EINTR is a normal wake-up. */
+ * resets it. EINTR is a normal wake-up. Deleting an fd whose last change epoll refused takes
+ * it out of the epoll set all the same. */
 #define _POSIX_C_SOURCE 200809L
 #include "../core.h"
 #include "kt_test.h"
@@ -251,6 +252,41 @@ out:
                 fclose(log);
 }
 
+static int stale_timer_ran;
+
+static void stale_timer_cb(void *opaque) {
+        (void)opaque;
+        stale_timer_ran = 1;
+}
+
+/* A registration change epoll refused (MOD failing) leaves the kernel's old registration in
+ * place; deleting the fd must still remove it, or that fd, ready and served by nobody, ends
+ * every later wait at once (counted in waits: a spin takes hundreds before a 50 ms timer). */
+static void test_del_after_failed_mod(kt_event_t *ke) {
+        int p[2], waits = 0;
+        seen_t s = {0, -1, 0};
+        kt_err_t err;
+
+        KT_CHECK(pipe(p) == 0, "pipe");
+        KT_CHECK(kt_event_fd_set(ke, p[0], KT_EVENT_READ, fd_cb, &s) == KT_OK, "register");
+        KT_CHECK(write(p[1], "x", 1) == 1, "write"); /* readable from now on */
+        kt_event_ctl_fail_inject(ke, ENOMEM, 1);
+        err = kt_event_fd_set(ke, p[0], KT_EVENT_READ | KT_EVENT_BACKOFF, fd_cb, &s);
+        KT_CHECK(err == KT_ERR_SYS, "the MOD is refused: %d", (int)err);
+        kt_event_fd_del(ke, p[0]);
+        stale_timer_ran = 0;
+        KT_CHECK(kt_event_timer_add(ke, kt_now_ms() + 50, stale_timer_cb, NULL) != 0, "timer");
+        while (!stale_timer_ran && waits < 1000) {
+                kt_event_wait(ke, -1);
+                waits++;
+        }
+        KT_CHECK(stale_timer_ran && waits <= 5 && s.calls == 0,
+                 "deleted after a failed MOD: gone from epoll too (%d waits, %d callbacks)", waits,
+                 s.calls);
+        close(p[0]);
+        close(p[1]);
+}
+
 int main(void) {
         char errstr[256];
         kt_event_t *ke = kt_event_new(errstr, sizeof(errstr));
@@ -260,6 +296,7 @@ int main(void) {
                 test_fd_ready(ke);
                 test_timer_order(ke);
                 test_wait_failures(ke);
+                test_del_after_failed_mod(ke);
         }
         kt_event_destroy(ke);
         kt_event_destroy(NULL);
