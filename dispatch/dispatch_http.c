@@ -123,24 +123,31 @@ static void socket_ready(void *opaque, int fd, int mask) {
 }
 
 /** CURLMOPT_SOCKETFUNCTION: keep the event core's registrations equal to what curl waits
- *  for. */
+ *  for. Never returns -1: in libcurl 7.88.1 that marks the whole multi handle dead (every
+ *  later call answers CURLM_ABORTED_BY_CALLBACK: all calls and the probe), not one transfer.
+ *  A registration that fails is recoverable without it: epoll refusing it (KT_ERR_SYS) keeps
+ *  it registered and the event core tries it again at each wait; out of memory growing the
+ *  fd table (KT_ERR_NOMEM, a new fd) is logged and the socket left unwatched, so curl's timer
+ *  still ends that transfer at its timeout (and curl's next change for it tries again). */
 static int socket_cb(CURL *easy, curl_socket_t fd, int what, void *userp, void *socketp) {
         kt_dispatch_t *kd = userp;
-        kt_err_t err;
+        int mask =
+            (what & CURL_POLL_IN ? KT_EVENT_READ : 0) | (what & CURL_POLL_OUT ? KT_EVENT_WRITE : 0);
 
         (void)easy;
-        if (what == CURL_POLL_REMOVE) {
-                if (socketp) /* curl forgets socketp with the socket */
+        if (what == CURL_POLL_REMOVE || !mask) {
+                /* Removed (curl forgets socketp with the socket), or CURL_POLL_NONE: nothing to
+                 * wait for yet. No socketp: never registered by us. */
+                if (socketp)
                         kt_event_fd_del(kd->ke, fd);
                 return 0;
         }
-        err = kt_event_fd_set(kd->ke, fd,
-                              (what & CURL_POLL_IN ? KT_EVENT_READ : 0) |
-                                  (what & CURL_POLL_OUT ? KT_EVENT_WRITE : 0),
-                              socket_ready, kd);
-        if (err) {
-                kt_event_fd_del(kd->ke, fd); /* not retried: curl fails its transfers */
-                return -1;
+        if (kt_event_fd_set(kd->ke, fd, mask, socket_ready, kd) == KT_ERR_NOMEM) {
+                KT_ERR(FAC,
+                       "out of memory registering curl's socket %d: its call ends at its "
+                       "timeout",
+                       (int)fd);
+                return 0;
         }
         if (!socketp)
                 curl_multi_assign(kd->multi, fd, kd); /* any non-NULL: registered */
