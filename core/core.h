@@ -1,6 +1,7 @@
 /**
  * @file core.h
- * @brief ktrigger core: error codes, logging, clock, the event loop and the daemon's entry.
+ * @brief ktrigger core: error codes, logging, clock, the event core, the event loop and the
+ *        daemon's entry.
  *
  * Everything here is used by every other module; nothing here depends on another module
  * except the loop (kt_loop_run), which ties consumer/, dispatch/ and metrics/ together.
@@ -9,6 +10,7 @@
 #define KT_CORE_H
 
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #define KT_VERSION "0.1.0"
@@ -114,6 +116,87 @@ void kt_watchdog_status_set(kt_watchdog_t *kw, int status);
 
 /** @brief Disarm (the stages finished in time), stop the thread and free. NULL: no-op. */
 void kt_watchdog_disarm(kt_watchdog_t *kw);
+
+/* ---------------------------------------------------------------- the event core (core_event.c) */
+
+/**
+ * One epoll set, the fds registered in it and one-shot timers, and the wait on them (see the
+ * DESIGN block of core_event.c). It knows nothing of what it wakes: the dispatcher registers
+ * curl's sockets and curl's timer, the loop its own wake-up fds.
+ *
+ * @locality every function here runs on the thread that made it (the loop thread).
+ */
+typedef struct kt_event kt_event_t;
+
+/** Interest and readiness bits (kt_event_fd_set, kt_event_fd_cb). */
+#define KT_EVENT_READ  0x1 /**< readable (EPOLLIN) */
+#define KT_EVENT_WRITE 0x2 /**< writable (EPOLLOUT) */
+#define KT_EVENT_ERROR 0x4 /**< readiness only: an error or hang-up (EPOLLERR, EPOLLHUP) */
+/** Registration only: while failed waits back off (see kt_event_wait) the fd is still watched
+ *  for reading, so it wakes the sleep early. For fds a caller looks at after every wait (a
+ *  signalfd, a wake-up pipe); not for sockets whose readiness nothing serves meanwhile. */
+#define KT_EVENT_BACKOFF 0x8
+
+/** Called from kt_event_wait() for a registered fd that is ready: \p mask is what it is
+ *  (KT_EVENT_READ, _WRITE, _ERROR). */
+typedef void(kt_event_fd_cb)(void *opaque, int fd, int mask);
+
+/** Called from kt_event_wait() once a timer is due; the timer is gone by then. */
+typedef void(kt_event_timer_cb)(void *opaque);
+
+/** @returns a new event core, or NULL with the reason in \p errstr. */
+kt_event_t *kt_event_new(char *errstr, size_t errstr_size);
+
+/** @brief Free. Registered fds are not closed (their owners close them). NULL is a no-op. */
+void kt_event_destroy(kt_event_t *ke);
+
+/**
+ * @brief Watch \p fd for \p mask (KT_EVENT_READ, _WRITE, _BACKOFF), replacing what it was
+ *        registered with, if anything; \p cb (NULL: none, the fd only wakes the wait) is called
+ *        with \p opaque when it is ready.
+ * @returns KT_OK; KT_ERR_NOMEM (not registered); KT_ERR_SYS: epoll refused it (logged, rate
+ *          limited): it stays registered and is tried again at each wait, which backs off while
+ *          it fails (kt_event_fd_del() it if that is not wanted).
+ * @remark Delete an fd before closing it: a new fd may get the same number.
+ */
+kt_err_t kt_event_fd_set(kt_event_t *ke, int fd, int mask, kt_event_fd_cb *cb, void *opaque);
+
+/** @brief Stop watching \p fd (already closed: fine). Not registered: a no-op. */
+void kt_event_fd_del(kt_event_t *ke, int fd);
+
+/**
+ * @brief Call \p cb with \p opaque once kt_now_ms() reaches \p at_ms (a wait no longer than
+ *        that), once. Timers due together run in the order of \p at_ms, then of creation.
+ * @returns the timer's id (never 0), or 0 out of memory.
+ */
+uint64_t kt_event_timer_add(kt_event_t *ke, int64_t at_ms, kt_event_timer_cb *cb, void *opaque);
+
+/** @brief Forget timer \p id before it runs. 0, or one that ran already: a no-op. */
+void kt_event_timer_del(kt_event_t *ke, uint64_t id);
+
+/**
+ * @brief Sleep until a registered fd is ready, the earliest timer is due, or \p timeout_ms
+ *        (-1: no limit but the timers) passed; then call the callbacks of the ready fds and of
+ *        the due timers.
+ * @returns KT_OK (also when a signal cut the wait short), or KT_ERR_SYS when epoll failed
+ *          (epoll_wait, or the registration of an fd): then it has slept a back-off (10 ms
+ *          doubling to 1 s while it keeps failing, woken early only by KT_EVENT_BACKOFF fds)
+ *          and logged it, at most once per 10 s, so a caller that just waits again never spins.
+ */
+kt_err_t kt_event_wait(kt_event_t *ke, int timeout_ms);
+
+/**
+ * @brief Test hook: the next \p cnt waits fail as if epoll_wait() failed with \p err.
+ * @remark Unit tests only.
+ */
+void kt_event_wait_fail_inject(kt_event_t *ke, int err, int cnt);
+
+/**
+ * @brief Test hook: the next \p cnt epoll_ctl() calls of registrations (kt_event_fd_set(), the
+ *        retries at each wait; not kt_event_fd_del()) fail with \p err, without being made.
+ * @remark Unit tests only.
+ */
+void kt_event_ctl_fail_inject(kt_event_t *ke, int err, int cnt);
 
 #define KT_ERR(fac, ...)  kt_log(KT_LOG_ERR, fac, __VA_ARGS__)
 #define KT_WARN(fac, ...) kt_log(KT_LOG_WARNING, fac, __VA_ARGS__)

@@ -62,8 +62,6 @@ int kt_loop_runtime_wait(kt_loop_t *kl) {
 
         kt_metrics_runtime_up_set(kl->km, 0);
         for (;;) {
-                struct curl_waitfd fds[2] = {{kl->sigfd, CURL_WAIT_POLLIN, 0},
-                                             {-1, CURL_WAIT_POLLIN, 0}};
                 int64_t next = kt_now_ms() + backoff;
 
                 kl->runtime_down = 1;
@@ -75,8 +73,7 @@ int kt_loop_runtime_wait(kt_loop_t *kl) {
                         if (kl->reload_asked)
                                 kt_loop_reload(kl); /* e.g. runtime.port was wrong */
                         kt_loop_reload_poll(kl);
-                        fds[1].fd = kl->reader ? kt_config_reader_fd(kl->reader) : -1;
-                        kt_dispatch_wait(kl->kd, fds, 2, 200);
+                        kt_loop_wait(kl, 200, 0);
                         kt_dispatch_perform(kl->kd);
                 }
                 if (!kl->runtime_down)
@@ -93,7 +90,7 @@ int kt_loop_runtime_wait(kt_loop_t *kl) {
                                 "group until it does",
                                 kl->conf->runtime_health_url, (long long)(warned - since) / 1000);
                 }
-                while (kt_now_ms() < next) {
+                for (int64_t left; (left = next - kt_now_ms()) > 0;) {
                         kt_metrics_heartbeat(kl->km);
                         if (kt_loop_signals_read(kl))
                                 return 1;
@@ -101,10 +98,8 @@ int kt_loop_runtime_wait(kt_loop_t *kl) {
                                 kt_loop_reload(kl);
                         if (kt_loop_reload_poll(kl))
                                 break; /* probe the (maybe new) health URL now */
-                        fds[1].fd = kl->reader ? kt_config_reader_fd(kl->reader) : -1;
-                        kt_dispatch_wait(
-                            kl->kd, fds, 2,
-                            (int)(next - kt_now_ms() < 200 ? next - kt_now_ms() : 200));
+                        /* left read once: read again it could be negative (no limit). */
+                        kt_loop_wait(kl, (int)(left < 200 ? left : 200), 0);
                 }
                 backoff = backoff * 2 > KT_PROBE_MAX_MS ? KT_PROBE_MAX_MS : backoff * 2;
         }

@@ -71,6 +71,16 @@ typedef enum kt_loop_state {
  *  requests still out. */
 #define KT_LOOP_CLOSE_WATCHDOG_MS (KT_CONSUMER_CLOSE_MS + KT_LOOP_FLUSH_MS + 60000)
 
+/** The loop's own fds it sleeps on (kt_loop_wait), besides curl's sockets. */
+typedef enum kt_loop_fd {
+        KT_LOOP_FD_KAFKA,   /**< the consumer's wake-up fd */
+        KT_LOOP_FD_SIGNAL,  /**< the signalfd */
+        KT_LOOP_FD_PRODUCE, /**< the producer's wake-up fd */
+        KT_LOOP_FD_ZK,      /**< ZooKeeper discovery's wake-up fd */
+        KT_LOOP_FD_RELOAD,  /**< a reload's child's pipe */
+        KT_LOOP_FD_CNT
+} kt_loop_fd_t;
+
 typedef struct kt_loop {
         kt_loop_state_t state;
         kt_config_t *conf;
@@ -87,6 +97,7 @@ typedef struct kt_loop {
         int metrics_blocked;           /**< and what the last one found: blocked partitions, */
         double metrics_blocked_s;      /**< the longest blocked, seconds */
         int64_t nomem_until_ms;        /**< start no call before (an allocation failed) */
+        kt_event_t *ke;                /**< the event core everything below sleeps on */
         kt_consumer_t *kc;
         kt_dispatch_t *kd;
         kt_metrics_t *km;
@@ -94,7 +105,8 @@ typedef struct kt_loop {
         kt_produce_t *kp; /**< NULL unless on_failure = dead-letter or a reply_topic is set */
         kt_zk_t *zk;      /**< NULL unless kafka.zookeeper is set */
         int sigfd;
-        int64_t next_due_ms; /**< earliest timer (retry or probe), INT64_MAX if none */
+        int fds[KT_LOOP_FD_CNT]; /**< the loop's own fds now in the event core, -1: none */
+        int64_t next_due_ms;     /**< earliest timer (retry or probe), INT64_MAX if none */
         int runtime_down;
         int probing;
         int64_t probe_at_ms;
@@ -116,6 +128,18 @@ typedef struct ticket {
 
 /** @brief Wake the loop no later than \p at_ms (kt_now_ms). */
 void kt_loop_wake_at(kt_loop_t *kl, int64_t at_ms);
+
+/**
+ * @brief Register the loop's own fds as they are now with the event core (\p joined: all of
+ *        them; 0, waiting for the runtime before joining: the signalfd and a reload's pipe only,
+ *        nothing else is served then) and sleep on it, at most \p timeout_ms (negative: 0,
+ *        never "no limit").
+ */
+void kt_loop_wait(kt_loop_t *kl, int timeout_ms, int joined);
+
+/** @brief Take the loop's own fds out of the event core: call before closing any of them (a
+ *         new fd may get the number); the next kt_loop_wait() registers what is there then. */
+void kt_loop_fds_forget(kt_loop_t *kl);
 
 /** @brief The one transition function of the loop's life (see kt_loop_state_t). */
 void kt_loop_state_set(kt_loop_t *kl, kt_loop_state_t st);

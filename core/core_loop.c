@@ -6,7 +6,9 @@
  * Files: this one is the loop and the loop's life (kt_loop_state_t: running, drains,
  * commits, stop); core_record.c a record's life (calls, retries, replies, dead letters,
  * release with its partition); core_health.c the runtime being down; core_reload.c SIGHUP.
- * They share kt_loop_t through core_int.h. A partition's life is consumer_group.c's.
+ * They share kt_loop_t through core_int.h. A partition's life is consumer_group.c's. The loop
+ * sleeps on core_event.c, which knows nothing of what it wakes: the loop registers its own fds
+ * there (kt_loop_wait), the dispatcher curl's sockets and timer.
  *
  * One iteration (calls first: with one partition in `partition` ordering the time from a
  * response to its successor's request is what bounds throughput):
@@ -18,7 +20,8 @@
  *   3. serve Kafka (records into partition buffers and into the scheduler, rebalance
  *      callbacks, logs), bounded; serve the dead-letter producer's delivery reports; the
  *      records read here are started on the next pass, which does not sleep;
- *   4. sleep in epoll (kt_dispatch_wait) on curl's sockets, the Kafka and producer wake-up
+ *   4. sleep on the event core (kt_loop_wait, core_event.c) on curl's sockets, the Kafka and
+ *      producer wake-up
  *      pipes and the signalfd, no longer than the next retry, the next runtime probe or 1 s (the
  *      health heartbeat). If the Kafka budget ran out, do not sleep: the wake-up pipe fires only on
  *      empty -> non-empty.
@@ -72,6 +75,43 @@
 void kt_loop_wake_at(kt_loop_t *kl, int64_t at_ms) {
         if (at_ms < kl->next_due_ms)
                 kl->next_due_ms = at_ms;
+}
+
+void kt_loop_fds_forget(kt_loop_t *kl) {
+        for (int i = 0; i < KT_LOOP_FD_CNT; i++) {
+                if (kl->fds[i] >= 0)
+                        kt_event_fd_del(kl->ke, kl->fds[i]);
+                kl->fds[i] = -1;
+        }
+}
+
+void kt_loop_wait(kt_loop_t *kl, int timeout_ms, int joined) {
+        int want[KT_LOOP_FD_CNT] = {
+            [KT_LOOP_FD_KAFKA] = joined && kl->kc ? kt_consumer_wakeup_fd(kl->kc) : -1,
+            [KT_LOOP_FD_SIGNAL] = kl->sigfd,
+            [KT_LOOP_FD_PRODUCE] = joined && kl->kp ? kt_produce_wakeup_fd(kl->kp) : -1,
+            [KT_LOOP_FD_ZK] = joined && kl->zk ? kt_consumer_zk_wakeup_fd(kl->zk) : -1,
+            [KT_LOOP_FD_RELOAD] = kl->reader ? kt_config_reader_fd(kl->reader) : -1,
+        };
+
+        /* They rarely change. All out before any in: a number may have moved between them. */
+        for (int i = 0; i < KT_LOOP_FD_CNT; i++)
+                if (kl->fds[i] != want[i] && kl->fds[i] >= 0) {
+                        kt_event_fd_del(kl->ke, kl->fds[i]);
+                        kl->fds[i] = -1;
+                }
+        /* No callback: the loop looks at each of them after every wait. KT_EVENT_BACKOFF: they
+         * still wake a wait that failed. Refused by epoll (KT_ERR_SYS), one stays registered
+         * and the event core tries it again at each wait, backing off. */
+        for (int i = 0; i < KT_LOOP_FD_CNT; i++)
+                if (kl->fds[i] != want[i] && want[i] >= 0 &&
+                    kt_event_fd_set(kl->ke, want[i], KT_EVENT_READ | KT_EVENT_BACKOFF, NULL,
+                                    NULL) != KT_ERR_NOMEM)
+                        kl->fds[i] = want[i];
+        /* A failed wait has logged (rate limited) and slept its back-off: going round is no
+         * spin. A negative timeout (a deadline computed as passed) is 0, not the event core's
+         * "no limit but the timers": the loop must never sleep without its own limit. */
+        (void)kt_event_wait(kl->ke, timeout_ms < 0 ? 0 : timeout_ms);
 }
 
 /* ---------------------------------------------------------------- runtime health */
@@ -330,6 +370,8 @@ int kt_loop_run(kt_config_t **confp, kt_metrics_t *km) {
         kl.hooks = (kt_consumer_hooks_t){kt_loop_partition_release, kt_loop_record_add, &kl};
         kl.km = km;
         kl.sigfd = -1;
+        for (int i = 0; i < KT_LOOP_FD_CNT; i++)
+                kl.fds[i] = -1;
         kl.next_due_ms = INT64_MAX;
 
         sigemptyset(&mask);
@@ -344,8 +386,12 @@ int kt_loop_run(kt_config_t **confp, kt_metrics_t *km) {
                 KT_ERR(FAC, "out of memory");
                 goto out;
         }
-        if (!(kl.kd = kt_dispatch_new(conf, kt_loop_call_done, kt_loop_probe_done, &kl, errstr,
-                                      sizeof(errstr)))) {
+        if (!(kl.ke = kt_event_new(errstr, sizeof(errstr)))) {
+                KT_ERR(FAC, "event core: %s", errstr);
+                goto out;
+        }
+        if (!(kl.kd = kt_dispatch_new(conf, kl.ke, kt_loop_call_done, kt_loop_probe_done, &kl,
+                                      errstr, sizeof(errstr)))) {
                 KT_ERR(FAC, "dispatcher: %s", errstr);
                 goto out;
         }
@@ -371,13 +417,6 @@ int kt_loop_run(kt_config_t **confp, kt_metrics_t *km) {
 
         while (kl.state != KT_LOOP_STOPPED && !kt_consumer_fatal(kl.kc) &&
                !(kl.kp && kt_produce_fatal(kl.kp))) {
-                struct curl_waitfd fds[5] = {
-                    {kt_consumer_wakeup_fd(kl.kc), CURL_WAIT_POLLIN, 0},
-                    {kl.sigfd, CURL_WAIT_POLLIN, 0},
-                    {kl.kp ? kt_produce_wakeup_fd(kl.kp) : -1, CURL_WAIT_POLLIN, 0},
-                    {kl.zk ? kt_consumer_zk_wakeup_fd(kl.zk) : -1, CURL_WAIT_POLLIN, 0},
-                    {-1, CURL_WAIT_POLLIN, 0},
-                };
                 int more;
                 int64_t wait_ms;
 
@@ -442,11 +481,8 @@ int kt_loop_run(kt_config_t **confp, kt_metrics_t *km) {
                         if (wait_ms > KT_LOOP_MAX_WAIT_MS)
                                 wait_ms = KT_LOOP_MAX_WAIT_MS;
                 }
-                /* The reader's fd as it is now: a reload may have started or ended above. */
-                fds[4].fd = kl.reader ? kt_config_reader_fd(kl.reader) : -1;
-                /* -1 entries (no producer, no ZooKeeper, no reload) are skipped. A failed wait
-                 * has logged (rate limited) and slept its back-off: going round is no spin. */
-                (void)kt_dispatch_wait(kl.kd, fds, 5, (int)wait_ms);
+                /* The fds as they are now: a reload may have started or ended above. */
+                kt_loop_wait(&kl, (int)wait_ms, 1);
         }
 
         if (kl.state != KT_LOOP_STOPPED) {
@@ -462,6 +498,7 @@ out:
         kt_consumer_zk_destroy(kl.zk); /* first: its broker callback uses the clients */
         kt_loop_kafka_close(&kl);
         kt_dispatch_destroy(kl.kd);
+        kt_event_destroy(kl.ke); /* after everything registered in it */
         kt_sched_destroy(kl.ks);
         kt_loop_batch_free(&kl);
         free(kl.topic_map);

@@ -111,10 +111,10 @@ int kt_loop_rejoin(kt_loop_t *kl) {
         char errstr[512], errstr2[512];
 
         kl->rejoin_conf = NULL;
+        kt_loop_fds_forget(kl);         /* their wake-up fds are closed below; numbers get reused */
         kt_consumer_zk_destroy(kl->zk); /* first: its broker callback uses the clients */
         kl->zk = NULL;
         kt_loop_kafka_close(kl); /* leaves the group (its partitions were drained), beating */
-        kt_dispatch_wait_reset(kl->kd); /* their wake-up fds are closed; numbers get reused */
         kl->next_due_ms = INT64_MAX;
         if (kafka_build(kl, nc, errstr, sizeof(errstr))) {
                 KT_ERR(FAC, "reload: %s: joining again with the running configuration (config %s)",
@@ -148,8 +148,8 @@ static void apply_before_join(kt_loop_t *kl, kt_config_t *nc) {
                 kt_config_destroy(nc);
                 return;
         }
+        kt_loop_fds_forget(kl); /* the old producer's fd is closed next */
         kt_produce_destroy(kp);
-        kt_dispatch_wait_reset(kl->kd);
         kt_metrics_reload(kl->km, KT_METRICS_RELOAD_APPLIED, nc->hash);
         conf_switch(kl, nc, 1);
 }
@@ -174,9 +174,9 @@ void kt_loop_reload(kt_loop_t *kl) {
         }
         if (kl->reader) {
                 KT_INFO(FAC, "reload: SIGHUP again while reading: reading again");
+                kt_loop_fds_forget(kl); /* its fd is closed next; numbers get reused */
                 kt_config_reader_destroy(kl->reader);
                 kl->reader = NULL;
-                kt_dispatch_wait_reset(kl->kd); /* its fd is closed; numbers get reused */
         }
         if (!(kl->reader = kt_config_reader_start(kl->conf->path, kl->conf->sets, kl->conf->set_cnt,
                                                   errstr, sizeof(errstr)))) {
@@ -245,10 +245,10 @@ int kt_loop_reload_poll(kt_loop_t *kl) {
         if (!kl->reader)
                 return 0;
         if (kt_config_reader_step(kl->reader, &nc, errstr, sizeof(errstr), NULL))
-                return 0; /* still reading */
+                return 0;       /* still reading */
+        kt_loop_fds_forget(kl); /* its fd is closed next; numbers get reused */
         kt_config_reader_destroy(kl->reader);
         kl->reader = NULL;
-        kt_dispatch_wait_reset(kl->kd); /* its fd is closed; numbers get reused */
         if (kl->state == KT_LOOP_SHUTDOWN_DRAIN || kl->state == KT_LOOP_SHUTDOWN_COMMIT ||
             kl->state == KT_LOOP_STOPPED) {
                 KT_INFO(FAC, "reload: ignored while shutting down");

@@ -87,11 +87,14 @@ typedef void(kt_dispatch_probe_cb)(int up, void *cbarg);
 typedef struct kt_dispatch kt_dispatch_t;
 
 /**
- * @brief Create the dispatcher with conf->max_in_flight call slots.
+ * @brief Create the dispatcher with conf->max_in_flight call slots, driving curl on the event
+ *        core \p ke (curl's sockets and timer are registered there; a wait on \p ke notes
+ *        what is ready, kt_dispatch_perform() serves it).
  * @returns NULL on failure with the reason in \p errstr.
- * @remark curl_global_init() must have run. \p conf must outlive the dispatcher.
+ * @remark curl_global_init() must have run. \p conf and \p ke (borrowed) must outlive the
+ *         dispatcher.
  */
-kt_dispatch_t *kt_dispatch_new(const kt_config_t *conf, kt_dispatch_done_cb *cb,
+kt_dispatch_t *kt_dispatch_new(const kt_config_t *conf, kt_event_t *ke, kt_dispatch_done_cb *cb,
                                kt_dispatch_probe_cb *probe_cb, void *cbarg, char *errstr,
                                size_t errstr_size);
 
@@ -124,29 +127,6 @@ int kt_dispatch_slots_free(const kt_dispatch_t *kd);
 
 /** @brief Move transfers forward and run the callback of each finished call. */
 void kt_dispatch_perform(kt_dispatch_t *kd);
-
-/**
- * @brief Forget the extra fds registered by earlier waits: call after closing any of them (a
- *        new one may reuse the number, and epoll dropped the old one when it was closed).
- */
-void kt_dispatch_wait_reset(kt_dispatch_t *kd);
-
-/**
- * @brief Sleep until a transfer, one of \p extra fds, or \p timeout_ms (capped by curl's own
- *        timers) wants attention.
- * @returns KT_OK (also when a signal cut the wait short), or KT_ERR_SYS when epoll failed:
- *          then it has slept a back-off (10 ms doubling to 1 s while it keeps failing, woken
- *          early only by \p extra) and logged it, at most once per 10 s, so a caller that
- *          just waits again never spins.
- */
-kt_err_t kt_dispatch_wait(kt_dispatch_t *kd, struct curl_waitfd *extra, unsigned extra_cnt,
-                          int timeout_ms);
-
-/**
- * @brief Test hook: the next \p cnt waits fail as if epoll_wait() failed with \p err.
- * @remark Unit tests only.
- */
-void kt_dispatch_wait_fail_inject(kt_dispatch_t *kd, int err, int cnt);
 
 /**
  * @brief Back-off before attempt number \p attempts + 1: full jitter, uniform in

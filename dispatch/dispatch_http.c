@@ -32,42 +32,31 @@
  *   one counts as a call and an attempt.
  * - The call timeout is runtime.timeout_s plus runtime.timeout_grace_ms: a Kubeless runtime
  *   answers 408 at FUNC_TIMEOUT, and that answer should arrive before we give up.
- * - Event-driven, as in curl's docs/examples/ephiperfifo.c: curl tells us its sockets
- *   (CURLMOPT_SOCKETFUNCTION); we wait on them in one epoll set with the loop's own fds, hand
- *   curl only the sockets that are ready (curl_multi_socket_action) and run its timeouts when
- *   curl_multi_timeout() says one is due. curl_multi_perform() would instead visit every
- *   transfer on every call and poll() each one's socket: with 64 calls in flight that was
- *   about 3.4 poll() calls and a walk over 64 handles per record.
- * - A wait that fails (epoll_wait, or epoll_ctl of one of the loop's fds; EINTR is a normal
- *   wake-up) would make the loop spin: the loop asks to sleep, comes straight back, asks again.
- *   So a failed wait sleeps instead, in poll(2) on the loop's own fds (signals, Kafka, the
- *   producer still wake it), for a back-off that doubles from KT_DISPATCH_WAIT_BACKOFF_MIN_MS
- *   to KT_DISPATCH_WAIT_BACKOFF_MAX_MS and is reset by the next wait that works; curl's
- *   sockets are then served only by its timeouts. One ERROR per KT_DISPATCH_WAIT_LOG_MS says
- *   so, with the count of the failures not logged (epoll_ctl failures of curl's sockets too).
+ * - Event-driven, as in curl's docs/examples/ephiperfifo.c, on the loop's event core
+ *   (core/core_event.c): curl tells us its sockets (CURLMOPT_SOCKETFUNCTION) and its next
+ *   timeout (CURLMOPT_TIMERFUNCTION), which are registered there beside the loop's own fds. A
+ *   ready socket is only noted during the wait; kt_dispatch_perform() hands curl the ones that
+ *   were (curl_multi_socket_action), so calls finish where the loop drives them, not inside its
+ *   sleep. curl_multi_perform() would instead visit every transfer on every call and poll()
+ *   each one's socket: with 64 calls in flight that was about 3.4 poll() calls and a walk over
+ *   64 handles per record.
+ * - curl's timer is a one-shot timer of the event core: it caps the wait, and once it ran (it
+ *   is gone then, so no stale deadline in the past can make the loop spin with wait 0) perform
+ *   runs curl's timeouts, which makes curl announce its next one. Perform also runs them when
+ *   curl_multi_timeout() says one is due, so a call just added (due at once) starts in the same
+ *   pass. While the event core's waits fail (see its DESIGN block) curl's sockets are served
+ *   only by these timeouts.
  */
 #define _GNU_SOURCE
 #include "dispatch.h"
 
-#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <poll.h>
-#include <sys/epoll.h>
-#include <unistd.h>
 
-/** Ready events taken from epoll per wait (more stay pending: epoll is level-triggered). */
-#define KT_DISPATCH_MAX_EVENTS 128
-/** The loop's own fds (Kafka, signals, producer) that one wait may watch besides curl's. */
-#define KT_DISPATCH_MAX_EXTRA 8
-/** epoll data tag of an extra fd (curl sockets are tagged with their fd, never negative). */
-#define EXTRA_TAG (UINT64_C(1) << 63)
-/** A failed wait sleeps this long, doubled at each failure in a row up to the max. */
-#define KT_DISPATCH_WAIT_BACKOFF_MIN_MS 10
-#define KT_DISPATCH_WAIT_BACKOFF_MAX_MS 1000
-/** At most one ERROR about failing waits (or socket registrations) this often. */
-#define KT_DISPATCH_WAIT_LOG_MS 10000
+/** curl sockets noted ready between two performs (more stay ready: the event core is
+ *  level-triggered, the next wait reports them again). */
+#define KT_DISPATCH_MAX_READY 128
 
 #define FAC "DISPATCH"
 
@@ -108,55 +97,86 @@ struct kt_dispatch {
         CURLU *url;  /**< runtime_url parsed once, shared read-only by the slots */
         CURL *probe; /**< health probe, in the multi while probe_busy */
         int probe_busy;
-        int epfd;                         /**< curl's sockets and the loop's extra fds */
-        int extra[KT_DISPATCH_MAX_EXTRA]; /**< extra fds now in the epoll set */
-        uint32_t extra_ev[KT_DISPATCH_MAX_EXTRA];
-        unsigned extra_cnt;
-        struct epoll_event ready[KT_DISPATCH_MAX_EVENTS]; /**< curl sockets ready, for perform */
+        kt_event_t *ke; /**< the loop's event core (borrowed): curl's sockets and timer */
+        struct {
+                int fd, mask;           /**< KT_EVENT_* */
+        } ready[KT_DISPATCH_MAX_READY]; /**< curl sockets ready, for perform */
         int ready_cnt;
-        int wait_backoff_ms;         /**< the last failed wait's sleep; 0 after one that worked */
-        int64_t wait_logged_ms;      /**< when the last ERROR about it was logged, 0 never */
-        unsigned long wait_unlogged; /**< failures since then, not logged */
-        int inject_errno;            /**< test hook: the next inject_cnt waits fail with it */
-        int inject_cnt;
+        uint64_t timer;  /**< curl's timer in the event core, 0 if none */
+        int timer_fired; /**< it ran: perform runs curl's timeouts */
 };
 
-/** Log a failed epoll call, at most once per KT_DISPATCH_WAIT_LOG_MS (see DESIGN). */
-static void epoll_err_log(kt_dispatch_t *kd, const char *what, int fd, int err) {
-        int64_t now = kt_now_ms();
+/** kt_event_fd_cb of a curl socket: noted for perform (see DESIGN). */
+static void socket_ready(void *opaque, int fd, int mask) {
+        kt_dispatch_t *kd = opaque;
+        int i;
 
-        if (kd->wait_logged_ms && now - kd->wait_logged_ms < KT_DISPATCH_WAIT_LOG_MS) {
-                kd->wait_unlogged++;
-                return;
+        for (i = 0; i < kd->ready_cnt && kd->ready[i].fd != fd; i++)
+                ;
+        if (i == kd->ready_cnt) {
+                if (i == KT_DISPATCH_MAX_READY)
+                        return; /* reported again by the next wait */
+                kd->ready_cnt++;
         }
-        KT_ERR(FAC,
-               "%s(%d): %s: waiting with a back-off of up to %d ms (%lu more failures since "
-               "the last such message)",
-               what, fd, strerror(err), KT_DISPATCH_WAIT_BACKOFF_MAX_MS, kd->wait_unlogged);
-        kd->wait_logged_ms = now;
-        kd->wait_unlogged = 0;
+        kd->ready[i].fd = fd;
+        kd->ready[i].mask = mask;
 }
 
-/** CURLMOPT_SOCKETFUNCTION: keep the epoll set equal to what curl waits for. */
+/** CURLMOPT_SOCKETFUNCTION: keep the event core's registrations equal to what curl waits
+ *  for. Never returns -1: in libcurl 7.88.1 that marks the whole multi handle dead (every
+ *  later call answers CURLM_ABORTED_BY_CALLBACK: all calls and the probe), not one transfer.
+ *  A registration that fails is recoverable without it: epoll refusing it (KT_ERR_SYS) keeps
+ *  it registered and the event core tries it again at each wait; out of memory growing the
+ *  fd table (KT_ERR_NOMEM, a new fd) is logged and the socket left unwatched, so curl's timer
+ *  still ends that transfer at its timeout (and curl's next change for it tries again). */
 static int socket_cb(CURL *easy, curl_socket_t fd, int what, void *userp, void *socketp) {
         kt_dispatch_t *kd = userp;
-        struct epoll_event ev = {0};
+        int mask =
+            (what & CURL_POLL_IN ? KT_EVENT_READ : 0) | (what & CURL_POLL_OUT ? KT_EVENT_WRITE : 0);
 
         (void)easy;
-        if (what == CURL_POLL_REMOVE) {
-                if (socketp) /* curl forgets socketp with the socket */
-                        epoll_ctl(kd->epfd, EPOLL_CTL_DEL, fd, NULL); /* may be closed already */
+        if (what == CURL_POLL_REMOVE || !mask) {
+                /* Removed (curl forgets socketp with the socket), or CURL_POLL_NONE: nothing to
+                 * wait for yet. No socketp: never registered by us. */
+                if (socketp)
+                        kt_event_fd_del(kd->ke, fd);
                 return 0;
         }
-        ev.events = (what & CURL_POLL_IN ? EPOLLIN : 0U) | (what & CURL_POLL_OUT ? EPOLLOUT : 0U);
-        ev.data.u64 = (uint64_t)fd;
-        if (epoll_ctl(kd->epfd, socketp ? EPOLL_CTL_MOD : EPOLL_CTL_ADD, fd, &ev) == -1 &&
-            !(socketp && errno == ENOENT && epoll_ctl(kd->epfd, EPOLL_CTL_ADD, fd, &ev) == 0)) {
-                epoll_err_log(kd, "epoll_ctl", (int)fd, errno);
-                return -1; /* curl fails the transfers on this socket */
+        if (kt_event_fd_set(kd->ke, fd, mask, socket_ready, kd) == KT_ERR_NOMEM) {
+                KT_ERR(FAC,
+                       "out of memory registering curl's socket %d: its call ends at its "
+                       "timeout",
+                       (int)fd);
+                return 0;
         }
         if (!socketp)
                 curl_multi_assign(kd->multi, fd, kd); /* any non-NULL: registered */
+        return 0;
+}
+
+/** kt_event_timer_cb of curl's timer. */
+static void timer_ran(void *opaque) {
+        kt_dispatch_t *kd = opaque;
+
+        kd->timer = 0;
+        kd->timer_fired = 1;
+}
+
+/** CURLMOPT_TIMERFUNCTION: curl's next timeout changed (-1: none). */
+static int timer_cb(CURLM *multi, long timeout_ms, void *userp) {
+        kt_dispatch_t *kd = userp;
+
+        (void)multi;
+        kt_event_timer_del(kd->ke, kd->timer);
+        kd->timer = 0;
+        /* Out of memory: perform still runs a timeout curl_multi_timeout() says is due, and the
+         * loop wakes at least once a second. */
+        /* +1: kt_now_ms() rounds down, so now + timeout_ms can be up to 1 ms before curl's
+         * deadline. Run that early, curl runs nothing and, its deadline unchanged, does not
+         * announce it again (Curl_update_timer() skips an unchanged one): the wait would then
+         * sleep until something else woke it. One ms late, never early. */
+        if (timeout_ms >= 0)
+                kd->timer = kt_event_timer_add(kd->ke, kt_now_ms() + timeout_ms + 1, timer_ran, kd);
         return 0;
 }
 
@@ -372,7 +392,7 @@ kt_err_t kt_dispatch_conf_set(kt_dispatch_t *kd, const kt_config_t *conf) {
         return err;
 }
 
-kt_dispatch_t *kt_dispatch_new(const kt_config_t *conf, kt_dispatch_done_cb *cb,
+kt_dispatch_t *kt_dispatch_new(const kt_config_t *conf, kt_event_t *ke, kt_dispatch_done_cb *cb,
                                kt_dispatch_probe_cb *probe_cb, void *cbarg, char *errstr,
                                size_t errstr_size) {
         kt_dispatch_t *kd = calloc(1, sizeof(*kd));
@@ -383,15 +403,13 @@ kt_dispatch_t *kt_dispatch_new(const kt_config_t *conf, kt_dispatch_done_cb *cb,
         kd->cb = cb;
         kd->probe_cb = probe_cb;
         kd->cbarg = cbarg;
-        if ((kd->epfd = epoll_create1(EPOLL_CLOEXEC)) == -1) {
-                snprintf(errstr, errstr_size, "epoll_create1: %s", strerror(errno));
-                free(kd);
-                return NULL;
-        }
+        kd->ke = ke;
         if (!(kd->multi = curl_multi_init()))
                 goto nomem;
         curl_multi_setopt(kd->multi, CURLMOPT_SOCKETFUNCTION, socket_cb);
         curl_multi_setopt(kd->multi, CURLMOPT_SOCKETDATA, kd);
+        curl_multi_setopt(kd->multi, CURLMOPT_TIMERFUNCTION, timer_cb);
+        curl_multi_setopt(kd->multi, CURLMOPT_TIMERDATA, kd);
         url_parse(kd);
         if (slots_grow(kd, conf->max_in_flight))
                 goto nomem;
@@ -446,13 +464,12 @@ void kt_dispatch_destroy(kt_dispatch_t *kd) {
                 curl_easy_cleanup(kd->probe);
         }
         if (kd->multi)
-                curl_multi_cleanup(kd->multi);
+                curl_multi_cleanup(kd->multi); /* removes curl's sockets from the event core */
+        kt_event_timer_del(kd->ke, kd->timer);
         curl_url_cleanup(kd->url); /* after the easy handles that used it */
         for (size_t i = 0; i < kd->old_url_cnt; i++)
                 curl_url_cleanup(kd->old_urls[i]);
         free(kd->old_urls);
-        if (kd->epfd != -1)
-                close(kd->epfd);
         free(kd->slots);
         free(kd->free_stack);
         free(kd);
@@ -571,19 +588,21 @@ void kt_dispatch_perform(kt_dispatch_t *kd) {
         /* Only the sockets that are ready, then curl's timeouts (a call just added is started
          * by its 0 ms timeout). */
         for (int i = 0; i < kd->ready_cnt; i++) {
-                uint32_t e = kd->ready[i].events;
-                int mask = (e & EPOLLIN ? CURL_CSELECT_IN : 0) |
-                           (e & EPOLLOUT ? CURL_CSELECT_OUT : 0) |
-                           (e & (EPOLLERR | EPOLLHUP) ? CURL_CSELECT_ERR : 0);
-                curl_multi_socket_action(kd->multi, (curl_socket_t)kd->ready[i].data.u64, mask,
-                                         &running);
+                int e = kd->ready[i].mask;
+                int mask = (e & KT_EVENT_READ ? CURL_CSELECT_IN : 0) |
+                           (e & KT_EVENT_WRITE ? CURL_CSELECT_OUT : 0) |
+                           (e & KT_EVENT_ERROR ? CURL_CSELECT_ERR : 0);
+                curl_multi_socket_action(kd->multi, kd->ready[i].fd, mask, &running);
         }
         kd->ready_cnt = 0;
-        /* Asked rather than tracked with CURLMOPT_TIMERFUNCTION: curl calls that only when its
-         * earliest timeout changes, and a stale copy here made the loop spin. curl answers 0
-         * only once a timeout is due (it rounds a partial millisecond up). */
-        if (curl_multi_timeout(kd->multi, &timeout_ms) == CURLM_OK && timeout_ms == 0)
+        /* curl's timer ran, or curl says a timeout is due (it rounds a partial millisecond up:
+         * 0 only once one is). Never run early (see timer_cb): curl would run nothing and not
+         * announce its unchanged deadline again. */
+        if (kd->timer_fired ||
+            (curl_multi_timeout(kd->multi, &timeout_ms) == CURLM_OK && timeout_ms == 0)) {
+                kd->timer_fired = 0;
                 curl_multi_socket_action(kd->multi, CURL_SOCKET_TIMEOUT, 0, &running);
+        }
         while ((msg = curl_multi_info_read(kd->multi, &left))) {
                 slot_t *s = NULL;
                 kt_dispatch_result_t res = {0};
@@ -692,126 +711,4 @@ void kt_dispatch_perform(kt_dispatch_t *kd) {
                 slot_release(kd, s);
                 kd->cb(opaque, &res, kd->cbarg);
         }
-}
-
-void kt_dispatch_wait_reset(kt_dispatch_t *kd) {
-        for (unsigned i = 0; i < kd->extra_cnt; i++)
-                epoll_ctl(kd->epfd, EPOLL_CTL_DEL, kd->extra[i], NULL); /* may be closed: fine */
-        kd->extra_cnt = 0;
-}
-
-/** Make the extra fds in the epoll set exactly \p extra (they rarely change). */
-static kt_err_t extra_sync(kt_dispatch_t *kd, const struct curl_waitfd *extra, unsigned cnt) {
-        unsigned i, j;
-
-        if (cnt > KT_DISPATCH_MAX_EXTRA)
-                return KT_ERR_HTTP;
-        for (i = 0; i < kd->extra_cnt;) {
-                for (j = 0; j < cnt && extra[j].fd != kd->extra[i]; j++)
-                        ;
-                if (j < cnt) {
-                        i++;
-                        continue;
-                }
-                epoll_ctl(kd->epfd, EPOLL_CTL_DEL, kd->extra[i], NULL);
-                kd->extra_cnt--;
-                kd->extra[i] = kd->extra[kd->extra_cnt];
-                kd->extra_ev[i] = kd->extra_ev[kd->extra_cnt];
-        }
-        for (j = 0; j < cnt; j++) {
-                uint32_t events = (extra[j].events & CURL_WAIT_POLLIN ? EPOLLIN : 0U) |
-                                  (extra[j].events & CURL_WAIT_POLLPRI ? EPOLLPRI : 0U) |
-                                  (extra[j].events & CURL_WAIT_POLLOUT ? EPOLLOUT : 0U);
-                struct epoll_event ev = {0};
-                int op = EPOLL_CTL_ADD;
-
-                if (extra[j].fd < 0)
-                        continue;
-                for (i = 0; i < kd->extra_cnt && kd->extra[i] != extra[j].fd; i++)
-                        ;
-                if (i < kd->extra_cnt) {
-                        if (kd->extra_ev[i] == events)
-                                continue;
-                        op = EPOLL_CTL_MOD;
-                }
-                ev.events = events;
-                ev.data.u64 = EXTRA_TAG | (uint64_t)(unsigned)extra[j].fd;
-                if (epoll_ctl(kd->epfd, op, extra[j].fd, &ev) == -1) {
-                        epoll_err_log(kd, "epoll_ctl", extra[j].fd, errno);
-                        return KT_ERR_SYS;
-                }
-                if (op == EPOLL_CTL_ADD)
-                        kd->extra[kd->extra_cnt++] = extra[j].fd;
-                kd->extra_ev[i] = events;
-        }
-        return KT_OK;
-}
-
-/** A wait failed: sleep the back-off in poll(2) on \p extra, never less (see DESIGN). */
-static kt_err_t wait_backoff(kt_dispatch_t *kd, struct curl_waitfd *extra, unsigned extra_cnt) {
-        struct pollfd pfd[KT_DISPATCH_MAX_EXTRA];
-        nfds_t n = 0;
-
-        kd->wait_backoff_ms =
-            kd->wait_backoff_ms ? kd->wait_backoff_ms * 2 : KT_DISPATCH_WAIT_BACKOFF_MIN_MS;
-        if (kd->wait_backoff_ms > KT_DISPATCH_WAIT_BACKOFF_MAX_MS)
-                kd->wait_backoff_ms = KT_DISPATCH_WAIT_BACKOFF_MAX_MS;
-        for (unsigned j = 0; j < extra_cnt && n < KT_DISPATCH_MAX_EXTRA; j++)
-                if (extra[j].fd >= 0)
-                        pfd[n++] = (struct pollfd){extra[j].fd, POLLIN, 0};
-        if (poll(pfd, n, kd->wait_backoff_ms) > 0)
-                for (nfds_t i = 0; i < n; i++)
-                        for (unsigned j = 0; j < extra_cnt; j++)
-                                if (extra[j].fd == pfd[i].fd && (pfd[i].revents & POLLIN))
-                                        extra[j].revents = CURL_WAIT_POLLIN;
-        return KT_ERR_SYS;
-}
-
-void kt_dispatch_wait_fail_inject(kt_dispatch_t *kd, int err, int cnt) {
-        kd->inject_errno = err;
-        kd->inject_cnt = cnt;
-}
-
-kt_err_t kt_dispatch_wait(kt_dispatch_t *kd, struct curl_waitfd *extra, unsigned extra_cnt,
-                          int timeout_ms) {
-        struct epoll_event evs[KT_DISPATCH_MAX_EVENTS];
-        long curl_ms;
-        int n;
-
-        for (unsigned j = 0; j < extra_cnt; j++)
-                extra[j].revents = 0;
-        if (extra_sync(kd, extra, extra_cnt))
-                return wait_backoff(kd, extra, extra_cnt);
-        /* Level-triggered: a socket not handed to curl yet is reported again. */
-        kd->ready_cnt = 0;
-        if (timeout_ms != 0 && curl_multi_timeout(kd->multi, &curl_ms) == CURLM_OK &&
-            curl_ms >= 0 && (timeout_ms < 0 || curl_ms < timeout_ms))
-                timeout_ms = (int)curl_ms;
-        if (kd->inject_cnt > 0) {
-                kd->inject_cnt--;
-                errno = kd->inject_errno;
-                n = -1;
-        } else
-                n = epoll_wait(kd->epfd, evs, KT_DISPATCH_MAX_EVENTS, timeout_ms);
-        if (n == -1) {
-                if (errno == EINTR)
-                        return KT_OK; /* a signal: the loop looks at the signalfd */
-                epoll_err_log(kd, "epoll_wait", kd->epfd, errno);
-                return wait_backoff(kd, extra, extra_cnt);
-        }
-        kd->wait_backoff_ms = 0;
-        for (int i = 0; i < n; i++) {
-                if (!(evs[i].data.u64 & EXTRA_TAG)) {
-                        kd->ready[kd->ready_cnt++] = evs[i];
-                        continue;
-                }
-                for (unsigned j = 0; j < extra_cnt; j++)
-                        if ((uint64_t)(unsigned)extra[j].fd == (evs[i].data.u64 & ~EXTRA_TAG))
-                                extra[j].revents =
-                                    (unsigned short)((evs[i].events & EPOLLIN ? CURL_WAIT_POLLIN
-                                                                              : 0) |
-                                                     (evs[i].events & EPOLLOUT ? CURL_WAIT_POLLOUT
-                                                                               : 0));
-        }
-        return KT_OK;
 }

@@ -1,6 +1,7 @@
 /* Calls through real libcurl against a loopback listener run by the test itself (no network):
  * a request libcurl cannot build is reported as unbuildable, not as a call; responses cut off
- * in their header block are transport failures, a whole one is a success. */
+ * in their header block are transport failures, a whole one is a success; curl's timer, on the
+ * event core, ends a wait that nothing else would, so a call nobody answers times out. */
 #define _GNU_SOURCE
 #include "../../core/tests/kt_test.h"
 #include "../dispatch.h"
@@ -9,6 +10,8 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -79,6 +82,63 @@ static void serve_one(int lfd, const char *answer) {
         close(fd);
 }
 
+/** The event core the dispatcher runs on. */
+static kt_event_t *ke;
+
+/* The watchdog of test_timer_ends_wait: turns a wait nothing ends into a failure, not a hang
+ * (the handler interrupts epoll_wait: EINTR, a normal wake-up). */
+static volatile sig_atomic_t watchdog_rang;
+
+static void watchdog(int sig) {
+        (void)sig;
+        watchdog_rang = 1;
+}
+
+/* A runtime that accepts the call and never answers, with waits that have no limit but the
+ * event core's timers: only curl's timer, registered there (timer_cb), can end them and let
+ * perform time the call out. Without it the first wait would sleep until the watchdog. A
+ * bounded number of waits: no spin on a deadline in the past either. */
+static void test_timer_ends_wait(kt_dispatch_t *kd, kt_config_t *conf, int lfd) {
+        struct sigaction sa = {0}, old;
+        void *c = NULL;
+        kt_dispatch_notes_t nt = {0, 0};
+        kt_dispatch_req_t req = {"t", 0,   1, -1, 0, NULL, 0, "x", 1, NULL, KT_EVENT_KUBELESS,
+                                 0,   NULL};
+        int fd = -1, waits = 0;
+        int64_t t0;
+
+        sa.sa_handler = watchdog; /* no SA_RESTART: the wait returns */
+        sigaction(SIGALRM, &sa, &old);
+        conf->timeout_s = 1;
+        kt_dispatch_conf_set(kd, conf);
+        KT_CHECK(kt_dispatch_request_submit(kd, &req, NULL, &c, &nt) == KT_OK, "submit");
+        done = 0;
+        watchdog_rang = 0;
+        alarm(30);
+        t0 = kt_now_ms();
+        kt_dispatch_perform(kd); /* starts the call (curl's 0 ms timeout) */
+        while (!done && !watchdog_rang && waits < 1000) {
+                kt_event_wait(ke, -1);
+                waits++;
+                kt_dispatch_perform(kd);
+                if (fd < 0)
+                        fd = accept4(lfd, NULL, NULL, SOCK_NONBLOCK); /* and never answer */
+        }
+        alarm(0);
+        sigaction(SIGALRM, &old, NULL);
+        printf("timer ends the wait: %d waits, %lld ms\n", waits, (long long)(kt_now_ms() - t0));
+        KT_CHECK(!watchdog_rang, "curl's timer ended the waits, not the watchdog (%d waits)",
+                 waits);
+        KT_CHECK(done && last.timed_out && last.outcome == KT_OUTCOME_RETRIABLE,
+                 "timed out: done %d timed_out %d outcome %d", done, last.timed_out,
+                 (int)last.outcome);
+        KT_CHECK(waits <= 20, "no spin: %d waits", waits);
+        if (fd >= 0)
+                close(fd);
+        conf->timeout_s = 5;
+        kt_dispatch_conf_set(kd, conf);
+}
+
 static void call(kt_dispatch_t *kd, int lfd, const kt_dispatch_req_t *req, const char *answer) {
         void *c = NULL;
         kt_dispatch_notes_t nt = {0, 0};
@@ -87,7 +147,7 @@ static void call(kt_dispatch_t *kd, int lfd, const kt_dispatch_req_t *req, const
         KT_CHECK(err == KT_OK, "submit: %d", (int)err);
         done = 0;
         for (int i = 0; !err && !done && i < 500; i++) {
-                kt_dispatch_wait(kd, NULL, 0, 10);
+                kt_event_wait(ke, 10);
                 kt_dispatch_perform(kd);
                 if (answer)
                         serve_one(lfd, answer);
@@ -143,7 +203,10 @@ int main(void) {
         conf.runtime_health_url = health;
         conf.timeout_s = 5;
         conf.max_in_flight = 1;
-        kd = kt_dispatch_new(&conf, done_cb, probe_cb, NULL, errstr, sizeof(errstr));
+        ke = kt_event_new(errstr, sizeof(errstr));
+        KT_CHECK(ke != NULL, "kt_event_new: %s", errstr);
+        kd =
+            ke ? kt_dispatch_new(&conf, ke, done_cb, probe_cb, NULL, errstr, sizeof(errstr)) : NULL;
         KT_CHECK(kd != NULL, "kt_dispatch_new: %s", errstr);
         if (!kd || !topic)
                 return kt_test_done("test_http");
@@ -166,7 +229,7 @@ int main(void) {
                 alloc_fail = 1;
                 done = 0;
                 for (int i = 0; !done && i < 500; i++) {
-                        kt_dispatch_wait(kd, NULL, 0, 10);
+                        kt_event_wait(ke, 10);
                         kt_dispatch_perform(kd);
                 }
                 alloc_fail = 0;
@@ -182,6 +245,8 @@ int main(void) {
                          last.status);
         }
 
+        test_timer_ends_wait(kd, &conf, lfd);
+
         /* Fixed lines over libcurl's ~1 MiB request buffer (a topic name no broker allows, the
          * only way past the builder's own cap): libcurl refuses it before sending a byte. */
         memset(topic, 't', big);
@@ -194,6 +259,7 @@ int main(void) {
                  (int)last.outcome);
 
         kt_dispatch_destroy(kd);
+        kt_event_destroy(ke);
         close(lfd);
         free(topic);
         curl_global_cleanup();
