@@ -20,9 +20,25 @@ typedef enum kt_record_state {
         KT_REC_QUEUED,     /**< buffered, not yet sent */
         KT_REC_IN_FLIGHT,  /**< a call is running */
         KT_REC_RETRY_WAIT, /**< failed, waiting for its retry time */
-        KT_REC_PRODUCING,  /**< its reply or dead letter is being produced, waiting for the ack */
+        KT_REC_PRODUCING,  /**< its reply or dead letter is being produced, waiting for the ack
+                                (or for its time to be written again) */
         KT_REC_DONE        /**< finished: its offset may be committed */
 } kt_record_state_t;
+
+struct kt_record;
+
+/**
+ * @brief Move \p rec to \p to: the only writer of rec->state. Keeps the counters that are a
+ *        function of the state (its partition's in_flight and producing). A transition not in
+ *        the table (consumer_record.c) is a bug: logged once, counters kept, and under the
+ *        sanitizers it aborts.
+ * @remark Only the consumer makes records QUEUED (buffered) and DONE
+ *         (kt_consumer_record_done); the loop makes every other transition.
+ */
+void kt_consumer_record_state_set(struct kt_record *rec, kt_record_state_t to);
+
+/** @returns non-zero if \p from -> \p to is in the record state table. */
+int kt_consumer_record_state_legal(kt_record_state_t from, kt_record_state_t to);
 
 struct kt_partition;
 
@@ -55,13 +71,13 @@ typedef struct kt_record {
         int timestamp_type;          /**< rd_kafka_timestamp_type_t */
         rd_kafka_headers_t *headers; /**< owned (detached from the message), NULL if none */
         int64_t offset;
-        kt_record_state_t state;
-        int attempts;        /**< calls made so far */
-        int64_t retry_at_ms; /**< kt_now_ms() time of the next attempt in RETRY_WAIT */
-        void *call;          /**< dispatch handle while IN_FLIGHT */
-        void *produce;       /**< producer ticket while PRODUCING */
-        int replying;        /**< PRODUCING a reply (else a dead letter) */
-        char *reply;         /**< the function's answer to produce to dispatch.reply_topic */
+        kt_record_state_t state; /**< written only by kt_consumer_record_state_set() */
+        int attempts;            /**< calls made so far */
+        int64_t retry_at_ms;     /**< kt_now_ms() time of the next attempt in RETRY_WAIT */
+        void *call;              /**< dispatch handle while IN_FLIGHT */
+        void *produce;           /**< producer ticket while PRODUCING */
+        int replying;            /**< PRODUCING a reply (else a dead letter) */
+        char *reply;             /**< the function's answer to produce to dispatch.reply_topic */
         size_t reply_len;
         char *reply_type;         /**< its Content-Type, NULL if none */
         int produce_attempts;     /**< times Kafka refused its reply or dead letter so far */
@@ -138,8 +154,8 @@ typedef struct kt_partition {
         int32_t partition;
         rd_kafka_topic_t *rkt;
         kt_tracker_t q;
-        int in_flight;    /**< records of this partition in IN_FLIGHT */
-        int producing;    /**< records of this partition in PRODUCING */
+        int in_flight;    /**< records of this partition in IN_FLIGHT (kept by the state setter) */
+        int producing;    /**< records of this partition in PRODUCING (kept by the state setter) */
         size_t bytes;     /**< value + key bytes buffered */
         kt_lane_t *lanes; /**< per ordering mode: 1 (partition), KT_KEY_LANES + 1 (key), none */
         int lane_cnt;

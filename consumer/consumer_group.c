@@ -1644,7 +1644,7 @@ static void buffer_record(kt_consumer_t *kc, rd_kafka_message_t *rkm) {
         rec->part = p;
         rec->offset = rkm->offset;
         rd_kafka_message_destroy(rkm);
-        rec->state = KT_REC_QUEUED;
+        /* rec->state is KT_REC_QUEUED (0, zeroed above): every record is born so. */
         rec->heap_idx = SIZE_MAX;
         kt_tracker_push(&p->q, rec);
         kc->buffered++;
@@ -1795,11 +1795,11 @@ void kt_consumer_record_done(kt_consumer_t *kc, kt_record_t *rec) {
         kt_record_t *done;
         int popped = 0;
 
-        rec->state = KT_REC_DONE;
+        kt_consumer_record_state_set(rec, KT_REC_DONE);
         kc->done_cnt++;
         p->dirty = 1;
         while ((done = kt_tracker_pop_done(&p->q))) {
-                p->bytes -= done->len + done->key_len + done->reply_len;
+                p->bytes -= done->len + done->key_len; /* a done record holds no reply */
                 record_free(done);
                 kc->buffered--;
                 popped++;

@@ -5,6 +5,32 @@
  * with back-off, given up by dispatch.on_failure (skip / dead-letter; block never gives up),
  * its reply or dead letter produced and acknowledged, or released with its partition.
  *
+ * DESIGN: the record states. kt_consumer_record_state_set() (consumer/consumer_record.c) is
+ * the one writer of rec->state; it keeps p->in_flight (records IN_FLIGHT) and p->producing
+ * (records PRODUCING) from each transition, and holds the table, which is this:
+ *
+ *   QUEUED     -> IN_FLIGHT  started (its call, or a batch's)
+ *              -> RETRY_WAIT could not start (no memory): tried again after a back-off
+ *              -> DONE       finished by the partition's previous owner (its offset map)
+ *   IN_FLIGHT  -> DONE       2xx without a reply; skipped (on_failure, or block and unbuildable)
+ *              -> PRODUCING  2xx with a reply; given up to the dead-letter topic
+ *              -> RETRY_WAIT failed, retried after its back-off
+ *              -> QUEUED     runtime down (not an attempt); behind its lane's failed record
+ *                            in a batch; its partition released (call cancelled)
+ *   RETRY_WAIT -> IN_FLIGHT  started again
+ *              -> RETRY_WAIT could not start again
+ *   PRODUCING  -> PRODUCING  refused: written again after a back-off, or its dead letter
+ *                            instead of a refused reply
+ *              -> DONE       acked; its reply refused for good and skipped
+ *              -> QUEUED     its partition released (the ack, if any, is ignored)
+ *   DONE       -> (none)     popped and freed by the consumer
+ *
+ * Only the consumer makes a record QUEUED (born so) and DONE (kt_consumer_record_done());
+ * this file makes every other move. Released records (the partition's release hook) go
+ * back to QUEUED from IN_FLIGHT and PRODUCING, so a released partition counts none. Bytes
+ * that are not a function of the state have one adding and one removing site each: a
+ * reply (reply_hold() / reply_release()), a batch's body (batch_start() / batch_end()).
+ *
  * DESIGN: batches (dispatch.batch.max_records > 1) are a way of starting and finishing the
  * same records, not a second life: each record of a batch is IN_FLIGHT (rec->call is the
  * batch's call, rec->batch the batch) and comes out of it through the same steps as from its
@@ -83,6 +109,18 @@ static void record_error_set(kt_record_t *rec, long status, const char *error) {
         rec->last_error = error && *error ? strdup(error) : NULL;
 }
 
+/** Hold the function's answer \p body as \p rec's reply until Kafka acks it: its bytes count
+ *  in the partition's buffer (the one place they are added; reply_release() removes them). */
+static void reply_hold(kt_record_t *rec, char *body, size_t len) {
+        kt_partition_t *p = rec->part;
+
+        rec->reply = body;
+        rec->reply_len = len;
+        /* The reply bound (kt_sched_next) keeps it under dispatch.partition_buffer_bytes. */
+        p->bytes += len;
+        p->reply_bytes += len;
+}
+
 /** Forget the reply of \p rec (written, or not wanted any more): its bytes are no longer held. */
 static void reply_release(kt_record_t *rec) {
         kt_partition_t *p = rec->part;
@@ -101,7 +139,7 @@ static void produce(kt_loop_t *kl, kt_record_t *rec) {
         ticket_t *t = malloc(sizeof(*t));
         rd_kafka_resp_err_t err = RD_KAFKA_RESP_ERR_NO_ERROR;
 
-        rec->state = KT_REC_PRODUCING;
+        kt_consumer_record_state_set(rec, KT_REC_PRODUCING);
         if (!t) {
                 retry_later(kl, rec, kt_dispatch_backoff_ms(kl->conf, 1));
                 return;
@@ -119,7 +157,6 @@ static void produce(kt_loop_t *kl, kt_record_t *rec) {
         if (rec->replying)
                 rec->reply = NULL;
         rec->produce = t;
-        rec->part->producing++;
 }
 
 /** Kafka refused \p rec's reply for good and on_failure is not block. */
@@ -190,7 +227,6 @@ void kt_loop_produced(void *opaque, rd_kafka_resp_err_t err, void *cbarg) {
                 return; /* its partition was revoked meanwhile: not committed, redelivered */
         }
         rec->produce = NULL;
-        rec->part->producing--;
         if (rec->replying)
                 rec->reply = reply; /* back from librdkafka: to produce again, or free */
         if (err) {
@@ -270,15 +306,14 @@ static void record_start(kt_loop_t *kl, kt_record_t *rec) {
                         p->topic, p->partition, (long long)rec->offset);
         }
         if (err) {
-                rec->state = KT_REC_RETRY_WAIT;
+                kt_consumer_record_state_set(rec, KT_REC_RETRY_WAIT);
                 retry_later(kl, rec, kt_dispatch_backoff_ms(kl->conf, 1));
                 KT_WARN(FAC, "%s [%d] @%lld: cannot start call: %s", p->topic, p->partition,
                         (long long)rec->offset, kt_err2str(err));
                 return;
         }
         rec->attempts++;
-        rec->state = KT_REC_IN_FLIGHT;
-        p->in_flight++;
+        kt_consumer_record_state_set(rec, KT_REC_IN_FLIGHT);
 }
 
 /* ---------------------------------------------------------------- batches (see DESIGN) */
@@ -387,13 +422,12 @@ static void batch_start(kt_loop_t *kl, kt_record_t *first, int64_t now) {
         for (size_t i = 0; i < n; i++) {
                 kt_record_t *rec = bt->recs[i];
                 rec->attempts++;
-                rec->state = KT_REC_IN_FLIGHT;
+                kt_consumer_record_state_set(rec, KT_REC_IN_FLIGHT);
                 rec->call = call;
                 rec->batch = bt;
-                p->in_flight++;
         }
         /* The encoded body is memory too: it counts in the partition's buffer bound (reading
-         * waits while it is over) until the call ends. */
+         * waits while it is over) until the call ends (batch_end()). */
         p->bytes += bt->bytes;
         kt_metrics_batch_observe(kl->km, n);
         if (notes.dropped) {
@@ -470,7 +504,6 @@ static void give_up(kt_loop_t *kl, kt_record_t *rec, const char *why) {
                 kt_metrics_skip_inc(kl->km);
                 KT_WARN(FAC, "%s [%d] @%lld: skipped after %d attempts (%s)", p->topic,
                         p->partition, (long long)rec->offset, rec->attempts, why);
-                rec->state = KT_REC_DONE;
                 kt_consumer_record_done(kl->kc, rec);
                 return;
         }
@@ -512,7 +545,7 @@ static int retry_or_give_up(kt_loop_t *kl, kt_record_t *rec, kt_outcome_t outcom
                 backoff = retry_after_ms < kl->conf->retry_max_backoff_ms
                               ? retry_after_ms
                               : kl->conf->retry_max_backoff_ms;
-        rec->state = KT_REC_RETRY_WAIT;
+        kt_consumer_record_state_set(rec, KT_REC_RETRY_WAIT);
         retry_later(kl, rec, backoff);
         kt_metrics_retry_inc(kl->km);
         KT_WARN(FAC, "%s [%d] @%lld: attempt %d%s: %s; retrying in %lld ms", p->topic, p->partition,
@@ -528,6 +561,17 @@ static int entry_failed(kt_loop_t *kl, kt_record_t *rec, kt_outcome_t outcome, l
         return retry_or_give_up(kl, rec, outcome, why, retry_after_ms, " (in a batch)");
 }
 
+/** \p bt's call ended (answered, or cancelled with its partition): its records are no longer
+ *  its, and its body no longer counts in the partition's bytes. Their states are the
+ *  caller's. */
+static void batch_end(batch_t *bt) {
+        for (size_t i = 0; i < bt->cnt; i++) {
+                bt->recs[i]->call = NULL;
+                bt->recs[i]->batch = NULL;
+        }
+        bt->part->bytes -= bt->bytes;
+}
+
 /** A batch call finished: settle its entries in the order sent (see the DESIGN block). */
 static void batch_done(kt_loop_t *kl, batch_t *bt, const kt_dispatch_result_t *res) {
         kt_partition_t *p = bt->part;
@@ -539,18 +583,13 @@ static void batch_done(kt_loop_t *kl, batch_t *bt, const kt_dispatch_result_t *r
         int whole = 0; /* every entry failed as the call did */
         char why[512], perr[300];
 
-        for (size_t i = 0; i < n; i++) {
-                bt->recs[i]->call = NULL;
-                bt->recs[i]->batch = NULL;
-        }
-        p->bytes -= bt->bytes;
+        batch_end(bt);
         if (res->runtime_down) {
                 /* Nothing listens: not these records' fault, not an attempt. */
                 for (size_t i = n; i-- > 0;) {
                         kt_record_t *rec = bt->recs[i];
-                        p->in_flight--;
                         rec->attempts--;
-                        rec->state = KT_REC_QUEUED;
+                        kt_consumer_record_state_set(rec, KT_REC_QUEUED);
                         kt_metrics_outcome_inc(kl->km, KT_CALL_CONNECT_ERROR);
                         if (is_lane_head(rec))
                                 kt_sched_requeue(kl->ks, rec);
@@ -605,7 +644,8 @@ static void batch_done(kt_loop_t *kl, batch_t *bt, const kt_dispatch_result_t *r
                 kt_batch_status_t st = whole ? KT_BATCH_RETRY : bt->st[i];
                 int failed = whole || st != KT_BATCH_SUCCESS;
 
-                p->in_flight--;
+                /* Each entry leaves IN_FLIGHT below (done, retry wait, given up, or back to
+                 * QUEUED behind its lane's failed record). */
                 kt_metrics_call_observe(kl->km, kl->topic_map[p->topic_idx], res->seconds, failed);
                 if (res->sends > 1) {
                         rec->attempts += res->sends - 1;
@@ -621,7 +661,7 @@ static void batch_done(kt_loop_t *kl, batch_t *bt, const kt_dispatch_result_t *r
                         /* An earlier record of its lane waits to retry: this one goes again
                          * after it, and this send was not an attempt of its own. */
                         rec->attempts--;
-                        rec->state = KT_REC_QUEUED;
+                        kt_consumer_record_state_set(rec, KT_REC_QUEUED);
                         continue;
                 }
                 if (whole) {
@@ -632,7 +672,6 @@ static void batch_done(kt_loop_t *kl, batch_t *bt, const kt_dispatch_result_t *r
                 switch (st) {
                 case KT_BATCH_SUCCESS:
                         kt_sched_resolved(kl->ks, rec);
-                        rec->state = KT_REC_DONE;
                         kt_consumer_record_done(kl->kc, rec); /* may free rec */
                         break;
                 case KT_BATCH_RETRY:
@@ -662,8 +701,7 @@ void kt_loop_call_done(void *opaque, const kt_dispatch_result_t *res, void *cbar
                 return;
         }
         p = rec->part;
-        p->in_flight--;
-        rec->call = NULL;
+        rec->call = NULL; /* it leaves IN_FLIGHT on every path below */
         if (res->unbuildable) {
                 /* libcurl refused to build the request: no call was made (not counted as
                  * one), and the same record can never be sent. Retrying would block its
@@ -683,7 +721,6 @@ void kt_loop_call_done(void *opaque, const kt_dispatch_result_t *res, void *cbar
                 if (kl->conf->on_failure == KT_FAIL_BLOCK) {
                         kt_metrics_skip_inc(kl->km);
                         kt_sched_resolved(kl->ks, rec);
-                        rec->state = KT_REC_DONE;
                         kt_consumer_record_done(kl->kc, rec); /* may free rec */
                         return;
                 }
@@ -694,7 +731,7 @@ void kt_loop_call_done(void *opaque, const kt_dispatch_result_t *res, void *cbar
         if (res->runtime_down) {
                 /* Nothing listens: not this record's fault, and not an attempt. */
                 rec->attempts--;
-                rec->state = KT_REC_QUEUED;
+                kt_consumer_record_state_set(rec, KT_REC_QUEUED);
                 kt_sched_requeue(kl->ks, rec); /* its partition is not released: it was running */
                 kt_loop_runtime_down_enter(kl);
                 return;
@@ -713,13 +750,8 @@ void kt_loop_call_done(void *opaque, const kt_dispatch_result_t *res, void *cbar
                 kt_sched_resolved(kl->ks, rec);
                 if (res->body) {
                         /* The answer goes to the reply topic before the record is done. */
-                        rec->reply = res->body;
-                        rec->reply_len = res->body_len;
+                        reply_hold(rec, res->body, res->body_len);
                         rec->last_status = res->status; /* for a dead letter if refused */
-                        /* Held until Kafka acks it; the reply bound (kt_sched_next) keeps it
-                         * under dispatch.partition_buffer_bytes. */
-                        p->bytes += res->body_len;
-                        p->reply_bytes += res->body_len;
                         kt_sched_reply_observe(p, res->body_len);
                         rec->reply_type = res->content_type ? strdup(res->content_type) : NULL;
                         rec->replying = 1;
@@ -729,7 +761,6 @@ void kt_loop_call_done(void *opaque, const kt_dispatch_result_t *res, void *cbar
                 if (kl->conf->reply_topic)
                         kt_sched_reply_observe(p, 0);
                 free(res->body);
-                rec->state = KT_REC_DONE;
                 kt_consumer_record_done(kl->kc, rec); /* may free rec */
                 return;
         }
@@ -745,7 +776,6 @@ void kt_loop_call_done(void *opaque, const kt_dispatch_result_t *res, void *cbar
                         return;
                 }
                 /* block: the function ran; keep going without the reply, loudly. */
-                rec->state = KT_REC_DONE;
                 kt_sched_resolved(kl->ks, rec);
                 kt_consumer_record_done(kl->kc, rec);
                 return;
@@ -770,26 +800,23 @@ void kt_loop_partition_release(void *opaque, kt_partition_t *p, int lost) {
                 if (rec->state == KT_REC_IN_FLIGHT && rec->batch) {
                         batch_t *bt = rec->batch;
                         kt_dispatch_request_cancel(kl->kd, rec->call);
-                        for (size_t i = 0; i < bt->cnt; i++) {
-                                bt->recs[i]->call = NULL;
-                                bt->recs[i]->batch = NULL;
-                                bt->recs[i]->state = KT_REC_QUEUED;
-                                p->in_flight--;
-                        }
-                        p->bytes -= bt->bytes;
+                        batch_end(bt);
+                        for (size_t i = 0; i < bt->cnt; i++)
+                                kt_consumer_record_state_set(bt->recs[i], KT_REC_QUEUED);
                         free(bt);
                 }
                 if (rec->state == KT_REC_IN_FLIGHT) {
                         kt_dispatch_request_cancel(kl->kd, rec->call);
                         rec->call = NULL;
-                        rec->state = KT_REC_QUEUED;
-                        p->in_flight--;
+                        kt_consumer_record_state_set(rec, KT_REC_QUEUED);
                 }
                 if (rec->produce) {
                         ((ticket_t *)rec->produce)->rec = NULL;
                         rec->produce = NULL;
-                        p->producing--;
                 }
+                /* Its reply or dead letter is not written here: not done, never committed. */
+                if (rec->state == KT_REC_PRODUCING)
+                        kt_consumer_record_state_set(rec, KT_REC_QUEUED);
         }
         kt_sched_partition_drop(kl->ks, p);
 }
