@@ -32,8 +32,9 @@ struct kt_record;
  *        function of the state (its partition's in_flight and producing). A transition not in
  *        the table (consumer_record.c) is a bug: logged once, counters kept, and under the
  *        sanitizers it aborts.
- * @remark Only the consumer makes records QUEUED (buffered) and DONE
- *         (kt_consumer_record_done); the loop makes every other transition.
+ * @remark A record is born QUEUED (buffered by the consumer) and made DONE only by
+ *         kt_consumer_record_done(); the loop makes every other transition (back to QUEUED
+ *         included: runtime down, behind a failed lane record, released).
  */
 void kt_consumer_record_state_set(struct kt_record *rec, kt_record_state_t to);
 

@@ -12,7 +12,8 @@
  *   QUEUED     -> IN_FLIGHT  started (its call, or a batch's)
  *              -> RETRY_WAIT could not start (no memory): tried again after a back-off
  *              -> DONE       finished by the partition's previous owner (its offset map)
- *   IN_FLIGHT  -> DONE       2xx without a reply; skipped (on_failure, or block and unbuildable)
+ *   IN_FLIGHT  -> DONE       2xx without a reply; skipped (on_failure, or block and unbuildable);
+ *                            under block, a 2xx whose answer is over 1 MiB
  *              -> PRODUCING  2xx with a reply; given up to the dead-letter topic
  *              -> RETRY_WAIT failed, retried after its back-off
  *              -> QUEUED     runtime down (not an attempt); behind its lane's failed record
@@ -25,8 +26,8 @@
  *              -> QUEUED     its partition released (the ack, if any, is ignored)
  *   DONE       -> (none)     popped and freed by the consumer
  *
- * Only the consumer makes a record QUEUED (born so) and DONE (kt_consumer_record_done());
- * this file makes every other move. Released records (the partition's release hook) go
+ * A record is born QUEUED (buffered by the consumer) and made DONE only through
+ * kt_consumer_record_done(); this file makes every other move, back to QUEUED included. Released records (the partition's release hook) go
  * back to QUEUED from IN_FLIGHT and PRODUCING, so a released partition counts none. Bytes
  * that are not a function of the state have one adding and one removing site each: a
  * reply (reply_hold() / reply_release()), a batch's body (batch_start() / batch_end()).
