@@ -8,8 +8,9 @@
  * So a record cannot leave a state without being uncounted, or be counted twice.
  * - Who moves what: a record is born QUEUED (buffer_record() in consumer_group.c: zeroed,
  *   KT_REC_QUEUED is 0) and becomes DONE only in kt_consumer_record_done(); every other
- *   transition, back to QUEUED included, is the loop's (core/core_record.c). Records are freed only by the consumer
- *   (done and popped, or dropped with their partition), never moved after.
+ *   transition, back to QUEUED included, is the loop's (core/core_record.c). Records are
+ *   freed only by the consumer (done and popped, or dropped with their partition), never
+ *   moved after.
  * - A transition not in the table is a bug: it is logged as an error once, its counters are
  *   still moved by from -> to (so they stay the count of records in each state), and under
  *   the sanitizers (tests) it aborts.

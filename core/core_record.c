@@ -27,10 +27,11 @@
  *   DONE       -> (none)     popped and freed by the consumer
  *
  * A record is born QUEUED (buffered by the consumer) and made DONE only through
- * kt_consumer_record_done(); this file makes every other move, back to QUEUED included. Released records (the partition's release hook) go
- * back to QUEUED from IN_FLIGHT and PRODUCING, so a released partition counts none. Bytes
- * that are not a function of the state have one adding and one removing site each: a
- * reply (reply_hold() / reply_release()), a batch's body (batch_start() / batch_end()).
+ * kt_consumer_record_done(); this file makes every other move, back to QUEUED included. Released
+ * records (the partition's release hook) go back to QUEUED from IN_FLIGHT and PRODUCING, so a
+ * released partition counts none. Bytes that are not a function of the state have one adding and
+ * one removing site each: a reply (reply_hold() / reply_release()), a batch's body (batch_start() /
+ * batch_end()).
  *
  * DESIGN: batches (dispatch.batch.max_records > 1) are a way of starting and finishing the
  * same records, not a second life: each record of a batch is IN_FLIGHT (rec->call is the
