@@ -7,6 +7,7 @@ Fixtures in conftest.py hand out instances of these classes; tests import the pl
 """
 
 import base64
+import calendar
 import json
 import os
 import re
@@ -121,6 +122,18 @@ def sanitizer_report(path, limit=6000):
         return None
     start = text.rfind('==================', 0, start)
     return text[max(start, 0):][:limit]
+
+
+def log_time(text, needle):
+    """Wall-clock time (s since the epoch) of the first ktrigger text-log line containing
+    needle, from its UTC timestamp (2026-12-02T03:03:53.814Z ...); None if there is none."""
+    for line in text.splitlines():
+        if needle in line:
+            m = re.match(r'(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)\.(\d{3})Z ', line)
+            if m:
+                whole = calendar.timegm(time.strptime(m.group(1), '%Y-%m-%dT%H:%M:%S'))
+                return whole + int(m.group(2)) / 1000
+    return None
 
 
 def tail(path, lines=60):
