@@ -86,6 +86,16 @@ ktrigger-san:
 	@$(MAKE) --no-print-directory SANITIZE=address,undefined ktrigger-asan
 	ln -sfn ktrigger-asan $@
 
+# Without SANITIZE, `make ktrigger-asan` / `make ktrigger-tsan` build them with it: an old
+# binary must never look up to date because this make does not know its objects.
+ifeq ($(SANITIZE),)
+.PHONY: ktrigger-asan ktrigger-tsan
+ktrigger-asan:
+	@$(MAKE) --no-print-directory SANITIZE=address,undefined ktrigger-asan
+ktrigger-tsan:
+	@$(MAKE) --no-print-directory SANITIZE=thread ktrigger-tsan
+endif
+
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c -o $@ $<
