@@ -13,11 +13,36 @@
 #   make image                   the container image (deploy/Dockerfile) with buildah, no daemon
 #   make test-image              make image, then its test against a real Kafka (not in make check)
 #   make format / format-check   clang-format
+#   make LIBRDKAFKA=system ...   any of these against Debian 12's librdkafka 2.0.2 (see below)
 
 CC       ?= cc
 PYTHON   ?= /usr/bin/python3
-PKGS     := rdkafka libcurl libconfig libmicrohttpd libcjson
+PKGS     := libcurl libconfig libmicrohttpd libcjson
 comma    := ,
+
+# librdkafka. ktrigger links librdkafka 2.14.2 statically from LIBRDKAFKA_PREFIX, where
+# scripts/build-librdkafka (run by scripts/install-deps) builds it from Debian's source package:
+# Debian 12's 2.0.2 drops the whole assignment when a commit is refused during a re-join, so a
+# clean scale-up could deliver records twice (see that script). LIBRDKAFKA=system builds against
+# Debian 12's librdkafka-dev instead, with build dirs and binaries of its own (*-rdkafka-system);
+# .ci/run keeps that building and passing the unit tests and the core integration scenarios.
+LIBRDKAFKA        ?= pinned
+LIBRDKAFKA_PREFIX ?= /opt/ktrigger-deps/librdkafka-2.14.2
+ifeq ($(LIBRDKAFKA),system)
+  VARIANT        := -rdkafka-system
+  RDKAFKA_CFLAGS := $(shell pkg-config --cflags rdkafka 2>/dev/null)
+  RDKAFKA_LIBS   := $(shell pkg-config --libs rdkafka 2>/dev/null)
+  RDKAFKA_DEP    :=
+else ifeq ($(LIBRDKAFKA),pinned)
+  VARIANT        :=
+  RDKAFKA_CFLAGS := -I$(LIBRDKAFKA_PREFIX)/include
+  RDKAFKA_DEP    := $(LIBRDKAFKA_PREFIX)/lib/librdkafka.a
+  # The static library's own dependencies, as its rdkafka-static.pc lists them.
+  RDKAFKA_LIBS   := $(RDKAFKA_DEP) $(shell pkg-config --libs zlib libcrypto libssl libsasl2 \
+                      libzstd libcurl liblz4 2>/dev/null) -lm -ldl -lrt
+else
+  $(error LIBRDKAFKA is "pinned" (the default) or "system", not "$(LIBRDKAFKA)")
+endif
 # Sanitizer settings for every instrumented run (tests, integration tests).
 export LSAN_OPTIONS  ?= suppressions=$(CURDIR)/scripts/lsan.supp:print_suppressions=0
 export UBSAN_OPTIONS ?= print_stacktrace=1:halt_on_error=1
@@ -27,9 +52,9 @@ export TSAN_OPTIONS  ?= suppressions=$(CURDIR)/scripts/tsan.supp:print_suppressi
 WARN     := -Wall -Wextra -Wpedantic -Wshadow -Wconversion -Wstrict-prototypes \
             -Wmissing-prototypes -Wformat=2 -Werror
 # Third-party headers as system headers: their warnings are not ours.
-DEP_CFLAGS := $(patsubst -I%,-isystem %,$(shell pkg-config --cflags $(PKGS) 2>/dev/null)) \
-              -isystem /usr/include/zookeeper
-DEP_LIBS := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lzookeeper_mt -lpthread
+DEP_CFLAGS := $(patsubst -I%,-isystem %,$(RDKAFKA_CFLAGS) \
+                $(shell pkg-config --cflags $(PKGS) 2>/dev/null)) -isystem /usr/include/zookeeper
+DEP_LIBS := $(RDKAFKA_LIBS) $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lzookeeper_mt -lpthread
 
 CFLAGS   ?= -O2 -g
 CFLAGS   += -std=c11 $(WARN) $(DEP_CFLAGS) -MMD -MP
@@ -39,19 +64,19 @@ LDLIBS   += $(DEP_LIBS)
 # other one's binary looking up to date.
 ifneq ($(SANITIZE),)
   SAN_TAG := $(subst $(comma),-,$(SANITIZE))
-  BUILD   := build/san-$(SAN_TAG)
+  BUILD   := build/san-$(SAN_TAG)$(VARIANT)
   ifeq ($(SAN_TAG),address-undefined)
-    BIN   := ktrigger-asan
+    BIN   := ktrigger-asan$(VARIANT)
   else ifeq ($(SAN_TAG),thread)
-    BIN   := ktrigger-tsan
+    BIN   := ktrigger-tsan$(VARIANT)
   else
-    BIN   := ktrigger-san-$(SAN_TAG)
+    BIN   := ktrigger-san-$(SAN_TAG)$(VARIANT)
   endif
   CFLAGS  += -fsanitize=$(SANITIZE) -fno-omit-frame-pointer -fno-sanitize-recover=all -O1
   LDFLAGS += -fsanitize=$(SANITIZE)
 else
-  BUILD   := build/release
-  BIN     := ktrigger
+  BUILD   := build/release$(VARIANT)
+  BIN     := ktrigger$(VARIANT)
 endif
 
 MODULES  := core config consumer dispatch metrics
@@ -78,8 +103,8 @@ all: $(BIN)
 deps:
 	scripts/install-deps
 
-$(BIN): $(OBJS)
-	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+$(BIN): $(OBJS) $(RDKAFKA_DEP)
+	$(CC) $(LDFLAGS) -o $@ $(OBJS) $(LDLIBS)
 
 # The ASan+UBSan binary's former name, kept as a link for commands and notes that still use it.
 ktrigger-san:
@@ -89,18 +114,25 @@ ktrigger-san:
 # Without SANITIZE, `make ktrigger-asan` / `make ktrigger-tsan` build them with it: an old
 # binary must never look up to date because this make does not know its objects.
 ifeq ($(SANITIZE),)
-.PHONY: ktrigger-asan ktrigger-tsan
-ktrigger-asan:
-	@$(MAKE) --no-print-directory SANITIZE=address,undefined ktrigger-asan
-ktrigger-tsan:
-	@$(MAKE) --no-print-directory SANITIZE=thread ktrigger-tsan
+.PHONY: ktrigger-asan$(VARIANT) ktrigger-tsan$(VARIANT)
+ktrigger-asan$(VARIANT):
+	@$(MAKE) --no-print-directory SANITIZE=address,undefined $@
+ktrigger-tsan$(VARIANT):
+	@$(MAKE) --no-print-directory SANITIZE=thread $@
 endif
 
-$(BUILD)/%.o: %.c
+ifneq ($(RDKAFKA_DEP),)
+$(RDKAFKA_DEP):
+	@echo "make: $@ is missing. ktrigger links librdkafka 2.14.2 from" \
+	  "$(LIBRDKAFKA_PREFIX): run scripts/install-deps (it runs scripts/build-librdkafka)," \
+	  "or build against Debian's librdkafka 2.0.2 with make LIBRDKAFKA=system" >&2; exit 1
+endif
+
+$(BUILD)/%.o: %.c | $(RDKAFKA_DEP)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c -o $@ $<
 
-$(BUILD)/%: %.c $(LIB_OBJS)
+$(BUILD)/%: %.c $(LIB_OBJS) $(RDKAFKA_DEP)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -DKT_EXAMPLE_CONF='"$(CURDIR)/config/ktrigger.conf.example"' $(LDFLAGS) \
 	  -o $@ $< $(LIB_OBJS) $(LDLIBS)
@@ -121,16 +153,17 @@ FUZZ_COUNT ?= 5000
 FUZZ_SEED  ?= $(shell date +%s)
 .PHONY: fuzz-config
 fuzz-config:
-	@$(MAKE) --no-print-directory SANITIZE=address,undefined ktrigger-asan
-	KTRIGGER_BIN=$(CURDIR)/ktrigger-asan scripts/fuzz-config --count $(FUZZ_COUNT) --seed $(FUZZ_SEED)
+	@$(MAKE) --no-print-directory SANITIZE=address,undefined ktrigger-asan$(VARIANT)
+	KTRIGGER_BIN=$(CURDIR)/ktrigger-asan$(VARIANT) scripts/fuzz-config --count $(FUZZ_COUNT) --seed $(FUZZ_SEED)
 
 # Integration tests run the instrumented daemon against a real broker.
-# (The release binary too: memory is measured on what users run.)
+# (The release binary too: memory is measured on what users run.) INTEGRATION_TESTS: a subset.
+INTEGRATION_TESTS ?= integration-tests
 test-integration:
-	@$(MAKE) --no-print-directory SANITIZE=address,undefined ktrigger-asan
-	@$(MAKE) --no-print-directory ktrigger
-	KTRIGGER_BIN=$(CURDIR)/ktrigger-asan KTRIGGER_RELEASE_BIN=$(CURDIR)/ktrigger \
-	  $(PYTHON) -m pytest -ra -m 'not image' integration-tests
+	@$(MAKE) --no-print-directory SANITIZE=address,undefined ktrigger-asan$(VARIANT)
+	@$(MAKE) --no-print-directory ktrigger$(VARIANT)
+	KTRIGGER_BIN=$(CURDIR)/ktrigger-asan$(VARIANT) KTRIGGER_RELEASE_BIN=$(CURDIR)/ktrigger$(VARIANT) \
+	  $(PYTHON) -m pytest -ra -m 'not image' $(INTEGRATION_TESTS)
 
 # ThreadSanitizer: the unit tests, then the core scenarios of the integration suite (records
 # end to end, the orderings, drains on SIGTERM and revoke: the paths where the loop, librdkafka's
@@ -141,7 +174,7 @@ tsan:
 	@$(MAKE) --no-print-directory SANITIZE=thread unit-run
 
 test-tsan: tsan
-	KTRIGGER_BIN=$(CURDIR)/ktrigger-tsan $(PYTHON) -m pytest -ra $(TSAN_TESTS)
+	KTRIGGER_BIN=$(CURDIR)/ktrigger-tsan$(VARIANT) $(PYTHON) -m pytest -ra $(TSAN_TESTS)
 
 check:
 	scripts/install-deps
@@ -162,7 +195,7 @@ format-check:
 	@clang-format --dry-run -Werror $(FORMAT_FILES) && echo "format-check: OK"
 
 clean:
-	rm -rf build ktrigger ktrigger-san ktrigger-asan ktrigger-tsan ktrigger-san-*
+	rm -rf build ktrigger ktrigger-san ktrigger-asan ktrigger-tsan ktrigger-san-* ktrigger-*rdkafka-system
 
 -include $(OBJS:.o=.d) $(TEST_BINS:=.d)
 
@@ -236,14 +269,14 @@ manifests:
 # bench/bare_forwarder is the per-record ceiling bench.py runs beside ktrigger (not the product).
 .PHONY: bench bench-quick bare-forwarder
 
-BARE_FORWARDER := build/release/bench/bare_forwarder
+BARE_FORWARDER := build/release$(VARIANT)/bench/bare_forwarder
 
 bare-forwarder: $(BARE_FORWARDER)
 
-$(BARE_FORWARDER): bench/bare_forwarder.c
+$(BARE_FORWARDER): bench/bare_forwarder.c $(RDKAFKA_DEP)
 	@mkdir -p $(dir $@)
-	$(CC) -O2 -g -std=c11 $(WARN) $(patsubst -I%,-isystem %,$(shell pkg-config --cflags rdkafka libcurl)) \
-	  -o $@ $< $(shell pkg-config --libs rdkafka libcurl)
+	$(CC) -O2 -g -std=c11 $(WARN) $(patsubst -I%,-isystem %,$(RDKAFKA_CFLAGS) \
+	  $(shell pkg-config --cflags libcurl)) -o $@ $< $(RDKAFKA_LIBS) $(shell pkg-config --libs libcurl) -lpthread
 
 bench:
 	scripts/install-deps
