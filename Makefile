@@ -14,6 +14,7 @@
 #   make test-image              make image, then its test against a real Kafka (not in make check)
 #   make format / format-check   clang-format
 #   make LIBRDKAFKA=system ...   any of these against Debian 12's librdkafka 2.0.2 (see below)
+#   make test-rdkafka-system     unit tests + the core integration scenarios on that 2.0.2
 
 CC       ?= cc
 PYTHON   ?= /usr/bin/python3
@@ -175,6 +176,14 @@ tsan:
 
 test-tsan: tsan
 	KTRIGGER_BIN=$(CURDIR)/ktrigger-tsan$(VARIANT) $(PYTHON) -m pytest -ra $(TSAN_TESTS)
+
+# Debian 12's own librdkafka 2.0.2 (LIBRDKAFKA=system): the unit tests and the same core
+# integration scenarios, so a build on Debian's packages alone keeps working (.ci/run).
+.PHONY: test-rdkafka-system
+test-rdkafka-system:
+	@$(MAKE) --no-print-directory LIBRDKAFKA=system test-unit
+	@$(MAKE) --no-print-directory LIBRDKAFKA=system INTEGRATION_TESTS="$(TSAN_TESTS)" \
+	  test-integration
 
 check:
 	scripts/install-deps
