@@ -55,7 +55,9 @@ WARN     := -Wall -Wextra -Wpedantic -Wshadow -Wconversion -Wstrict-prototypes \
 # Third-party headers as system headers: their warnings are not ours.
 DEP_CFLAGS := $(patsubst -I%,-isystem %,$(RDKAFKA_CFLAGS) \
                 $(shell pkg-config --cflags $(PKGS) 2>/dev/null)) -isystem /usr/include/zookeeper
-DEP_LIBS := $(RDKAFKA_LIBS) $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lzookeeper_mt -lpthread
+# Debian's libraries before librdkafka's static one: it bundles a cJSON of its own (as Debian's
+# package does not), and this order makes it and us use Debian's libcjson.
+DEP_LIBS := $(shell pkg-config --libs $(PKGS) 2>/dev/null) $(RDKAFKA_LIBS) -lzookeeper_mt -lpthread
 
 CFLAGS   ?= -O2 -g
 CFLAGS   += -std=c11 $(WARN) $(DEP_CFLAGS) -MMD -MP
