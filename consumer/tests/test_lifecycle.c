@@ -21,6 +21,7 @@
 
 /* Kafka protocol ApiKeys (librdkafka's rdkafka_protocol.h is not installed). */
 #define API_OFFSET_COMMIT 8
+#define API_JOIN_GROUP    11
 
 static rd_kafka_t *mock_rk; /* the handle that owns the mock cluster */
 static rd_kafka_mock_cluster_t *mc;
@@ -511,20 +512,13 @@ static void test_foreign_metadata_and_close_while_pending(void) {
         printf("test_lifecycle: SKIP second rebalance revoke while one pends: librdkafka 2.0.2 "
                "never calls the rebalance callback during an unfinished rebalance; the close "
                "path (destroy while a revoke pends) is tested instead\n");
-        /* C's periodic commit (of [1] @4 and @5, done on arrival) goes out about 1 s after its
-         * assignment, just when F's join makes the coordinator rebalance. librdkafka 2.0.2
-         * sends a manual commit in whatever join state it is in when it takes the op: C's
-         * heartbeat may have been answered REBALANCE_IN_PROGRESS and its JoinGroup sent in the
-         * same millisecond, after C's loop saw the state steady. The commit then waits behind
-         * the JoinGroup, is refused with ILLEGAL_GENERATION once the rebalance is done,
-         * librdkafka resets the generation to -1 ("Heartbeat ... generation id -1"), its
-         * SyncGroup fails and it drops the assignment as lost: no revoke pends (2 runs in 26
-         * under load). That race is the periodic commit's (consumer_group.c DESIGN: Commits,
-         * not closable from outside librdkafka), not this case's: let the commit go through
-         * before F joins. Nothing is done after it, so no other commit goes out. */
-        KT_CHECK(pump(both, 1, 1, cond_committed, &c, 10000),
-                 "C: the periodic commit did not go through (%llu done not committed)",
-                 (unsigned long long)kt_consumer_uncommitted_done(c.kc));
+        /* C's periodic commit ([1] @4 and @5) may go out just as F's join starts a
+         * rebalance; librdkafka before 2.10.0 then drops the assignment (case 7): no revoke
+         * pends. There, let the commit go through before F joins. */
+        if (rd_kafka_version() < 0x020a0000)
+                KT_CHECK(pump(both, 1, 1, cond_committed, &c, 10000),
+                         "C: the periodic commit did not go through (%llu done not committed)",
+                         (unsigned long long)kt_consumer_uncommitted_done(c.kc));
         if (member_start(&f, "F", topic, group, 30000, NULL))
                 goto out;
         KT_CHECK(pump(both, 2, 1, cond_revoked, &c, 30000), "C got no revoke");
@@ -656,6 +650,105 @@ static void test_commit_failures_and_lost(void) {
         printf("test_lifecycle: commit failures/lost: %lld ms\n", (long long)(kt_now_ms() - t0));
 }
 
+/** Wait, running only \p m, until the mock broker has taken every JoinGroup entry pushed on
+ *  its error stack, i.e. that many JoinGroup requests have reached it. */
+static int join_seen(member_t *m, int timeout_ms) {
+        member_t *one[] = {m};
+        int64_t end = kt_now_ms() + timeout_ms;
+        size_t cnt = 1;
+
+        while (kt_now_ms() < end) {
+                if (rd_kafka_mock_broker_error_stack_cnt(mc, 1, API_JOIN_GROUP, &cnt) || cnt == 0)
+                        break;
+                pump(one, 1, 1, cond_never, NULL, 10);
+        }
+        return cnt == 0;
+}
+
+/* Case 7: a commit sent while the group re-joins, before our loop has read the join state
+ * (librdkafka issue #4059). F joins; C's heartbeat is answered REBALANCE_IN_PROGRESS and C
+ * sends its JoinGroup; C is not polled, so its join state lines are unread and the gate still
+ * lets the commit out. The mock reads no more from C's connection until the join is done,
+ * then refuses the commit (old generation) with ILLEGAL_GENERATION. librdkafka 2.0.2 then
+ * sets the generation to -1 and drops the assignment as lost; from 2.10.0 the error is
+ * ignored while rebalancing and the re-join revokes normally: C drains, commits, and F skips
+ * what C finished. */
+static void test_commit_refused_while_rejoining(void) {
+        static const char *topic = "t-rejoin", *group = "g-rejoin";
+        /* Over member_start's 6000: joins of a running group wait session.timeout.ms - 1 s. */
+        static const char *props = "auto.commit.interval.ms=600000;session.timeout.ms=3000";
+        member_t c, f, *both[] = {&c, &f};
+        struct want_cnt wc = {&c, NPART, NPART * NREC};
+        struct want_commit wcm = {&c, 0};
+        rd_kafka_resp_err_t err = RD_KAFKA_RESP_ERR_NO_ERROR;
+        int64_t t0 = kt_now_ms();
+        int f_parts = 0;
+
+        if (rd_kafka_version() < 0x020a0000) {
+                printf("test_lifecycle: SKIP commit refused while re-joining: librdkafka %s "
+                       "drops the assignment (issue #4059, fixed in 2.10.0)\n",
+                       rd_kafka_version_str());
+                return;
+        }
+        rd_kafka_mock_topic_create(mc, topic, NPART, 1);
+        produce(topic);
+        if (member_start(&c, "C", topic, group, 1000, props))
+                return;
+        KT_CHECK(pump(both, 1, 1, cond_assigned_delivered, &wc, 20000),
+                 "C: assigned %d, delivered %d", kt_consumer_assigned_cnt(c.kc), delivered_cnt(&c));
+        for (int p = 0; p < NPART; p++)
+                for (int o = 0; o < 5; o++)
+                        mark_done(&c, p, o); /* done up to 5, nothing committed */
+
+        /* One marker per JoinGroup: F's, then C's re-join. C's answer is held back 500 ms
+         * (the commit's answer stays behind it): the mock refuses a SyncGroup that comes
+         * after the leader's (C, the first member) with REBALANCE_IN_PROGRESS, and the
+         * rebalance that would follow refuses C's drain commit too. */
+        rd_kafka_mock_broker_push_request_error_rtts(mc, 1, API_JOIN_GROUP, 1,
+                                                     RD_KAFKA_RESP_ERR_NO_ERROR, 0);
+        if (member_start(&f, "F", topic, group, 1000, props))
+                goto out;
+        KT_CHECK(join_seen(&f, 10000), "F's JoinGroup never reached the broker");
+        rd_kafka_mock_broker_push_request_error_rtts(mc, 1, API_JOIN_GROUP, 1,
+                                                     RD_KAFKA_RESP_ERR_NO_ERROR, 500);
+        KT_CHECK(join_seen(&f, 3000), "C's re-join never reached the broker");
+        wcm.seq = kt_consumer_commit_start(c.kc);
+        KT_CHECK(pump(both, 2, 1, cond_commit_answered, &wcm, 15000), "C: commit not answered");
+        KT_CHECK(kt_consumer_commit_status(c.kc, wcm.seq, &err) == KT_COMMIT_FAILED &&
+                     err == RD_KAFKA_RESP_ERR_ILLEGAL_GENERATION,
+                 "C: commit %d, err %s: not sent behind the JoinGroup",
+                 kt_consumer_commit_status(c.kc, wcm.seq, NULL), rd_kafka_err2name(err));
+
+        /* F takes a partition over and delivers up to its end. */
+        {
+                struct want_cnt wf = {&f, 1, NREC - 5};
+                KT_CHECK(pump(both, 2, 1, cond_assigned_delivered, &wf, 20000),
+                         "F: assigned %d, delivered %d", kt_consumer_assigned_cnt(f.kc),
+                         delivered_cnt(&f));
+                pump(both, 2, 1, cond_never, NULL, 500); /* nothing more may come */
+        }
+        KT_CHECK(kt_consumer_stats(c.kc)->losts == 0, "C: losts %llu",
+                 (unsigned long long)kt_consumer_stats(c.kc)->losts);
+        KT_CHECK(!c.bad_release, "C: release hook on a RELEASED partition");
+        for (int p = 0; p < NPART; p++) {
+                KT_CHECK(!c.released_lost[p] && c.released[p] <= 1,
+                         "C: [%d] released %d times, %d lost", p, c.released[p],
+                         c.released_lost[p]);
+                f_parts += part_get(&f, p) != NULL;
+                for (int o = 0; o < 5; o++)
+                        KT_CHECK(c.delivered[p][o] == 1 && !f.delivered[p][o],
+                                 "[%d] @%d (done by C) delivered %d times to C, %d to F", p, o,
+                                 c.delivered[p][o], f.delivered[p][o]);
+        }
+        KT_CHECK(f_parts == 1 && kt_consumer_assigned_cnt(c.kc) == 1, "F holds %d partitions, C %d",
+                 f_parts, kt_consumer_assigned_cnt(c.kc));
+out:
+        member_stop(&c);
+        settle_stop(&f);
+        printf("test_lifecycle: commit refused while re-joining: %lld ms\n",
+               (long long)(kt_now_ms() - t0));
+}
+
 int main(void) {
         char err[512];
         rd_kafka_conf_t *conf = rd_kafka_conf_new();
@@ -680,6 +773,7 @@ int main(void) {
         test_revoke_drain_commit_handover();
         test_foreign_metadata_and_close_while_pending();
         test_commit_failures_and_lost();
+        test_commit_refused_while_rejoining();
 
         rd_kafka_mock_cluster_destroy(mc);
         rd_kafka_destroy(mock_rk);
