@@ -675,7 +675,8 @@ static int join_seen(member_t *m, int timeout_ms) {
  * what C finished. */
 static void test_commit_refused_while_rejoining(void) {
         static const char *topic = "t-rejoin", *group = "g-rejoin";
-        /* Over member_start's 6000: joins of a running group wait session.timeout.ms - 1 s. */
+        /* Instead of member_start's 6000: the mock's joins of a running group wait
+         * session.timeout.ms - 1 s. */
         static const char *props = "auto.commit.interval.ms=600000;session.timeout.ms=3000";
         member_t c, f, *both[] = {&c, &f};
         struct want_cnt wc = {&c, NPART, NPART * NREC};
