@@ -72,6 +72,18 @@ class Timeout(AssertionError):
     pass
 
 
+def read_jsonl(path):
+    """The JSON lines of a file another process is still appending to (a runtime's record
+    files): each line is written with one write(), but a reader may see the first part of the
+    last one, so only lines ended by a newline count. A missing file is no lines."""
+    try:
+        with open(path, encoding='utf-8') as f:
+            data = f.read()
+    except (FileNotFoundError, TypeError):
+        return []
+    return [json.loads(line) for line in data.split('\n')[:-1] if line]
+
+
 def wait_for(cond, timeout, what, interval=0.05, describe=None):
     """Poll cond() until it returns a truthy value (returned) or timeout seconds pass.
 
@@ -598,23 +610,12 @@ class Runtime:
     def calls(self):
         """Every call recorded so far (all runtimes writing this file), in the order the
         lines were written (each just before its answer)."""
-        try:
-            with open(self.record_file, encoding='utf-8') as f:
-                data = f.read()
-        except FileNotFoundError:
-            return []
-        # A line is written with one write(); only a fully written line counts.
-        return [Call(json.loads(line)) for line in data.split('\n')[:-1] if line]
+        return [Call(c) for c in read_jsonl(self.record_file)]
 
     def arrivals(self):
         """Every call that reached the handler ({'body', 'event-id', 'seq', 'time'} dicts, from
         ARRIVAL_FILE, written at arrival: also the calls the runtime's exit cut short)."""
-        try:
-            with open(self.arrival_file, encoding='utf-8') as f:
-                data = f.read()
-        except (FileNotFoundError, TypeError):
-            return []
-        return [json.loads(line) for line in data.split('\n')[:-1] if line]
+        return read_jsonl(self.arrival_file)
 
     def delivered(self):
         """Successful calls only."""

@@ -12,7 +12,6 @@ JSON batch format, per-entry results in Dapr's bulk subscribe form.
 - a record bigger than max_bytes goes alone, every other body stays under max_bytes;
 - batching switched on by SIGHUP applies live."""
 
-import json
 import os
 import signal
 import time
@@ -35,10 +34,7 @@ def start_batch_runtime(runtime_factory, tmp_path, lang='python', **env):
 
 
 def requests(record):
-    if not record.exists():
-        return []
-    return sorted((json.loads(line) for line in record.read_text().splitlines() if line),
-                  key=lambda r: r['seq'])
+    return sorted(kt.read_jsonl(record), key=lambda r: r['seq'])
 
 
 def entries(reqs):
