@@ -41,7 +41,13 @@ def test_broker_outage(kafka, kafka_bootstrap, names, config, runtime_factory,
                     OUTAGE_S - 2, 'not-ready while the broker is gone')
         time.sleep(max(0, OUTAGE_S - (time.monotonic() - t0)))
         ktr.assert_running()
-        assert kt.metric_sum(ktr.metrics(), 'ktrigger_kafka_errors_total', code='_TRANSPORT') >= 1
+        # The outage is counted as librdkafka reports it. Which codes it reports varies:
+        # 2.14.2 raises no error for a connection the broker closed and suppresses identical
+        # connect failures for 30 s, so one run may see only _ALL_BROKERS_DOWN.
+        samples = ktr.metrics()
+        reported = [kt.metric_sum(samples, 'ktrigger_kafka_errors_total', code=c)
+                    for c in ('_TRANSPORT', '_ALL_BROKERS_DOWN')]
+        assert sum(n or 0 for n in reported) >= 1, reported
         assert kt.metric_sum(ktr.metrics(), 'ktrigger_kafka_ready') == 0
         assert kt.metric_sum(ktr_default.metrics(), 'ktrigger_kafka_ready') == 0
         assert kt.http_get('http://127.0.0.1:%d/readyz' % ktr_default.metrics_port)[0] == 200
@@ -54,6 +60,12 @@ def test_broker_outage(kafka, kafka_bootstrap, names, config, runtime_factory,
                 describe=lambda: (len(rt.calls()), kafka.committed(names.group, names.topic)))
     kt.wait_for(lambda: kt.http_get('http://127.0.0.1:%d/readyz' % ktr.metrics_port)[0] == 200,
                 20, 'ready again')
+    # The member with librdkafka's default back-off (up to reconnect.backoff.max.ms, 10 s,
+    # plus jitter between attempts) reconnects by itself too; stopping it before that would
+    # time its final commit and its leave out against a broker it has not reached yet.
+    kt.wait_for(lambda: kt.metric_sum(ktr_default.metrics(), 'ktrigger_kafka_ready') == 1, 60,
+                'the default back-off member reconnected',
+                describe=lambda: kt.tail(ktr_default.log_path))
     assert ktr.stop() == 0
     assert ktr_default.stop() == 0
     counts = collections.Counter(c.body for c in rt.calls() if not c.failed)
