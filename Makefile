@@ -204,8 +204,23 @@ demo:
 format:
 	clang-format -i $(FORMAT_FILES)
 
-format-check:
+format-check: lint-opaque
 	@clang-format --dry-run -Werror $(FORMAT_FILES) && echo "format-check: OK"
+
+# The record and partition structs are the lifecycle module's (consumer/consumer_lifecycle.h):
+# only these files may include that header.
+LIFECYCLE_FILES := consumer/consumer_group.c consumer/consumer_record.c \
+  consumer/consumer_tracker.c core/core_record.c dispatch/dispatch_sched.c \
+  consumer/tests/test_lifecycle.c consumer/tests/test_record_state.c \
+  consumer/tests/test_tracker.c consumer/tests/test_wakeup.c dispatch/tests/test_sched.c
+.PHONY: lint-opaque
+lint-opaque:
+	@bad=$$(grep -rl --include='*.c' --include='*.h' 'include "[^"]*consumer_lifecycle\.h"' . \
+	  | sed 's|^\./||' | grep -vxF -e consumer/consumer_lifecycle.h $(LIFECYCLE_FILES:%=-e %)); \
+	if [ -n "$$bad" ]; then \
+	  echo "lint-opaque: only the lifecycle module may include consumer_lifecycle.h:" $$bad >&2; \
+	  exit 1; \
+	fi; echo "lint-opaque: OK"
 
 clean:
 	rm -rf build ktrigger ktrigger-san ktrigger-asan ktrigger-tsan ktrigger-san-* ktrigger-*rdkafka-*

@@ -72,7 +72,7 @@
  *   (carry_save), which is committed with the next commit once the group is stable again.
  */
 #define _POSIX_C_SOURCE 200809L
-#include "consumer.h"
+#include "consumer_lifecycle.h"
 
 #include <cjson/cJSON.h>
 #include <errno.h>
@@ -1791,6 +1791,29 @@ int kt_consumer_poll(kt_consumer_t *kc, int max) {
 
 kt_partition_t *kt_consumer_partitions(kt_consumer_t *kc) {
         return kc->parts;
+}
+
+void kt_consumer_blocked(kt_consumer_t *kc, int64_t now_ms, int *cntp, int64_t *longest_msp) {
+        int64_t longest = 0;
+        int cnt = 0;
+
+        for (const kt_partition_t *p = kc->parts; p; p = p->next) {
+                const kt_record_t *head = p->q.head;
+                if (!head || !head->failing_since_ms || p->state == KT_PART_RELEASED)
+                        continue;
+                cnt++;
+                if (now_ms - head->failing_since_ms > longest)
+                        longest = now_ms - head->failing_since_ms;
+        }
+        *cntp = cnt;
+        *longest_msp = longest;
+}
+
+void kt_consumer_lag_write(kt_consumer_t *kc, FILE *f) {
+        for (const kt_partition_t *p = kc->parts; p; p = p->next)
+                if (p->lag >= 0)
+                        fprintf(f, "ktrigger_consumer_lag{topic=\"%s\",partition=\"%d\"} %lld\n",
+                                p->topic, p->partition, (long long)p->lag);
 }
 
 void kt_consumer_record_done(kt_consumer_t *kc, kt_record_t *rec) {

@@ -20,7 +20,7 @@
  *   batch_end() in core_record.c), a reply held until Kafka acks it, in p->bytes and
  *   p->reply_bytes (reply_hold() / reply_release() there). A DONE record holds no reply.
  */
-#include "consumer.h"
+#include "consumer_lifecycle.h"
 
 #include <assert.h>
 #include <stdlib.h>

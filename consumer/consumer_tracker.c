@@ -1,5 +1,5 @@
 /* Offset tracker: see kt_tracker_t in consumer.h. Pure data, unit-tested without Kafka. */
-#include "consumer.h"
+#include "consumer_lifecycle.h"
 
 #include <stddef.h>
 

@@ -244,17 +244,9 @@ static void metrics_update(kt_loop_t *kl) {
         kt_metrics_paused_set(kl->km, st->paused);
         if (kt_now_ms() >= kl->metrics_scan_at_ms) {
                 /* A scan of every partition: not on every pass (see KT_LOOP_METRICS_SCAN_MS). */
-                int64_t now = kt_now_ms(), longest = 0;
+                int64_t now = kt_now_ms(), longest;
                 kl->metrics_scan_at_ms = now + KT_LOOP_METRICS_SCAN_MS;
-                kl->metrics_blocked = 0;
-                for (kt_partition_t *p = kt_consumer_partitions(kl->kc); p; p = p->next) {
-                        const kt_record_t *head = p->q.head;
-                        if (!head || !head->failing_since_ms || p->state == KT_PART_RELEASED)
-                                continue;
-                        kl->metrics_blocked++;
-                        if (now - head->failing_since_ms > longest)
-                                longest = now - head->failing_since_ms;
-                }
+                kt_consumer_blocked(kl->kc, now, &kl->metrics_blocked, &longest);
                 kl->metrics_blocked_s = (double)longest / 1000.0;
         }
         kt_metrics_delivery_set(kl->km, st->already_done, kl->metrics_blocked,
@@ -274,10 +266,7 @@ static void metrics_update(kt_loop_t *kl) {
         if (!st->lag_updated || !(f = open_memstream(&buf, &len)))
                 return;
         st->lag_updated = 0;
-        for (kt_partition_t *p = kt_consumer_partitions(kl->kc); p; p = p->next)
-                if (p->lag >= 0)
-                        fprintf(f, "ktrigger_consumer_lag{topic=\"%s\",partition=\"%d\"} %lld\n",
-                                p->topic, p->partition, (long long)p->lag);
+        kt_consumer_lag_write(kl->kc, f);
         if (!fclose(f))
                 kt_metrics_lag_set(kl->km, buf);
         free(buf);

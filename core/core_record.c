@@ -73,6 +73,8 @@
 #define _GNU_SOURCE
 #include "core_int.h"
 
+#include "../consumer/consumer_lifecycle.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -136,18 +138,40 @@ static void reply_release(kt_record_t *rec) {
 
 static void produce_failed(kt_loop_t *kl, kt_record_t *rec, rd_kafka_resp_err_t err);
 
+/** What the producer needs of \p rec for its reply (rec->replying) or dead letter. */
+static void produce_msg(const kt_record_t *rec, kt_produce_msg_t *m) {
+        *m = (kt_produce_msg_t){
+            .topic = rec->part->topic,
+            .partition = rec->part->partition,
+            .offset = rec->offset,
+            .timestamp_ms = rec->timestamp_ms,
+            .key = rec->key,
+            .key_len = rec->key_len,
+            .value = rec->replying ? rec->reply : rec->value,
+            .len = rec->replying ? rec->reply_len : rec->len,
+            .headers = rec->headers,
+            .content_type = rec->reply_type,
+            .attempts = rec->attempts,
+            .last_status = rec->last_status,
+            .last_error = rec->last_error,
+            .reply_refused = rec->reply_refused,
+        };
+}
+
 /** Produce the record's reply (rec->replying) or dead letter; done when Kafka acks it. */
 static void produce(kt_loop_t *kl, kt_record_t *rec) {
         ticket_t *t = malloc(sizeof(*t));
         rd_kafka_resp_err_t err = RD_KAFKA_RESP_ERR_NO_ERROR;
+        kt_produce_msg_t m;
 
         kt_consumer_record_state_set(rec, KT_REC_PRODUCING);
         if (!t) {
                 retry_later(kl, rec, kt_dispatch_backoff_ms(kl->conf, 1));
                 return;
         }
-        if (rec->replying ? kt_produce_reply(kl->kp, rec, t, &err)
-                          : kt_produce_dead_letter(kl->kp, rec, t, &err)) {
+        produce_msg(rec, &m);
+        if (rec->replying ? kt_produce_reply(kl->kp, &m, t, &err)
+                          : kt_produce_dead_letter(kl->kp, &m, t, &err)) {
                 free(t);
                 produce_failed(kl, rec, err);
                 return;

@@ -431,7 +431,30 @@ int kt_produce_outstanding(const kt_produce_t *kp);
 int kt_produce_err_permanent(rd_kafka_resp_err_t err);
 
 /**
- * @brief Produce \p rec with its key, value, headers and the error headers
+ * What a reply or a dead letter is made of: plain data borrowed for the call (the record's,
+ * copied out by the loop), so the producer never sees the record itself.
+ */
+typedef struct kt_produce_msg {
+        const char *topic; /**< the record's topic, partition and offset */
+        int32_t partition;
+        int64_t offset;
+        int64_t timestamp_ms; /**< the record's timestamp, -1 if none */
+        const void *key;      /**< the record's key, NULL if none */
+        size_t key_len;
+        const void *value; /**< dead letter: the record's value (copied); reply: the function's
+                                answer (borrowed, see kt_produce_reply()) */
+        size_t len;
+        const rd_kafka_headers_t *headers; /**< dead letter: the record's headers, may be NULL */
+        const char *content_type;          /**< reply: the answer's Content-Type, may be NULL */
+        int attempts;                      /**< dead letter: calls made */
+        long last_status;                  /**< dead letter: last HTTP status, 0 if none */
+        const char *last_error;            /**< dead letter: last transfer error, may be NULL */
+        int reply_refused; /**< dead letter: rd_kafka_resp_err_t Kafka refused its reply with
+                                for good, 0 if none */
+} kt_produce_msg_t;
+
+/**
+ * @brief Produce the record \p m describes with its key, value, headers and the error headers
  *        (ktrigger-original-topic/-partition/-offset/-timestamp, ktrigger-attempts,
  *        ktrigger-last-status, ktrigger-last-error, ktrigger-function, and
  *        ktrigger-reply-error when Kafka refused its reply for good).
@@ -439,21 +462,21 @@ int kt_produce_err_permanent(rd_kafka_resp_err_t err);
  * @returns KT_OK (the callback will run with \p opaque) or KT_ERR_KAFKA (refused at once:
  *          classify *errp with kt_produce_err_permanent()).
  */
-kt_err_t kt_produce_dead_letter(kt_produce_t *kp, const kt_record_t *rec, void *opaque,
+kt_err_t kt_produce_dead_letter(kt_produce_t *kp, const kt_produce_msg_t *m, void *opaque,
                                 rd_kafka_resp_err_t *errp);
 
 /**
- * @brief Produce the function's answer to \p rec (rec->reply) to dispatch.reply_topic with the
- *        record's key and the headers content-type, ktrigger-original-topic/-partition/-offset,
- *        ktrigger-function.
+ * @brief Produce the function's answer (\p m->value) to the record \p m describes to
+ *        dispatch.reply_topic with the record's key and the headers content-type,
+ *        ktrigger-original-topic/-partition/-offset, ktrigger-function.
  * @param errp receives librdkafka's error when KT_ERR_KAFKA is returned.
  * @returns KT_OK (the callback will run with \p opaque) or KT_ERR_KAFKA (refused at once:
  *          classify *errp with kt_produce_err_permanent()).
- * @remark Not copied: librdkafka borrows rec->reply, which must stay valid (and unchanged)
+ * @remark Not copied: librdkafka borrows m->value, which must stay valid (and unchanged)
  *         until the callback ran, even if the record is dropped meanwhile: the caller hands
  *         it to its \p opaque.
  */
-kt_err_t kt_produce_reply(kt_produce_t *kp, const kt_record_t *rec, void *opaque,
+kt_err_t kt_produce_reply(kt_produce_t *kp, const kt_produce_msg_t *m, void *opaque,
                           rd_kafka_resp_err_t *errp);
 
 #endif /* KT_DISPATCH_H */

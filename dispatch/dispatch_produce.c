@@ -288,22 +288,22 @@ static void hdr(rd_kafka_headers_t *h, const char *name, const char *fmt, ...) {
         rd_kafka_header_add(h, name, -1, v, n < (int)sizeof(v) ? n : (int)sizeof(v) - 1);
 }
 
-kt_err_t kt_produce_reply(kt_produce_t *kp, const kt_record_t *rec, void *opaque,
+kt_err_t kt_produce_reply(kt_produce_t *kp, const kt_produce_msg_t *m, void *opaque,
                           rd_kafka_resp_err_t *errp) {
         rd_kafka_headers_t *h = rd_kafka_headers_new(6);
         rd_kafka_resp_err_t err;
 
-        if (rec->reply_type)
-                hdr(h, "content-type", "%s", rec->reply_type);
-        hdr(h, "ktrigger-original-topic", "%s", rec->part->topic);
-        hdr(h, "ktrigger-original-partition", "%" PRId32, rec->part->partition);
-        hdr(h, "ktrigger-original-offset", "%" PRId64, rec->offset);
+        if (m->content_type)
+                hdr(h, "content-type", "%s", m->content_type);
+        hdr(h, "ktrigger-original-topic", "%s", m->topic);
+        hdr(h, "ktrigger-original-partition", "%" PRId32, m->partition);
+        hdr(h, "ktrigger-original-offset", "%" PRId64, m->offset);
         hdr(h, "ktrigger-function", "%s", kp->conf->handler);
-        err = rd_kafka_producev(
-            kp->rk, RD_KAFKA_V_TOPIC(kp->conf->reply_topic), RD_KAFKA_V_KEY(rec->key, rec->key_len),
-            /* borrowed (no flag): the caller keeps it until the report */
-            RD_KAFKA_V_VALUE(rec->reply, rec->reply_len), RD_KAFKA_V_MSGFLAGS(0),
-            RD_KAFKA_V_HEADERS(h), RD_KAFKA_V_OPAQUE(opaque), RD_KAFKA_V_END);
+        err = rd_kafka_producev(kp->rk, RD_KAFKA_V_TOPIC(kp->conf->reply_topic),
+                                RD_KAFKA_V_KEY(m->key, m->key_len),
+                                /* borrowed (no flag): the caller keeps it until the report */
+                                RD_KAFKA_V_VALUE((void *)m->value, m->len), RD_KAFKA_V_MSGFLAGS(0),
+                                RD_KAFKA_V_HEADERS(h), RD_KAFKA_V_OPAQUE(opaque), RD_KAFKA_V_END);
         if (err) {
                 rd_kafka_headers_destroy(h); /* not taken over on failure */
                 *errp = err;                 /* the loop logs it, naming the record */
@@ -313,33 +313,33 @@ kt_err_t kt_produce_reply(kt_produce_t *kp, const kt_record_t *rec, void *opaque
         return KT_OK;
 }
 
-kt_err_t kt_produce_dead_letter(kt_produce_t *kp, const kt_record_t *rec, void *opaque,
+kt_err_t kt_produce_dead_letter(kt_produce_t *kp, const kt_produce_msg_t *m, void *opaque,
                                 rd_kafka_resp_err_t *errp) {
         rd_kafka_headers_t *h;
         rd_kafka_resp_err_t err;
 
-        if (rec->headers)
-                h = rd_kafka_headers_copy(rec->headers);
+        if (m->headers)
+                h = rd_kafka_headers_copy(m->headers);
         else
                 h = rd_kafka_headers_new(8);
-        hdr(h, "ktrigger-original-topic", "%s", rec->part->topic);
-        hdr(h, "ktrigger-original-partition", "%" PRId32, rec->part->partition);
-        hdr(h, "ktrigger-original-offset", "%" PRId64, rec->offset);
-        hdr(h, "ktrigger-original-timestamp", "%" PRId64, rec->timestamp_ms);
-        hdr(h, "ktrigger-attempts", "%d", rec->attempts);
-        if (rec->last_status)
-                hdr(h, "ktrigger-last-status", "%ld", rec->last_status);
-        if (rec->last_error)
-                hdr(h, "ktrigger-last-error", "%s", rec->last_error);
-        if (rec->reply_refused)
+        hdr(h, "ktrigger-original-topic", "%s", m->topic);
+        hdr(h, "ktrigger-original-partition", "%" PRId32, m->partition);
+        hdr(h, "ktrigger-original-offset", "%" PRId64, m->offset);
+        hdr(h, "ktrigger-original-timestamp", "%" PRId64, m->timestamp_ms);
+        hdr(h, "ktrigger-attempts", "%d", m->attempts);
+        if (m->last_status)
+                hdr(h, "ktrigger-last-status", "%ld", m->last_status);
+        if (m->last_error)
+                hdr(h, "ktrigger-last-error", "%s", m->last_error);
+        if (m->reply_refused)
                 hdr(h, "ktrigger-reply-error", "%s",
-                    rd_kafka_err2name((rd_kafka_resp_err_t)rec->reply_refused));
+                    rd_kafka_err2name((rd_kafka_resp_err_t)m->reply_refused));
         hdr(h, "ktrigger-function", "%s", kp->conf->handler);
 
         err = rd_kafka_producev(kp->rk, RD_KAFKA_V_TOPIC(kp->conf->dead_letter_topic),
-                                RD_KAFKA_V_KEY(rec->key, rec->key_len),
+                                RD_KAFKA_V_KEY(m->key, m->key_len),
                                 /* copied (F_COPY): never written */
-                                RD_KAFKA_V_VALUE((void *)rec->value, rec->len),
+                                RD_KAFKA_V_VALUE((void *)m->value, m->len),
                                 RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_HEADERS(h),
                                 RD_KAFKA_V_OPAQUE(opaque), RD_KAFKA_V_END);
         if (err) {

@@ -33,7 +33,7 @@
  */
 #include "dispatch.h"
 
-#include "../consumer/consumer.h"
+#include "../consumer/consumer_lifecycle.h"
 
 #include <stdint.h>
 #include <stdlib.h>

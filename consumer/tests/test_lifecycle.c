@@ -9,7 +9,7 @@
  */
 #define _GNU_SOURCE
 #include "../../core/tests/kt_test.h"
-#include "../consumer.h"
+#include "../consumer_lifecycle.h"
 
 #include <librdkafka/rdkafka_mock.h>
 #include <poll.h>

@@ -1,6 +1,6 @@
 /* Record states: the transition table, and the counters the one setter keeps from it. */
 #include "../../core/tests/kt_test.h"
-#include "../consumer.h"
+#include "../consumer_lifecycle.h"
 
 #include <stdlib.h>
 

@@ -1,6 +1,6 @@
 /* Offset tracker: the committable offset never passes a record that is not done. */
 #include "../../core/tests/kt_test.h"
-#include "../consumer.h"
+#include "../consumer_lifecycle.h"
 
 #include <stdlib.h>
 

@@ -3,6 +3,7 @@
 #define _POSIX_C_SOURCE 200809L
 #include "../../core/tests/kt_test.h"
 #include "../dispatch.h"
+#include "../../consumer/consumer_lifecycle.h"
 
 #include <stdint.h>
 #include <stdlib.h>
