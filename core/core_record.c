@@ -221,6 +221,11 @@ static void produce_failed(kt_loop_t *kl, kt_record_t *rec, rd_kafka_resp_err_t 
                 reply_refused(kl, rec, err);
                 return;
         }
+        /* Written again later: the record now holds its partition's commit back, as a failed
+         * call does (ktrigger_partitions_blocked; a reply's call succeeded, so it may be the
+         * record's first failure). */
+        if (!rec->failing_since_ms)
+                rec->failing_since_ms = kt_now_ms();
         rec->produce_attempts++;
         backoff = kt_dispatch_backoff_ms(kl->conf, rec->produce_attempts);
         if (permanent)

@@ -112,6 +112,41 @@ def test_reply_over_a_million_bytes_is_written(kafka, kafka_bootstrap, names, co
     assert [len(v) for _, v, _ in got] == [1040000]
 
 
+def test_refused_reply_blocks_under_block(kafka, names, config, runtime_factory,
+                                          ktrigger_factory):
+    """Under on_failure = block a reply refused for good is written again after a back-off:
+    the partition is blocked at that record (nothing committed), one ERROR per attempt naming
+    it, and the partition counts as blocked (ktrigger_partitions_blocked), although the call
+    itself succeeded; the function is not called again."""
+    replies = names.topic + '-replies'
+    kafka.create_topic(names.topic, 1)
+    kafka.create_topic(replies, 1, config=SMALL_TOPIC)
+    kafka.produce(names.topic, [(0, 'ask %d' % i) for i in range(3)])
+    rt = runtime_factory(env={'REPLY_BYTES': '20000'})
+    conf = config(rt.port)
+    conf['dispatch'].update({'reply_topic': replies, 'on_failure': 'block',
+                             'retry': {'initial_backoff_ms': 100, 'max_backoff_ms': 1000}})
+    ktr = ktrigger_factory(conf)
+    where = '%s [0] @0' % names.topic
+
+    def blocked():
+        ktr.assert_running()
+        m = ktr.metrics()
+        return (kt.metric_sum(m, 'ktrigger_partitions_blocked') == 1
+                and (kt.metric_sum(m, 'ktrigger_partition_blocked_seconds_max') or 0) >= 1
+                and (kt.metric_sum(m, 'ktrigger_produce_failures_total', kind='reply',
+                                   error='permanent') or 0) >= 3)
+
+    kt.wait_for(blocked, 30, 'the partition counted as blocked on its refused reply',
+                describe=lambda: [x for x in ktr.metrics()
+                                  if 'blocked' in x[0] or 'produce_failures' in x[0]])
+    assert kafka.committed(names.group, names.topic) == {0: None}
+    lines = _lines(ktr.log(), where, 'reply to %s refused by Kafka for good' % replies)
+    assert len(lines) >= 3 and all(' ERROR ' in line for line in lines), lines[:3]
+    assert [c.body for c in rt.calls()].count('ask 0') == 1  # written again, not called again
+    assert ktr.stop() == 0
+
+
 def test_refused_dead_letter_blocks_with_backoff(kafka, names, config, runtime_factory,
                                                  ktrigger_factory):
     """A dead letter the dead-letter topic refuses for good blocks its partition's commits
