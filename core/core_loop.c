@@ -52,7 +52,9 @@
  *     the loop goes to REJOIN_DRAIN (fetching held, the buffer finished, as above), commits,
  *     the consumer leaves the group, and a new consumer (and scheduler, and producer) is made
  *     from the new configuration. Nothing is lost; nothing finished is delivered twice (what
- *     finished above an unfinished record at a drain timeout is in the commit's offset map);
+ *     finished above an unfinished record at a drain timeout is in the commit's offset map),
+ *     except with librdkafka below 2.10 when a periodic commit crosses the start of the
+ *     re-join (it drops the assignment as lost: README, librdkafka #4059);
  *   - restart: metrics.listen is logged as needing a restart.
  * The old configuration is freed once nothing points into it.
  *
@@ -483,7 +485,7 @@ int kt_loop_run(kt_config_t **confp, kt_metrics_t *km) {
 out:
         /* Closing the consumer releases what is left (cancelling it: not done, not
          * committed) and leaves the group; it commits nothing more. */
-        kl.state = KT_LOOP_STOPPED;
+        kt_loop_state_set(&kl, KT_LOOP_STOPPED);
         kt_consumer_zk_destroy(kl.zk); /* first: its broker callback uses the clients */
         kt_loop_kafka_close(&kl);
         kt_dispatch_destroy(kl.kd);
