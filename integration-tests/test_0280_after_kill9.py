@@ -1,8 +1,10 @@
 """Clean events right after a member of the group was killed with -9: the group is then
 rebalancing (a new member joined) and waits up to session.timeout.ms for the dead one. A
 SIGTERM of a survivor in that window still drains, commits (waiting until the group's join lets
-the commit through) and exits 0, and a SIGHUP re-join in that window commits before it leaves;
-no record that got a 2xx is delivered twice, in every ordering.
+the commit through) and exits 0, a SIGHUP re-join in that window commits before it leaves, and
+the revoke that hands part of the survivor's partitions to the new member once the join
+completes drains and commits them; no record that got a 2xx is delivered twice, in every
+ordering.
 """
 
 import collections
@@ -17,7 +19,7 @@ import kthelpers as kt
 PARTITIONS = 6
 
 
-@pytest.mark.parametrize('event', ('sigterm', 'rejoin'))
+@pytest.mark.parametrize('event', ('sigterm', 'rejoin', 'revoke'))
 @pytest.mark.parametrize('ordering', ('partition', 'key', 'none'))
 def test_clean_event_while_the_group_waits_for_a_dead_member(kafka, names, config,
                                                              runtime_factory, ktrigger_factory,
@@ -64,10 +66,20 @@ def test_clean_event_while_the_group_waits_for_a_dead_member(kafka, names, confi
         os.kill(a.pid, signal.SIGHUP)
         kt.wait_for(lambda: a.log().count('KAFKA: joining group') >= 2, 40,
                     'the re-join', describe=lambda: a.log()[-1500:])
+    end = kafka.end_offsets(names.topic)
+    if event == 'revoke':
+        # a stays: when b's session ends the join completes and a's revoke hands some of its
+        # partitions to c (cooperative-sticky); a drains and commits them first.
+        kt.wait_for(lambda: a.assert_running() or
+                    (kt.metric_sum(a.metrics(), 'ktrigger_rebalances_total', type='revoke')
+                     or 0) >= 1, 40, 'a revoked partitions for c')
+        kt.wait_for(lambda: any(not x.failed for x in runtimes[2].calls()), 40,
+                    'c delivering on the partitions it got')
+        kt.wait_for(lambda: kafka.committed(names.group, names.topic) == end, 120,
+                    'a and c committed everything')
     assert a.stop(timeout=40) == 0, 'a clean SIGTERM must exit 0'
     took = time.monotonic() - t0
     a_log = a.log()
-    end = kafka.end_offsets(names.topic)
     kt.wait_for(lambda: kafka.committed(names.group, names.topic) == end, 120,
                 'the last member committed everything')
     assert c.stop() == 0
