@@ -8,6 +8,8 @@ calls do not run ahead of it."""
 import re
 import time
 
+import pytest
+
 import kthelpers as kt
 
 SMALL_TOPIC = {'max.message.bytes': '10000'}
@@ -22,8 +24,9 @@ def _committed_to(kafka, names, want):
     return lambda: kafka.committed(names.group, names.topic) == want
 
 
+@pytest.mark.parametrize('ordering', ('partition', 'key', 'none'))
 def test_refused_reply_is_dead_lettered(kafka, kafka_bootstrap, names, config, runtime_factory,
-                                        ktrigger_factory):
+                                        ktrigger_factory, ordering):
     """A reply over the reply topic's max.message.bytes is refused for good: under
     on_failure = dead-letter the record goes to the dead-letter topic (saying why), the
     partition commits, and each record logs one ERROR, not a WARN every 100 ms."""
@@ -35,6 +38,7 @@ def test_refused_reply_is_dead_lettered(kafka, kafka_bootstrap, names, config, r
     produced = kafka.produce(names.topic, [(0, 'ask %d' % i, b'k%d' % i) for i in range(n)])
     rt = runtime_factory(env={'REPLY_BYTES': '20000'})
     conf = config(rt.port)
+    conf['dispatch']['ordering'] = ordering
     conf['dispatch'].update({'reply_topic': replies, 'on_failure': 'dead-letter',
                              'dead_letter_topic': dlq})
     ktr = ktrigger_factory(conf)
@@ -65,7 +69,8 @@ def test_refused_reply_is_dead_lettered(kafka, kafka_bootstrap, names, config, r
     assert kt.read_topic(kafka_bootstrap, replies, 1, names.group + '-r2') == []
 
 
-def test_refused_reply_is_skipped(kafka, names, config, runtime_factory, ktrigger_factory):
+@pytest.mark.parametrize('ordering', ('partition', 'key', 'none'))
+def test_refused_reply_is_skipped(kafka, names, config, runtime_factory, ktrigger_factory, ordering):
     """Under on_failure = skip a reply refused for good is skipped: counted, one ERROR per
     record, committed."""
     n = 3
@@ -75,6 +80,7 @@ def test_refused_reply_is_skipped(kafka, names, config, runtime_factory, ktrigge
     produced = kafka.produce(names.topic, [(0, 'ask %d' % i) for i in range(n)])
     rt = runtime_factory(env={'REPLY_BYTES': '20000'})
     conf = config(rt.port)
+    conf['dispatch']['ordering'] = ordering
     conf['dispatch'].update({'reply_topic': replies, 'on_failure': 'skip'})
     ktr = ktrigger_factory(conf)
     kt.wait_for(_committed_to(kafka, names, {0: n}), 30, 'committed to the end',
@@ -229,8 +235,9 @@ def test_dead_letter_to_a_missing_topic_blocks(kafka, names, config, runtime_fac
     assert ktr.stop() == 0
 
 
+@pytest.mark.parametrize('ordering', ('partition', 'key', 'none'))
 def test_big_record_is_dead_lettered(kafka, kafka_bootstrap, names, config, runtime_factory,
-                                     ktrigger_factory):
+                                     ktrigger_factory, ordering):
     """A record over 1,000,000 bytes that a Node runtime answers 413 (its 1 MiB body limit)
     reaches the dead-letter topic under on_failure = dead-letter, and the partition
     commits: the dead-letter producer takes what the consumer hands over."""
@@ -242,6 +249,7 @@ def test_big_record_is_dead_lettered(kafka, kafka_bootstrap, names, config, runt
                   producer_config={'message.max.bytes': 2000000})
     rt = runtime_factory(lang='node', env={'REQ_MB_LIMIT': '1'})  # upstream's limit
     conf = config(rt.port)
+    conf['dispatch']['ordering'] = ordering
     conf['dispatch'].update({'on_failure': 'dead-letter', 'dead_letter_topic': dlq})
     ktr = ktrigger_factory(conf)
     kt.wait_for(_committed_to(kafka, names, {0: 3}), 30, 'committed to the end',

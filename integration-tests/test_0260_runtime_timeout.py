@@ -7,6 +7,8 @@ function call, also when curl's re-send of it then finds nothing listening."""
 
 import threading
 
+import pytest
+
 import kthelpers as kt
 
 SLOW = 'slow'
@@ -16,14 +18,16 @@ def dead_letters(kafka_bootstrap, dlq, group):
     return {v.decode(): h for _, v, h in kt.read_topic(kafka_bootstrap, dlq, 1, group + '-dlq')}
 
 
+@pytest.mark.parametrize('ordering', ('partition', 'key', 'none'))
 def test_runtime_408_is_what_ktrigger_sees(kafka, kafka_bootstrap, names, config,
-                                           runtime_factory, ktrigger_factory):
+                                           runtime_factory, ktrigger_factory, ordering):
     dlq = names.topic + '-dlq'
     kafka.create_topic(names.topic, 1)
     kafka.create_topic(dlq, 1)
     kafka.produce(names.topic, [(0, 'before'), (0, SLOW), (0, 'after')])
     rt = runtime_factory(func_timeout=1, sleep_bodies={SLOW: 2500})
     conf = config(rt.port)
+    conf['dispatch']['ordering'] = ordering
     conf['runtime']['timeout_s'] = 1  # = FUNC_TIMEOUT; timeout_grace_ms is left at its default
     conf['dispatch'].update({'on_failure': 'dead-letter', 'dead_letter_topic': dlq,
                              'retry': {'initial_backoff_ms': 50, 'max_backoff_ms': 200,

@@ -11,6 +11,8 @@ with its count) and reads the second one whole, then closes without answering.""
 import socket
 import threading
 
+import pytest
+
 import kthelpers as kt
 
 RECORDS = 4
@@ -76,8 +78,9 @@ class ClosingServer:
         self.sock.close()
 
 
+@pytest.mark.parametrize('ordering', ('partition', 'key', 'none'))
 def test_curl_resend_counts_as_attempt(kafka, kafka_bootstrap, names, config,
-                                       ktrigger_factory):
+                                       ktrigger_factory, ordering):
     dlq = names.topic + '-dlq'
     kafka.create_topic(names.topic, 1)
     kafka.create_topic(dlq, 1)
@@ -85,6 +88,7 @@ def test_curl_resend_counts_as_attempt(kafka, kafka_bootstrap, names, config,
     server = ClosingServer()
     try:
         conf = config(server.port)
+        conf['dispatch']['ordering'] = ordering
         conf['dispatch'].update({'on_failure': 'dead-letter', 'dead_letter_topic': dlq,
                                  'retry': {'initial_backoff_ms': 20, 'max_backoff_ms': 50,
                                            'max_attempts': MAX_ATTEMPTS}})
