@@ -93,3 +93,55 @@ def test_healthz_stays_200_while_leaving_a_stalled_broker(own_broker, names, run
         assert 'leaving the group took more than' in k.log()
     finally:
         kafka.close()
+
+
+def test_final_commit_not_through_exits_0_saying_how_many_come_again(own_broker, names,
+                                                                     runtime_factory,
+                                                                     ktrigger_factory,
+                                                                     tmp_path):
+    """The delivery table's row "final commit not through by the deadline": a clean shutdown
+    whose broker stops answering before its final commit still exits 0, with one WARN giving
+    how many finished records will come again; the next owner then delivers exactly those
+    (nothing lost, nothing more). auto.commit.interval.ms = 0: only drains commit, so all the
+    records are finished and uncommitted when the broker stops."""
+    bootstrap, broker_pid = own_broker
+    kafka = kt.Kafka(bootstrap, AdminClient({'bootstrap.servers': bootstrap}))
+    props = {'session.timeout.ms': '6000', 'heartbeat.interval.ms': '500',
+             'auto.commit.interval.ms': '0'}
+    try:
+        kafka.create_topic(names.topic, 1)
+        kafka.produce(names.topic, [(0, 'r%02d' % i, None) for i in range(RECORDS)])
+        rt = runtime_factory(record_file=tmp_path / 'records-1.jsonl')
+        conf = kt.base_config(bootstrap, [names.topic], rt.port, kt.free_port(),
+                              group_id=names.group, properties=props)
+        conf['dispatch']['drain_timeout_ms'] = 1000
+        k = ktrigger_factory(conf)
+        kt.wait_for(lambda: len([c for c in rt.calls() if not c.failed]) == RECORDS, 30,
+                    'all %d records answered' % RECORDS)
+        assert kafka.committed(names.group, names.topic) == {0: None}
+
+        os.kill(broker_pid, signal.SIGSTOP)
+        try:
+            k.proc.send_signal(signal.SIGTERM)
+            rc = k.proc.wait(90)
+        finally:
+            os.kill(broker_pid, signal.SIGCONT)
+        log = k.log()
+        warns = [line for line in log.splitlines()
+                 if 'the final commit did not complete in time' in line]
+        assert rc == 0, 'exit status %s' % rc
+        assert len(warns) == 1 and ' WARN ' in warns[0], warns or kt.tail(k.log_path)
+        assert 'up to %d finished records will be delivered again' % RECORDS in warns[0], warns
+
+        rt2 = runtime_factory(record_file=tmp_path / 'records-2.jsonl')
+        conf2 = kt.base_config(bootstrap, [names.topic], rt2.port, kt.free_port(),
+                               group_id=names.group, properties=props)
+        k2 = ktrigger_factory(conf2)
+        kt.wait_for(lambda: len([c for c in rt2.calls() if not c.failed]) == RECORDS, 60,
+                    'the next owner delivering the %d again' % RECORDS)
+        assert k2.stop() == 0
+        assert kafka.committed(names.group, names.topic) == {0: RECORDS}
+        assert sorted(c.body for c in rt2.calls() if not c.failed) == \
+            ['r%02d' % i for i in range(RECORDS)]
+    finally:
+        kafka.close()
