@@ -168,7 +168,7 @@ test-integration:
 	@$(MAKE) --no-print-directory SANITIZE=address,undefined ktrigger-asan$(VARIANT)
 	@$(MAKE) --no-print-directory ktrigger$(VARIANT)
 	KTRIGGER_BIN=$(CURDIR)/ktrigger-asan$(VARIANT) KTRIGGER_RELEASE_BIN=$(CURDIR)/ktrigger$(VARIANT) \
-	  $(PYTHON) -m pytest -ra -m 'not image' $(INTEGRATION_TESTS)
+	  $(PYTHON) -m pytest -ra --durations=15 -m 'not image' $(INTEGRATION_TESTS)
 
 # ThreadSanitizer: the unit tests, then the core scenarios of the integration suite (records
 # end to end, the orderings, drains on SIGTERM and revoke: the paths where the loop, librdkafka's
