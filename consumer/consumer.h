@@ -187,12 +187,18 @@ void kt_consumer_hold(kt_consumer_t *kc, int hold);
 
 /**
  * @brief Drive the pending revoke (partitions DRAINING): once each is drained (no record
- *        left that is not done) or the drain deadline passed, release them (hook), commit
+ *        left that is not done), or the drain deadline passed, or \p runtime_down and no
+ *        record of them is PRODUCING (what is left needs the runtime, which is down: waiting
+ *        would only hold the group's rebalance), release them (hook), commit
  *        (asynchronously; a refused commit is tried again until the deadline), then hand
  *        them back to the group.
  * @returns the kt_now_ms() time it wants to be called again, INT64_MAX if none pending.
  */
-int64_t kt_consumer_revoke_step(kt_consumer_t *kc);
+int64_t kt_consumer_revoke_step(kt_consumer_t *kc, int runtime_down);
+
+/** @returns records PRODUCING (a reply or dead letter out) of partitions not RELEASED: they
+ *           need Kafka, not the runtime, to be done. */
+size_t kt_consumer_producing(const kt_consumer_t *kc);
 
 /** @returns records of DRAINING partitions that are not done yet (0 if no revoke pends). */
 size_t kt_consumer_draining(const kt_consumer_t *kc);

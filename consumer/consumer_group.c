@@ -685,11 +685,20 @@ void kt_consumer_release_all(kt_consumer_t *kc) {
                 part_state_set(kc, p, KT_PART_RELEASED, 0);
 }
 
-int64_t kt_consumer_revoke_step(kt_consumer_t *kc) {
+size_t kt_consumer_producing(const kt_consumer_t *kc) {
+        size_t n = 0;
+
+        for (const kt_partition_t *p = kc->parts; p; p = p->next)
+                if (p->state != KT_PART_RELEASED)
+                        n += (size_t)p->producing;
+        return n;
+}
+
+int64_t kt_consumer_revoke_step(kt_consumer_t *kc, int runtime_down) {
         int64_t now = kt_now_ms(), wake_at = INT64_MAX;
         rd_kafka_resp_err_t err = RD_KAFKA_RESP_ERR_NO_ERROR;
         kt_commit_status_t st;
-        size_t left = 0;
+        size_t left = 0, producing = 0;
 
         if (!kc->pending)
                 return INT64_MAX;
@@ -697,12 +706,22 @@ int64_t kt_consumer_revoke_step(kt_consumer_t *kc) {
                 for (int i = 0; i < kc->pending->cnt; i++) {
                         kt_partition_t *p = part_find(kc, kc->pending->elems[i].topic,
                                                       kc->pending->elems[i].partition);
-                        if (p && p->state == KT_PART_DRAINING)
+                        if (p && p->state == KT_PART_DRAINING) {
                                 left += part_undone(p);
+                                producing += (size_t)p->producing;
+                        }
                 }
-                if (left && now < kc->pending_deadline)
+                /* With the runtime down only records PRODUCING can still get done; the loop
+                 * calls again when the runtime is back (its probe wakes it). */
+                if (left && now < kc->pending_deadline && (!runtime_down || producing))
                         return kc->pending_deadline; /* completions wake the loop before */
-                if (left)
+                if (left && now < kc->pending_deadline)
+                        KT_WARN(FAC,
+                                "revoke: %zu records of revoked partitions not done and the "
+                                "runtime is down: handed back now, not committed; their next "
+                                "owner delivers them",
+                                left);
+                else if (left)
                         KT_WARN(FAC,
                                 "drain timeout (%d ms): %zu records of revoked partitions not "
                                 "done; they are not committed and their next owner delivers "

@@ -37,7 +37,10 @@
  * or dispatch.drain_timeout_ms passed; kt_consumer_revoke_step() then releases them
  * (kt_loop_partition_release cancels what still runs: not done, never committed), commits
  * and hands them back. Shutdown and re-join drain every partition the same way, as loop
- * states (kt_loop_state_t in core_int.h).
+ * states (kt_loop_state_t in core_int.h). Every drain also ends when the runtime is down and
+ * no record of it is PRODUCING: what is left needs the runtime, and waiting for it would only
+ * hold the group's rebalance (a revoke) or the shutdown; a reply or dead letter being written
+ * needs only Kafka, so it is waited for.
  *
  * Reload (SIGHUP): the file, environment and --set flags are read again into a new
  * configuration, in a child process (config/config_reader.c) whose pipe is one more fd to
@@ -196,7 +199,10 @@ static int drain_step(kt_loop_t *kl) {
         int64_t now = kt_now_ms();
         int rejoin = kl->state == KT_LOOP_REJOIN_DRAIN;
 
-        if (left && !kl->runtime_down && now < kl->drain_deadline_ms) {
+        /* The runtime down: only records PRODUCING (a reply or dead letter out) can still be
+         * done, by Kafka; the rest waits for nothing. */
+        if (left && now < kl->drain_deadline_ms &&
+            (!kl->runtime_down || kt_consumer_producing(kl->kc))) {
                 kt_loop_wake_at(kl, kl->drain_deadline_ms);
                 return 0;
         }
@@ -205,7 +211,7 @@ static int drain_step(kt_loop_t *kl) {
                         "%s: %zu records not done (%s): they are not committed and are delivered "
                         "again%s",
                         rejoin ? "reload" : "shutdown", left,
-                        kl->runtime_down ? "the runtime is down" : "drain timeout",
+                        now < kl->drain_deadline_ms ? "the runtime is down" : "drain timeout",
                         rejoin ? " after the re-join" : " by the next owner");
         kt_loop_state_set(kl, rejoin ? KT_LOOP_REJOIN_COMMIT : KT_LOOP_SHUTDOWN_COMMIT);
         return 1;
@@ -430,7 +436,7 @@ int kt_loop_run(kt_config_t **confp, kt_metrics_t *km) {
                 kt_dispatch_perform(kl.kd); /* start the calls just submitted */
                 more = kt_consumer_poll(kl.kc, KT_LOOP_KAFKA_BUDGET);
                 kt_loop_produce_poll(&kl);
-                kt_loop_wake_at(&kl, kt_consumer_revoke_step(kl.kc));
+                kt_loop_wake_at(&kl, kt_consumer_revoke_step(kl.kc, kl.runtime_down));
                 kt_loop_wake_at(&kl, kt_consumer_commit_due(kl.kc));
                 zk_poll(&kl);
                 switch (kl.state) {

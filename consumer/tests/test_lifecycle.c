@@ -142,7 +142,7 @@ static int pump(member_t **ms, int cnt, int step, cond_fn *cond, void *arg, int 
                         while (kt_consumer_poll(ms[i]->kc, 100))
                                 ;
                         if (step)
-                                kt_consumer_revoke_step(ms[i]->kc);
+                                kt_consumer_revoke_step(ms[i]->kc, 0);
                         fds[nfds].fd = kt_consumer_wakeup_fd(ms[i]->kc);
                         fds[nfds++].events = POLLIN;
                 }
@@ -374,7 +374,7 @@ static void test_revoke_drain_commit_handover(void) {
                  kt_consumer_draining(a.kc));
         KT_CHECK(kt_consumer_draining(a.kc) >= 5 && kt_consumer_draining(a.kc) <= 8, "draining %zu",
                  kt_consumer_draining(a.kc));
-        deadline = kt_consumer_revoke_step(a.kc);
+        deadline = kt_consumer_revoke_step(a.kc, 0);
         KT_CHECK(deadline > kt_now_ms() && deadline < INT64_MAX,
                  "revoke_step wants the drain deadline");
         KT_CHECK(pr->state == KT_PART_DRAINING && !a.released[r],
@@ -383,7 +383,7 @@ static void test_revoke_drain_commit_handover(void) {
         mark_done(&a, r, 5);
         KT_CHECK(kt_consumer_draining(a.kc) == 4, "draining %zu", kt_consumer_draining(a.kc));
         KT_CHECK(kt_consumer_draining(a.kc) >= 4, "draining %zu", kt_consumer_draining(a.kc));
-        kt_consumer_revoke_step(a.kc);
+        kt_consumer_revoke_step(a.kc, 0);
         KT_CHECK(pr->state == KT_PART_DRAINING && !a.released[r], "released with 2 not done");
 
         /* The drain deadline passes with 2 (and 7..9) not done: released once, not lost, and
