@@ -123,7 +123,7 @@ struct kt_partition {
         kt_lane_t *lanes; /**< per ordering mode: 1 (partition), KT_KEY_LANES + 1 (key), none */
         int lane_cnt;
         rd_kafka_queue_t *rkq;      /**< its own queue (not forwarded to the consumer's) */
-        kt_partition_state_t state; /**< see kt_partition_state_t; read-only outside consumer/ */
+        kt_partition_state_t state; /**< see kt_partition_state_t; written only by consumer/ */
         int paused;                 /**< paused by us (runtime down, draining) */
         int full;          /**< buffer over its record or byte bound: its queue is not read */
         int more;          /**< its queue may hold records: in the read list (read_next) */
