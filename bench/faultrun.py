@@ -449,7 +449,8 @@ class Run:
 
         def row(key, label, kind, ev=None):
             rows[key] = {'event': key, 'label': label, 'kind': kind, 'duplicates': 0,
-                         'allowed': 0, 'unexplained': 0, 'ev': ev, 'examples': []}
+                         'allowed': 0, 'unexplained': 0, 'ev': ev, 'examples': [],
+                         'pairs': collections.Counter()}
 
         row('start', 'start of %d replicas' % self.args.replicas, 'clean')
         row('steady', 'steady running between events', 'clean')
@@ -478,6 +479,7 @@ class Run:
                     key = '6'
             r = rows[key]
             r['duplicates'] += 1
+            r['pairs']['%s -> %s' % (first.inc.id, d.inc.id)] += 1
             allowed = False
             ev = r['ev']
             if r['kind'] == 'kill9':
@@ -602,6 +604,9 @@ def print_result(res):
                      r['duplicates'], r['expected'][:62],
                      r['verdict'] + ('' if not r['unexplained'] or r['kind'] == 'clean'
                                      else ' (%d outside the bound)' % r['unexplained'])))
+        if r['duplicates']:
+            print('        first delivered by -> again by: %s' % ', '.join(
+                '%s: %d' % kv for kv in sorted(r['pairs'].items(), key=lambda kv: -kv[1])))
         for x in r['examples']:
             print('        e.g. %s' % x)
     print('total duplicates %d (clean events %d, outside any bound %d); lost %d%s; '
