@@ -597,7 +597,7 @@ def print_result(res):
     print('== ordering %s: %d records, %d partitions, %d replicas, %.0f s (%s)' % (
         res['ordering'], res['records'], res['partitions'], res['replicas'], res['took_s'],
         res['dir']))
-    fmt = '%-5s %-48s %6s %6s  %-62s %s'
+    fmt = '%-6s %-48s %6s %6s  %-62s %s'
     print(fmt % ('event', '', 'load', 'dups', 'allowed / expected', 'verdict'))
     for r in res['events']:
         print(fmt % (r['event'], r['label'][:48], '' if r['load'] is None else r['load'],
