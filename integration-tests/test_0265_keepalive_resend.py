@@ -117,7 +117,14 @@ def test_curl_resend_counts_as_attempt(kafka, kafka_bootstrap, names, config,
     assert kt.metric_sum(samples, 'function_calls_total') == len(posts) == sum(
         attempts.values()), (posts, attempts)
     assert kt.metric_sum(samples, 'function_failures_total') == len(posts)
-    assert kt.metric_sum(samples, 'ktrigger_call_resends_total') == unanswered, posts
+    resends = kt.metric_sum(samples, 'ktrigger_call_resends_total')
+    if ordering == 'none':
+        # Calls in parallel on several connections: an unanswered request is not always one
+        # curl sends again (ktrigger's own retry then makes the next attempt); the counts
+        # above are what must hold.
+        assert resends <= unanswered, (resends, posts)
+    else:
+        assert resends == unanswered, posts
     # curl's re-send answered 500: the call's outcome is that 500, no other transport error.
     assert kt.metric_sum(samples, 'ktrigger_calls_total', outcome='http_5xx') == \
         len(posts) - unanswered
