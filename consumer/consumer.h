@@ -81,6 +81,7 @@ typedef struct kt_consumer_stats {
         int errors_updated;     /**< the loop clears it */
         int paused;             /**< partitions paused now */
         uint64_t fetch_wakeups; /**< seeks made to wake a fetcher over its prefetch bounds */
+        uint64_t rebootstraps;  /**< bootstrap brokers added again (kt_rebootstrap_t) */
         /* the read path */
         uint64_t partition_reads; /**< partition queues read (tests: reads follow wake-ups) */
 } kt_consumer_stats_t;
@@ -286,6 +287,48 @@ size_t kt_consumer_buffered(const kt_consumer_t *kc);
  * @returns the number of brokers librdkafka added (0 if it knew them all already).
  */
 int kt_consumer_brokers_add(kt_consumer_t *kc, const char *brokers);
+
+/**
+ * Adding the bootstrap brokers again when librdkafka has stranded a client (DESIGN block in
+ * consumer_rebootstrap.c): 2.10 and later can decommission every broker and never re-bootstrap.
+ * Used by the consumer and the producer, each with its own, on the loop thread.
+ */
+typedef struct kt_rebootstrap kt_rebootstrap_t;
+struct cJSON;
+
+/** A client with no broker for this long is stranded: its list is added again. */
+#define KT_REBOOTSTRAP_AFTER_MS 10000
+/** While it stays stranded, the list is added again at most this often. */
+#define KT_REBOOTSTRAP_EVERY_MS 30000
+/** Cap of the list (bootstrap.servers plus brokers added at run time). */
+#define KT_REBOOTSTRAP_MAX_BYTES 65536
+
+/**
+ * @brief A guard for one client whose bootstrap.servers is \p bootstrap (copied).
+ * @param client "consumer" or "producer" (a static string, for the log).
+ * @returns NULL if out of memory.
+ */
+kt_rebootstrap_t *kt_rebootstrap_new(const char *client, const char *bootstrap);
+
+/** @brief Free \p rb; NULL is a no-op. */
+void kt_rebootstrap_destroy(kt_rebootstrap_t *rb);
+
+/**
+ * @brief Remember brokers added at run time (comma-separated), so a re-add includes them.
+ * @returns 0, or -1 if the list would grow over KT_REBOOTSTRAP_MAX_BYTES (nothing more kept).
+ */
+int kt_rebootstrap_remember(kt_rebootstrap_t *rb, const char *brokers);
+
+/**
+ * @brief Look at one statistics report's "brokers" object (cJSON) taken at \p now_ms.
+ * @returns the comma-separated list the caller must give rd_kafka_brokers_add() now (owned by
+ *          \p rb, valid until its next call), or NULL. Logs a WARN when it returns a list, an
+ *          INFO when the client has a broker again after that.
+ */
+const char *kt_rebootstrap_check(kt_rebootstrap_t *rb, const struct cJSON *brokers, int64_t now_ms);
+
+/** @brief Times the list was added again (ktrigger_kafka_rebootstraps_total); 0 for NULL. */
+uint64_t kt_rebootstrap_count(const kt_rebootstrap_t *rb);
 
 /* ---------------------------------------------------------------- ZooKeeper (consumer_zk.c) */
 

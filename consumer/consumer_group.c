@@ -98,11 +98,12 @@ struct kt_consumer {
         kt_partition_t ***by_id; /**< [topic_idx][partition] -> partition, for O(1) lookup */
         int32_t *by_id_size;     /**< per topic */
         int fatal;
-        int hold;              /**< every partition paused (runtime down) */
-        int joined;            /**< holds an assignment (possibly empty) from the group */
-        int closing;           /**< in consumer_close(): revokes finish at once, no commit */
-        int more;              /**< a full partition got room: poll again without sleeping */
-        int brokers_down;      /**< librdkafka reported all brokers down; cleared when one is up */
+        int hold;         /**< every partition paused (runtime down) */
+        int joined;       /**< holds an assignment (possibly empty) from the group */
+        int closing;      /**< in consumer_close(): revokes finish at once, no commit */
+        int more;         /**< a full partition got room: poll again without sleeping */
+        int brokers_down; /**< librdkafka reported all brokers down; cleared when one is up */
+        kt_rebootstrap_t *rebootstrap; /**< adds the bootstrap brokers again if stranded */
         size_t prefetch_msgs;  /**< librdkafka's queued.min.messages, for waking the fetcher */
         size_t prefetch_bytes; /**< and queued.max.messages.kbytes in bytes */
         size_t buffered;       /**< records in all trackers */
@@ -1257,6 +1258,10 @@ static int stats_cb(rd_kafka_t *rk, char *json, size_t json_len, void *opaque) {
                         if (cJSON_IsString(st) && !strcmp(st->valuestring, "UP"))
                                 up = 1;
                 }
+                const char *again = kt_rebootstrap_check(kc->rebootstrap, brokers, kt_now_ms());
+                if (again)
+                        rd_kafka_brokers_add(kc->rk, again);
+                kc->stats.rebootstraps = kt_rebootstrap_count(kc->rebootstrap);
                 if (cJSON_IsObject(brokers)) {
                         if (!up && !kc->brokers_down)
                                 KT_WARN(FAC, "no broker reachable: not ready");
@@ -1372,7 +1377,8 @@ kt_consumer_t *kt_consumer_new(const kt_config_t *conf, const kt_consumer_hooks_
         kc->stats.lag_updated = 1; /* a re-join's new consumer owns nothing yet: no lag series */
         kc->by_id = calloc(conf->topic_cnt, sizeof(*kc->by_id));
         kc->by_id_size = calloc(conf->topic_cnt, sizeof(*kc->by_id_size));
-        if (!kc->by_id || !kc->by_id_size) {
+        kc->rebootstrap = kt_rebootstrap_new("consumer", conf->brokers);
+        if (!kc->by_id || !kc->by_id_size || !kc->rebootstrap) {
                 snprintf(errstr, errstr_size, "out of memory");
                 goto fail;
         }
@@ -1591,6 +1597,7 @@ void kt_consumer_destroy(kt_consumer_t *kc) {
                 free(kc->by_id[i]);
         free(kc->by_id);
         free(kc->by_id_size);
+        kt_rebootstrap_destroy(kc->rebootstrap);
         if (kc->wake[0] != -1)
                 close(kc->wake[0]);
         if (kc->wake[1] != -1)
@@ -1901,5 +1908,10 @@ size_t kt_consumer_buffered(const kt_consumer_t *kc) {
 }
 
 int kt_consumer_brokers_add(kt_consumer_t *kc, const char *brokers) {
+        if (kt_rebootstrap_remember(kc->rebootstrap, brokers))
+                KT_WARN(FAC,
+                        "broker list over %d bytes: %s is not added again if librdkafka "
+                        "loses every broker",
+                        KT_REBOOTSTRAP_MAX_BYTES, brokers);
         return rd_kafka_brokers_add(kc->rk, brokers);
 }

@@ -250,6 +250,7 @@ static void metrics_update(kt_loop_t *kl) {
         kt_metrics_consumer_set(kl->km, st->assigns, st->revokes, st->losts, st->commits,
                                 st->commit_failures, st->kafka_errors, st->fetch_wakeups);
         kt_metrics_paused_set(kl->km, st->paused);
+        kt_metrics_rebootstraps_set(kl->km, st->rebootstraps, kt_produce_rebootstraps(kl->kp));
         if (kt_now_ms() >= kl->metrics_scan_at_ms) {
                 /* A scan of every partition: not on every pass (see KT_LOOP_METRICS_SCAN_MS). */
                 int64_t now = kt_now_ms(), longest;

@@ -413,6 +413,10 @@ int kt_produce_fatal(const kt_produce_t *kp);
  */
 int kt_produce_brokers_add(kt_produce_t *kp, const char *brokers);
 
+/** @brief Times the producer's bootstrap brokers were added again (kt_rebootstrap_t): 0 for
+ *  NULL (no producer). */
+uint64_t kt_produce_rebootstraps(const kt_produce_t *kp);
+
 /** @returns dead letters produced and not yet reported. */
 int kt_produce_outstanding(const kt_produce_t *kp);
 

@@ -19,12 +19,15 @@
  * from may be dropped (revoked) before the delivery report, and a revoked record's memory is
  * the consumer's.
  *
- * Delivery reports (and the producer's logs) arrive on the producer's main queue, whose
- * io-event writes to a pipe the loop sleeps on, like the consumer's.
+ * Delivery reports (and the producer's logs and statistics) arrive on the producer's main
+ * queue, whose io-event writes to a pipe the loop sleeps on, like the consumer's. Statistics
+ * (every 5 s unless producer_properties say otherwise) only feed kt_rebootstrap_t: librdkafka
+ * 2.10+ can strand a producer with no broker, like a consumer (consumer_rebootstrap.c).
  */
 #define _POSIX_C_SOURCE 200809L
 #include "dispatch.h"
 
+#include <cjson/cJSON.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -44,7 +47,8 @@ struct kt_produce {
         void *cbarg;
         int outstanding;
         int fatal;
-        int flushed; /**< kt_produce_flush() was called: destroy purges at once */
+        int flushed;                   /**< kt_produce_flush() was called: destroy purges at once */
+        kt_rebootstrap_t *rebootstrap; /**< adds the bootstrap brokers again if stranded */
 };
 
 /** A fatal producer error (e.g. the idempotent producer's sequence broke): every later write
@@ -67,7 +71,32 @@ int kt_produce_fatal(const kt_produce_t *kp) {
 }
 
 int kt_produce_brokers_add(kt_produce_t *kp, const char *brokers) {
+        if (kt_rebootstrap_remember(kp->rebootstrap, brokers))
+                KT_WARN(FAC,
+                        "broker list over %d bytes: %s is not added again if librdkafka "
+                        "loses every broker",
+                        KT_REBOOTSTRAP_MAX_BYTES, brokers);
         return rd_kafka_brokers_add(kp->rk, brokers);
+}
+
+uint64_t kt_produce_rebootstraps(const kt_produce_t *kp) {
+        return kp ? kt_rebootstrap_count(kp->rebootstrap) : 0;
+}
+
+/** Statistics: only the brokers they list matter here (kt_rebootstrap_t). */
+static int stats_cb(rd_kafka_t *rk, char *json, size_t json_len, void *opaque) {
+        kt_produce_t *kp = opaque;
+        cJSON *root = cJSON_ParseWithLength(json, json_len);
+        const char *again;
+
+        if (!root)
+                return 0;
+        again = kt_rebootstrap_check(
+            kp->rebootstrap, cJSON_GetObjectItemCaseSensitive(root, "brokers"), kt_now_ms());
+        if (again)
+                rd_kafka_brokers_add(rk, again);
+        cJSON_Delete(root);
+        return 0; /* librdkafka frees json */
 }
 
 static void log_cb(const rd_kafka_t *rk, int level, const char *fac, const char *buf) {
@@ -180,7 +209,16 @@ kt_produce_t *kt_produce_new(const kt_config_t *conf, kt_produce_done_cb *cb, vo
                 snprintf(errstr, errstr_size, "pipe: %s", strerror(errno));
                 goto fail;
         }
+        if (!(kp->rebootstrap = kt_rebootstrap_new("producer", conf->brokers))) {
+                snprintf(errstr, errstr_size, "out of memory");
+                goto fail;
+        }
         rkconf = rd_kafka_conf_new();
+        /* Before the user's properties: theirs win (0 turns the guard off). */
+        if (rd_kafka_conf_set(rkconf, "statistics.interval.ms", "5000", err, sizeof(err))) {
+                snprintf(errstr, errstr_size, "%s", err);
+                goto fail;
+        }
         if (size_set(conf, rkconf, err, sizeof(err))) {
                 snprintf(errstr, errstr_size, "message.max.bytes: %s", err);
                 goto fail;
@@ -204,6 +242,7 @@ kt_produce_t *kt_produce_new(const kt_config_t *conf, kt_produce_done_cb *cb, vo
         rd_kafka_conf_set_dr_msg_cb(rkconf, dr_msg_cb);
         rd_kafka_conf_set_log_cb(rkconf, log_cb);
         rd_kafka_conf_set_error_cb(rkconf, error_cb);
+        rd_kafka_conf_set_stats_cb(rkconf, stats_cb);
         if (!(kp->rk = rd_kafka_new(RD_KAFKA_PRODUCER, rkconf, err, sizeof(err)))) {
                 snprintf(errstr, errstr_size, "%s", err);
                 goto fail;
@@ -246,6 +285,7 @@ void kt_produce_destroy(kt_produce_t *kp) {
                 close(kp->wake[0]);
         if (kp->wake[1] != -1)
                 close(kp->wake[1]);
+        kt_rebootstrap_destroy(kp->rebootstrap);
         free(kp);
 }
 

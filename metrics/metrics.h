@@ -123,6 +123,10 @@ void kt_metrics_lag_set(kt_metrics_t *km, const char *lines);
  *        them (its commit's completed-offset map), partitions whose oldest unfinished record
  *        has failed at least once (blocked on it), and how long the longest of those has been.
  */
+/** @brief Set how often ktrigger added the bootstrap brokers again to each client
+ *  (kt_rebootstrap_t). */
+void kt_metrics_rebootstraps_set(kt_metrics_t *km, uint64_t consumer, uint64_t producer);
+
 void kt_metrics_delivery_set(kt_metrics_t *km, uint64_t already_done, int blocked,
                              double blocked_max_s);
 

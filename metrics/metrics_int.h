@@ -53,6 +53,7 @@ struct kt_metrics {
         _Atomic uint64_t buffered;
         _Atomic uint64_t assigns, revokes, losts, commits, commit_failures, kafka_errors;
         _Atomic uint64_t fetch_wakeups;
+        _Atomic uint64_t rebootstraps[2]; /**< [0] consumer, [1] producer */
         _Atomic uint64_t already_done;
         _Atomic int blocked;
         _Atomic int64_t blocked_max_ms;

@@ -290,6 +290,11 @@ void kt_metrics_consumer_set(kt_metrics_t *km, uint64_t assigns, uint64_t revoke
         SET(km->fetch_wakeups, fetch_wakeups);
 }
 
+void kt_metrics_rebootstraps_set(kt_metrics_t *km, uint64_t consumer, uint64_t producer) {
+        SET(km->rebootstraps[0], consumer);
+        SET(km->rebootstraps[1], producer);
+}
+
 void kt_metrics_delivery_set(kt_metrics_t *km, uint64_t already_done, int blocked,
                              double blocked_max_s) {
         SET(km->already_done, already_done);
@@ -536,6 +541,11 @@ char *kt_metrics_format(kt_metrics_t *km, size_t *lenp) {
             "after its prefetch went over its bounds.\n"
             "# TYPE ktrigger_fetch_wakeups_total counter\n"
             "ktrigger_fetch_wakeups_total %llu\n"
+            "# HELP ktrigger_kafka_rebootstraps_total Times ktrigger added the bootstrap "
+            "brokers again because librdkafka had no broker left to connect to.\n"
+            "# TYPE ktrigger_kafka_rebootstraps_total counter\n"
+            "ktrigger_kafka_rebootstraps_total{client=\"consumer\"} %llu\n"
+            "ktrigger_kafka_rebootstraps_total{client=\"producer\"} %llu\n"
             "# HELP ktrigger_records_already_done_total Records not called because a "
             "previous owner of their partition finished them (commit metadata).\n"
             "# TYPE ktrigger_records_already_done_total counter\n"
@@ -558,7 +568,9 @@ char *kt_metrics_format(kt_metrics_t *km, size_t *lenp) {
             (unsigned long long)GET(km->assigns), (unsigned long long)GET(km->revokes),
             (unsigned long long)GET(km->losts), (unsigned long long)GET(km->commits),
             (unsigned long long)GET(km->commit_failures), (unsigned long long)GET(km->kafka_errors),
-            (unsigned long long)GET(km->fetch_wakeups), (unsigned long long)GET(km->already_done),
+            (unsigned long long)GET(km->fetch_wakeups),
+            (unsigned long long)GET(km->rebootstraps[0]),
+            (unsigned long long)GET(km->rebootstraps[1]), (unsigned long long)GET(km->already_done),
             GET(km->blocked), (double)GET(km->blocked_max_ms) / 1000.0, GET(km->paused));
         pthread_mutex_lock(&km->lines_lock);
         if (km->lag_lines)
