@@ -66,8 +66,8 @@
  *   it does for up to session.timeout.ms after a member died, a commit would wait behind it
  *   and be refused with the old generation. The gate lags librdkafka by up to a loop pass, so
  *   a commit can still cross a re-join (test_lifecycle case 7). librdkafka before 2.10.0
- *   (Debian 12's 2.0.2, the default build) then drops the whole assignment as lost
- *   (librdkafka #4059); 2.14.2 (make LIBRDKAFKA=pinned) keeps it, and the re-join revokes and
+ *   (Debian 12's 2.0.2, make LIBRDKAFKA=system) then drops the whole assignment as lost
+ *   (librdkafka #4059); the 2.14.2 ktrigger links keeps it, and the re-join revokes and
  *   drains as usual. A partition handed back uncommitted all the same keeps its progress
  *   (carry_save), which is committed with the next commit once the group is stable again.
  */

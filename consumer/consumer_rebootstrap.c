@@ -1,7 +1,7 @@
 /*
  * DESIGN: adding the bootstrap brokers again when librdkafka has stranded a client.
  *
- * librdkafka 2.10 and later (the LIBRDKAFKA=pinned build's 2.14.2) can lose every broker for
+ * librdkafka 2.10 and later (the 2.14.2 ktrigger links by default) can lose every broker for
  * good when a KRaft broker restarts (README, librdkafka): during its controlled shutdown the
  * broker answers a Metadata request with 0 brokers, librdkafka decommissions the ones it knew,
  * and if the re-bootstrap it then starts is cancelled in a race (rd_kafka_rebootstrap_tmr_stop),

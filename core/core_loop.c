@@ -56,8 +56,8 @@
  *     the consumer leaves the group, and a new consumer (and scheduler, and producer) is made
  *     from the new configuration. Nothing is lost; nothing finished is delivered twice (what
  *     finished above an unfinished record at a drain timeout is in the commit's offset map),
- *     except with librdkafka below 2.10 when a periodic commit crosses the start of the
- *     re-join (it drops the assignment as lost: README, librdkafka #4059);
+ *     except with librdkafka below 2.10 (make LIBRDKAFKA=system) when a periodic commit
+ *     crosses the start of the re-join (it drops the assignment as lost: README, #4059);
  *   - restart: metrics.listen is logged as needing a restart.
  * The old configuration is freed once nothing points into it.
  *

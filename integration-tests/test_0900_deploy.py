@@ -1224,6 +1224,9 @@ def linked_packages(release_bin):
     assert ldd.returncode == 0, ldd.stderr
     assert 'not found' not in ldd.stdout, ldd.stdout
     paths = dict(re.findall(r'^\s*(\S+) => (/\S+)', ldd.stdout, re.M))
+    # The dynamic loader has no "=>" (NEEDED once librdkafka is linked statically; libc6).
+    paths.update((os.path.basename(p), p) for p in
+                 re.findall(r'^\s*(/\S+) \(0x', ldd.stdout, re.M))
     needed = re.findall(r'\(NEEDED\)\s+Shared library: \[([^\]]+)\]',
                         run(['readelf', '-d', release_bin]).stdout)
     assert needed, 'readelf found no NEEDED entries'
