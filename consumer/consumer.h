@@ -315,7 +315,8 @@ void kt_rebootstrap_destroy(kt_rebootstrap_t *rb);
 
 /**
  * @brief Remember brokers added at run time (comma-separated), so a re-add includes them.
- * @returns 0, or -1 if the list would grow over KT_REBOOTSTRAP_MAX_BYTES (nothing more kept).
+ * @returns 0, or -1 (with a WARN) if the list would grow over KT_REBOOTSTRAP_MAX_BYTES: what
+ *          did not fit is not kept.
  */
 int kt_rebootstrap_remember(kt_rebootstrap_t *rb, const char *brokers);
 

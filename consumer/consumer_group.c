@@ -1908,10 +1908,6 @@ size_t kt_consumer_buffered(const kt_consumer_t *kc) {
 }
 
 int kt_consumer_brokers_add(kt_consumer_t *kc, const char *brokers) {
-        if (kt_rebootstrap_remember(kc->rebootstrap, brokers))
-                KT_WARN(FAC,
-                        "broker list over %d bytes: %s is not added again if librdkafka "
-                        "loses every broker",
-                        KT_REBOOTSTRAP_MAX_BYTES, brokers);
+        kt_rebootstrap_remember(kc->rebootstrap, brokers);
         return rd_kafka_brokers_add(kc->rk, brokers);
 }

@@ -84,8 +84,13 @@ int kt_rebootstrap_remember(kt_rebootstrap_t *rb, const char *brokers) {
                         char *grown;
                         size_t need = rb->len + (rb->len ? 1 : 0) + n;
                         if (need > KT_REBOOTSTRAP_MAX_BYTES ||
-                            !(grown = realloc(rb->brokers, need + 1)))
+                            !(grown = realloc(rb->brokers, need + 1))) {
+                                KT_WARN(FAC,
+                                        "%s: broker list over %d bytes: %s is not added again "
+                                        "if librdkafka loses every broker",
+                                        rb->client, KT_REBOOTSTRAP_MAX_BYTES, brokers);
                                 return -1;
+                        }
                         rb->brokers = grown;
                         if (rb->len)
                                 rb->brokers[rb->len++] = ',';

@@ -71,11 +71,7 @@ int kt_produce_fatal(const kt_produce_t *kp) {
 }
 
 int kt_produce_brokers_add(kt_produce_t *kp, const char *brokers) {
-        if (kt_rebootstrap_remember(kp->rebootstrap, brokers))
-                KT_WARN(FAC,
-                        "broker list over %d bytes: %s is not added again if librdkafka "
-                        "loses every broker",
-                        KT_REBOOTSTRAP_MAX_BYTES, brokers);
+        kt_rebootstrap_remember(kp->rebootstrap, brokers);
         return rd_kafka_brokers_add(kp->rk, brokers);
 }
 
