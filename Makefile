@@ -171,12 +171,14 @@ fuzz-config:
 
 # Integration tests run the instrumented daemon against a real broker.
 # (The release binary too: memory is measured on what users run.) INTEGRATION_TESTS: a subset.
+# integration-tests/run-suite: one broker, the tests that pause it first and alone, the rest in
+# KT_TEST_JOBS (default 2) pytest-xdist workers.
 INTEGRATION_TESTS ?= integration-tests
 test-integration:
 	@$(MAKE) --no-print-directory SANITIZE=address,undefined ktrigger-asan$(VARIANT)
 	@$(MAKE) --no-print-directory ktrigger$(VARIANT)
 	KTRIGGER_BIN=$(CURDIR)/ktrigger-asan$(VARIANT) KTRIGGER_RELEASE_BIN=$(CURDIR)/ktrigger$(VARIANT) \
-	  $(PYTHON) -m pytest -ra --durations=15 -m 'not image' $(INTEGRATION_TESTS)
+	  PYTHON=$(PYTHON) integration-tests/run-suite $(INTEGRATION_TESTS)
 
 # ThreadSanitizer: the unit tests, then the core scenarios of the integration suite (records
 # end to end, the orderings, drains on SIGTERM and revoke: the paths where the loop, librdkafka's

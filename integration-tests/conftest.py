@@ -28,6 +28,11 @@ def kafka_bootstrap():
     if st.returncode == 0 and st.stdout.strip():
         yield st.stdout.strip().splitlines()[-1]
         return
+    if os.environ.get('PYTEST_XDIST_WORKER'):
+        # Each worker is a session of its own: two would start (and stop) one KT_KAFKA_DIR's
+        # broker at once. integration-tests/run-suite starts it before the workers.
+        pytest.fail('no broker runs: with pytest -n, start one first (kafka/kafka.sh start, '
+                    'or KT_KAFKA_BOOTSTRAP), or run integration-tests/run-suite')
     start = kt.kafka_sh('start', 600)
     if start.returncode != 0:
         pytest.fail('kafka.sh start failed (%d):\n%s\n%s'

@@ -13,6 +13,9 @@ import kthelpers as kt
 
 OUTAGE_S = 20
 
+# Pauses the session's broker: integration-tests/run-suite runs it alone.
+pytestmark = pytest.mark.exclusive
+
 
 def test_broker_outage(kafka, kafka_bootstrap, names, config, runtime_factory,
                        ktrigger_factory, tmp_path):
