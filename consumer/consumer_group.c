@@ -104,6 +104,7 @@ struct kt_consumer {
         int more;         /**< a full partition got room: poll again without sleeping */
         int brokers_down; /**< librdkafka reported all brokers down; cleared when one is up */
         kt_rebootstrap_t *rebootstrap; /**< adds the bootstrap brokers again if stranded */
+        kt_log_limits_t error_log;     /**< error_cb's lines: one per code per 10 s */
         size_t prefetch_msgs;  /**< librdkafka's queued.min.messages, for waking the fetcher */
         size_t prefetch_bytes; /**< and queued.max.messages.kbytes in bytes */
         size_t buffered;       /**< records in all trackers */
@@ -329,8 +330,11 @@ static void error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque) 
         }
         if (err == RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN)
                 kc->brokers_down = 1; /* not ready until a broker answers again */
-        /* Transient (all brokers down, ...): librdkafka keeps retrying; we keep running. */
-        KT_WARN(FAC, "%s: %s", rd_kafka_err2name((rd_kafka_resp_err_t)err), reason);
+        /* Transient (all brokers down, ...): librdkafka keeps retrying; we keep running. With
+         * a short reconnect back-off it reports one every few ms: one line per code per
+         * KT_LOG_REPEAT_MS, the counter above keeps every one. */
+        kt_log_repeated(&kc->error_log, KT_LOG_WARNING, FAC, err,
+                        rd_kafka_err2name((rd_kafka_resp_err_t)err), reason);
 }
 
 static kt_partition_t *part_find(kt_consumer_t *kc, const char *topic, int32_t partition) {

@@ -69,6 +69,42 @@ int kt_log_level_parse(const char *name);
 /** @returns the monotonic clock in milliseconds. */
 int64_t kt_now_ms(void);
 
+/** The period of the Kafka clients' error lines (kt_log_limits_t): one per code per 10 s. */
+#define KT_LOG_REPEAT_MS 10000
+
+/** How many error codes a kt_log_limits_t tells apart; the others share one more slot. */
+#define KT_LOG_LIMIT_CODES 16
+
+/**
+ * @brief A rate limit on log lines keyed by an error code: the first line of a code passes at
+ *        once, the next ones within \p every_ms of it are counted and not logged, and the first
+ *        one after that passes with the count. Zero-initialised; one owner thread.
+ */
+typedef struct kt_log_limits {
+        struct {
+                int code;
+                int64_t next_ms;        /**< a line may pass from then on */
+                unsigned long held;     /**< lines left out since the last one that passed */
+        } slot[KT_LOG_LIMIT_CODES + 1]; /**< the last: every code beyond the first 16 */
+        int used;
+} kt_log_limits_t;
+
+/**
+ * @brief Whether a line about \p code may be logged at \p now_ms.
+ * @param held set to how many lines about \p code were left out before this one (when 1).
+ * @returns 1: log it now; 0: left out (counted).
+ */
+int kt_log_limits_pass(kt_log_limits_t *t, int code, int64_t now_ms, int64_t every_ms,
+                       unsigned long *held);
+
+/**
+ * @brief Log `NAME: TEXT` at \p level unless a line about \p code was logged less than
+ *        KT_LOG_REPEAT_MS ago (then only counted); a line after some were left out ends with
+ *        `(+N like it since the last line, ...)`.
+ */
+void kt_log_repeated(kt_log_limits_t *t, int level, const char *fac, int code, const char *name,
+                     const char *text);
+
 /** @returns the wall clock in milliseconds since the epoch. */
 int64_t kt_wallclock_ms(void);
 

@@ -147,6 +147,45 @@ int64_t kt_now_ms(void) {
         return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+int kt_log_limits_pass(kt_log_limits_t *t, int code, int64_t now_ms, int64_t every_ms,
+                       unsigned long *held) {
+        int i;
+
+        for (i = 0; i < t->used && t->slot[i].code != code; i++)
+                ;
+        if (i == t->used && t->used < KT_LOG_LIMIT_CODES) {
+                t->slot[i].code = code;
+                t->slot[i].next_ms = 0;
+                t->slot[i].held = 0;
+                t->used++;
+        }
+        /* i == KT_LOG_LIMIT_CODES: the shared slot of every later code. */
+        if (t->slot[i].next_ms && now_ms < t->slot[i].next_ms) {
+                t->slot[i].held++;
+                return 0;
+        }
+        *held = t->slot[i].held;
+        t->slot[i].held = 0;
+        t->slot[i].next_ms = now_ms + (every_ms > 0 ? every_ms : 1);
+        return 1;
+}
+
+void kt_log_repeated(kt_log_limits_t *t, int level, const char *fac, int code, const char *name,
+                     const char *text) {
+        unsigned long held;
+
+        if (!kt_log_enabled(level) ||
+            !kt_log_limits_pass(t, code, kt_now_ms(), KT_LOG_REPEAT_MS, &held))
+                return;
+        if (held)
+                kt_log(level, fac,
+                       "%s: %s (+%lu like it since the last line, not logged: one line "
+                       "per error code every %d s)",
+                       name, text, held, KT_LOG_REPEAT_MS / 1000);
+        else
+                kt_log(level, fac, "%s: %s", name, text);
+}
+
 int64_t kt_wallclock_ms(void) {
         struct timespec ts;
         clock_gettime(CLOCK_REALTIME, &ts);

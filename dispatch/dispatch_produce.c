@@ -49,6 +49,7 @@ struct kt_produce {
         int fatal;
         int flushed;                   /**< kt_produce_flush() was called: destroy purges at once */
         kt_rebootstrap_t *rebootstrap; /**< adds the bootstrap brokers again if stranded */
+        kt_log_limits_t error_log;     /**< error_cb's lines: one per code per 10 s */
 };
 
 /** A fatal producer error (e.g. the idempotent producer's sequence broke): every later write
@@ -63,7 +64,8 @@ static void error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque) 
                 kp->fatal = 1;
                 return;
         }
-        KT_WARN(FAC, "%s: %s", rd_kafka_err2name((rd_kafka_resp_err_t)err), reason);
+        kt_log_repeated(&kp->error_log, KT_LOG_WARNING, FAC, err,
+                        rd_kafka_err2name((rd_kafka_resp_err_t)err), reason);
 }
 
 int kt_produce_fatal(const kt_produce_t *kp) {

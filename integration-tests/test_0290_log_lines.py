@@ -101,3 +101,37 @@ def test_unfinished_at_shutdown_are_delivered_again_not_dropped(kafka, names, co
     assert re.search(r'INFO KAFKA: %s \[0\]: released with \d+ records not done here: they are '
                      r'not committed, so the partition\'s next owner delivers them again'
                      % re.escape(names.topic), log), 'no line saying they come again'
+
+
+def test_repeated_kafka_errors_are_rate_limited(names, config, runtime_factory,
+                                                ktrigger_factory):
+    """No broker, a fast reconnect back-off: librdkafka reports _ALL_BROKERS_DOWN (and
+    _TRANSPORT) on every failed round, hundreds a minute (a stall run logged 6,092 such lines
+    in 15 minutes). Each client logs an error code at most once per 10 s, saying how many it
+    left out; ktrigger_kafka_errors_total still counts every one."""
+    rt = runtime_factory()
+    conf = config(rt.port, properties={'reconnect.backoff.ms': '10',
+                                       'reconnect.backoff.max.ms': '50'})
+    conf['kafka']['brokers'] = '127.0.0.1:%d' % kt.free_port()  # nothing listens there
+    ktr = ktrigger_factory(conf)
+
+    def reported():
+        return kt.metric_sum(ktr.metrics(), 'ktrigger_kafka_errors_total',
+                             code='_ALL_BROKERS_DOWN')
+
+    kt.wait_for(lambda: reported() >= 30, 30, '30 _ALL_BROKERS_DOWN reported by librdkafka',
+                describe=lambda: 'reported %s' % reported())
+    kt.wait_for(lambda: 'like it since' in ktr.log(), 20, 'a line saying how many were left out',
+                describe=lambda: ktr.log()[-2000:])
+    total = reported()
+    assert ktr.stop() == 0
+    lines = [message(l) for l in ktr.log().splitlines()]
+    down = [(lv, fac, msg) for lv, fac, msg in lines
+            if fac == 'KAFKA' and msg.startswith('_ALL_BROKERS_DOWN')]
+    print('%d reported, %d logged:\n%s' % (total, len(down),
+                                           '\n'.join('%s %s: %s' % d for d in down)))
+    # The first at once, then one per 10 s: the run lasts well under a minute.
+    assert 2 <= len(down) <= 6, 'logged %d of %d' % (len(down), total)
+    held = sum(int(m.group(1)) for _, _, msg in down
+               for m in [re.search(r'\(\+(\d+) like it since', msg)] if m)
+    assert held >= total - len(down) - 20, 'left out %d of %d, logged %d' % (held, total, len(down))
