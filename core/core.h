@@ -72,28 +72,36 @@ int64_t kt_now_ms(void);
 /** The period of the Kafka clients' error lines (kt_log_limits_t): one per code per 10 s. */
 #define KT_LOG_REPEAT_MS 10000
 
+/**
+ * @brief A rate limit on one kind of log line: the first passes at once, the next ones within
+ *        \p every_ms of the last that passed are counted and not logged, and the first one
+ *        after that passes with the count. Zero-initialised; one owner thread.
+ */
+typedef struct kt_log_limit {
+        int64_t next_ms;    /**< a line may pass from then on; 0: none has passed yet */
+        unsigned long held; /**< lines left out since the last one that passed */
+} kt_log_limit_t;
+
+/**
+ * @brief Whether a line may be logged at \p now_ms.
+ * @param held set to how many lines were left out before this one (when 1).
+ * @returns 1: log it now; 0: left out (counted).
+ */
+int kt_log_limit_pass(kt_log_limit_t *l, int64_t now_ms, int64_t every_ms, unsigned long *held);
+
 /** How many error codes a kt_log_limits_t tells apart; the others share one more slot. */
 #define KT_LOG_LIMIT_CODES 16
 
-/**
- * @brief A rate limit on log lines keyed by an error code: the first line of a code passes at
- *        once, the next ones within \p every_ms of it are counted and not logged, and the first
- *        one after that passes with the count. Zero-initialised; one owner thread.
- */
+/** A kt_log_limit_t per error code. Zero-initialised; one owner thread. */
 typedef struct kt_log_limits {
         struct {
                 int code;
-                int64_t next_ms;        /**< a line may pass from then on */
-                unsigned long held;     /**< lines left out since the last one that passed */
+                kt_log_limit_t limit;
         } slot[KT_LOG_LIMIT_CODES + 1]; /**< the last: every code beyond the first 16 */
         int used;
 } kt_log_limits_t;
 
-/**
- * @brief Whether a line about \p code may be logged at \p now_ms.
- * @param held set to how many lines about \p code were left out before this one (when 1).
- * @returns 1: log it now; 0: left out (counted).
- */
+/** @brief kt_log_limit_pass() on \p code's own limit. */
 int kt_log_limits_pass(kt_log_limits_t *t, int code, int64_t now_ms, int64_t every_ms,
                        unsigned long *held);
 

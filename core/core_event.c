@@ -77,8 +77,7 @@ struct kt_event {
         size_t timer_cnt, timer_cap;
         uint64_t timer_last_id;
         int backoff_ms;         /**< the last failed wait's sleep; 0 after one that worked */
-        int64_t logged_ms;      /**< when the last ERROR about it was logged, 0 never */
-        unsigned long unlogged; /**< failures since then, not logged */
+        kt_log_limit_t err_log; /**< its ERROR lines: one per KT_EVENT_LOG_MS, with a count */
         int inject_errno;       /**< test hook: the next inject_cnt waits fail with it */
         int inject_cnt;
         int inject_ctl_errno; /**< test hook: the next inject_ctl_cnt registrations fail */
@@ -87,18 +86,14 @@ struct kt_event {
 
 /** Log a failed epoll call, at most once per KT_EVENT_LOG_MS (see DESIGN). */
 static void err_log(kt_event_t *ke, const char *what, int fd, int err) {
-        int64_t now = kt_now_ms();
+        unsigned long held;
 
-        if (ke->logged_ms && now - ke->logged_ms < KT_EVENT_LOG_MS) {
-                ke->unlogged++;
+        if (!kt_log_limit_pass(&ke->err_log, kt_now_ms(), KT_EVENT_LOG_MS, &held))
                 return;
-        }
         KT_ERR(FAC,
                "%s(%d): %s: waiting with a back-off of up to %d ms (%lu more failures since "
                "the last such message)",
-               what, fd, strerror(err), KT_EVENT_BACKOFF_MAX_MS, ke->unlogged);
-        ke->logged_ms = now;
-        ke->unlogged = 0;
+               what, fd, strerror(err), KT_EVENT_BACKOFF_MAX_MS, held);
 }
 
 kt_event_t *kt_event_new(char *errstr, size_t errstr_size) {

@@ -147,6 +147,17 @@ int64_t kt_now_ms(void) {
         return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+int kt_log_limit_pass(kt_log_limit_t *l, int64_t now_ms, int64_t every_ms, unsigned long *held) {
+        if (l->next_ms && now_ms < l->next_ms) {
+                l->held++;
+                return 0;
+        }
+        *held = l->held;
+        l->held = 0;
+        l->next_ms = now_ms + (every_ms > 0 ? every_ms : 1);
+        return 1;
+}
+
 int kt_log_limits_pass(kt_log_limits_t *t, int code, int64_t now_ms, int64_t every_ms,
                        unsigned long *held) {
         int i;
@@ -155,19 +166,10 @@ int kt_log_limits_pass(kt_log_limits_t *t, int code, int64_t now_ms, int64_t eve
                 ;
         if (i == t->used && t->used < KT_LOG_LIMIT_CODES) {
                 t->slot[i].code = code;
-                t->slot[i].next_ms = 0;
-                t->slot[i].held = 0;
                 t->used++;
         }
         /* i == KT_LOG_LIMIT_CODES: the shared slot of every later code. */
-        if (t->slot[i].next_ms && now_ms < t->slot[i].next_ms) {
-                t->slot[i].held++;
-                return 0;
-        }
-        *held = t->slot[i].held;
-        t->slot[i].held = 0;
-        t->slot[i].next_ms = now_ms + (every_ms > 0 ? every_ms : 1);
-        return 1;
+        return kt_log_limit_pass(&t->slot[i].limit, now_ms, every_ms, held);
 }
 
 void kt_log_repeated(kt_log_limits_t *t, int level, const char *fac, int code, const char *name,
