@@ -687,6 +687,19 @@ def print_table(scenarios):
             print('  '.join('-' * w for w in widths))
 
 
+# librdkafka's fetch op per record (rd_kafka_op_t, massif, README.md "What holds the memory"),
+# and what the process holds without lag (code, libraries, stacks).
+FETCH_OP_BYTES = 296
+BASE_RSS_MIB = 14
+
+
+def lag_rss_formula_mib(s):
+    """Peak RSS with lag, from README.md: partitions x (the largest producer batch + one
+    fetch op per record of it) + the base."""
+    batch = s['producer_batch_bytes_max'] + s['producer_batch_records_max'] * FETCH_OP_BYTES
+    return s['partitions'] * batch / 2 ** 20 + BASE_RSS_MIB
+
+
 def targets(scenarios):
     by = {s['name']: s for s in scenarios}
     out = []
@@ -700,6 +713,15 @@ def targets(scenarios):
             add('>= 35,000 records/s', n, s['records_per_s'], 35000,
                 s['records_per_s'] >= 35000)
             add('>= 0.35 of wrk', n, s['ratio_vs_wrk'], 0.35, (s['ratio_vs_wrk'] or 0) >= 0.35)
+    # Issue 15, per record: against the bare forwarder (what the dependencies reach, same run).
+    for n in ('p8-100B-none-fast', 'p8-100B-key-fast'):
+        s = by.get(n)
+        if s and s.get('ratio_vs_bare_forwarder') is not None:
+            add('>= 0.9 of the bare forwarder rec/s', n, s['ratio_vs_bare_forwarder'], 0.9,
+                s['ratio_vs_bare_forwarder'] >= 0.9)
+        if s and s.get('bare_forwarder_cpu_us_per_record'):
+            cpu = s['cpu_us_per_record'] / s['bare_forwarder_cpu_us_per_record']
+            add("<= 1.15x the bare forwarder's CPU/record", n, cpu, 1.15, cpu <= 1.15)
     s = by.get('p1-100B-partition-fast')
     if s:
         add('>= 0.8 of wrk -c1', s['name'], s['ratio_vs_wrk'], 0.8,
@@ -709,9 +731,27 @@ def targets(scenarios):
         goal = MAX_IN_FLIGHT / 0.005
         add('>= 0.8 of max_in_flight/5ms', s['name'], s['records_per_s'] / goal, 0.8,
             s['records_per_s'] / goal >= 0.8)
+        add('>= 0.9 of wrk (5 ms)', s['name'], s['ratio_vs_wrk'], 0.9,
+            (s['ratio_vs_wrk'] or 0) >= 0.9)
     for s in scenarios:
         if s.get('p99_ms') is not None:
             add('p99 <= 10 ms at 1,000/s', s['name'], s['p99_ms'], 10, s['p99_ms'] <= 10)
+        if (s.get('p99_ms') is not None and s.get('kafka_p99_ms') is not None
+                and not s.get('batch_max_records')):
+            goal = s['kafka_p99_ms'] + 1
+            add('p99 <= Kafka p99 + 1 ms', s['name'], s['p99_ms'], goal, s['p99_ms'] <= goal)
+    # Memory with 1,000,000 records of lag (full mode): Java-sized producer batches, and the
+    # bench's 1 MB ones against the formula in README.md ("Memory with lag").
+    s = by.get('p8-100B-none-fast-b16KiB')
+    if s and s['records'] >= 1_000_000:
+        add('peak RSS <= 24 MiB (1,000,000 lag, 16 KiB batches)', s['name'], s['peak_rss_mib'],
+            24, s['peak_rss_mib'] <= 24)
+    s = by.get('p8-100B-none-fast')
+    if s and s['records'] >= 1_000_000 and s.get('producer_batch_bytes_max'):
+        formula = lag_rss_formula_mib(s)
+        off = s['peak_rss_mib'] / formula - 1
+        add(f'peak RSS within 10 % of the formula (1 MB batches, {formula:.1f} MiB)',
+            s['name'], off, 0.1, abs(off) <= 0.1)
     # Batched delivery (issue 15).
     for s in scenarios:
         if not s.get('batch_max_records'):
