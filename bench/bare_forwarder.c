@@ -2,7 +2,7 @@
  * bare_forwarder: the ceiling for per-record delivery with ktrigger's own dependencies.
  * Benchmark only, not part of the product (bench/README.md).
  *
- *   bare_forwarder BROKERS TOPIC GROUP URL CONCURRENCY RECORDS [PROPERTY=VALUE ...]
+ *   bare_forwarder BROKERS TOPIC GROUP URL CONCURRENCY RECORDS [--event-headers] [PROPERTY=VALUE ...]
  *
  * DESIGN: the least a Kafka -> HTTP forwarder can do with librdkafka and libcurl. One thread:
  * the librdkafka high-level consumer (auto commit, offsets stored as records are polled, no
@@ -20,6 +20,11 @@
  * stdout gets one line per event, for bench.py: "first <CLOCK_MONOTONIC ns>" at the first call,
  * "done <calls> <ns>" once RECORDS calls completed, "exit calls=<n> errors=<n>" at SIGTERM or
  * SIGINT. A call that fails (curl error, non-2xx) is counted in errors, never retried.
+ * --event-headers: each request also carries the header lines ktrigger's event contract puts
+ * on such a record (event-id, event-time, event-timestamp-type, event-type, Content-Type,
+ * event-namespace, event-topic, event-partition, event-offset, event-key, Expect:), formatted
+ * with snprintf into the slot's own storage: what libcurl costs for ktrigger's request, so that
+ * ktrigger against this run measures ktrigger's own code and not the contract's bytes.
  */
 #define _POSIX_C_SOURCE 200809L
 #include <curl/curl.h>
@@ -34,10 +39,15 @@
 #include <unistd.h>
 
 #define MAX_CONCURRENCY 1024
+/** --event-headers: lines a request carries, and bytes for them (ktrigger's are ~490). */
+#define EVENT_LINES 11
+#define EVENT_BYTES 2048
 
 typedef struct slot {
         CURL *easy;
         rd_kafka_message_t *msg; /**< owned while the call is in flight: its value is the body */
+        struct curl_slist lines[EVENT_LINES]; /**< --event-headers: this call's header list */
+        char buf[EVENT_BYTES];
 } slot_t;
 
 static volatile sig_atomic_t run = 1;
@@ -103,6 +113,47 @@ static void fetch_wakeup(rd_kafka_t *rk) {
         rd_kafka_topic_partition_list_destroy(parts);
 }
 
+/** --event-headers: \p s's header list for \p msg, as ktrigger's event contract shapes it. */
+static struct curl_slist *event_headers(slot_t *s, const rd_kafka_message_t *msg) {
+        rd_kafka_timestamp_type_t tstype;
+        long long ts = rd_kafka_message_timestamp(msg, &tstype);
+        time_t sec = (time_t)(ts / 1000);
+        struct tm tm;
+        char tbuf[32];
+        size_t off = 0, n = 0;
+        const char *type = "application/octet-stream";
+        const char *topic = rd_kafka_topic_name(msg->rkt);
+
+        gmtime_r(&sec, &tm);
+        strftime(tbuf, sizeof(tbuf), "%Y-%m-%dT%H:%M:%S", &tm);
+#define LINE(...)                                                                                  \
+        do {                                                                                       \
+                int w = snprintf(s->buf + off, sizeof(s->buf) - off, __VA_ARGS__);                \
+                if (w < 0 || (size_t)w >= sizeof(s->buf) - off || n >= EVENT_LINES)               \
+                        return NULL;                                                               \
+                s->lines[n].data = s->buf + off;                                                   \
+                s->lines[n].next = n + 1 < EVENT_LINES ? &s->lines[n + 1] : NULL;                  \
+                n++;                                                                               \
+                off += (size_t)w + 1;                                                              \
+        } while (0)
+        LINE("event-id: %s/%d/%lld", topic, (int)msg->partition, (long long)msg->offset);
+        LINE("event-time: %s.%03dZ", tbuf, (int)(ts % 1000));
+        LINE("event-timestamp-type: %s", tstype == RD_KAFKA_TIMESTAMP_LOG_APPEND_TIME
+                                             ? "log-append"
+                                             : "create");
+        LINE("event-type: %s", type);
+        LINE("Content-Type: %s", type);
+        LINE("event-namespace: kafkatriggers.kubeless.io");
+        LINE("event-topic: %s", topic);
+        LINE("event-partition: %d", (int)msg->partition);
+        LINE("event-offset: %lld", (long long)msg->offset);
+        LINE("event-key: %.*s", (int)msg->key_len, msg->key ? (const char *)msg->key : "");
+        LINE("Expect:");
+#undef LINE
+        s->lines[n - 1].next = NULL;
+        return s->lines;
+}
+
 static int conf_set(rd_kafka_conf_t *conf, const char *name, const char *value) {
         char errstr[512];
         if (rd_kafka_conf_set(conf, name, value, errstr, sizeof(errstr)) != RD_KAFKA_CONF_OK) {
@@ -113,7 +164,7 @@ static int conf_set(rd_kafka_conf_t *conf, const char *name, const char *value) 
 }
 
 int main(int argc, char **argv) {
-        int rc = 1, wake[2] = {-1, -1}, started = 0;
+        int rc = 1, wake[2] = {-1, -1}, started = 0, event_hdrs = 0;
         long long concurrency, records, calls = 0, errors = 0;
         long long prefetch_msgs, prefetch_bytes, burst_msgs = 0, burst_bytes = 0;
         rd_kafka_conf_t *conf = NULL;
@@ -131,7 +182,7 @@ int main(int argc, char **argv) {
             parse_count(argv[6], 1LL << 40, &records)) {
                 fprintf(stderr,
                         "usage: bare_forwarder BROKERS TOPIC GROUP URL CONCURRENCY(1..%d) "
-                        "RECORDS [PROPERTY=VALUE ...]\n",
+                        "RECORDS [--event-headers] [PROPERTY=VALUE ...]\n",
                         MAX_CONCURRENCY);
                 return 2;
         }
@@ -148,11 +199,18 @@ int main(int argc, char **argv) {
                 goto out;
         /* From 2.1.0 a partition over its prefetch bounds is fetched again only after
          * fetch.queue.backoff.ms (1000 by default): with the seek above alone it delivered 13.7k
-         * rec/s on 2.14.2 where 0 gives 40-50k (bench/README.md). A PROPERTY argument wins. */
-        if (rd_kafka_version() >= 0x020100ff && conf_set(conf, "fetch.queue.backoff.ms", "0"))
+         * rec/s on 2.14.2. 0 makes the broker thread spin in rd_kafka_toppar_fetch_decide (81 %
+         * of the process's instructions under callgrind), which on 2 cores halved the rate
+         * (27-29k rec/s at 52-56 us a record); 10 gave 51-54k at 18-19 us, 1 the same rate at
+         * a little more CPU (bench/README.md, 2026-12-03). A PROPERTY argument wins. */
+        if (rd_kafka_version() >= 0x020100ff && conf_set(conf, "fetch.queue.backoff.ms", "10"))
                 goto out;
         for (int i = 7; i < argc; i++) {
                 char *eq = strchr(argv[i], '=');
+                if (!strcmp(argv[i], "--event-headers")) {
+                        event_hdrs = 1;
+                        continue;
+                }
                 if (!eq) {
                         fprintf(stderr, "bare_forwarder: %s: expected PROPERTY=VALUE\n", argv[i]);
                         goto out;
@@ -241,6 +299,15 @@ int main(int argc, char **argv) {
                                          (curl_off_t)msg->len);
                         curl_easy_setopt(s->easy, CURLOPT_POSTFIELDS,
                                          msg->payload ? (const char *)msg->payload : "");
+                        if (event_hdrs) {
+                                struct curl_slist *l = event_headers(s, msg);
+                                if (!l) {
+                                        fprintf(stderr, "bare_forwarder: event headers over "
+                                                        "%d bytes\n", EVENT_BYTES);
+                                        goto out;
+                                }
+                                curl_easy_setopt(s->easy, CURLOPT_HTTPHEADER, l);
+                        }
                         if (!started) {
                                 started = 1;
                                 printf("first %lld\n", mono_ns());

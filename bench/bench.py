@@ -62,13 +62,14 @@ PRODUCERS = {
 #: forwarder (a per-record ceiling; at 5 ms a call it would take longer than the scenario).
 SCENARIOS = [
     # The headline targets.
+    # event_headers: the bare forwarder runs a second time sending ktrigger's event headers.
     dict(name='p8-100B-none-fast', partitions=8, value_bytes=100, ordering='none', runtime='fast',
-         records=(100_000, 1_000_000)),
+         records=(100_000, 1_000_000), event_headers=True),
     # The peak-RSS scenario again, with the topic written in Java-default 16 KiB batches.
     dict(name='p8-100B-none-fast-b16KiB', partitions=8, value_bytes=100, ordering='none',
          runtime='fast', records=(0, 1_000_000), producer='16KiB'),
     dict(name='p8-100B-key-fast', partitions=8, value_bytes=100, ordering='key', runtime='fast',
-         records=(100_000, 300_000)),
+         records=(100_000, 300_000), event_headers=True),
     dict(name='p8-100B-partition-fast', partitions=8, value_bytes=100, ordering='partition',
          runtime='fast', records=(0, 300_000)),
     dict(name='p1-100B-partition-fast', partitions=1, value_bytes=100, ordering='partition',
@@ -488,15 +489,20 @@ def run_throughput(kafka, workdir, sc, topic, records, url, run_no, batch=None):
     }
 
 
-def run_bare_forwarder(kafka, workdir, sc, topic, records, url, run_no, conns):
-    """The bare forwarder on the same topic with a fresh group and ktrigger's fetch settings.
+def run_bare_forwarder(kafka, workdir, sc, topic, records, url, run_no, conns,
+                       event_headers=False):
+    """The bare forwarder on the same topic with a fresh group and ktrigger's fetch settings
+    (with `event_headers`, also the header lines of ktrigger's event contract on every call:
+    its results are then named bare_forwarder_event_headers_*).
     Its rate is records / (first call -> every call completed and the group's committed
     offsets equal the end offsets), both seen by polling every 20 ms as for ktrigger: it stores
     offsets as records are polled (enable.auto.offset.store), so commits alone could run ahead
     of its last (at most `conns`) calls."""
-    group = f'bench-bare-{sc["name"]}-{run_no}-{int(time.time() * 1000)}'.replace('/', '_')
-    out_path = os.path.join(workdir, f'bare-{sc["name"].replace("/", "_")}-{run_no}.out')
-    props = [f'{k}={v}' for k, v in KTRIGGER_FETCH_DEFAULTS + KAFKA_PROPS]
+    kind = 'bare-eh' if event_headers else 'bare'
+    group = f'bench-{kind}-{sc["name"]}-{run_no}-{int(time.time() * 1000)}'.replace('/', '_')
+    out_path = os.path.join(workdir, f'{kind}-{sc["name"].replace("/", "_")}-{run_no}.out')
+    props = ((['--event-headers'] if event_headers else []) +
+             [f'{k}={v}' for k, v in KTRIGGER_FETCH_DEFAULTS + KAFKA_PROPS])
     outf = open(out_path, 'w')
     t_start = time.monotonic()
     proc = subprocess.Popen([BARE_FORWARDER, kafka.bootstrap, topic, group, url, str(conns),
@@ -547,7 +553,7 @@ def run_bare_forwarder(kafka, workdir, sc, topic, records, url, run_no, conns):
                 errors = int(m.group(2))
     if errors:
         log(f'{sc["name"]}: bare forwarder: {errors} failed calls (see {out_path})')
-    return {
+    res = {
         'bare_forwarder_complete': complete,
         'ceiling_bare_forwarder_records_per_s': records / (t_done - t_first),
         'bare_forwarder_join_s': t_first - t_start,
@@ -555,6 +561,10 @@ def run_bare_forwarder(kafka, workdir, sc, topic, records, url, run_no, conns):
         'bare_forwarder_cpu_us_per_record': cpu / records * 1e6,
         'bare_forwarder_errors': errors,
     }
+    if event_headers:
+        res = {k.replace('bare_forwarder', 'bare_forwarder_event_headers'): v
+               for k, v in res.items()}
+    return res
 
 
 def run_latency(kafka, workdir, sc, topic, sink, rate, seconds, run_no):
@@ -670,12 +680,16 @@ def print_table(scenarios):
             ('wrk/s', 'ceiling_wrk_req_per_s', 0), ('vs wrk', 'ratio_vs_wrk', 2),
             ('kcat/s', 'ceiling_kafka_records_per_s', 0),
             ('bare/s', 'ceiling_bare_forwarder_records_per_s', 0),
-            ('vs bare', 'ratio_vs_bare_forwarder', 2), ('batch', 'batch_records_mean', 1),
+            ('vs bare', 'ratio_vs_bare_forwarder', 2),
+            ('bare+h/s', 'ceiling_bare_forwarder_event_headers_records_per_s', 0),
+            ('vs bare+h', 'ratio_vs_bare_forwarder_event_headers', 2),
+            ('batch', 'batch_records_mean', 1),
             ('vs 1/req', 'ratio_vs_per_record', 2), ('p50ms', 'p50_ms', 2),
             ('p99ms', 'p99_ms', 2), ('p999ms', 'p999_ms', 2), ('kafka p99', 'kafka_p99_ms', 2),
             ('RSS MiB', 'peak_rss_mib', 1), ('bare MiB', 'bare_forwarder_peak_rss_mib', 1),
             ('us/rec', 'cpu_us_per_record', 1),
-            ('bare us/rec', 'bare_forwarder_cpu_us_per_record', 1)]
+            ('bare us/rec', 'bare_forwarder_cpu_us_per_record', 1),
+            ('bare+h us/rec', 'bare_forwarder_event_headers_cpu_us_per_record', 1)]
     rows = [[h for h, _, _ in cols]]
     for s in scenarios:
         rows.append([fmt(s.get(k), nd) for _, k, nd in cols])
@@ -856,7 +870,7 @@ def main():
             lua = post_lua(workdir, sc['value_bytes'])
             records = sc['rate'] * sc['seconds'] if lat else sc['records']
             log(f'{sc["name"]}: {records:,} records, wrk -c{conns}')
-            wrk, kc, got, bf, single = [], [], [], [], []
+            wrk, kc, got, bf, bfe, single = [], [], [], [], [], []
             for r in range(runs):
                 wrk.append(wrk_ceiling(url, conns, lua, wrk_s))
                 if not lat:
@@ -864,6 +878,9 @@ def main():
                 if not lat and bare and sc.get('bare', True):
                     bf.append(run_bare_forwarder(kafka, workdir, sc, sc['topic'], records, url,
                                                  r, conns))
+                if not lat and bare and sc.get('event_headers'):
+                    bfe.append(run_bare_forwarder(kafka, workdir, sc, sc['topic'], records, url,
+                                                  r, conns, event_headers=True))
                 ng0 = nginx.cpu_s()
                 if lat:
                     # A topic per run: a new group starts from the earliest offset, and the
@@ -892,7 +909,11 @@ def main():
                     (f', kcat {kc[-1]:.0f}/s' if kc else '') +
                     (f', bare forwarder {bf[-1]["ceiling_bare_forwarder_records_per_s"]:.0f}/s '
                      f'at {bf[-1]["bare_forwarder_cpu_us_per_record"]:.1f} us/record, '
-                     f'{bf[-1]["bare_forwarder_peak_rss_mib"]:.1f} MiB' if bf else ''))
+                     f'{bf[-1]["bare_forwarder_peak_rss_mib"]:.1f} MiB' if bf else '') +
+                    (f', with event headers '
+                     f'{bfe[-1]["ceiling_bare_forwarder_event_headers_records_per_s"]:.0f}/s at '
+                     f'{bfe[-1]["bare_forwarder_event_headers_cpu_us_per_record"]:.1f} us/record'
+                     if bfe else ''))
             out = {
                 'name': sc['name'], 'kind': sc.get('kind', 'throughput'),
                 'partitions': sc['partitions'], 'value_bytes': sc['value_bytes'],
@@ -933,6 +954,16 @@ def main():
                     out['records_per_s'] / out['ceiling_bare_forwarder_records_per_s']
                     if out['ceiling_bare_forwarder_records_per_s'] else None)
                 out['per_run_bare_forwarder'] = bf
+            if bfe:
+                for k in bfe[0]:
+                    out[k] = (all(b[k] for b in bfe) if k.endswith('_complete') else
+                              sum(b[k] or 0 for b in bfe) if k.endswith('_errors') else
+                              max(b[k] for b in bfe) if k.endswith('_peak_rss_mib') else
+                              median([b[k] for b in bfe]))
+                ceil = out['ceiling_bare_forwarder_event_headers_records_per_s']
+                out['ratio_vs_bare_forwarder_event_headers'] = (out['records_per_s'] / ceil
+                                                                if ceil else None)
+                out['per_run_bare_forwarder_event_headers'] = bfe
             if sc['runtime'] == 'delay5':
                 out['ratio_vs_in_flight_over_delay'] = out['records_per_s'] / (
                     min(conns, MAX_IN_FLIGHT) / 0.005)

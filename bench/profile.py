@@ -3,6 +3,7 @@
 per record goes").
 
     profile.py --tool perf|callgrind|strace [--records N] [--partitions P] [--ordering none] [--out DIR]
+               [--event-headers]
 
 Uses bench.py's broker (KT_KAFKA_DIR, default /tmp/ktrigger-kafka-bench; left running with
 --keep-broker) and its nginx `return 200`. Fills a fresh topic with N records of 100 B (1 MB
@@ -11,7 +12,8 @@ fresh group, under `perf record` (cpu-clock samples, whole process, all threads)
 `valgrind --tool=callgrind` (instructions, all threads) or `strace -f -c` (system calls),
 until N calls completed, then SIGTERM.
 Prints `perf report --sort dso,symbol` / `callgrind_annotate --inclusive=yes` heads and writes
-the raw data to DIR. Divide by N for per-record costs.
+the raw data to DIR. Divide by N for per-record costs. --event-headers: the bare forwarder sends
+ktrigger's event header lines too (bare_forwarder --event-headers).
 """
 import argparse
 import os
@@ -54,6 +56,8 @@ def main():
     ap.add_argument('--ordering', default='none')
     ap.add_argument('--out', default=None)
     ap.add_argument('--keep-broker', action='store_true')
+    ap.add_argument('--event-headers', action='store_true',
+                    help="the bare forwarder sends ktrigger's event header lines too")
     args = ap.parse_args()
     out = args.out or tempfile.mkdtemp(prefix='ktrigger-profile-')
     os.makedirs(out, exist_ok=True)
@@ -71,7 +75,8 @@ def main():
         # The bare forwarder: its own "done" line says N calls completed.
         data = os.path.join(out, f'bare.{args.tool}')
         bout = os.path.join(out, 'bare.out')
-        props = [f'{k}={v}' for k, v in bench.KTRIGGER_FETCH_DEFAULTS + bench.KAFKA_PROPS]
+        props = ((['--event-headers'] if args.event_headers else []) +
+                 [f'{k}={v}' for k, v in bench.KTRIGGER_FETCH_DEFAULTS + bench.KAFKA_PROPS])
         with open(bout, 'w') as f:
             proc = subprocess.Popen(tool_prefix(args.tool, data) +
                                     [bench.BARE_FORWARDER, kafka.bootstrap, topic,
