@@ -654,17 +654,27 @@ def machine_info(nginx_version):
     jars = os.listdir(os.path.join(ROOT, 'integration-tests', 'kafka', 'libs')) \
         if os.path.isdir(os.path.join(ROOT, 'integration-tests', 'kafka', 'libs')) else []
     kafka_jar = next((j for j in jars if re.match(r'kafka_[0-9.]+-[0-9.]+\.jar$', j)), None)
+    version = first_line([KTRIGGER, '--version']) or ''
     return {
         'hostname': platform.node(), 'cpus': os.cpu_count(), 'cpu_model': cpu,
         'affinity': sorted(os.sched_getaffinity(0)), 'kernel': platform.release(),
         'loadavg_at_start': os.getloadavg(),
-        'ktrigger': first_line([KTRIGGER, '--version']),
-        'librdkafka': first_line(['pkg-config', '--modversion', 'rdkafka']),
-        'libcurl': first_line(['pkg-config', '--modversion', 'libcurl']),
+        'ktrigger': version or None,
+        # What ktrigger runs with (its --version line), not the -dev packages: the default
+        # build links librdkafka 2.14.2 statically while Debian's is 2.0.2.
+        'librdkafka': (linked_version(version, r'librdkafka ([0-9][^,) ]*)') or
+                       first_line(['pkg-config', '--modversion', 'rdkafka'])),
+        'libcurl': (linked_version(version, r'libcurl/([0-9][^ ,)]*)') or
+                    first_line(['pkg-config', '--modversion', 'libcurl'])),
         'nginx': nginx_version, 'wrk': first_line(['wrk', '-v']),
         'kafka': kafka_jar, 'kcat': first_line(['kcat', '-V']),
         'cpu_placement': 'not pinned: ktrigger, nginx, wrk, kcat and the broker share all CPUs',
     }
+
+
+def linked_version(version_line, pattern):
+    m = re.search(pattern, version_line)
+    return m.group(1) if m else None
 
 
 def fmt(v, nd=0):
