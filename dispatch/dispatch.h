@@ -241,6 +241,26 @@ int kt_dispatch_value_is_json(const void *value, size_t len);
 /** @returns non-zero if \p s[0..len) is valid UTF-8. */
 int kt_dispatch_utf8_valid(const unsigned char *s, size_t len);
 
+/** Room kt_dispatch_fmt_i64() needs: "-9223372036854775808" and a NUL. */
+#define KT_FMT_I64_BYTES 24
+/** Room kt_dispatch_rfc3339() needs. */
+#define KT_RFC3339_BYTES 64
+
+/**
+ * @brief \p v in decimal into \p buf (at least KT_FMT_I64_BYTES), NUL-terminated, without
+ *        printf: the request headers and the batch body put several numbers per record.
+ * @returns the number of characters, NUL not counted.
+ */
+size_t kt_dispatch_fmt_i64(char *buf, int64_t v);
+
+/**
+ * @brief \p ms (Unix time in milliseconds) as RFC 3339 UTC with milliseconds,
+ *        2023-11-14T22:13:20.123Z, into \p buf (KT_RFC3339_BYTES; left untouched if \p size is
+ *        too small). The date and time part of the last second formatted is kept: records of
+ *        one fetch mostly share it. Loop thread only (that cache is not locked).
+ */
+void kt_dispatch_rfc3339(int64_t ms, char *buf, size_t size);
+
 /* ---------------------------------------------------------------- batches (dispatch_batch.c) */
 
 /** Content-Type of a batch request: the CloudEvents JSON batch format. */

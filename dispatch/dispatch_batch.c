@@ -39,7 +39,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 static kt_err_t grow(kt_dispatch_batch_t *b, size_t more) {
         size_t cap;
@@ -70,9 +69,8 @@ static kt_err_t puts_(kt_dispatch_batch_t *b, const char *s) {
 }
 
 static kt_err_t put_i64(kt_dispatch_batch_t *b, int64_t v) {
-        char num[24];
-        int n = snprintf(num, sizeof(num), "%lld", (long long)v);
-        return put(b, num, (size_t)n);
+        char num[KT_FMT_I64_BYTES];
+        return put(b, num, kt_dispatch_fmt_i64(num, v));
 }
 
 /** A JSON string of \p s (valid UTF-8: the caller checked), quotes included. */
@@ -153,18 +151,6 @@ static kt_err_t put_hex_name(kt_dispatch_batch_t *b, const char *prefix, const c
         return KT_OK;
 }
 
-static void rfc3339(int64_t ms, char *buf, size_t size) {
-        int64_t sec = ms / 1000 - (ms % 1000 < 0);
-        int msec = (int)(ms - sec * 1000);
-        time_t t = (time_t)sec;
-        struct tm tm;
-        size_t n;
-
-        gmtime_r(&t, &tm);
-        n = strftime(buf, size, "%Y-%m-%dT%H:%M:%S", &tm);
-        snprintf(buf + n, size - n, ".%03dZ", msec);
-}
-
 /** Record headers as extension attributes (see the DESIGN block). */
 static kt_err_t put_headers(kt_dispatch_batch_t *b, const kt_dispatch_req_t *req,
                             kt_dispatch_notes_t *notes) {
@@ -208,7 +194,7 @@ static kt_err_t put_headers(kt_dispatch_batch_t *b, const kt_dispatch_req_t *req
 static kt_err_t put_event(kt_dispatch_batch_t *b, const kt_dispatch_req_t *req,
                           kt_dispatch_notes_t *notes) {
         kt_err_t err;
-        char tbuf[64];
+        char tbuf[KT_RFC3339_BYTES];
         size_t tlen = strlen(req->topic);
         int json = 0;
 
@@ -233,7 +219,7 @@ static kt_err_t put_event(kt_dispatch_batch_t *b, const kt_dispatch_req_t *req,
         TRY(put_i64(b, req->offset));
         TRY(put(b, "\"", 1));
         if (req->timestamp_ms >= 0) {
-                rfc3339(req->timestamp_ms, tbuf, sizeof(tbuf));
+                kt_dispatch_rfc3339(req->timestamp_ms, tbuf, sizeof(tbuf));
                 TRY(puts_(b, ",\"time\":\""));
                 TRY(puts_(b, tbuf));
                 TRY(put(b, "\"", 1));

@@ -456,9 +456,7 @@ static void base64(const unsigned char *in, size_t len, char *out) {
         out[o] = '\0';
 }
 
-/** RFC 3339 UTC with milliseconds: 2023-11-14T22:13:20.123Z. The date and time part is kept
- *  for the last second formatted: records of one batch mostly share it. */
-static void format_rfc3339(int64_t ms, char *buf, size_t size) {
+void kt_dispatch_rfc3339(int64_t ms, char *buf, size_t size) {
         static int64_t last_sec = INT64_MIN;
         static char last[32];
         static size_t last_len;
@@ -481,6 +479,22 @@ static void format_rfc3339(int64_t ms, char *buf, size_t size) {
         buf[last_len + 3] = (char)('0' + msec % 10);
         buf[last_len + 4] = 'Z';
         buf[last_len + 5] = '\0';
+}
+
+size_t kt_dispatch_fmt_i64(char *buf, int64_t v) {
+        char tmp[KT_FMT_I64_BYTES], *e = tmp + sizeof(tmp), *p = e;
+        uint64_t u = v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v;
+        size_t n;
+
+        do
+                *--p = (char)('0' + u % 10);
+        while ((u /= 10));
+        if (v < 0)
+                *--p = '-';
+        n = (size_t)(e - p);
+        memcpy(buf, p, n);
+        buf[n] = '\0';
+        return n;
 }
 
 /* ---------------------------------------------------------------- line storage */
@@ -521,15 +535,8 @@ static kt_err_t puts_(kt_dispatch_hdrs_t *h, const char *s) {
 }
 
 static kt_err_t put_i64(kt_dispatch_hdrs_t *h, int64_t v) {
-        char tmp[24], *e = tmp + sizeof(tmp), *p = e;
-        uint64_t u = v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v;
-
-        do
-                *--p = (char)('0' + u % 10);
-        while ((u /= 10));
-        if (v < 0)
-                *--p = '-';
-        return put(h, p, (size_t)(e - p));
+        char num[KT_FMT_I64_BYTES];
+        return put(h, num, kt_dispatch_fmt_i64(num, v));
 }
 
 /** Start a line at the current end of the buffer. */
@@ -765,7 +772,7 @@ static kt_err_t line_record_id(kt_dispatch_hdrs_t *h, const char *name,
 kt_err_t kt_dispatch_headers_build(const kt_dispatch_req_t *req, kt_dispatch_hdrs_t *h,
                                    kt_dispatch_notes_t *notes) {
         /* On the stack (about 12 KiB): no allocation per call for the line buffer. */
-        char line[LINE_MAX_BYTES], tbuf[64], ctbuf[256];
+        char line[LINE_MAX_BYTES], tbuf[KT_RFC3339_BYTES], ctbuf[256];
         scan_t sc;
         const char *type;
         kt_err_t err = KT_ERR_NOMEM;
@@ -787,8 +794,8 @@ kt_err_t kt_dispatch_headers_build(const kt_dispatch_req_t *req, kt_dispatch_hdr
 #define END()     TRY(line_end(h))
 #define LINE(str) TRY(add(h, str))
 
-        format_rfc3339(req->timestamp_ms >= 0 ? req->timestamp_ms : kt_wallclock_ms(), tbuf,
-                       sizeof(tbuf));
+        kt_dispatch_rfc3339(req->timestamp_ms >= 0 ? req->timestamp_ms : kt_wallclock_ms(), tbuf,
+                            sizeof(tbuf));
         if (req->format == KT_EVENT_CLOUDEVENTS) {
                 /* CloudEvents 1.0, HTTP binary content mode. */
                 LINE("ce-specversion: 1.0");

@@ -3,7 +3,10 @@
 #include "../../core/tests/kt_test.h"
 #include "../dispatch.h"
 
+#include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 
 static const char *find(struct curl_slist *h, const char *name) {
@@ -665,7 +668,41 @@ static void test_backoff(void) {
                  (long long)max30);
 }
 
+/* The printf-free formatters the headers and batch bodies share, against snprintf / gmtime. */
+static void test_formatters(void) {
+        static const int64_t nums[] = {0,         1,         -1,        9,
+                                       10,        -10,       123456789, INT32_MAX,
+                                       INT32_MIN, INT64_MAX, INT64_MIN, INT64_MIN + 1};
+        /* Across second boundaries (the kept date part must follow), before 1970, and back. */
+        static const int64_t times[] = {
+            1700000000123LL, 1700000000999LL, 1700000001000LL, 1700000000000LL,  0, -1,
+            -1000,           -1001,           951782400000LL,  253402300799999LL};
+        char got[KT_FMT_I64_BYTES], want[KT_FMT_I64_BYTES], tbuf[KT_RFC3339_BYTES];
+
+        for (size_t i = 0; i < sizeof(nums) / sizeof(nums[0]); i++) {
+                size_t n = kt_dispatch_fmt_i64(got, nums[i]);
+                snprintf(want, sizeof(want), "%lld", (long long)nums[i]);
+                KT_CHECK(!strcmp(got, want) && n == strlen(want), "got \"%s\" (%zu), want %s", got,
+                         n, want);
+        }
+        for (size_t i = 0; i < sizeof(times) / sizeof(times[0]); i++) {
+                int64_t ms = times[i], sec = ms / 1000 - (ms % 1000 < 0);
+                time_t t = (time_t)sec;
+                struct tm tm;
+                char date[40], expect[KT_RFC3339_BYTES];
+                gmtime_r(&t, &tm);
+                strftime(date, sizeof(date), "%Y-%m-%dT%H:%M:%S", &tm);
+                snprintf(expect, sizeof(expect), "%s.%03dZ", date, (int)(ms - sec * 1000));
+                kt_dispatch_rfc3339(ms, tbuf, sizeof(tbuf));
+                KT_CHECK(!strcmp(tbuf, expect), "got %s, want %s", tbuf, expect);
+        }
+        strcpy(tbuf, "untouched");
+        kt_dispatch_rfc3339(1700000000123LL, tbuf, 10); /* too small: left as it was */
+        KT_CHECK(!strcmp(tbuf, "untouched"), "got %s", tbuf);
+}
+
 int main(void) {
+        test_formatters();
         test_json_detection();
         test_utf8();
         test_cloudevents();
