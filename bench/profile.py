@@ -3,7 +3,7 @@
 per record goes").
 
     profile.py --tool perf|callgrind|strace [--records N] [--partitions P] [--ordering none] [--out DIR]
-               [--event-headers]
+               [--event-headers] [--batch N]
 
 Uses bench.py's broker (KT_KAFKA_DIR, default /tmp/ktrigger-kafka-bench; left running with
 --keep-broker) and its nginx `return 200`. Fills a fresh topic with N records of 100 B (1 MB
@@ -13,7 +13,8 @@ fresh group, under `perf record` (cpu-clock samples, whole process, all threads)
 until N calls completed, then SIGTERM.
 Prints `perf report --sort dso,symbol` / `callgrind_annotate --inclusive=yes` heads and writes
 the raw data to DIR. Divide by N for per-record costs. --event-headers: the bare forwarder sends
-ktrigger's event header lines too (bare_forwarder --event-headers).
+ktrigger's event header lines too (bare_forwarder --event-headers). --batch N: ktrigger with
+dispatch.batch.max_records = N (max_wait_ms 0), and no bare forwarder (it has no batches).
 """
 import argparse
 import os
@@ -58,6 +59,8 @@ def main():
     ap.add_argument('--keep-broker', action='store_true')
     ap.add_argument('--event-headers', action='store_true',
                     help="the bare forwarder sends ktrigger's event header lines too")
+    ap.add_argument('--batch', type=int, default=0,
+                    help='ktrigger with dispatch.batch.max_records = N; no bare forwarder')
     args = ap.parse_args()
     out = args.out or tempfile.mkdtemp(prefix='ktrigger-profile-')
     os.makedirs(out, exist_ok=True)
@@ -73,18 +76,20 @@ def main():
         stamp = int(time.time())
 
         # The bare forwarder: its own "done" line says N calls completed.
-        data = os.path.join(out, f'bare.{args.tool}')
-        bout = os.path.join(out, 'bare.out')
-        props = ((['--event-headers'] if args.event_headers else []) +
-                 [f'{k}={v}' for k, v in bench.KTRIGGER_FETCH_DEFAULTS + bench.KAFKA_PROPS])
-        with open(bout, 'w') as f:
-            proc = subprocess.Popen(tool_prefix(args.tool, data) +
-                                    [bench.BARE_FORWARDER, kafka.bootstrap, topic,
-                                     f'profile-bare-{stamp}', url, str(bench.MAX_IN_FLIGHT),
-                                     str(args.records)] + props, stdout=f,
-                                    stderr=subprocess.STDOUT)
-        wait_stop(proc, lambda: 'done ' in open(bout).read(), 'bare forwarder', timeout)
-        bench.log(f'bare forwarder: {open(bout).read().strip()}')
+        data = None
+        if not args.batch:
+            data = os.path.join(out, f'bare.{args.tool}')
+            bout = os.path.join(out, 'bare.out')
+            props = ((['--event-headers'] if args.event_headers else []) +
+                     [f'{k}={v}' for k, v in bench.KTRIGGER_FETCH_DEFAULTS + bench.KAFKA_PROPS])
+            with open(bout, 'w') as f:
+                proc = subprocess.Popen(tool_prefix(args.tool, data) +
+                                        [bench.BARE_FORWARDER, kafka.bootstrap, topic,
+                                         f'profile-bare-{stamp}', url, str(bench.MAX_IN_FLIGHT),
+                                         str(args.records)] + props, stdout=f,
+                                        stderr=subprocess.STDOUT)
+            wait_stop(proc, lambda: 'done ' in open(bout).read(), 'bare forwarder', timeout)
+            bench.log(f'bare forwarder: {open(bout).read().strip()}')
 
         # ktrigger with bench.py's configuration.
         data_kt = os.path.join(out, f'ktrigger.{args.tool}')
@@ -92,7 +97,8 @@ def main():
         conf = os.path.join(out, 'ktrigger.conf')
         with open(conf, 'w') as f:
             f.write(bench.render_config(kafka.bootstrap, topic, f'profile-kt-{stamp}',
-                                        nginx.fast, mport, args.ordering))
+                                        nginx.fast, mport, args.ordering,
+                                        batch=(args.batch, 0) if args.batch else None))
         with open(os.path.join(out, 'ktrigger.log'), 'w') as f:
             proc = subprocess.Popen(tool_prefix(args.tool, data_kt) +
                                     [bench.KTRIGGER, '--config', conf], stdout=f,
@@ -106,7 +112,8 @@ def main():
         if kafka and not args.keep_broker:
             kafka.stop()
 
-    for name, path in (('bare forwarder', data), ('ktrigger', data_kt)):
+    for name, path in ((('bare forwarder', data),) if not args.batch else ()) + (
+            ('ktrigger', data_kt),):
         print(f'\n===== {name}: {args.records:,} records, {path}')
         if args.tool == 'strace':
             cmd = ['cat', path]
