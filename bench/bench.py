@@ -567,6 +567,18 @@ def run_bare_forwarder(kafka, workdir, sc, topic, records, url, run_no, conns,
     return res
 
 
+def merge_bare_runs(runs):
+    """One scenario's bare forwarder runs (run_bare_forwarder's dicts) as one: complete if
+    every run was, errors summed, peak RSS the max, the rest the median."""
+    out = {}
+    for k in runs[0]:
+        out[k] = (all(r[k] for r in runs) if k.endswith('_complete') else
+                  sum(r[k] or 0 for r in runs) if k.endswith('_errors') else
+                  max(r[k] for r in runs) if k.endswith('_peak_rss_mib') else
+                  median([r[k] for r in runs]))
+    return out
+
+
 def run_latency(kafka, workdir, sc, topic, sink, rate, seconds, run_no):
     group = f'bench-{sc["name"]}-{run_no}-{int(time.time() * 1000)}'.replace('/', '_')
     mport = free_port()
@@ -940,16 +952,8 @@ def main():
             }
             out.update(sc.get('producer_stats') or {})
             if bf:
-                for k in bf[0]:
-                    if k == 'bare_forwarder_complete':
-                        out[k] = all(b[k] for b in bf)
-                    elif k == 'bare_forwarder_errors':
-                        out[k] = sum(b[k] or 0 for b in bf)
-                    else:
-                        out[k] = median([b[k] for b in bf])
+                out.update(merge_bare_runs(bf))
                 out['bare_forwarder_concurrency'] = conns
-                out['bare_forwarder_peak_rss_mib'] = max(b['bare_forwarder_peak_rss_mib']
-                                                         for b in bf)
             for k in got[0]:
                 if k == 'complete':
                     out[k] = all(g[k] for g in got)
@@ -965,11 +969,7 @@ def main():
                     if out['ceiling_bare_forwarder_records_per_s'] else None)
                 out['per_run_bare_forwarder'] = bf
             if bfe:
-                for k in bfe[0]:
-                    out[k] = (all(b[k] for b in bfe) if k.endswith('_complete') else
-                              sum(b[k] or 0 for b in bfe) if k.endswith('_errors') else
-                              max(b[k] for b in bfe) if k.endswith('_peak_rss_mib') else
-                              median([b[k] for b in bfe]))
+                out.update(merge_bare_runs(bfe))
                 ceil = out['ceiling_bare_forwarder_event_headers_records_per_s']
                 out['ratio_vs_bare_forwarder_event_headers'] = (out['records_per_s'] / ceil
                                                                 if ceil else None)
