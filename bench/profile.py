@@ -76,7 +76,6 @@ def main():
         stamp = int(time.time())
 
         # The bare forwarder: its own "done" line says N calls completed.
-        data = None
         if not args.batch:
             data = os.path.join(out, f'bare.{args.tool}')
             bout = os.path.join(out, 'bare.out')
@@ -112,8 +111,9 @@ def main():
         if kafka and not args.keep_broker:
             kafka.stop()
 
-    for name, path in ((('bare forwarder', data),) if not args.batch else ()) + (
-            ('ktrigger', data_kt),):
+    profiled = [('ktrigger', data_kt)] if args.batch else [('bare forwarder', data),
+                                                           ('ktrigger', data_kt)]
+    for name, path in profiled:
         print(f'\n===== {name}: {args.records:,} records, {path}')
         if args.tool == 'strace':
             cmd = ['cat', path]
