@@ -294,14 +294,15 @@ kt_err_t kt_dispatch_batch_finish(kt_dispatch_batch_t *b) {
 }
 
 static int id_matches(const char *id, const kt_dispatch_req_t *req) {
-        char tail[48];
-        size_t tlen = strlen(req->topic);
-        int n;
+        char tail[2 * KT_FMT_I64_BYTES];
+        size_t tlen = strlen(req->topic), n;
 
         if (strncmp(id, req->topic, tlen) || id[tlen] != '/')
                 return 0;
-        n = snprintf(tail, sizeof(tail), "%d/%lld", (int)req->partition, (long long)req->offset);
-        return n > 0 && !strcmp(id + tlen + 1, tail);
+        n = kt_dispatch_fmt_i64(tail, req->partition);
+        tail[n++] = '/';
+        kt_dispatch_fmt_i64(tail + n, req->offset);
+        return !strcmp(id + tlen + 1, tail);
 }
 
 kt_err_t kt_dispatch_batch_parse(const char *body, size_t len, const kt_dispatch_req_t *reqs,
