@@ -303,7 +303,7 @@ manifests:
 # ---------------------------------------------------------------------------- benchmarks
 # make bench-quick (about 3 minutes before the batched scenarios, not re-timed since) / make bench (the full matrix): own Kafka
 # broker, nginx runtimes, ceilings measured in the same run; table on stdout and
-# bench/results/latest.json (see bench/README.md). Reports numbers; never fails on speed.
+# bench/results/latest.json (make bench; make bench-quick: partial.json; see bench/README.md). Reports numbers; never fails on speed.
 # bench/bare_forwarder is the per-record ceiling bench.py runs beside ktrigger (not the product).
 .PHONY: bench bench-quick bare-forwarder
 

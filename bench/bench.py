@@ -821,11 +821,17 @@ def main():
     mode.add_argument('--full', action='store_true')
     ap.add_argument('--runs', type=int, help='runs per scenario (default: quick 1, full 2)')
     ap.add_argument('--only', help='run the scenarios whose name contains this')
-    ap.add_argument('--out', default=os.path.join(HERE, 'results', 'latest.json'))
+    # latest.json is committed from whole full runs (README.md): anything less writes beside it.
+    ap.add_argument('--out', default=None,
+                    help='default: results/latest.json for --full without --only, '
+                         'else results/partial.json')
     ap.add_argument('--keep-broker', action='store_true', help='leave the broker running')
     ap.add_argument('--no-bare-forwarder', action='store_true',
                     help='skip the bare forwarder ceiling (bench/bare_forwarder.c)')
     args = ap.parse_args()
+    if args.out is None:
+        whole = args.full and not args.only
+        args.out = os.path.join(HERE, 'results', 'latest.json' if whole else 'partial.json')
     idx = 1 if args.full else 0
     runs = args.runs or (2 if args.full else 1)
     wrk_s = 5 if args.full else 3
