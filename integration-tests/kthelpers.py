@@ -721,19 +721,20 @@ def _lc_value(v, indent):
 def render_config(conf):
     """Render a nested dict as a libconfig file: dicts are groups, lists are arrays.
 
-    kafka.properties (librdkafka property names contain dots, which libconfig names cannot)
-    is rendered as a list of ("name", "value") pairs.
+    kafka.properties and kafka.producer_properties (librdkafka property names contain dots,
+    which libconfig names cannot) are rendered as lists of ("name", "value") pairs.
     """
     out = []
+    lists = ('properties', 'producer_properties')
     for section, body in conf.items():
-        if section == 'kafka' and isinstance(body, dict) and 'properties' in body:
+        if section == 'kafka' and isinstance(body, dict) and any(k in body for k in lists):
             body = dict(body)
-            props = body.pop('properties')
-            text = _lc_value(body, 0)
-            pairs = ',\n'.join('    (%s, %s)' % (_lc_string(k), _lc_string(str(v)))
-                               for k, v in props.items())
-            text = text[:-1] + '  properties = (\n%s\n  );\n}' % pairs
-            out.append('%s = %s;\n' % (section, text))
+            text = _lc_value({k: v for k, v in body.items() if k not in lists}, 0)[:-1]
+            for name in (k for k in lists if k in body):
+                pairs = ',\n'.join('    (%s, %s)' % (_lc_string(k), _lc_string(str(v)))
+                                   for k, v in body[name].items())
+                text += '  %s = (\n%s\n  );\n' % (name, pairs)
+            out.append('%s = %s};\n' % (section, text))
         else:
             out.append('%s = %s;\n' % (section, _lc_value(body, 0)))
     return ''.join(out)
