@@ -494,6 +494,10 @@ void kt_loop_dispatch_ready(kt_loop_t *kl) {
         kt_record_t *rec;
 
         kl->next_due_ms = kt_sched_due(kl->ks, now);
+        /* A refused reply or dead letter is written again whatever the runtime does: it needs
+         * only Kafka, and a drain with the runtime down waits for it. */
+        while ((rec = kt_sched_next_write(kl->ks)))
+                produce(kl, rec);
         if (kl->runtime_down) {
                 if (!kl->probing && now >= kl->probe_at_ms) {
                         if (kt_dispatch_probe_start(kl->kd) == 0)

@@ -375,10 +375,17 @@ void kt_sched_unhold(kt_sched_t *ks);
 kt_err_t kt_sched_retry_at(kt_sched_t *ks, kt_record_t *rec, int64_t at_ms);
 
 /**
- * @brief Move retries due at \p now_ms to the front of the ready queue.
+ * @brief Move retries due at \p now_ms to the front of the ready queue, and records PRODUCING
+ *        (a refused reply or dead letter) due to be written again to kt_sched_next_write()'s.
  * @returns the due time of the next retry, INT64_MAX if none.
  */
 int64_t kt_sched_due(kt_sched_t *ks, int64_t now_ms);
+
+/**
+ * @returns the next PRODUCING record due to be written again (removed from its queue), or
+ *          NULL. It needs no call slot and no runtime: take these whatever the runtime does.
+ */
+kt_record_t *kt_sched_next_write(kt_sched_t *ks);
 
 /** @brief Forget every record of \p p (being revoked), held ones included. */
 void kt_sched_partition_drop(kt_sched_t *ks, kt_partition_t *p);

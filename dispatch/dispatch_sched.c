@@ -12,7 +12,11 @@
  *
  * Startable records wait in one FIFO across all partitions (fair by arrival); the loop pops
  * from it while call slots are free, so dispatch.max_in_flight is the one global bound. Retries
- * wait in a binary heap ordered by due time and go to the front of the FIFO when due.
+ * wait in a binary heap ordered by due time and go to the front of the FIFO when due. A
+ * record PRODUCING whose reply or dead letter Kafka refused waits in the same heap, but when
+ * due goes to a FIFO of its own (kt_sched_next_write()): writing it again needs Kafka only,
+ * neither a call slot nor the runtime, so it goes on while the runtime is down and a drain
+ * waiting for it ends when Kafka takes it.
  * Everything here is O(1) or O(log n) per record, except dropping a revoked partition.
  *
  * The reply bound: with dispatch.reply_topic every call may bring back a reply (up to 1 MiB)
@@ -42,8 +46,9 @@
 struct kt_sched {
         const kt_config_t *conf;
         kt_record_t *ready_head, *ready_tail;
-        kt_record_t *held_head, *held_tail; /**< lane heads of batches waiting to fill up */
-        kt_partition_t *parked;             /**< partitions with parked records */
+        kt_record_t *held_head, *held_tail;   /**< lane heads of batches waiting to fill up */
+        kt_record_t *write_head, *write_tail; /**< PRODUCING, due to be written again */
+        kt_partition_t *parked;               /**< partitions with parked records */
         kt_record_t **heap;
         size_t heap_cnt, heap_size;
 };
@@ -335,10 +340,24 @@ int64_t kt_sched_due(kt_sched_t *ks, int64_t now_ms) {
         while (ks->heap_cnt && ks->heap[0]->retry_at_ms <= now_ms) {
                 kt_record_t *rec = ks->heap[0];
                 heap_remove(ks, 0);
-                /* Retries go before new records: they are older. */
-                ready_push_front(ks, rec);
+                if (rec->state == KT_REC_PRODUCING)
+                        fifo_push(&ks->write_head, &ks->write_tail, rec);
+                else
+                        ready_push_front(ks, rec); /* before new records: they are older */
         }
         return ks->heap_cnt ? ks->heap[0]->retry_at_ms : INT64_MAX;
+}
+
+kt_record_t *kt_sched_next_write(kt_sched_t *ks) {
+        kt_record_t *rec = ks->write_head;
+
+        if (rec) {
+                ks->write_head = rec->ready_next;
+                if (!ks->write_head)
+                        ks->write_tail = NULL;
+                rec->ready_next = NULL;
+        }
+        return rec;
 }
 
 /* ---------------------------------------------------------------- revocation */
@@ -360,6 +379,7 @@ void kt_sched_partition_drop(kt_sched_t *ks, kt_partition_t *p) {
 
         fifo_drop(&ks->ready_head, &ks->ready_tail, p);
         fifo_drop(&ks->held_head, &ks->held_tail, p);
+        fifo_drop(&ks->write_head, &ks->write_tail, p);
         {
                 size_t n = 0;
                 for (size_t i = 0; i < ks->heap_cnt; i++) {

@@ -3,6 +3,7 @@ reports not-ready and spends no record's retry budget (with max_attempts = 1 and
 a single counted failure would dead-letter a record); when the runtime answers /healthz again
 everything is delivered exactly once and committed."""
 
+import signal
 import time
 
 import kthelpers as kt
@@ -114,3 +115,52 @@ def test_revoke_while_the_runtime_is_down_hands_back_at_once(kafka, names, confi
     assert sorted(set(delivered)) == sorted(r.value for r in produced), 'lost'
     assert len(delivered) == len(set(delivered)), 'delivered twice: %s' % sorted(
         x for x in set(delivered) if delivered.count(x) > 1)[:5]
+
+
+
+def test_shutdown_with_the_runtime_down_waits_for_a_reply_being_written(
+        kafka, kafka_bootstrap, names, config, runtime_factory, ktrigger_factory):
+    """A shutdown drain with the runtime down ends early, but not before a reply still being
+    written: that record got its 2xx, so once Kafka takes its reply it is done (and
+    committed), and the next owner does not call it again.
+
+    Record 0 is answered at once; its reply topic does not exist yet, so the reply is refused
+    (for good: written again after a back-off, under block) and the record stays PRODUCING.
+    Record 1 sleeps; the runtime is SIGKILLed while it runs, so its retry finds nothing
+    listening. Then SIGTERM, and only then is the reply topic created."""
+    replies = names.topic + '-late-replies'
+    kafka.create_topic(names.topic, 1)
+    kafka.produce(names.topic, [(0, 'answered'), (0, 'sleeping')])
+    rt = runtime_factory(reply_body='{"answer": 42}', sleep_bodies={'sleeping': 60000})
+    conf = config(rt.port)
+    conf['kafka']['producer_properties'] = {'topic.metadata.propagation.max.ms': '500'}
+    conf['dispatch'].update({'ordering': 'none', 'max_in_flight': 2, 'reply_topic': replies,
+                             'on_failure': 'block', 'drain_timeout_ms': 40000,
+                             'retry': {'initial_backoff_ms': 100, 'max_backoff_ms': 500}})
+    ktr = ktrigger_factory(conf)
+
+    def refused():
+        ktr.assert_running()
+        m = ktr.metrics()
+        return (kt.metric_sum(m, 'ktrigger_calls_total', outcome='success') == 1 and
+                (kt.metric_sum(m, 'ktrigger_produce_failures_total', kind='reply',
+                               error='permanent') or 0) >= 1)
+
+    kt.wait_for(refused, 20, 'record 0 answered, its reply refused (no such topic yet)')
+    rt.proc.kill()
+    rt.proc.wait(10)
+    kt.wait_for(lambda: ktr.assert_running() or
+                kt.metric_sum(ktr.metrics(), 'ktrigger_runtime_up') == 0, 10,
+                'ktrigger seeing its runtime down')
+    ktr.proc.send_signal(signal.SIGTERM)
+    time.sleep(1)  # the old drain ended here, at once; this one waits for the reply
+    assert ktr.proc.poll() is None, 'exited with a reply still to write: ' + kt.tail(
+        ktr.log_path, 10)
+    kafka.create_topic(replies, 1)
+    assert ktr.proc.wait(40) == 0
+    log = ktr.log()
+    assert '1 records not done (the runtime is down)' in log, kt.tail(ktr.log_path, 20)
+    assert kafka.committed(names.group, names.topic) == {0: 1}, \
+        'record 0 (answered, its reply written) not committed: it would be delivered again'
+    got = kt.read_topic(kafka_bootstrap, replies, 1, names.group + '-reader')
+    assert [v for _, v, _ in got] == [b'{"answer": 42}'], got

@@ -1,5 +1,6 @@
 /* The scheduler's reply bound: replies held and expected keep a partition's calls back; a
- * lane's next record is not started again while a batch carries it. */
+ * lane's next record is not started again while a batch carries it; a refused reply due to be
+ * written again comes out of its own queue, not the calls'. */
 #define _POSIX_C_SOURCE 200809L
 #include "../../core/tests/kt_test.h"
 #include "../dispatch.h"
@@ -137,9 +138,55 @@ static void test_resolved_in_flight_successor(void) {
         kt_sched_destroy(ks);
 }
 
+/* A reply Kafka refused is written again from its own queue: it needs no call slot and no
+ * runtime, so the loop takes it while it starts no call (the runtime down). */
+static void test_write_again_queue(void) {
+        static kt_config_t conf;
+        static kt_partition_t p;
+        static kt_record_t recs[3];
+        kt_sched_t *ks;
+        kt_record_t *rec;
+
+        conf.ordering = KT_ORDER_NONE;
+        ks = kt_sched_new(&conf);
+        KT_CHECK(ks != NULL, "kt_sched_new");
+        if (!ks)
+                return;
+        for (int i = 0; i < 3; i++) {
+                recs[i].part = &p;
+                recs[i].offset = i;
+                recs[i].heap_idx = SIZE_MAX;
+                kt_sched_record_add(ks, &recs[i]);
+        }
+        for (int i = 0; i < 3; i++)
+                KT_CHECK(kt_sched_next(ks) == &recs[i], "record %d startable", i);
+        /* [0]: answered, its reply refused; [1]: its call failed; both due at 100. */
+        recs[0].state = KT_REC_PRODUCING;
+        recs[1].state = KT_REC_RETRY_WAIT;
+        KT_CHECK(kt_sched_retry_at(ks, &recs[0], 100) == KT_OK, "retry_at");
+        KT_CHECK(kt_sched_retry_at(ks, &recs[1], 100) == KT_OK, "retry_at");
+        KT_CHECK(kt_sched_due(ks, 99) == 100, "nothing due before 100");
+        KT_CHECK(!kt_sched_next_write(ks), "no write due before 100");
+        KT_CHECK(kt_sched_due(ks, 100) == INT64_MAX, "both due at 100");
+        rec = kt_sched_next_write(ks);
+        KT_CHECK(rec == &recs[0], "the reply is written again: %p", (void *)rec);
+        KT_CHECK(!kt_sched_next_write(ks), "only it");
+        rec = kt_sched_next(ks);
+        KT_CHECK(rec == &recs[1], "the failed call is started again: %p", (void *)rec);
+        KT_CHECK(!kt_sched_next(ks), "the reply is not a call");
+
+        /* A revoked partition's write due leaves with it. */
+        KT_CHECK(kt_sched_retry_at(ks, &recs[0], 200) == KT_OK, "retry_at");
+        kt_sched_due(ks, 200);
+        kt_sched_partition_drop(ks, &p);
+        KT_CHECK(!kt_sched_next_write(ks), "dropped with its partition");
+        kt_sched_destroy(ks);
+}
+
 int main(void) {
         test_reply_bound();
         test_reply_estimate();
         test_resolved_in_flight_successor();
+        test_write_again_queue();
         return kt_test_done("test_sched");
 }
