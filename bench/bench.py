@@ -45,7 +45,7 @@ KAFKA_PROPS = [('fetch.wait.max.ms', '10'), ('auto.commit.interval.ms', '100')]
 #: ktrigger's own prefetch and fetch defaults (consumer/consumer_group.c, kt_consumer_new), given
 #: to the bare forwarder too so that both fetch the same way.
 KTRIGGER_FETCH_DEFAULTS = [('queued.max.messages.kbytes', '512'), ('queued.min.messages', '1000'),
-                           ('fetch.message.max.bytes', '262144'), ('fetch.max.bytes', '1048576')]
+                           ('fetch.message.max.bytes', '65536'), ('fetch.max.bytes', '1048576')]
 #: How the topic is produced. '1MB': librdkafka's default batch.size (1,000,000 bytes) with
 #: linger 50 ms, so 100 B records land in ~8,700-record batches; '16KiB': Java's default
 #: batch.size (16384) with linger.ms 5, the common case (issue 15: memory with lag).
