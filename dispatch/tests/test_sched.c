@@ -11,6 +11,16 @@
 
 #define RECS 8
 
+/** Buffer \p n records of \p p, offsets 0 .. n - 1, as the consumer does. */
+static void add_records(kt_sched_t *ks, kt_partition_t *p, kt_record_t *recs, int n) {
+        for (int i = 0; i < n; i++) {
+                recs[i].part = p;
+                recs[i].offset = i;
+                recs[i].heap_idx = SIZE_MAX;
+                kt_sched_record_add(ks, &recs[i]);
+        }
+}
+
 /** Pop everything startable, "starting" each (in_flight++) as the loop would. */
 static int start_all(kt_sched_t *ks, kt_partition_t *p) {
         kt_record_t *rec;
@@ -38,12 +48,7 @@ static void test_reply_bound(void) {
         KT_CHECK(ks != NULL, "kt_sched_new");
         if (!ks)
                 return;
-        for (int i = 0; i < RECS; i++) {
-                recs[i].part = &p;
-                recs[i].offset = i;
-                recs[i].heap_idx = SIZE_MAX;
-                kt_sched_record_add(ks, &recs[i]);
-        }
+        add_records(ks, &p, recs, RECS);
         /* No reply seen yet: each may be 1 MiB, so one call at a time. */
         n = start_all(ks, &p);
         KT_CHECK(n == 1, "before any reply: %d started", n);
@@ -120,12 +125,7 @@ static void test_resolved_in_flight_successor(void) {
         KT_CHECK(ks != NULL, "kt_sched_new");
         if (!ks)
                 return;
-        for (int i = 0; i < 3; i++) {
-                recs[i].part = &p;
-                recs[i].offset = i;
-                recs[i].heap_idx = SIZE_MAX;
-                kt_sched_record_add(ks, &recs[i]);
-        }
+        add_records(ks, &p, recs, 3);
         rec = kt_sched_next(ks);
         KT_CHECK(rec == &recs[0] && !kt_sched_next(ks), "only the head is startable");
         /* The batch: recs[0] and recs[1]. */
@@ -152,12 +152,7 @@ static void test_write_again_queue(void) {
         KT_CHECK(ks != NULL, "kt_sched_new");
         if (!ks)
                 return;
-        for (int i = 0; i < 3; i++) {
-                recs[i].part = &p;
-                recs[i].offset = i;
-                recs[i].heap_idx = SIZE_MAX;
-                kt_sched_record_add(ks, &recs[i]);
-        }
+        add_records(ks, &p, recs, 3);
         for (int i = 0; i < 3; i++)
                 KT_CHECK(kt_sched_next(ks) == &recs[i], "record %d startable", i);
         /* [0]: answered, its reply refused; [1]: its call failed; both due at 100. */
