@@ -1364,7 +1364,7 @@ kt_consumer_t *kt_consumer_new(const kt_config_t *conf, const kt_consumer_hooks_
              * its whole response allocated. Smaller responses (at most 64 KiB a partition,
              * 1 MiB in all) bound that; a bigger record, or a bigger producer batch, still
              * comes through whole. With small producer batches (Java's 16 KiB) 64 KiB holds
-             * ~3.5 MiB less on 8 partitions than 256 KiB did, at the same rate
+             * ~3 MiB less on 8 partitions than 256 KiB did (26.0 -> 22.8), at the same rate
              * (bench/README.md: Memory with lag). */
             {"fetch.message.max.bytes", "65536"},
             {"fetch.max.bytes", "1048576"},
