@@ -71,7 +71,8 @@ def test_recorder_behaviours(lang, runtime_factory):
     assert calls[9].body == '\x00\\xff\\xfe\\x80bin\x00'  # Python's backslashreplace
     assert calls[10].body_bytes == b'' and calls[10].body == ''
     assert calls[11].line.get('slept_ms') == 1500
-    assert all(c.concurrent == 1 for c in calls)
+    concurrent = [(c.seq, c.body, c.concurrent) for c in calls]
+    assert [c.concurrent for c in calls] == [1] * 12, concurrent
     assert all(isinstance(c.header_list, list) and c.time > 0 for c in calls)
 
 

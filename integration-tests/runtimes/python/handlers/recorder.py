@@ -33,7 +33,8 @@ A line (JSON, sorted keys):
   raw_headers_b64  the request's header block exactly as received (Python runtime only)
   time        epoch seconds at arrival;  done: epoch seconds when the line is written
   seq         1-based number of this call in this process
-  concurrent  calls in progress in this process at arrival, this one included
+  concurrent  calls in progress in this process at arrival, this one included (a dropped
+              call stops counting before its connection closes)
   status      the status answered (408 if the call outlived the runtime's FUNC_TIMEOUT, so the
               runtime answered 408); null when the connection was dropped
   failed      true unless the status is 2xx;  dropped: true for a dropped connection
@@ -145,14 +146,21 @@ def handler(event, context):
         _state['seq'] += 1
         _state['in_progress'] += 1
         seq, concurrent = _state['seq'], _state['in_progress']
+    released = []
+
+    def release():
+        # Once only: DROP_BODIES releases before the client can see its connection close.
+        if not released:
+            released.append(True)
+            with _lock:
+                _state['in_progress'] -= 1
     try:
-        return _handle(event, context, arrival, seq, concurrent)
+        return _handle(event, context, arrival, seq, concurrent, release)
     finally:
-        with _lock:
-            _state['in_progress'] -= 1
+        release()
 
 
-def _handle(event, context, arrival, seq, concurrent):
+def _handle(event, context, arrival, seq, concurrent, release):
     request = event['extensions']['request']
     response = event['extensions']['response']
     raw = request.body.read()
@@ -188,6 +196,7 @@ def _handle(event, context, arrival, seq, concurrent):
         if sock is None:
             raise RuntimeError('DROP_BODIES needs the runtime to expose kubeless.socket')
         finish(None, dropped=True)
+        release()  # else the caller's next call can arrive first and count this one
         sock.shutdown(socket.SHUT_RDWR)  # the runtime's answer then fails to be written
         raise InjectedFailure('dropped the connection for body %r' % body)
 

@@ -79,14 +79,22 @@ def handler(event, context)
     seq = RECORDER_STATE[:seq]
     concurrent = RECORDER_STATE[:in_progress]
   end
-  begin
-    recorder_handle(event, context, arrival, seq, concurrent)
-  ensure
+  released = false
+  # Once only: DROP_BODIES releases before the client can see its connection close.
+  release = lambda do
+    next if released
+
+    released = true
     RECORDER_LOCK.synchronize { RECORDER_STATE[:in_progress] -= 1 }
+  end
+  begin
+    recorder_handle(event, context, arrival, seq, concurrent, release)
+  ensure
+    release.call
   end
 end
 
-def recorder_handle(event, context, arrival, seq, concurrent)
+def recorder_handle(event, context, arrival, seq, concurrent, release)
   request = event[:extensions][:request]
   response = event[:extensions][:response]
   raw = request.body.read.to_s.b
@@ -127,6 +135,7 @@ def recorder_handle(event, context, arrival, seq, concurrent)
       raise 'DROP_BODIES needs the runtime to expose kubeless.socket' if sock.nil?
 
       finish.call(nil, 'dropped' => true)
+      release.call # else the caller's next call can arrive first and count this one
       sock.shutdown(Socket::SHUT_RDWR)
       raise InjectedFailure, "dropped the connection for body #{body.inspect}"
     end
