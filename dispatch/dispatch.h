@@ -410,6 +410,13 @@ typedef void(kt_produce_done_cb)(void *opaque, rd_kafka_resp_err_t err, void *cb
 kt_produce_t *kt_produce_new(const kt_config_t *conf, kt_produce_done_cb *cb, void *cbarg,
                              char *errstr, size_t errstr_size);
 
+/**
+ * @brief The producer's librdkafka configuration, as kt_produce_new() uses it (its callbacks
+ *        and opaque not yet set); separate so that the tests can read what wins.
+ * @returns a new configuration (the caller's), or NULL with the reason in \p errstr.
+ */
+rd_kafka_conf_t *kt_produce_rkconf(const kt_config_t *conf, char *errstr, size_t errstr_size);
+
 /** @brief Switch to a reloaded \p conf (dead-letter and reply topics; the producer's own
  *         properties and brokers need a new producer). */
 void kt_produce_conf_set(kt_produce_t *kp, const kt_config_t *conf);

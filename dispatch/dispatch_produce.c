@@ -181,10 +181,8 @@ int kt_produce_err_permanent(rd_kafka_resp_err_t err) {
         }
 }
 
-kt_produce_t *kt_produce_new(const kt_config_t *conf, kt_produce_done_cb *cb, void *cbarg,
-                             char *errstr, size_t errstr_size) {
-        kt_produce_t *kp = calloc(1, sizeof(*kp));
-        rd_kafka_conf_t *rkconf = NULL;
+rd_kafka_conf_t *kt_produce_rkconf(const kt_config_t *conf, char *errstr, size_t errstr_size) {
+        rd_kafka_conf_t *rkconf = rd_kafka_conf_new();
         char err[512];
         static const char *const settings[][2] = {
             {"enable.idempotence", "true"},
@@ -194,24 +192,6 @@ kt_produce_t *kt_produce_new(const kt_config_t *conf, kt_produce_done_cb *cb, vo
             {"client.id", "ktrigger-producer"},
         };
 
-        if (!kp) {
-                snprintf(errstr, errstr_size, "out of memory");
-                return NULL;
-        }
-        kp->conf = conf;
-        kp->cb = cb;
-        kp->cbarg = cbarg;
-        kp->wake[0] = kp->wake[1] = -1;
-        if (pipe(kp->wake) == -1 || fcntl(kp->wake[0], F_SETFL, O_NONBLOCK) == -1 ||
-            fcntl(kp->wake[1], F_SETFL, O_NONBLOCK) == -1) {
-                snprintf(errstr, errstr_size, "pipe: %s", strerror(errno));
-                goto fail;
-        }
-        if (!(kp->rebootstrap = kt_rebootstrap_new("producer", conf->brokers))) {
-                snprintf(errstr, errstr_size, "out of memory");
-                goto fail;
-        }
-        rkconf = rd_kafka_conf_new();
         /* Before the user's properties: theirs win (0 turns the guard off). */
         if (rd_kafka_conf_set(rkconf, "statistics.interval.ms", "5000", err, sizeof(err))) {
                 snprintf(errstr, errstr_size, "%s", err);
@@ -236,6 +216,38 @@ kt_produce_t *kt_produce_new(const kt_config_t *conf, kt_produce_done_cb *cb, vo
                 snprintf(errstr, errstr_size, "%s", err);
                 goto fail;
         }
+        return rkconf;
+
+fail:
+        rd_kafka_conf_destroy(rkconf);
+        return NULL;
+}
+
+kt_produce_t *kt_produce_new(const kt_config_t *conf, kt_produce_done_cb *cb, void *cbarg,
+                             char *errstr, size_t errstr_size) {
+        kt_produce_t *kp = calloc(1, sizeof(*kp));
+        rd_kafka_conf_t *rkconf = NULL;
+        char err[512];
+
+        if (!kp) {
+                snprintf(errstr, errstr_size, "out of memory");
+                return NULL;
+        }
+        kp->conf = conf;
+        kp->cb = cb;
+        kp->cbarg = cbarg;
+        kp->wake[0] = kp->wake[1] = -1;
+        if (pipe(kp->wake) == -1 || fcntl(kp->wake[0], F_SETFL, O_NONBLOCK) == -1 ||
+            fcntl(kp->wake[1], F_SETFL, O_NONBLOCK) == -1) {
+                snprintf(errstr, errstr_size, "pipe: %s", strerror(errno));
+                goto fail;
+        }
+        if (!(kp->rebootstrap = kt_rebootstrap_new("producer", conf->brokers))) {
+                snprintf(errstr, errstr_size, "out of memory");
+                goto fail;
+        }
+        if (!(rkconf = kt_produce_rkconf(conf, errstr, errstr_size)))
+                goto fail;
         rd_kafka_conf_set_opaque(rkconf, kp);
         rd_kafka_conf_set_dr_msg_cb(rkconf, dr_msg_cb);
         rd_kafka_conf_set_log_cb(rkconf, log_cb);
