@@ -464,6 +464,7 @@ static const struct {
      "ktrigger commits itself (with the completed-offset map) every auto.commit.interval.ms"},
     {"enable.partition.eof", "set by ktrigger"},
     {"group.instance.id", "use kafka.static_membership (one id per replica)"},
+    {"log.queue", "set by ktrigger: librdkafka's log lines go to ktrigger's log"},
 };
 
 /* ---------------------------------------------------------------- typed setters */
@@ -1457,6 +1458,11 @@ static void validate(kt_config_t *conf, errs_t *e) {
                         errs_at(e, &p->src, "kafka.producer_properties",
                                 "%s: not settable here: dead letters need the idempotent producer "
                                 "with acks=all on kafka.brokers",
+                                p->name);
+                else if (!strcmp(p->name, "log.queue"))
+                        errs_at(e, &p->src, "kafka.producer_properties",
+                                "%s: not settable here: set by ktrigger: librdkafka's log lines "
+                                "go to ktrigger's log",
                                 p->name);
                 else if (p->value && rd_kafka_conf_set(rkconf, p->name, p->value, errstr,
                                                        sizeof(errstr)) != RD_KAFKA_CONF_OK) {

@@ -184,19 +184,26 @@ int kt_produce_err_permanent(rd_kafka_resp_err_t err) {
 rd_kafka_conf_t *kt_produce_rkconf(const kt_config_t *conf, char *errstr, size_t errstr_size) {
         rd_kafka_conf_t *rkconf = rd_kafka_conf_new();
         char err[512];
+        /* Before the user's properties: theirs win (statistics.interval.ms 0 turns the
+         * rebootstrap guard off). */
+        static const char *const defaults[][2] = {
+            {"statistics.interval.ms", "5000"},
+            {"linger.ms", "5"},
+            {"client.id", "ktrigger-producer"},
+        };
+        /* After them: what dead letters and the log need. The configuration refuses these in
+         * producer_properties (config_load.c), so nothing the user wrote is dropped here. */
         static const char *const settings[][2] = {
             {"enable.idempotence", "true"},
             {"acks", "all"},
-            {"linger.ms", "5"},
             {"log.queue", "true"},
-            {"client.id", "ktrigger-producer"},
         };
 
-        /* Before the user's properties: theirs win (0 turns the guard off). */
-        if (rd_kafka_conf_set(rkconf, "statistics.interval.ms", "5000", err, sizeof(err))) {
-                snprintf(errstr, errstr_size, "%s", err);
-                goto fail;
-        }
+        for (size_t i = 0; i < sizeof(defaults) / sizeof(defaults[0]); i++)
+                if (rd_kafka_conf_set(rkconf, defaults[i][0], defaults[i][1], err, sizeof(err))) {
+                        snprintf(errstr, errstr_size, "%s", err);
+                        goto fail;
+                }
         if (size_set(conf, rkconf, err, sizeof(err))) {
                 snprintf(errstr, errstr_size, "message.max.bytes: %s", err);
                 goto fail;

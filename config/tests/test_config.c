@@ -217,6 +217,13 @@ static void test_errors(void) {
             {"function = { handler = \"m.f\"; };\nkafka = { topics = [\"t\"];\n"
              "properties = ( (\"enable.auto.commit\", \"true\") ); };\n",
              {":3: kafka.properties: enable.auto.commit: not settable here"}},
+            /* ktrigger reads librdkafka's logs from its queue (consumer and producer): set
+             * after the user's properties, so refused rather than silently replaced. */
+            {"function = { handler = \"m.f\"; };\nkafka = { topics = [\"t\"];\n"
+             "properties = ( (\"log.queue\", \"false\") );\n"
+             "producer_properties = ( (\"log.queue\", \"false\") ); };\n",
+             {":3: kafka.properties: log.queue: not settable here: set by ktrigger",
+              ":4: kafka.producer_properties: log.queue: not settable here: set by ktrigger"}},
             /* Every error in one run. */
             {"function = { handler = 5; };\nkafka = { topics = [\"t\"]; };\n"
              "runtime = { timeout_s = 0; port = \"x\"; timeout_grace_ms = 60001; };\nmetrics = { "

@@ -1,9 +1,10 @@
-/* The classification of produce errors. */
+/* The classification of produce errors, and which producer settings the user's win over. */
 #define _POSIX_C_SOURCE 200809L
 #include "../../core/tests/kt_test.h"
 #include "../dispatch.h"
 
 #include <stdlib.h>
+#include <string.h>
 
 static void test_produce_classes(void) {
         static const struct {
@@ -38,7 +39,49 @@ static void test_produce_classes(void) {
         }
 }
 
+/** \p name's value in the producer configuration built from \p props (name, value pairs). */
+static void check_prop(kt_config_prop_t *props, size_t cnt, const char *name, const char *want) {
+        kt_config_t conf = {0};
+        char errstr[512] = "", got[256] = "";
+        size_t size = sizeof(got);
+        rd_kafka_conf_t *rkconf;
+
+        conf.brokers = "127.0.0.1:9";
+        conf.producer_props = props;
+        conf.producer_prop_cnt = cnt;
+        rkconf = kt_produce_rkconf(&conf, errstr, sizeof(errstr));
+        KT_CHECK(rkconf != NULL, "kt_produce_rkconf: %s", errstr);
+        if (!rkconf)
+                return;
+        KT_CHECK(rd_kafka_conf_get(rkconf, name, got, &size) == RD_KAFKA_CONF_OK, "%s: unknown",
+                 name);
+        KT_CHECK(!strcmp(got, want), "%s (%zu user properties): got '%s' want '%s'", name, cnt, got,
+                 want);
+        rd_kafka_conf_destroy(rkconf);
+}
+
+/* ktrigger's defaults give way to the user's producer_properties; what dead letters and the
+ * log need (refused by the configuration, see config_load.c) is always ktrigger's. */
+static void test_producer_properties_win(void) {
+        kt_config_prop_t user[] = {
+            {.name = "linger.ms", .value = "0"},
+            {.name = "client.id", .value = "orders-replies"},
+            {.name = "statistics.interval.ms", .value = "0"},
+        };
+
+        check_prop(NULL, 0, "linger.ms", "5");
+        check_prop(NULL, 0, "client.id", "ktrigger-producer");
+        check_prop(NULL, 0, "statistics.interval.ms", "5000");
+        check_prop(user, 3, "linger.ms", "0");
+        check_prop(user, 3, "client.id", "orders-replies");
+        check_prop(user, 3, "statistics.interval.ms", "0");
+        check_prop(user, 3, "acks", "-1");
+        check_prop(user, 3, "enable.idempotence", "true");
+        check_prop(user, 3, "log.queue", "true");
+}
+
 int main(void) {
         test_produce_classes();
+        test_producer_properties_win();
         return kt_test_done("test_produce");
 }
