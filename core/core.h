@@ -209,6 +209,15 @@ kt_err_t kt_event_fd_set(kt_event_t *ke, int fd, int mask, kt_event_fd_cb *cb, v
 void kt_event_fd_del(kt_event_t *ke, int fd);
 
 /**
+ * @brief Stop waiting on \p fd, which stays open, but keep it in the epoll set: a later
+ *        kt_event_fd_set() with the same mask then costs no epoll_ctl. If it becomes ready
+ *        meanwhile it is taken out (its event is not reported). Not registered: a no-op.
+ * @remark Only for an fd whose owner sees every close of it: it must still be
+ *         kt_event_fd_del()eted before it is closed (see the DESIGN block of core_event.c).
+ */
+void kt_event_fd_park(kt_event_t *ke, int fd);
+
+/**
  * @brief Call \p cb with \p opaque once kt_now_ms() reaches \p at_ms (a wait no longer than
  *        that), once. Timers due together run in the order of \p at_ms, then of creation.
  * @returns the timer's id (never 0), or 0 out of memory.

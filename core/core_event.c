@@ -16,6 +16,16 @@
  *   again by the next wait; a callback may just note the fd and let its owner serve it after
  *   the wait (the dispatcher does: curl is driven by kt_dispatch_perform()). A callback may
  *   register, change or delete fds and timers; an event of an fd deleted meanwhile is dropped.
+ * - Parked fds: an owner that stops waiting on an fd it keeps open, and may soon wait on again
+ *   for the same events (curl's keep-alive connections between two calls: about one
+ *   EPOLL_CTL_DEL and one EPOLL_CTL_ADD a call otherwise), parks it instead of deleting it.
+ *   A parked fd stays in the epoll set, with no callback: setting it again with the same mask
+ *   costs no epoll_ctl; one that becomes ready meanwhile (the peer closed an idle connection)
+ *   is taken out of the set then (one EPOLL_CTL_DEL, its event dropped, so level-triggered
+ *   readiness nobody serves cannot make the loop spin), and a later set adds it again. The
+ *   owner still deletes it before closing it: only an fd whose close the owner always sees
+ *   (curl's CURLOPT_CLOSESOCKETFUNCTION) may be parked, else a new fd with the same number
+ *   would be taken for the parked one and never added.
  * - Timers are one-shot: a due timer is removed before its callback runs, so no stale
  *   deadline in the past can make every later wait return at once (a loop that spins). A
  *   timer added by a callback runs at the next wait at the earliest. There are a handful
@@ -56,6 +66,7 @@
 typedef struct file_ev {
         int mask; /**< KT_EVENT_READ|_WRITE|_BACKOFF; 0: not registered */
         int in_epoll;
+        int parked; /**< in the epoll set with mask, nobody waiting (see DESIGN); in_epoll 1 */
         kt_event_fd_cb *cb;
         void *opaque;
 } file_ev_t;
@@ -178,10 +189,29 @@ kt_err_t kt_event_fd_set(kt_event_t *ke, int fd, int mask, kt_event_fd_cb *cb, v
         f = &ke->fds[fd];
         if (!f->mask)
                 ke->pending++; /* until it is in the epoll set */
-        f->mask = mask;
         f->cb = cb;
         f->opaque = opaque;
+        if (f->parked) {
+                f->parked = 0;
+                if (f->mask == mask)
+                        return KT_OK; /* still in the set with these events (see DESIGN) */
+        }
+        f->mask = mask;
         return fd_sync(ke, fd) ? KT_ERR_SYS : KT_OK;
+}
+
+void kt_event_fd_park(kt_event_t *ke, int fd) {
+        file_ev_t *f;
+
+        if (fd < 0 || fd >= ke->fd_cap || !(f = &ke->fds[fd])->mask)
+                return;
+        if (!f->in_epoll) {
+                kt_event_fd_del(ke, fd); /* not known to be in the set: nothing to keep */
+                return;
+        }
+        f->parked = 1;
+        f->cb = NULL;
+        f->opaque = NULL;
 }
 
 void kt_event_fd_del(kt_event_t *ke, int fd) {
@@ -271,7 +301,8 @@ static kt_err_t wait_backoff(kt_event_t *ke) {
         if (poll(pfd, n, ke->backoff_ms) > 0)
                 for (nfds_t i = 0; i < n; i++) {
                         file_ev_t *f = &ke->fds[pfd[i].fd];
-                        /* Still registered with a callback: an earlier one may have changed it. */
+                        /* Still registered with a callback: an earlier one may have changed it
+                         * (a parked fd has none). */
                         if ((pfd[i].revents & POLLIN) && (f->mask & KT_EVENT_BACKOFF) && f->cb)
                                 f->cb(f->opaque, pfd[i].fd, KT_EVENT_READ);
                 }
@@ -324,7 +355,13 @@ kt_err_t kt_event_wait(kt_event_t *ke, int timeout_ms) {
                 file_ev_t *f;
 
                 /* Deleted (or changed) by an earlier callback of this wait: not reported. */
-                if (fd >= ke->fd_cap || !(f = &ke->fds[fd])->mask || !f->cb)
+                if (fd >= ke->fd_cap || !(f = &ke->fds[fd])->mask)
+                        continue;
+                if (f->parked) {
+                        kt_event_fd_del(ke, fd); /* ready, and nobody waits on it (DESIGN) */
+                        continue;
+                }
+                if (!f->cb)
                         continue;
                 f->cb(f->opaque, fd,
                       (e & EPOLLIN ? KT_EVENT_READ : 0) | (e & EPOLLOUT ? KT_EVENT_WRITE : 0) |

@@ -3,7 +3,7 @@
  * a registration epoll refuses) sleeps a growing, bounded back-off (never a spin) woken early
  * only by KT_EVENT_BACKOFF fds, is logged at most once per 10 s, and a wait that works
  * resets it. EINTR is a normal wake-up. Deleting an fd whose last change epoll refused takes
- * it out of the epoll set all the same. */
+ * it out of the epoll set all the same. A parked fd is kept in the set until it is ready. */
 #define _POSIX_C_SOURCE 200809L
 #include "../core.h"
 #include "kt_test.h"
@@ -287,6 +287,70 @@ static void test_del_after_failed_mod(kt_event_t *ke) {
         close(p[1]);
 }
 
+/* A parked fd (see core_event.c's DESIGN): set again with its mask without an epoll_ctl,
+ * still in the set; ready while parked: not reported, taken out of the set (the wait sleeps,
+ * no spin), and added again by the next set; with another mask, or deleted: as any fd. */
+static void test_park(kt_event_t *ke) {
+        int p[2];
+        seen_t s = {0, -1, 0};
+        int64_t took;
+        kt_err_t err;
+        char c;
+
+        KT_CHECK(pipe(p) == 0, "pipe");
+        KT_CHECK(kt_event_fd_set(ke, p[0], KT_EVENT_READ, fd_cb, &s) == KT_OK, "register");
+        kt_event_fd_park(ke, p[0]);
+        /* Same mask again: no epoll_ctl, so a failure injected for the next one stays unused. */
+        kt_event_ctl_fail_inject(ke, EBADF, 1);
+        err = kt_event_fd_set(ke, p[0], KT_EVENT_READ, fd_cb, &s);
+        kt_event_ctl_fail_inject(ke, 0, 0);
+        KT_CHECK(err == KT_OK, "parked, set with its mask: no epoll_ctl (%d)", (int)err);
+        KT_CHECK(write(p[1], "x", 1) == 1, "write");
+        wait_logged(ke, 5000, NULL, &took);
+        KT_CHECK(s.calls == 1 && s.fd == p[0] && took < 1000,
+                 "unparked: still in the epoll set, reported (%d calls, %lld ms)", s.calls,
+                 (long long)took);
+
+        /* Ready while parked: dropped and taken out; the wait then sleeps its timeout. */
+        kt_event_fd_park(ke, p[0]);
+        kt_event_wait(ke, 0);
+        KT_CHECK(s.calls == 1, "parked and ready: not reported (%d)", s.calls);
+        wait_logged(ke, 50, NULL, &took);
+        KT_CHECK(s.calls == 1 && took >= 45,
+                 "parked and ready: out of the epoll set, no spin (slept %lld ms)",
+                 (long long)took);
+        KT_CHECK(kt_event_fd_set(ke, p[0], KT_EVENT_READ, fd_cb, &s) == KT_OK, "set again");
+        wait_logged(ke, 5000, NULL, &took);
+        KT_CHECK(s.calls == 2 && took < 1000, "set after being taken out: added, reported (%d)",
+                 s.calls);
+        KT_CHECK(read(p[0], &c, 1) == 1, "read");
+
+        /* Parked, then another mask: a real change. */
+        kt_event_fd_park(ke, p[0]);
+        KT_CHECK(kt_event_fd_set(ke, p[1], KT_EVENT_WRITE, fd_cb, &s) == KT_OK, "register w");
+        kt_event_fd_park(ke, p[1]);
+        kt_event_ctl_fail_inject(ke, EBADF, 1);
+        err = kt_event_fd_set(ke, p[1], KT_EVENT_READ | KT_EVENT_WRITE, fd_cb, &s);
+        kt_event_ctl_fail_inject(ke, 0, 0);
+        KT_CHECK(err == KT_ERR_SYS, "parked, set with another mask: an epoll_ctl (%d)", (int)err);
+        kt_event_fd_del(ke, p[1]);
+
+        /* Parked, deleted, closed; a new fd with the same number is added, not taken for it. */
+        kt_event_fd_del(ke, p[0]);
+        close(p[0]);
+        close(p[1]);
+        KT_CHECK(pipe(p) == 0, "pipe 2");
+        KT_CHECK(kt_event_fd_set(ke, p[0], KT_EVENT_READ, fd_cb, &s) == KT_OK, "register 2");
+        KT_CHECK(write(p[1], "x", 1) == 1, "write 2");
+        wait_logged(ke, 5000, NULL, &took);
+        KT_CHECK(s.calls == 3 && s.fd == p[0], "the new fd is watched (%d)", s.calls);
+        kt_event_fd_park(ke, -1); /* no-ops */
+        kt_event_fd_park(ke, 1 << 20);
+        kt_event_fd_del(ke, p[0]);
+        close(p[0]);
+        close(p[1]);
+}
+
 int main(void) {
         char errstr[256];
         kt_event_t *ke = kt_event_new(errstr, sizeof(errstr));
@@ -297,6 +361,7 @@ int main(void) {
                 test_timer_order(ke);
                 test_wait_failures(ke);
                 test_del_after_failed_mod(ke);
+                test_park(ke);
         }
         kt_event_destroy(ke);
         kt_event_destroy(NULL);

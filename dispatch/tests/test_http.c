@@ -1,7 +1,8 @@
 /* Calls through real libcurl against a loopback listener run by the test itself (no network):
  * a request libcurl cannot build is reported as unbuildable, not as a call; responses cut off
  * in their header block are transport failures, a whole one is a success; curl's timer, on the
- * event core, ends a wait that nothing else would, so a call nobody answers times out. */
+ * event core, ends a wait that nothing else would, so a call nobody answers times out; an idle
+ * keep-alive connection is reused, and closed by the runtime while idle, does not spin. */
 #define _GNU_SOURCE
 #include "../../core/tests/kt_test.h"
 #include "../dispatch.h"
@@ -155,6 +156,74 @@ static void call(kt_dispatch_t *kd, int lfd, const kt_dispatch_req_t *req, const
         KT_CHECK(done, "the call ended");
 }
 
+/* One call answered on a keep-alive connection the test keeps: *cfd is the connection (-1:
+ * accept one). @returns the number of connections accepted for it. */
+static int call_kept(kt_dispatch_t *kd, int lfd, int *cfd, const kt_dispatch_req_t *req) {
+        static const char ok[] = "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
+        void *c = NULL;
+        kt_dispatch_notes_t nt = {0, 0};
+        char buf[65536];
+        size_t got = 0;
+        int accepted = 0;
+        char *head;
+
+        KT_CHECK(kt_dispatch_request_submit(kd, req, NULL, &c, &nt) == KT_OK, "submit");
+        done = 0;
+        for (int i = 0; !done && i < 500; i++) {
+                int fd;
+                ssize_t n;
+                kt_event_wait(ke, 10);
+                kt_dispatch_perform(kd);
+                if ((fd = accept4(lfd, NULL, NULL, SOCK_NONBLOCK)) >= 0) {
+                        if (*cfd >= 0)
+                                close(*cfd); /* curl gave the old one up */
+                        *cfd = fd;
+                        got = 0;
+                        accepted++;
+                }
+                if (*cfd < 0)
+                        continue;
+                if ((n = recv(*cfd, buf + got, sizeof(buf) - got, 0)) > 0)
+                        got += (size_t)n;
+                /* The head and its 1-byte body: answer, and keep the connection open. */
+                if ((head = memmem(buf, got, "\r\n\r\n", 4)) && (size_t)(head - buf) + 5 <= got) {
+                        (void)!send(*cfd, ok, sizeof(ok) - 1, MSG_NOSIGNAL);
+                        got = 0;
+                }
+        }
+        KT_CHECK(done && last.outcome == KT_OUTCOME_SUCCESS && last.status == 200,
+                 "kept-alive call: done %d outcome %d status %ld", done, (int)last.outcome,
+                 last.status);
+        return accepted;
+}
+
+/* Between calls curl's idle keep-alive connection is parked in the event core, not deleted
+ * (dispatch_http.c DESIGN): the next call reuses it; closed by the runtime while idle, it is
+ * taken out of the epoll set at its first readiness (no wait returns at once after that: no
+ * spin on readiness nobody serves), and the next call opens a new connection. */
+static void test_keepalive_parked(kt_dispatch_t *kd, int lfd) {
+        kt_dispatch_req_t req = {"t", 0,   1, -1, 0, NULL, 0, "x", 1, NULL, KT_EVENT_KUBELESS,
+                                 0,   NULL};
+        int cfd = -1, early = 0, accepted;
+
+        call_kept(kd, lfd, &cfd, &req);
+        accepted = call_kept(kd, lfd, &cfd, &req);
+        KT_CHECK(accepted == 0, "second call: the kept connection reused (%d accepted)", accepted);
+        close(cfd); /* the runtime closes the idle connection */
+        cfd = -1;
+        for (int i = 0; i < 20; i++) {
+                int64_t t0 = kt_now_ms();
+                kt_event_wait(ke, 20);
+                kt_dispatch_perform(kd);
+                early += kt_now_ms() - t0 < 5;
+        }
+        KT_CHECK(early <= 2, "closed while idle: %d of 20 waits returned at once (a spin)", early);
+        accepted = call_kept(kd, lfd, &cfd, &req);
+        KT_CHECK(accepted == 1, "after the close: a new connection (%d accepted)", accepted);
+        if (cfd >= 0)
+                close(cfd);
+}
+
 int main(void) {
         struct sockaddr_in sa = {0};
         socklen_t sl = sizeof(sa);
@@ -245,6 +314,7 @@ int main(void) {
                          last.status);
         }
 
+        test_keepalive_parked(kd, lfd);
         test_timer_ends_wait(kd, &conf, lfd);
 
         /* Fixed lines over libcurl's ~1 MiB request buffer (a topic name no broker allows, the
