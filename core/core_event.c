@@ -19,13 +19,13 @@
  * - Parked fds: an owner that stops waiting on an fd it keeps open, and may soon wait on again
  *   for the same events (curl's keep-alive connections between two calls: about one
  *   EPOLL_CTL_DEL and one EPOLL_CTL_ADD a call otherwise), parks it instead of deleting it.
- *   A parked fd stays in the epoll set, with no callback: setting it again with the same mask
- *   costs no epoll_ctl; one that becomes ready meanwhile (the peer closed an idle connection)
- *   is taken out of the set then (one EPOLL_CTL_DEL, its event dropped, so level-triggered
- *   readiness nobody serves cannot make the loop spin), and a later set adds it again. The
- *   owner still deletes it before closing it: only an fd whose close the owner always sees
- *   (curl's CURLOPT_CLOSESOCKETFUNCTION) may be parked, else a new fd with the same number
- *   would be taken for the parked one and never added.
+ *   A parked fd stays in the epoll set, its callback not called: its owner setting it again
+ *   with the same mask (and callback) costs no epoll_ctl; one that becomes ready meanwhile (the
+ * peer closed an idle connection) is taken out of the set then (one EPOLL_CTL_DEL, its event
+ * dropped, so level-triggered readiness nobody serves cannot make the loop spin), and a later set
+ * adds it again. The owner still deletes it before closing it: only an fd whose close the owner
+ * always sees (curl's CURLOPT_CLOSESOCKETFUNCTION) may be parked, else a new fd with the same
+ * number would be taken for the parked one and never added.
  * - Timers are one-shot: a due timer is removed before its callback runs, so no stale
  *   deadline in the past can make every later wait return at once (a loop that spins). A
  *   timer added by a callback runs at the next wait at the earliest. There are a handful
@@ -189,14 +189,17 @@ kt_err_t kt_event_fd_set(kt_event_t *ke, int fd, int mask, kt_event_fd_cb *cb, v
         f = &ke->fds[fd];
         if (!f->mask)
                 ke->pending++; /* until it is in the epoll set */
-        f->cb = cb;
-        f->opaque = opaque;
         if (f->parked) {
+                /* Its owner back for the same events: still in the set (see DESIGN). Anyone
+                 * else (an fd closed behind the owner's back, its number taken): synced. */
+                int same = f->mask == mask && f->cb == cb && f->opaque == opaque;
                 f->parked = 0;
-                if (f->mask == mask)
-                        return KT_OK; /* still in the set with these events (see DESIGN) */
+                if (same)
+                        return KT_OK;
         }
         f->mask = mask;
+        f->cb = cb;
+        f->opaque = opaque;
         return fd_sync(ke, fd) ? KT_ERR_SYS : KT_OK;
 }
 
@@ -209,9 +212,7 @@ void kt_event_fd_park(kt_event_t *ke, int fd) {
                 kt_event_fd_del(ke, fd); /* not known to be in the set: nothing to keep */
                 return;
         }
-        f->parked = 1;
-        f->cb = NULL;
-        f->opaque = NULL;
+        f->parked = 1; /* cb and opaque kept: they say whose it is (kt_event_fd_set) */
 }
 
 void kt_event_fd_del(kt_event_t *ke, int fd) {
@@ -301,9 +302,10 @@ static kt_err_t wait_backoff(kt_event_t *ke) {
         if (poll(pfd, n, ke->backoff_ms) > 0)
                 for (nfds_t i = 0; i < n; i++) {
                         file_ev_t *f = &ke->fds[pfd[i].fd];
-                        /* Still registered with a callback: an earlier one may have changed it
-                         * (a parked fd has none). */
-                        if ((pfd[i].revents & POLLIN) && (f->mask & KT_EVENT_BACKOFF) && f->cb)
+                        /* Still registered with a callback (an earlier one may have changed
+                         * it), and waited on (not parked). */
+                        if ((pfd[i].revents & POLLIN) && (f->mask & KT_EVENT_BACKOFF) && f->cb &&
+                            !f->parked)
                                 f->cb(f->opaque, pfd[i].fd, KT_EVENT_READ);
                 }
         timers_run(ke);

@@ -325,6 +325,15 @@ static void test_park(kt_event_t *ke) {
                  s.calls);
         KT_CHECK(read(p[0], &c, 1) == 1, "read");
 
+        /* Parked, then set by someone else (another callback) with the same mask: synced. */
+        kt_event_fd_park(ke, p[0]);
+        kt_event_ctl_fail_inject(ke, EBADF, 1);
+        err = kt_event_fd_set(ke, p[0], KT_EVENT_READ, NULL, NULL);
+        kt_event_ctl_fail_inject(ke, 0, 0);
+        KT_CHECK(err == KT_ERR_SYS, "parked, set with another callback: an epoll_ctl (%d)",
+                 (int)err);
+        KT_CHECK(kt_event_fd_set(ke, p[0], KT_EVENT_READ, fd_cb, &s) == KT_OK, "set back");
+
         /* Parked, then another mask: a real change. */
         kt_event_fd_park(ke, p[0]);
         KT_CHECK(kt_event_fd_set(ke, p[1], KT_EVENT_WRITE, fd_cb, &s) == KT_OK, "register w");
