@@ -251,6 +251,12 @@ void kt_event_wait_fail_inject(kt_event_t *ke, int err, int cnt);
  */
 void kt_event_ctl_fail_inject(kt_event_t *ke, int err, int cnt);
 
+/**
+ * @brief Test hook: the epoll_ctl() calls made so far (registrations, changes, deletions).
+ * @remark Unit tests only.
+ */
+uint64_t kt_event_ctl_calls(const kt_event_t *ke);
+
 #define KT_ERR(fac, ...)  kt_log(KT_LOG_ERR, fac, __VA_ARGS__)
 #define KT_WARN(fac, ...) kt_log(KT_LOG_WARNING, fac, __VA_ARGS__)
 #define KT_INFO(fac, ...) kt_log(KT_LOG_INFO, fac, __VA_ARGS__)

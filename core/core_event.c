@@ -20,12 +20,12 @@
  *   for the same events (curl's keep-alive connections between two calls: about one
  *   EPOLL_CTL_DEL and one EPOLL_CTL_ADD a call otherwise), parks it instead of deleting it.
  *   A parked fd stays in the epoll set, its callback not called: its owner setting it again
- *   with the same mask (and callback) costs no epoll_ctl; one that becomes ready meanwhile (the
- * peer closed an idle connection) is taken out of the set then (one EPOLL_CTL_DEL, its event
- * dropped, so level-triggered readiness nobody serves cannot make the loop spin), and a later set
- * adds it again. The owner still deletes it before closing it: only an fd whose close the owner
- * always sees (curl's CURLOPT_CLOSESOCKETFUNCTION) may be parked, else a new fd with the same
- * number would be taken for the parked one and never added.
+ *   with the same mask (and callback) costs no epoll_ctl; one that becomes ready meanwhile
+ *   (the peer closed an idle connection) is taken out of the set then (one EPOLL_CTL_DEL, its
+ *   event dropped, so level-triggered readiness nobody serves cannot make the loop spin), and
+ *   a later set adds it again. The owner still deletes it before closing it: only an fd whose
+ *   close the owner always sees (curl's CURLOPT_CLOSESOCKETFUNCTION) may be parked, else a
+ *   new fd with the same number would be taken for the parked one and never added.
  * - Timers are one-shot: a due timer is removed before its callback runs, so no stale
  *   deadline in the past can make every later wait return at once (a loop that spins). A
  *   timer added by a callback runs at the next wait at the earliest. There are a handful
@@ -93,6 +93,7 @@ struct kt_event {
         int inject_cnt;
         int inject_ctl_errno; /**< test hook: the next inject_ctl_cnt registrations fail */
         int inject_ctl_cnt;
+        uint64_t ctl_calls; /**< epoll_ctl() calls made (kt_event_ctl_calls(), for tests) */
 };
 
 /** Log a failed epoll call, at most once per KT_EVENT_LOG_MS (see DESIGN). */
@@ -138,6 +139,7 @@ static int ctl(kt_event_t *ke, int op, int fd, struct epoll_event *ev) {
                 errno = ke->inject_ctl_errno;
                 return -1;
         }
+        ke->ctl_calls++;
         return epoll_ctl(ke->epfd, op, fd, ev);
 }
 
@@ -223,6 +225,7 @@ void kt_event_fd_del(kt_event_t *ke, int fd) {
         /* Always, also when not known to be in the set (a failed MOD may have left the old
          * registration there, which would wake every wait for an fd nobody serves). Not in it
          * (ENOENT) or closed already (EBADF): fine. */
+        ke->ctl_calls++;
         epoll_ctl(ke->epfd, EPOLL_CTL_DEL, fd, NULL);
         if (!f->in_epoll)
                 ke->pending--;
@@ -315,6 +318,10 @@ static kt_err_t wait_backoff(kt_event_t *ke) {
 void kt_event_wait_fail_inject(kt_event_t *ke, int err, int cnt) {
         ke->inject_errno = err;
         ke->inject_cnt = cnt;
+}
+
+uint64_t kt_event_ctl_calls(const kt_event_t *ke) {
+        return ke->ctl_calls;
 }
 
 void kt_event_ctl_fail_inject(kt_event_t *ke, int err, int cnt) {

@@ -148,6 +148,9 @@ static curl_socket_t socket_open(void *clientp, curlsocktype purpose, struct cur
         (void)purpose;
         if (fd < 0)
                 return CURL_SOCKET_BAD;
+        /* A registration under a number socket() just returned is stale (an fd closed without
+         * being deleted): never let it pass for this one. Nothing registered: a lookup. */
+        kt_event_fd_del(kd->ke, fd);
         if (fd >= kd->conn_fd_cap) {
                 int cap = kd->conn_fd_cap ? kd->conn_fd_cap : 64;
                 unsigned char *t;
@@ -196,6 +199,10 @@ static int socket_cb(CURL *easy, curl_socket_t fd, int what, void *userp, void *
                         kt_event_fd_del(kd->ke, fd);
                 return 0;
         }
+        /* New to curl and not a connection of ours (the resolver's socketpair): never parked,
+         * so anything registered under its number is stale (as in socket_open()). */
+        if (!socketp && !conn_fd(kd, fd))
+                kt_event_fd_del(kd->ke, fd);
         if (kt_event_fd_set(kd->ke, fd, mask, socket_ready, kd) == KT_ERR_NOMEM) {
                 KT_ERR(FAC,
                        "out of memory registering curl's socket %d: its call ends at its "

@@ -206,9 +206,15 @@ static void test_keepalive_parked(kt_dispatch_t *kd, int lfd) {
                                  0,   NULL};
         int cfd = -1, early = 0, accepted;
 
+        uint64_t ctl;
+
         call_kept(kd, lfd, &cfd, &req);
+        ctl = kt_event_ctl_calls(ke);
         accepted = call_kept(kd, lfd, &cfd, &req);
         KT_CHECK(accepted == 0, "second call: the kept connection reused (%d accepted)", accepted);
+        ctl = kt_event_ctl_calls(ke) - ctl;
+        KT_CHECK(ctl == 0, "second call on the parked connection: %llu epoll_ctl, want 0",
+                 (unsigned long long)ctl);
         close(cfd); /* the runtime closes the idle connection */
         cfd = -1;
         for (int i = 0; i < 20; i++) {
