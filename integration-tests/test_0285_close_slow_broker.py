@@ -101,9 +101,17 @@ def test_final_commit_not_through_exits_0_saying_how_many_come_again(own_broker,
                                                                      tmp_path):
     """The delivery table's row "final commit not through by the deadline": a clean shutdown
     whose broker stops answering before its final commit still exits 0, with one WARN giving
-    how many finished records will come again; the next owner then delivers exactly those
-    (nothing lost, nothing more). auto.commit.interval.ms = 0: only drains commit, so all the
-    records are finished and uncommitted when the broker stops."""
+    how many finished records will come again ("up to"); the next owner then delivers at most
+    those, each once, and nothing is lost. auto.commit.interval.ms = 0: only drains commit, so
+    all the records are finished and uncommitted when the broker stops.
+
+    The final commit is sent before the deadline and waits, unread, in the stopped broker's
+    socket buffer. Once resumed, the broker either expires the old member's session first
+    (the commit is refused: all RECORDS come again, the usual case) or reads the commit first
+    and applies it (none come again: seen in a fresh-clone run on a loaded machine).
+    Which one is known once the next owner has its assignment (the old generation's commit
+    cannot land after it), and a record produced then, delivered in order after any re-sent
+    ones, marks the end of what the next owner delivers."""
     bootstrap, broker_pid = own_broker
     kafka = kt.Kafka(bootstrap, AdminClient({'bootstrap.servers': bootstrap}))
     props = {'session.timeout.ms': '6000', 'heartbeat.interval.ms': '500',
@@ -137,11 +145,19 @@ def test_final_commit_not_through_exits_0_saying_how_many_come_again(own_broker,
         conf2 = kt.base_config(bootstrap, [names.topic], rt2.port, kt.free_port(),
                                group_id=names.group, properties=props)
         k2 = ktrigger_factory(conf2)
-        kt.wait_for(lambda: len([c for c in rt2.calls() if not c.failed]) == RECORDS, 60,
-                    'the next owner delivering the %d again' % RECORDS)
+        kt.wait_for(lambda: kt.metric_sum(k2.metrics(), 'ktrigger_assigned_partitions') == 1,
+                    60, 'the next owner assigned')
+        landed = kafka.committed(names.group, names.topic) == {0: RECORDS}
+        last = 'r%02d' % RECORDS
+        kafka.produce(names.topic, [(0, last, None)])
+        kt.wait_for(lambda: any(c.body == last and not c.failed for c in rt2.calls()), 60,
+                    'the next owner delivering %s' % last)
         assert k2.stop() == 0
-        assert kafka.committed(names.group, names.topic) == {0: RECORDS}
-        assert sorted(c.body for c in rt2.calls() if not c.failed) == \
-            ['r%02d' % i for i in range(RECORDS)]
+        assert kafka.committed(names.group, names.topic) == {0: RECORDS + 1}
+        again = [c.body for c in sorted(rt2.calls(), key=lambda c: c.seq) if not c.failed]
+        print('the final commit %s after the broker resumed: %d delivered again' % (
+            'landed' if landed else 'was refused', len(again) - 1))
+        want = [] if landed else ['r%02d' % i for i in range(RECORDS)]
+        assert again == want + [last], (landed, again)
     finally:
         kafka.close()
