@@ -451,10 +451,16 @@ fail:
 }
 
 /** librdkafka properties ktrigger sets itself; setting them would break a guarantee. */
-static const struct {
+typedef struct owned_prop {
         const char *name;
         const char *instead;
-} owned_props[] = {
+} owned_prop_t;
+
+#define KT_LOG_QUEUE_WHY "set by ktrigger: librdkafka's log lines go to ktrigger's log"
+#define KT_DEAD_LETTER_WHY                                                                         \
+        "dead letters need the idempotent producer with acks=all on kafka.brokers"
+
+static const owned_prop_t owned_props[] = {
     {"group.id", "use kafka.group_id"},
     {"bootstrap.servers", "use kafka.brokers"},
     {"metadata.broker.list", "use kafka.brokers"},
@@ -464,8 +470,23 @@ static const struct {
      "ktrigger commits itself (with the completed-offset map) every auto.commit.interval.ms"},
     {"enable.partition.eof", "set by ktrigger"},
     {"group.instance.id", "use kafka.static_membership (one id per replica)"},
-    {"log.queue", "set by ktrigger: librdkafka's log lines go to ktrigger's log"},
+    {"log.queue", KT_LOG_QUEUE_WHY},
 };
+
+/** The same for the dead-letter and reply producer (kafka.producer_properties). */
+static const owned_prop_t owned_producer_props[] = {
+    {"bootstrap.servers", KT_DEAD_LETTER_WHY},     {"metadata.broker.list", KT_DEAD_LETTER_WHY},
+    {"enable.idempotence", KT_DEAD_LETTER_WHY},    {"acks", KT_DEAD_LETTER_WHY},
+    {"request.required.acks", KT_DEAD_LETTER_WHY}, {"log.queue", KT_LOG_QUEUE_WHY},
+};
+
+/** @returns why \p name may not be set (one of the \p cnt entries of \p owned), or NULL. */
+static const char *owned_why(const owned_prop_t *owned, size_t cnt, const char *name) {
+        for (size_t i = 0; i < cnt; i++)
+                if (!strcmp(name, owned[i].name))
+                        return owned[i].instead;
+        return NULL;
+}
 
 /* ---------------------------------------------------------------- typed setters */
 
@@ -1428,20 +1449,17 @@ static void validate(kt_config_t *conf, errs_t *e) {
         rkconf = rd_kafka_conf_new();
         for (size_t i = 0; i < conf->prop_cnt; i++) {
                 const kt_config_prop_t *p = &conf->props[i];
-                int owned = 0;
+                const char *owned_by =
+                    owned_why(owned_props, sizeof(owned_props) / sizeof(owned_props[0]), p->name);
 
-                for (size_t k = 0; k < sizeof(owned_props) / sizeof(owned_props[0]); k++)
-                        if (!strcmp(p->name, owned_props[k].name)) {
-                                errs_at(e, &p->src, "kafka.properties", "%s: not settable here: %s",
-                                        p->name, owned_props[k].instead);
-                                owned = 1;
-                        }
-                if (!owned && p->value &&
-                    rd_kafka_conf_set(rkconf, p->name, p->value, errstr, sizeof(errstr)) !=
-                        RD_KAFKA_CONF_OK) {
+                if (owned_by)
+                        errs_at(e, &p->src, "kafka.properties", "%s: not settable here: %s",
+                                p->name, owned_by);
+                else if (p->value && rd_kafka_conf_set(rkconf, p->name, p->value, errstr,
+                                                       sizeof(errstr)) != RD_KAFKA_CONF_OK) {
                         redact_in(errstr, sizeof(errstr), p);
                         errs_at(e, &p->src, "kafka.properties", "%s", errstr);
-                } else if (!owned && p->value && prop_wrapped(rkconf, p))
+                } else if (p->value && prop_wrapped(rkconf, p))
                         errs_at(e, &p->src, "kafka.properties",
                                 "%s: %s does not fit in librdkafka's 32-bit integer", p->name,
                                 prop_secret(p->name) ? "(redacted)" : p->value);
@@ -1451,19 +1469,12 @@ static void validate(kt_config_t *conf, errs_t *e) {
         rkconf = rd_kafka_conf_new();
         for (size_t i = 0; i < conf->producer_prop_cnt; i++) {
                 const kt_config_prop_t *p = &conf->producer_props[i];
-                if (!strcmp(p->name, "bootstrap.servers") ||
-                    !strcmp(p->name, "metadata.broker.list") ||
-                    !strcmp(p->name, "enable.idempotence") || !strcmp(p->name, "acks") ||
-                    !strcmp(p->name, "request.required.acks"))
+                const char *owned_by = owned_why(
+                    owned_producer_props,
+                    sizeof(owned_producer_props) / sizeof(owned_producer_props[0]), p->name);
+                if (owned_by)
                         errs_at(e, &p->src, "kafka.producer_properties",
-                                "%s: not settable here: dead letters need the idempotent producer "
-                                "with acks=all on kafka.brokers",
-                                p->name);
-                else if (!strcmp(p->name, "log.queue"))
-                        errs_at(e, &p->src, "kafka.producer_properties",
-                                "%s: not settable here: set by ktrigger: librdkafka's log lines "
-                                "go to ktrigger's log",
-                                p->name);
+                                "%s: not settable here: %s", p->name, owned_by);
                 else if (p->value && rd_kafka_conf_set(rkconf, p->name, p->value, errstr,
                                                        sizeof(errstr)) != RD_KAFKA_CONF_OK) {
                         redact_in(errstr, sizeof(errstr), p);

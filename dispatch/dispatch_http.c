@@ -176,6 +176,14 @@ static int socket_close(void *clientp, curl_socket_t fd) {
         return close(fd);
 }
 
+/** Every easy handle opens and closes its connections through us (see DESIGN). */
+static void socket_opts_set(kt_dispatch_t *kd, CURL *easy) {
+        curl_easy_setopt(easy, CURLOPT_OPENSOCKETFUNCTION, socket_open);
+        curl_easy_setopt(easy, CURLOPT_OPENSOCKETDATA, kd);
+        curl_easy_setopt(easy, CURLOPT_CLOSESOCKETFUNCTION, socket_close);
+        curl_easy_setopt(easy, CURLOPT_CLOSESOCKETDATA, kd);
+}
+
 /** CURLMOPT_SOCKETFUNCTION: keep the event core's registrations equal to what curl waits
  *  for. Never returns -1: in libcurl 7.88.1 that marks the whole multi handle dead (every
  *  later call answers CURLM_ABORTED_BY_CALLBACK: all calls and the probe), not one transfer.
@@ -382,10 +390,7 @@ static int slot_setup(kt_dispatch_t *kd, slot_t *s) {
         curl_easy_setopt(s->easy, CURLOPT_PROXY, "");
         curl_easy_setopt(s->easy, CURLOPT_ERRORBUFFER, s->error);
         curl_easy_setopt(s->easy, CURLOPT_PRIVATE, s);
-        curl_easy_setopt(s->easy, CURLOPT_OPENSOCKETFUNCTION, socket_open);
-        curl_easy_setopt(s->easy, CURLOPT_OPENSOCKETDATA, kd);
-        curl_easy_setopt(s->easy, CURLOPT_CLOSESOCKETFUNCTION, socket_close);
-        curl_easy_setopt(s->easy, CURLOPT_CLOSESOCKETDATA, kd);
+        socket_opts_set(kd, s->easy);
         curl_easy_setopt(s->easy, CURLOPT_PREREQFUNCTION, prereq_cb);
         curl_easy_setopt(s->easy, CURLOPT_PREREQDATA, s);
         curl_easy_setopt(s->easy, CURLOPT_HEADERFUNCTION, header_cb);
@@ -488,10 +493,7 @@ kt_dispatch_t *kt_dispatch_new(const kt_config_t *conf, kt_event_t *ke, kt_dispa
         curl_easy_setopt(kd->probe, CURLOPT_WRITEFUNCTION, discard_cb);
         curl_easy_setopt(kd->probe, CURLOPT_PROTOCOLS_STR, "http,https");
         curl_easy_setopt(kd->probe, CURLOPT_USERAGENT, "ktrigger/" KT_VERSION);
-        curl_easy_setopt(kd->probe, CURLOPT_OPENSOCKETFUNCTION, socket_open);
-        curl_easy_setopt(kd->probe, CURLOPT_OPENSOCKETDATA, kd);
-        curl_easy_setopt(kd->probe, CURLOPT_CLOSESOCKETFUNCTION, socket_close);
-        curl_easy_setopt(kd->probe, CURLOPT_CLOSESOCKETDATA, kd);
+        socket_opts_set(kd, kd->probe);
         return kd;
 
 nomem:
