@@ -796,6 +796,7 @@ kt_err_t kt_dispatch_headers_build(const kt_dispatch_req_t *req, kt_dispatch_hdr
 
         kt_dispatch_rfc3339(req->timestamp_ms >= 0 ? req->timestamp_ms : kt_wallclock_ms(), tbuf,
                             sizeof(tbuf));
+        LINE(KT_USER_AGENT_LINE);
         if (req->format == KT_EVENT_CLOUDEVENTS) {
                 /* CloudEvents 1.0, HTTP binary content mode. */
                 LINE("ce-specversion: 1.0");

@@ -396,7 +396,7 @@ static int slot_setup(kt_dispatch_t *kd, slot_t *s) {
         curl_easy_setopt(s->easy, CURLOPT_HEADERFUNCTION, header_cb);
         curl_easy_setopt(s->easy, CURLOPT_HEADERDATA, s);
         curl_easy_setopt(s->easy, CURLOPT_PROTOCOLS_STR, "http,https");
-        curl_easy_setopt(s->easy, CURLOPT_USERAGENT, "ktrigger/" KT_VERSION);
+        /* No CURLOPT_USERAGENT: the header lines carry KT_USER_AGENT_LINE. */
         return 0;
 }
 
@@ -584,9 +584,11 @@ kt_err_t kt_dispatch_request_submit(kt_dispatch_t *kd, const kt_dispatch_req_t *
 
 /* A batch's header lines: constant, so one list serves every slot (curl only reads it). */
 static char batch_ct_line[] = "Content-Type: " KT_BATCH_CONTENT_TYPE;
+static char batch_ua_line[] = KT_USER_AGENT_LINE;
 static char batch_expect_line[] = "Expect:";
 static struct curl_slist batch_hdr_expect = {batch_expect_line, NULL};
-static struct curl_slist batch_hdrs = {batch_ct_line, &batch_hdr_expect};
+static struct curl_slist batch_hdr_ua = {batch_ua_line, &batch_hdr_expect};
+static struct curl_slist batch_hdrs = {batch_ct_line, &batch_hdr_ua};
 
 kt_err_t kt_dispatch_batch_submit(kt_dispatch_t *kd, char *body, size_t len, void *opaque,
                                   void **callp) {

@@ -518,6 +518,7 @@ static void test_headers(void) {
         KT_CHECK(!find(h, "event-key-encoding"), "plain key is not encoded");
         KT_CHECK(!find(h, "event-tombstone"), "not a tombstone");
         KT_CHECK(find(h, "Expect") != NULL, "Expect: removed");
+        KT_CHECK_STR(find(h, "User-Agent"), KT_USER_AGENT_LINE);
         KT_CHECK(nt.dropped == 0, "dropped %d", nt.dropped);
 
         /* Plain text, no timestamp, binary key, record headers good and bad. */
@@ -620,6 +621,7 @@ static void test_cloudevents(void) {
         KT_CHECK(kt_dispatch_headers_build(&req, &hs, &nt) == KT_OK, "build");
         h = hs.list;
         KT_CHECK_STR(find(h, "ce-specversion"), "ce-specversion: 1.0");
+        KT_CHECK_STR(find(h, "User-Agent"), KT_USER_AGENT_LINE);
         KT_CHECK_STR(find(h, "ce-id"), "ce-id: orders/3/1234");
         KT_CHECK_STR(find(h, "ce-source"), "ce-source: kafka://orders");
         KT_CHECK_STR(find(h, "ce-type"), "ce-type: dev.ktrigger.kafka.record");

@@ -59,6 +59,17 @@ static void probe_cb(int up, void *cbarg) {
         (void)cbarg;
 }
 
+/** The head of the last request serve_kept() answered, NUL-terminated. */
+static char last_head[65536];
+
+/** How many lines of \p head start with \p prefix. */
+static int lines_with(const char *head, const char *prefix) {
+        int n = 0;
+        for (const char *p = head; (p = strstr(p, prefix)); p++)
+                n += p == head || p[-1] == '\n';
+        return n;
+}
+
 /* Serve one connection: read the request head (and a small body), answer \p answer, close. */
 static void serve_one(int lfd, const char *answer) {
         int fd = accept4(lfd, NULL, NULL, SOCK_NONBLOCK);
@@ -156,18 +167,15 @@ static void call(kt_dispatch_t *kd, int lfd, const kt_dispatch_req_t *req, const
         KT_CHECK(done, "the call ended");
 }
 
-/* One call answered on a keep-alive connection the test keeps: *cfd is the connection (-1:
- * accept one). @returns the number of connections accepted for it. */
-static int call_kept(kt_dispatch_t *kd, int lfd, int *cfd, const kt_dispatch_req_t *req) {
+/* Answer the call submitted on a keep-alive connection the test keeps: *cfd is the
+ * connection (-1: accept one). @returns the number of connections accepted for it. */
+static int serve_kept(kt_dispatch_t *kd, int lfd, int *cfd) {
         static const char ok[] = "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
-        void *c = NULL;
-        kt_dispatch_notes_t nt = {0, 0};
         char buf[65536];
         size_t got = 0;
         int accepted = 0;
         char *head;
 
-        KT_CHECK(kt_dispatch_request_submit(kd, req, NULL, &c, &nt) == KT_OK, "submit");
         done = 0;
         for (int i = 0; !done && i < 500; i++) {
                 int fd;
@@ -187,6 +195,8 @@ static int call_kept(kt_dispatch_t *kd, int lfd, int *cfd, const kt_dispatch_req
                         got += (size_t)n;
                 /* The head and its 1-byte body: answer, and keep the connection open. */
                 if ((head = memmem(buf, got, "\r\n\r\n", 4)) && (size_t)(head - buf) + 5 <= got) {
+                        memcpy(last_head, buf, (size_t)(head - buf) + 2);
+                        last_head[head - buf + 2] = '\0';
                         (void)!send(*cfd, ok, sizeof(ok) - 1, MSG_NOSIGNAL);
                         got = 0;
                 }
@@ -195,6 +205,15 @@ static int call_kept(kt_dispatch_t *kd, int lfd, int *cfd, const kt_dispatch_req
                  "kept-alive call: done %d outcome %d status %ld", done, (int)last.outcome,
                  last.status);
         return accepted;
+}
+
+/* One record's call answered on the kept connection *cfd (serve_kept()). */
+static int call_kept(kt_dispatch_t *kd, int lfd, int *cfd, const kt_dispatch_req_t *req) {
+        void *c = NULL;
+        kt_dispatch_notes_t nt = {0, 0};
+
+        KT_CHECK(kt_dispatch_request_submit(kd, req, NULL, &c, &nt) == KT_OK, "submit");
+        return serve_kept(kd, lfd, cfd);
 }
 
 /* Between calls curl's idle keep-alive connection is parked in the event core, not deleted
@@ -318,6 +337,29 @@ int main(void) {
                 KT_CHECK(last.outcome == KT_OUTCOME_SUCCESS && last.status == 200,
                          "after out of memory: outcome %d status %ld", (int)last.outcome,
                          last.status);
+        }
+
+        /* One User-Agent line a request, ktrigger's: a record's call and a batch's. */
+        {
+                int cfd = -1;
+                void *c = NULL;
+                char *body = strdup("[]");
+
+                call_kept(kd, lfd, &cfd, &req);
+                KT_CHECK(lines_with(last_head, "User-Agent:") == 1 &&
+                             lines_with(last_head, KT_USER_AGENT_LINE "\r\n") == 1,
+                         "a record's call: one User-Agent line, " KT_USER_AGENT_LINE ":\n%s",
+                         last_head);
+                KT_CHECK(body && kt_dispatch_batch_submit(kd, body, 2, NULL, &c) == KT_OK,
+                         "batch submit");
+                serve_kept(kd, lfd, &cfd);
+                KT_CHECK(strstr(last_head, "Content-Type: " KT_BATCH_CONTENT_TYPE "\r\n") &&
+                             lines_with(last_head, "User-Agent:") == 1 &&
+                             lines_with(last_head, KT_USER_AGENT_LINE "\r\n") == 1,
+                         "a batch's call: one User-Agent line, " KT_USER_AGENT_LINE ":\n%s",
+                         last_head);
+                if (cfd >= 0)
+                        close(cfd);
         }
 
         test_keepalive_parked(kd, lfd);
