@@ -365,6 +365,10 @@ def wrk_ceiling(url, conns, lua, seconds):
 
 # ----------------------------------------------------------------------------- ktrigger
 
+#: --dispatch: settings appended to every ktrigger's dispatch block (e.g. buffer sizes).
+DISPATCH_EXTRA = ''
+
+
 def render_config(bootstrap, topic, group, port, metrics_port, ordering, batch=None):
     props = ',\n    '.join(f'("{k}", "{v}")' for k, v in KAFKA_PROPS)
     batch_conf = (f' batch = {{ max_records = {batch[0]}; max_wait_ms = {batch[1]}; }};'
@@ -380,7 +384,7 @@ kafka = {{
   );
 }};
 runtime = {{ host = "127.0.0.1"; port = {port}; path = "/"; }};
-dispatch = {{ ordering = "{ordering}"; max_in_flight = {MAX_IN_FLIGHT};{batch_conf} }};
+dispatch = {{ ordering = "{ordering}"; max_in_flight = {MAX_IN_FLIGHT};{batch_conf} {DISPATCH_EXTRA} }};
 metrics = {{ listen = "127.0.0.1:{metrics_port}"; }};
 log = {{ level = "warning"; }};
 '''
@@ -829,9 +833,14 @@ def main():
     ap.add_argument('--keep-broker', action='store_true', help='leave the broker running')
     ap.add_argument('--no-bare-forwarder', action='store_true',
                     help='skip the bare forwarder ceiling (bench/bare_forwarder.c)')
+    ap.add_argument('--dispatch', default='',
+                    help='settings added to every ktrigger\'s dispatch block, e.g. '
+                         '"partition_buffer_records = 3000;" (never a whole run\'s latest.json)')
     args = ap.parse_args()
+    global DISPATCH_EXTRA
+    DISPATCH_EXTRA = args.dispatch
     if args.out is None:
-        whole = args.full and not args.only
+        whole = args.full and not args.only and not args.dispatch
         args.out = os.path.join(HERE, 'results', 'latest.json' if whole else 'partial.json')
     idx = 1 if args.full else 0
     runs = args.runs or (2 if args.full else 1)
@@ -1015,6 +1024,7 @@ def main():
 
     doc = {'machine': machine, 'mode': 'full' if args.full else 'quick',
            'runs_per_scenario': runs, 'kafka_properties': dict(KAFKA_PROPS),
+           'dispatch_extra': DISPATCH_EXTRA,
            'scenarios': results, 'targets': targets(results)}
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
     tmp = args.out + '.tmp'
